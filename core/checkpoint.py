@@ -1,0 +1,229 @@
+"""Checkpoints: safetensors tensors with JSON metadata inside the file; atomic writes; safe loading.
+
+Loading never executes code from a file: safetensors holds only tensors and a string header, and a
+course `.pth` goes through `torch.load(weights_only=True)`.
+
+Files of a run folder:
+  model.safetensors    EMA weights (what sampling uses) + metadata: configs, labels, data set, step
+  resume.safetensors   raw weights, optimizer state and RNG state, for an exact resume
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from .schedule import ScheduleConfig
+from .unet import (COURSE_LABEL_NAMES, ContextUnet, CourseWeightsError, UNetConfig,
+                   config_from_course_state_dict, load_course_state_dict)
+
+FORMAT = "diffusion-desk/1"
+RESUME_FORMAT = "diffusion-desk-resume/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; str() names the file and the problem in one line."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: the old file survives a crash."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; a checkpoint is an ordinary user file
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class ModelBundle:
+    """A loaded model, ready to sample: network (eval mode), schedule, label names and metadata."""
+
+    net: ContextUnet
+    schedule_config: ScheduleConfig
+    label_names: list[str]
+    meta: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.meta.get("kind", "ours")
+
+    @property
+    def description(self) -> str:
+        name = self.path.name if self.path else "(unsaved)"
+        step = self.meta.get("step")
+        data = self.meta.get("dataset", "?")
+        n_feat = self.net.config.n_feat
+        return f"{name} (n_feat {n_feat}, {data}" + (f", step {step})" if step is not None else ")")
+
+
+def _contiguous_cpu(state: dict) -> dict:
+    return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+
+
+def save_checkpoint(path: str | Path, state_dict: dict, *, unet_config: UNetConfig, schedule_config: ScheduleConfig,
+                    label_names: list[str], dataset: str = "", fingerprint: str = "", step: int = 0,
+                    precision: str = "fp32", train_config: dict | None = None, extra: dict | None = None) -> Path:
+    """Atomically write model weights + metadata as one .safetensors file."""
+    meta = {
+        "format": FORMAT,
+        "unet_config": json.dumps(unet_config.to_dict()),
+        "schedule_config": json.dumps(schedule_config.to_dict()),
+        "label_names": json.dumps(list(label_names)),
+        "dataset": dataset,
+        "dataset_fingerprint": fingerprint,
+        "step": str(int(step)),
+        "precision": precision,
+        "train_config": json.dumps(train_config or {}),
+        "extra": json.dumps(extra or {}),
+    }
+    atomic_write_bytes(path, st_save(_contiguous_cpu(state_dict), metadata=meta))
+    return Path(path)
+
+
+def read_metadata(path: str | Path) -> dict:
+    """Decoded metadata of one of our checkpoints (raises CheckpointError otherwise)."""
+    path = Path(path)
+    raw = _safetensors_header(path)
+    if raw.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a Diffusion Desk checkpoint (no '{FORMAT}' metadata)")
+    try:
+        return {
+            "unet_config": json.loads(raw["unet_config"]),
+            "schedule_config": json.loads(raw["schedule_config"]),
+            "label_names": json.loads(raw["label_names"]),
+            "dataset": raw.get("dataset", ""),
+            "dataset_fingerprint": raw.get("dataset_fingerprint", ""),
+            "step": int(raw.get("step", 0)),
+            "precision": raw.get("precision", ""),
+            "train_config": json.loads(raw.get("train_config", "{}")),
+            "extra": json.loads(raw.get("extra", "{}")),
+            "kind": "ours",
+        }
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{path}: damaged checkpoint metadata ({e})") from None
+
+
+def _safetensors_header(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for truncated or foreign files
+        raise CheckpointError(f"{path}: not a readable .safetensors file ({_short(e)})") from None
+
+
+def _short(e: Exception) -> str:
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return text[:160]
+
+
+def _read_tensors(path: Path) -> dict:
+    try:
+        return st_load(path.read_bytes())
+    except Exception as e:
+        raise CheckpointError(f"{path}: could not read tensors ({_short(e)})") from None
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> ModelBundle:
+    """Load one of our .safetensors checkpoints or a course .pth state dict, in eval mode on `device`."""
+    path = Path(path)
+    if path.suffix.lower() in (".pth", ".pt", ".bin"):
+        return load_course_weights(path, device)
+    meta = read_metadata(path)
+    try:
+        unet_config = UNetConfig.from_dict(meta["unet_config"])
+        schedule_config = ScheduleConfig.from_dict(meta["schedule_config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: checkpoint has an invalid configuration ({e})") from None
+    net = ContextUnet(unet_config)
+    tensors = _read_tensors(path)
+    try:
+        net.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not match the configuration ({_short(e)})") from None
+    net.to(device).eval()
+    return ModelBundle(net, schedule_config, meta["label_names"], meta, path)
+
+
+def load_course_weights(path: str | Path, device: torch.device | str = "cpu") -> ModelBundle:
+    """A course weight file (context_model_trained.pth / model_trained.pth), in course-compat mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle refusals, zip errors, truncation: all mean "not a weights file"
+        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({_short(e)})") from None
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{path}: expected a state dict of tensors")
+    try:
+        cfg = config_from_course_state_dict(sd, source=str(path))
+        net = ContextUnet(cfg)
+        load_course_state_dict(net, sd, source=str(path))
+    except (CourseWeightsError, ValueError) as e:
+        raise CheckpointError(str(e)) from None
+    n = cfg.n_cfeat
+    labels = COURSE_LABEL_NAMES if n == len(COURSE_LABEL_NAMES) else [f"label {i + 1}" for i in range(n)]
+    meta = {"kind": "course", "dataset": "course sprites", "step": None,
+            "unet_config": cfg.to_dict(), "schedule_config": ScheduleConfig().to_dict()}
+    return ModelBundle(net.to(device).eval(), ScheduleConfig(), labels, meta, path)
+
+
+# --- resume state ---------------------------------------------------------------------------------
+
+def save_resume_state(path: str | Path, *, model_state: dict, optimizer_state: dict, rng_state: torch.Tensor,
+                      step: int, info: dict) -> Path:
+    """Raw weights, optimizer and RNG state without pickle: tensors flat, the rest as JSON."""
+    tensors = {f"model.{k}": v for k, v in model_state.items()}
+    opt_scalars = {}
+    for idx, st in optimizer_state["state"].items():
+        for key, val in st.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"opt.{idx}.{key}"] = val
+            else:
+                opt_scalars[f"{idx}.{key}"] = val
+    tensors["rng"] = rng_state
+    meta = {"format": RESUME_FORMAT, "step": str(int(step)), "info": json.dumps(info),
+            "param_groups": json.dumps(optimizer_state["param_groups"]), "opt_scalars": json.dumps(opt_scalars)}
+    atomic_write_bytes(path, st_save(_contiguous_cpu(tensors), metadata=meta))
+    return Path(path)
+
+
+def load_resume_state(path: str | Path) -> dict:
+    """Inverse of save_resume_state: {'model_state', 'optimizer_state', 'rng_state', 'step', 'info'}."""
+    path = Path(path)
+    raw = _safetensors_header(path)
+    if raw.get("format") != RESUME_FORMAT:
+        raise CheckpointError(f"{path}: not a Diffusion Desk resume file")
+    tensors = _read_tensors(path)
+    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, idx, key = k.split(".", 2)
+            state.setdefault(int(idx), {})[key] = v
+    for k, v in json.loads(raw["opt_scalars"]).items():
+        idx, key = k.split(".", 1)
+        state.setdefault(int(idx), {})[key] = v
+    optimizer_state = {"state": state, "param_groups": json.loads(raw["param_groups"])}
+    return {"model_state": model_state, "optimizer_state": optimizer_state, "rng_state": tensors["rng"],
+            "step": int(raw["step"]), "info": json.loads(raw["info"])}

@@ -1,0 +1,98 @@
+"""Device and precision choice: CUDA when detected, else the CPU; bf16 where the hardware has it."""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class DeviceError(ValueError):
+    """A device or precision the machine cannot provide; str() says what to choose instead."""
+
+
+def pick_device(pref: str = "auto") -> torch.device:
+    """'auto' -> cuda:0 when a CUDA GPU is usable, else cpu; 'cpu' / 'cuda' / 'cuda:N' as asked."""
+    pref = (pref or "auto").lower()
+    if pref == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if pref.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError("--device cuda: no CUDA GPU is available here (this torch build or driver); use cpu")
+        return torch.device("cuda:0" if pref == "cuda" else pref)
+    if pref == "cpu":
+        return torch.device("cpu")
+    raise DeviceError(f"unknown device {pref!r}; choose auto, cpu or cuda")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU runs bf16 matrix work natively (AVX-512 BF16 / AMX), where autocast pays off."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(pref: str, device: torch.device) -> str:
+    """'auto' -> bf16 where it is fast (CUDA with bf16, CPUs with native bf16), else fp32."""
+    pref = (pref or "auto").lower()
+    if pref not in PRECISIONS:
+        raise DeviceError(f"unknown precision {pref!r}; choose one of {', '.join(PRECISIONS)}")
+    if device.type == "cuda":
+        if pref == "auto":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return pref
+    if pref == "fp16":
+        raise DeviceError("fp16 is for CUDA GPUs; on the CPU use bf16 or fp32")
+    if pref == "auto":
+        return "bf16" if cpu_has_fast_bf16() else "fp32"
+    return pref
+
+
+def autocast(device: torch.device, precision: str):
+    """Context manager running the forward pass in the chosen precision (fp32: a no-op)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def configure_threads(n: int | None = None) -> int:
+    """Intra-op threads for the CPU: one per core by default (hyperthreads slow conv work down)."""
+    if n is None:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, n))
+    return torch.get_num_threads()
+
+
+def describe(device: torch.device) -> str:
+    """Human-readable device, e.g. 'CPU (2 threads)' or 'CUDA: NVIDIA H100 80GB HBM3'."""
+    if device.type == "cuda":
+        return f"CUDA: {torch.cuda.get_device_name(device)}"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall times are honest (no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The device and precision a run uses, as reported to users."""
+
+    device: torch.device
+    precision: str
+
+    @property
+    def label(self) -> str:
+        return f"{describe(self.device)}, {self.precision}"
+
+
+def runtime(device: str = "auto", precision: str = "auto") -> Runtime:
+    dev = pick_device(device)
+    return Runtime(dev, resolve_precision(precision, dev))

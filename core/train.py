@@ -1,0 +1,327 @@
+"""Training: the DDPM noise-prediction objective as a generator of per-step metrics.
+
+`Trainer.run()` yields a `StepMetrics` after every optimizer step, so a CLI or a GUI worker drives
+it and can pause (stop iterating), resume (iterate again) or stop (`save()` and drop it) between
+steps. Everything that makes a run reproducible -- weights, EMA, optimizer, step, RNG -- is in the
+checkpoint, so a resumed run continues the same loss curve.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from .checkpoint import (ModelBundle, load_resume_state, read_metadata, save_checkpoint, save_resume_state)
+from .device import autocast, pick_device, resolve_precision
+from .samplers import generate
+from .schedule import Schedule, ScheduleConfig
+from .unet import ContextUnet, UNetConfig
+
+MODEL_FILE, RESUME_FILE, LOG_FILE = "model.safetensors", "resume.safetensors", "loss.csv"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of a run; saved in every checkpoint and bound to the app's training form."""
+
+    n_feat: int = 32  # network width: 64 is the course's, 32 trains ~2.6x faster per step on a CPU
+    steps: int = 3000
+    batch_size: int = 100
+    lr: float = 1e-3
+    lr_schedule: str = "linear"  # the course decays linearly to 0; "cosine" or "constant"
+    warmup_steps: int = 0
+    optimizer: str = "adam"  # "adam" (the course's) or "adamw"
+    weight_decay: float = 0.0
+    context_dropout: float = 0.1  # zeroed contexts teach the unconditional model (guidance needs it)
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
+    precision: str = "auto"
+    hflip: bool = True
+    schedule: str = "linear"
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 0  # read the loss back every k steps; 0 = every step on CPU, every 10 on CUDA
+
+    def __post_init__(self):
+        checks = [
+            (self.steps >= 1, "steps must be at least 1"), (self.batch_size >= 1, "batch size must be at least 1"),
+            (self.lr > 0, "learning rate must be positive"),
+            (self.lr_schedule in ("linear", "cosine", "constant"), "lr schedule must be linear, cosine or constant"),
+            (self.optimizer in ("adam", "adamw"), "optimizer must be adam or adamw"),
+            (0 <= self.context_dropout < 1, "context dropout must be in [0, 1)"),
+            (0 <= self.ema_decay < 1, "EMA decay must be in [0, 1)"), (self.n_feat % 8 == 0, "width must be a multiple of 8"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        return cls(**{k: v for k, v in d.items() if k in {f.name for f in fields(cls)}})
+
+
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    # Minutes on a laptop CPU: the small width reaches a lower loss per wall-minute (DESIGN.md s.8).
+    "quick": TrainConfig(n_feat=32, steps=2000, batch_size=100, lr=1e-3),
+    # The lessons' network and optimiser; the lessons' 32 epochs of 89k sprites are ~28k steps.
+    "course": TrainConfig(n_feat=64, steps=10000, batch_size=100, lr=1e-3),
+    # For tests and smoke checks.
+    "tiny": TrainConfig(n_feat=8, steps=50, batch_size=16, lr=2e-3, checkpoint_every=25),
+}
+
+
+@dataclass
+class StepMetrics:
+    step: int
+    total_steps: int
+    loss: float
+    lr: float
+    images_per_s: float
+    elapsed: float  # seconds of training (pauses excluded)
+    band_loss: tuple[float, float, float]  # mean loss at low / mid / high noise (nan where no sample fell)
+
+    @property
+    def eta(self) -> float:
+        return self.elapsed / max(self.step, 1) * (self.total_steps - self.step)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint on disk was kept."""
+
+
+def lr_at(config: TrainConfig, step: int) -> float:
+    """Learning rate for (0-based) step: warmup, then the course's linear decay, cosine, or constant."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1)
+    if config.lr_schedule == "linear":
+        return config.lr * (1 - progress)
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    return config.lr
+
+
+def ema_decay_at(decay: float, step: int) -> float:
+    """Warmed-up EMA decay min(decay, (1+step)/(10+step)): a fixed 0.999 from step 0 ruins short runs."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+class Trainer:
+    """One training run in `out_dir` on one data set (see module docstring)."""
+
+    def __init__(self, dataset, config: TrainConfig, out_dir: str | Path, *, device: str = "auto",
+                 resume: bool = False):
+        self.out_dir = Path(out_dir)
+        self.dataset, self.config = dataset, config
+        self.device = pick_device(device) if isinstance(device, str) else device
+        self.precision = resolve_precision(config.precision, self.device)
+        self.schedule = Schedule(ScheduleConfig(kind=config.schedule))
+        self.unet_config = UNetConfig(n_feat=config.n_feat, n_cfeat=dataset.n_labels, height=dataset.size)
+        self.net = ContextUnet(self.unet_config).to(self.device)
+        self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
+        self.opt = self._make_optimizer()
+        # fp16 (CUDA without bf16) needs loss scaling; bf16 and fp32 do not.
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        self.gen = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.step = 0
+        self.elapsed = 0.0
+        self.x = dataset.to_tensor().to(self.device)  # (N, 3, H, W) in [-1, 1], held in memory once
+        self.c = torch.as_tensor(dataset.labels, dtype=torch.float32).to(self.device)  # (N, L)
+        self.ab = self.schedule.ab_t.to(self.device, torch.float32)
+        self._log_rows: list[list] = []
+        if resume:
+            self._load_resume()
+
+    # --- setup -------------------------------------------------------------------------------------
+    def _make_optimizer(self):
+        cls = torch.optim.AdamW if self.config.optimizer == "adamw" else torch.optim.Adam
+        return cls(self.net.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+
+    @classmethod
+    def from_run(cls, dataset, out_dir: str | Path, *, device: str = "auto", steps: int | None = None) -> "Trainer":
+        """Resume the run in `out_dir` with its saved config (optionally extending the step count)."""
+        meta = read_metadata(Path(out_dir) / MODEL_FILE)
+        config = TrainConfig.from_dict(meta["train_config"])
+        if steps is not None:
+            config = replace(config, steps=steps)
+        return cls(dataset, config, out_dir, device=device, resume=True)
+
+    def _load_resume(self) -> None:
+        state = load_resume_state(self.out_dir / RESUME_FILE)
+        fp = state["info"].get("dataset_fingerprint")
+        if fp and fp != self.dataset.fingerprint():
+            raise ValueError(f"{self.out_dir}: this run was trained on another data set ({state['info'].get('dataset')})")
+        self.net.load_state_dict(state["model_state"])
+        self.ema.load_state_dict(load_file(str(self.out_dir / MODEL_FILE)))
+        self.opt.load_state_dict(state["optimizer_state"])
+        self.gen.set_state(state["rng_state"])
+        self.step = state["step"]
+        self.elapsed = float(state["info"].get("elapsed", 0.0))
+        _truncate_log(self.out_dir / LOG_FILE, self.step)
+
+    # --- one step ------------------------------------------------------------------------------------
+    def _batch(self):
+        """Random batch with flips and context dropout, drawn from the run's own generator."""
+        n, b, g, dev = self.x.shape[0], self.config.batch_size, self.gen, self.device
+        idx = torch.randint(0, n, (b,), generator=g, device=dev)
+        x0, c = self.x[idx], self.c[idx]
+        if self.config.hflip:
+            flip = torch.rand(b, generator=g, device=dev) < 0.5
+            x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(3), x0)
+        keep = torch.rand(b, generator=g, device=dev) >= self.config.context_dropout
+        c = c * keep.unsqueeze(1)  # dropped rows become the all-zero "no context" vector
+        t = torch.randint(1, self.schedule.T + 1, (b,), generator=g, device=dev)
+        noise = torch.randn(x0.shape, generator=g, device=dev)
+        return x0, c, t, noise
+
+    def _train_step(self):
+        """One optimizer step; returns the per-sample losses (B,) and timesteps (B,), on the device."""
+        x0, c, t, noise = self._batch()
+        ab = self.ab[t].view(-1, 1, 1, 1)
+        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise  # the correct sqrt(1 - ab) (the course drops the sqrt)
+        for group in self.opt.param_groups:
+            group["lr"] = lr_at(self.config, self.step)
+        with autocast(self.device, self.precision):
+            pred = self.net(x_t, t.float() / self.schedule.T, c)
+        per_sample = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))  # (B,)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(per_sample.mean()).backward()
+        if self.config.grad_clip > 0:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self._update_ema()
+        return per_sample.detach(), t
+
+    @torch.no_grad()
+    def _update_ema(self):
+        d = ema_decay_at(self.config.ema_decay, self.step)
+        ema_p = list(self.ema.parameters())
+        torch._foreach_lerp_(ema_p, list(self.net.parameters()), 1 - d)
+        for eb, b in zip(self.ema.buffers(), self.net.buffers()):
+            eb.copy_(b)  # BatchNorm statistics follow the live model
+
+    # --- the loop --------------------------------------------------------------------------------------
+    def run(self) -> Iterator[StepMetrics]:
+        """Train until config.steps, yielding metrics after each step (in groups of log_every on CUDA)."""
+        log_every = self.config.log_every or (10 if self.device.type == "cuda" else 1)
+        pending: list[tuple[torch.Tensor, torch.Tensor, float]] = []
+        t_start = time.perf_counter()
+        while self.step < self.config.steps:
+            losses, ts = self._train_step()
+            lr = self.opt.param_groups[0]["lr"]
+            self.step += 1
+            pending.append((losses, ts, lr))
+            if len(pending) < log_every and self.step < self.config.steps:
+                continue
+            now = time.perf_counter()
+            dt, t_start = now - t_start, now
+            self.elapsed += dt
+            yield from self._flush(pending, dt)
+            pending = []
+            t_start = time.perf_counter()  # time spent by the consumer (or paused) is not training time
+
+    def _flush(self, pending, dt: float) -> Iterator[StepMetrics]:
+        """Read a group of step losses back from the device (one sync), check them, checkpoint, yield."""
+        losses = torch.stack([p[0] for p in pending]).float().cpu()  # (k, B)
+        ts = torch.stack([p[1] for p in pending]).cpu()  # (k, B)
+        if not torch.isfinite(losses).all():
+            raise TrainingDiverged(
+                f"loss became NaN or infinite at step {self.step}; training stopped and the last good checkpoint "
+                f"in {self.out_dir} was kept. Try a lower learning rate or precision fp32."
+            )
+        ips = self.config.batch_size * len(pending) / max(dt, 1e-9)
+        first = self.step - len(pending) + 1
+        for j, (l_row, t_row, lr) in enumerate(zip(losses, ts, (p[2] for p in pending))):
+            m = StepMetrics(first + j, self.config.steps, float(l_row.mean()), lr, ips,
+                            self.elapsed, _band_losses(l_row, t_row, self.schedule.T))
+            self._log_rows.append([m.step, f"{m.loss:.6f}", f"{lr:.3e}", f"{ips:.1f}", *(f"{v:.6f}" for v in m.band_loss)])
+            if m.step % self.config.checkpoint_every == 0 or m.step == self.config.steps:
+                self.save()
+            yield m
+
+    # --- outputs ---------------------------------------------------------------------------------------
+    def save(self) -> Path:
+        """Atomically write model.safetensors (EMA weights), resume.safetensors and the loss log."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        info = {"dataset": self.dataset.name, "dataset_fingerprint": self.dataset.fingerprint(), "elapsed": self.elapsed}
+        # Resume state first: a crash between the two writes leaves an older model file, never a
+        # model file whose resume state is missing.
+        save_resume_state(self.out_dir / RESUME_FILE, model_state=self.net.state_dict(),
+                          optimizer_state=self.opt.state_dict(), rng_state=self.gen.get_state(),
+                          step=self.step, info=info)
+        path = save_checkpoint(
+            self.out_dir / MODEL_FILE, self.ema.state_dict(), unet_config=self.unet_config,
+            schedule_config=self.schedule.config, label_names=self.dataset.label_names, dataset=self.dataset.name,
+            fingerprint=self.dataset.fingerprint(), step=self.step, precision=self.precision,
+            train_config=self.config.to_dict(), extra={"elapsed": self.elapsed},
+        )
+        self._write_log()
+        return path
+
+    def _write_log(self) -> None:
+        path = self.out_dir / LOG_FILE
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["step", "loss", "lr", "images_per_s", "loss_low_noise", "loss_mid_noise", "loss_high_noise"])
+            w.writerows(self._log_rows)
+        self._log_rows = []
+
+    def bundle(self) -> ModelBundle:
+        """The EMA model as a sampling-ready bundle (shares weights with the live EMA)."""
+        meta = {"kind": "ours", "dataset": self.dataset.name, "step": self.step}
+        return ModelBundle(self.ema, self.schedule.config, list(self.dataset.label_names), meta, self.out_dir / MODEL_FILE)
+
+    def preview(self, *, per_label: int = 6, steps: int = 20, seed: int = 1234) -> np.ndarray:
+        """A grid from fixed noise, one row per label: (rows, per_label, H, W, 3) uint8, by DPM-Solver++."""
+        L = self.dataset.n_labels
+        ctx = np.repeat(np.eye(L, dtype=np.float32), per_label, axis=0)  # (L * per_label, L)
+        res = generate(self.ema, self.schedule, sampler="dpmpp2m", steps=steps, n=len(ctx), context=ctx,
+                       seed=seed, precision=self.precision)
+        return res.images.reshape(L, per_label, *res.images.shape[1:])
+
+
+def _band_losses(losses: torch.Tensor, ts: torch.Tensor, T: int) -> tuple[float, float, float]:
+    """Mean loss for t in (0, T/3], (T/3, 2T/3], (2T/3, T]: low, mid and high noise."""
+    band = ((ts - 1) * 3 // T).clamp(0, 2)
+    out = []
+    for k in range(3):
+        sel = losses[band == k]
+        out.append(float(sel.mean()) if sel.numel() else float("nan"))
+    return tuple(out)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log rows after `step` so a resumed run does not write them twice."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(kept)
+
+
+def read_loss_log(path: str | Path) -> dict[str, np.ndarray]:
+    """Columns of a run's loss.csv as float arrays (for resuming a plot)."""
+    with Path(path).open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return {}
+    header, body = rows[0], [r for r in rows[1:] if r]
+    data = np.array(body, dtype=np.float64).reshape(len(body), len(header))
+    return {h: data[:, i] for i, h in enumerate(header)}

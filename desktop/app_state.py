@@ -1,0 +1,82 @@
+"""Shared, observable app state: the loaded data set, model, label names and context composition.
+
+Panels read it and listen to its signals; nothing here imports torch (data sets and model bundles
+are passed around as opaque objects made by the service layer), so the window can open before
+torch has loaded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+
+@dataclass
+class ContextRow:
+    """One context vector for sampling: a name for people and one weight (0..1) per label."""
+
+    name: str
+    weights: list[float]
+
+
+@dataclass
+class Composition:
+    """What the context composer hands to the sampler: rows of context vectors + the guidance scale."""
+
+    rows: list[ContextRow] = field(default_factory=list)
+    guidance: float = 1.0
+
+    def matrix(self, n_labels: int) -> np.ndarray:
+        """(R, n_labels) float32; an empty composition is one all-zero (unconditional) row."""
+        if not self.rows:
+            return np.zeros((1, n_labels), np.float32)
+        m = np.zeros((len(self.rows), n_labels), np.float32)
+        for i, row in enumerate(self.rows):
+            w = np.asarray(row.weights[:n_labels], np.float32)
+            m[i, : len(w)] = w
+        return m
+
+    @staticmethod
+    def one_per_label(label_names: list[str]) -> "Composition":
+        eye = np.eye(len(label_names), dtype=np.float32)
+        return Composition([ContextRow(name, eye[i].tolist()) for i, name in enumerate(label_names)])
+
+
+class AppState(QObject):
+    """Single source of truth shared by the panels. Setters emit; panels never poke each other."""
+
+    dataset_changed = Signal(object)  # core.data.ImageDataset
+    model_changed = Signal(object)  # core.checkpoint.ModelBundle (or None)
+    label_names_changed = Signal(list)  # list[str] of the current data set
+    composition_changed = Signal(object)  # Composition
+    runtime_changed = Signal(str)  # e.g. "CPU (2 threads), bf16"
+    status_message = Signal(str)  # short text for the status bar
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.dataset = None
+        self.model = None
+        self.composition = Composition()
+        self.runtime_label = ""
+
+    def set_dataset(self, dataset) -> None:
+        self.dataset = dataset
+        self.dataset_changed.emit(dataset)
+        self.label_names_changed.emit(list(dataset.label_names))
+
+    def set_model(self, bundle) -> None:
+        self.model = bundle
+        self.model_changed.emit(bundle)
+
+    def set_label_names(self, names: list[str]) -> None:
+        """Rename/add/delete/reorder labels of the current data set (the dataset object is replaced by the caller)."""
+        self.label_names_changed.emit(list(names))
+
+    def set_composition(self, composition: Composition) -> None:
+        self.composition = composition
+        self.composition_changed.emit(composition)
+
+    def set_runtime(self, label: str) -> None:
+        self.runtime_label = label
+        self.runtime_changed.emit(label)
