@@ -1,0 +1,347 @@
+"""Turns bench results (the JSON `benchmarks.bench` writes) into tables, PNGs and docs/benchmarks.md.
+
+No torch here: text tables for the terminal, Markdown for the docs, and two pictures drawn with
+Pillow (matplotlib is not a dependency): quality against time, and a sample grid per label.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+# --- tables --------------------------------------------------------------------------------------------
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "-"
+        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+    return str(v)
+
+
+def text_table(headers: list[str], rows: list[list]) -> str:
+    """A fixed-width table for the terminal."""
+    cells = [[_cell(v) for v in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    cells = [[_cell(v) for v in r] for r in rows]
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in cells]
+    return "\n".join(out)
+
+
+def _pm(mean, sd) -> str:
+    return f"{mean:.3g} ± {sd:.2g}" if sd is not None else f"{mean:.3g}"
+
+
+# --- the section tables (shared by the terminal and the Markdown) -----------------------------------------
+
+def peak_rows(peak: dict) -> tuple[list[str], list[list]]:
+    return (["precision", "matmul GFLOP/s (best)", "matrix size"],
+            [[p, peak[p]["gflops"], f"{peak['size']}x{peak['size']}"] for p in ("fp32", "bf16") if p in peak])
+
+
+def train_rows(train: dict) -> tuple[list[str], list[list]]:
+    headers = ["contestant", "images/s (median)", "min-max over rounds", "x course", "ms/step", "% of matmul peak"]
+    rows = []
+    for name, r in train["throughput"].items():
+        peak = r.get("peak_fraction")
+        rows.append([name, r["median_ips"], f"{r['min_ips']:.0f}-{r['max_ips']:.0f}", r.get("ratio_vs_course"),
+                     1000 * train["batch_size"] / r["median_ips"], None if peak is None else f"{100 * peak:.0f}%"])
+    return headers, rows
+
+
+def loss_rows(train: dict) -> tuple[list[str], list[list]]:
+    headers = ["precision", "seed", "held-out loss after N steps", "mean train loss, last 50 steps", "seconds"]
+    rows = [[r["precision"], r["seed"], round(r["eval_loss"], 5), round(r["train_loss_last50"], 5), r["seconds"]]
+            for r in train["loss_check"]["runs"]]
+    return headers, rows
+
+
+def sample_rows(sample: dict) -> tuple[list[str], list[list]]:
+    headers = ["code path", "sampler", "precision", "model calls", f"seconds for {sample['n']} images",
+               "ms per call", "x faster than course DDPM-500", "per-call speed-up", "% of matmul peak"]
+    rows = []
+    for r in sample["results"]:
+        peak = r.get("peak_fraction")
+        rows.append([r["who"], r["sampler_label"], r["precision"], r["calls"], r["seconds"], r["ms_per_call"],
+                     r.get("speedup_vs_course_ddpm"), r.get("per_call_speedup"),
+                     None if peak is None else f"{100 * peak:.0f}%"])
+    return headers, rows
+
+
+def quality_rows(quality: dict) -> tuple[list[str], list[list]]:
+    headers = ["sampler", "model calls", f"feature-FID (n={quality['n']}, mean ± sd over {quality['n_seeds']} seeds)",
+               "label accuracy", "seconds for 32 images", "FID vs DDPM-500"]
+    rows = []
+    for r in quality["results"]:
+        acc = r.get("accuracy_mean")
+        rows.append([r["entry"], r["nfe"], _pm(r["fid_mean"], r["fid_sd"]),
+                     None if acc is None else _pm(acc, r.get("accuracy_sd")), r["seconds_32"],
+                     None if r.get("fid_vs_ddpm") is None else f"{100 * r['fid_vs_ddpm']:+.0f}%"])
+    floor = quality["floor"]
+    rows.append(["real vs real (floor)", "-", _pm(floor["mean"], floor["sd"]), quality.get("real_accuracy"), "-", "-"])
+    return headers, rows
+
+
+def print_section(name: str, results: dict) -> str:
+    """The terminal table(s) for one bench section."""
+    makers = {"peak": [peak_rows], "train": [train_rows, loss_rows], "sample": [sample_rows], "quality": [quality_rows]}
+    return "\n\n".join(text_table(*m(results)) for m in makers[name])
+
+
+# --- pictures --------------------------------------------------------------------------------------------
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: bitmap font only
+        return ImageFont.load_default()
+
+
+PALETTE = {"ddpm": (200, 60, 50), "ddim": (40, 110, 200), "dpmpp2m": (30, 150, 80)}
+
+
+def _nice_step(raw: float) -> float:
+    """The 1, 2 or 5 times a power of ten at or above raw (axis tick spacing)."""
+    e = 10.0 ** math.floor(math.log10(raw))
+    return next(m * e for m in (1, 2, 5, 10) if m * e >= raw)
+
+
+def plot_quality(quality: dict, path: str | Path, *, course_ddpm_seconds: float | None = None) -> Path:
+    """Feature-FID against seconds for 32 images (log x), error bars = sd over seeds, floor dashed."""
+    W, H, L, R, T, B = 900, 560, 90, 30, 50, 70
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    f, fs = _font(16), _font(13)
+    res = quality["results"]
+    xs = [r["seconds_32"] for r in res]
+    ys_hi = [r["fid_mean"] + (r["fid_sd"] or 0) for r in res]
+    floor = quality["floor"]["mean"]
+    x_lo, x_hi = min(xs) / 1.6, max(xs + ([course_ddpm_seconds] if course_ddpm_seconds else [])) * 1.6
+    y_step = _nice_step(max(ys_hi + [floor]) * 1.12 / 5)
+    y_hi = y_step * math.ceil(max(ys_hi + [floor]) * 1.08 / y_step)
+    px = lambda x: L + (math.log10(x) - math.log10(x_lo)) / (math.log10(x_hi) - math.log10(x_lo)) * (W - L - R)
+    py = lambda y: H - B - y / y_hi * (H - T - B)
+    d.rectangle([L, T, W - R, H - B], outline=(0, 0, 0))
+    for e in range(math.floor(math.log10(x_lo)), math.ceil(math.log10(x_hi)) + 1):  # log ticks
+        for m in (1, 2, 5):
+            x = m * 10.0 ** e
+            if x_lo <= x <= x_hi:
+                d.line([px(x), T, px(x), H - B], fill=(225, 225, 225))
+                d.text((px(x), H - B + 6), f"{x:g}", fill=(0, 0, 0), font=fs, anchor="mt")
+    for k in range(round(y_hi / y_step) + 1):
+        y = y_step * k
+        d.line([L, py(y), W - R, py(y)], fill=(225, 225, 225))
+        d.text((L - 6, py(y)), f"{y:.4g}", fill=(0, 0, 0), font=fs, anchor="rm")
+    for x in range(L, W - R, 12):  # the real-vs-real floor
+        d.line([x, py(floor), x + 6, py(floor)], fill=(120, 120, 120), width=2)
+    d.text((W - R - 6, py(floor) - 4), "real vs real (floor)", fill=(90, 90, 90), font=fs, anchor="rb")
+    if course_ddpm_seconds:
+        for ref, text in ((course_ddpm_seconds, "course DDPM-500"), (course_ddpm_seconds / 50, "1/50 of it")):
+            if x_lo <= ref <= x_hi:
+                for y in range(T, H - B, 12):
+                    d.line([px(ref), y, px(ref), y + 6], fill=(200, 140, 0), width=2)
+                right = px(ref) > 0.7 * W  # label on the side with room
+                d.text((px(ref) + (-4 if right else 4), T + 4), text, fill=(170, 110, 0), font=fs,
+                       anchor="rt" if right else "lt")
+    for r in res:
+        color = PALETTE.get(r["sampler"], (80, 80, 80))
+        x, y, sd = px(r["seconds_32"]), py(r["fid_mean"]), r["fid_sd"] or 0
+        d.line([x, py(r["fid_mean"] - sd), x, py(r["fid_mean"] + sd)], fill=color, width=2)
+        d.ellipse([x - 5, y - 5, x + 5, y + 5], fill=color)
+        d.text((x + 8, y - 2), f"{r['entry']} ({r['nfe']} calls)", fill=color, font=fs, anchor="lb")
+    d.text((W / 2, 14), f"Quality against time: feature-FID (lower is better), {quality['n']} images per point",
+           fill=(0, 0, 0), font=f, anchor="mt")
+    d.text((W / 2, H - 22), "seconds to sample 32 images (log scale)", fill=(0, 0, 0), font=f, anchor="mt")
+    label = Image.new("RGB", (200, 24), "white")
+    ImageDraw.Draw(label).text((100, 12), "feature-FID", fill=(0, 0, 0), font=f, anchor="mm")
+    label = label.rotate(90, expand=True)
+    img.paste(label, (8, int((T + H - B) / 2 - 100)))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def grid_image(panels: list[tuple[str, np.ndarray]], label_names: list[str], *, scale: int = 4,
+               title: str = "") -> Image.Image:
+    """Side-by-side panels of (rows = labels, cols = samples) uint8 grids (L, k, H, W, 3), labelled."""
+    f, fs = _font(15), _font(13)
+    L, k, h, w, _ = panels[0][1].shape
+    cell, gap, left, top = h * scale, 2, 130, 58 if title else 34
+    panel_w = k * (cell + gap)
+    width = max(left + len(panels) * (panel_w + 20), 16 + int(f.getlength(title)) if title else 0)
+    img = Image.new("RGB", (width, top + L * (cell + gap) + 8), "white")
+    d = ImageDraw.Draw(img)
+    if title:
+        d.text((8, 6), title, fill=(0, 0, 0), font=f)
+    for p, (name, grid) in enumerate(panels):
+        x0 = left + p * (panel_w + 20)
+        d.text((x0, top - 22), name, fill=(0, 0, 0), font=f)
+        for i in range(L):
+            for j in range(k):
+                tile = Image.fromarray(grid[i, j]).resize((cell, cell), Image.NEAREST)
+                img.paste(tile, (x0 + j * (cell + gap), top + i * (cell + gap)))
+    for i, name in enumerate(label_names[:L]):
+        d.text((8, top + i * (cell + gap) + cell / 2), name, fill=(0, 0, 0), font=fs, anchor="lm")
+    return img
+
+
+# --- the Markdown page -----------------------------------------------------------------------------------
+
+def _machine_lines(m: dict) -> list[str]:
+    return [f"- CPU: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, torch {m.get('torch', '?')} "
+            f"({m.get('threads', '?')} threads), bf16 matrix support: {m.get('bf16', '?')}",
+            f"- Run on {m.get('date', '?')}; Python {m.get('python', '?')}; {m.get('note', '')}".rstrip("; ")]
+
+
+def _targets(results: dict) -> list[list]:
+    rows = []
+    tr = results.get("train")
+    if tr:
+        best = max((r for k, r in tr["throughput"].items() if k != "course"), key=lambda r: r["median_ips"])
+        ratio = best["ratio_vs_course"]
+        lc = tr["loss_check"]
+        rows.append(["training images/s of the course network, batch 100", ">= 2.5x course",
+                     f"{ratio:.2f}x ({best['name']})", "met" if ratio >= 2.5 else "missed"])
+        rows.append(["loss after equal steps (bf16 vs fp32)", "within run-to-run noise",
+                     f"difference {lc['precision_gap']:.5f}, seed-to-seed {lc['seed_gap']:.5f}",
+                     "met" if lc["within_noise"] else "missed"])
+    sm = results.get("sample")
+    if sm and sm.get("best_per_call_speedup"):
+        v = sm["best_per_call_speedup"]
+        rows.append(["per model call at batch 32 vs the course loop", ">= 2x",
+                     f"{v['value']:.2f}x ({v['what']})", "met" if v["value"] >= 2 else "missed"])
+    q = results.get("quality")
+    if q and q.get("target"):
+        t = q["target"]
+        rows.append(["sampler at <= 20 calls with feature-FID within 10% of DDPM-500", "<= +10%",
+                     t["summary"], "met" if t["fid_met"] else "missed"])
+        if t.get("time_fraction") is not None:
+            rows.append(["32 images vs course DDPM-500 time", "<= 1/50",
+                         f"1/{1 / t['time_fraction']:.0f} ({t['entry']})", "met" if t["time_fraction"] <= 1 / 50 else "missed"])
+    return rows
+
+
+def write_markdown(results: dict, docs: str | Path) -> Path:
+    """docs/benchmarks.md from the results dict; PNGs referenced by their file names beside it."""
+    docs = Path(docs)
+    out = ["# Benchmarks", "",
+           "How Diffusion Desk compares with the course notebooks' own code, measured side by side in one "
+           "process on one machine, and how good its samplers are per second. Regenerate this page (and "
+           "its JSON and pictures) with:", "", "```", results.get("regenerate", "python main.py bench all --report"),
+           "```", "", "## Machine", "", *_machine_lines(results.get("machine", {})), ""]
+    rows = _targets(results)
+    if rows:
+        out += ["## Targets", "", markdown_table(["target", "goal", "measured", "verdict"], rows), ""]
+    out += _peak_md(results.get("peak")) + _train_md(results.get("train")) + _sample_md(results.get("sample"))
+    out += _quality_md(results.get("quality"))
+    out += ["## Commands", "", "Each section was produced by:", "", "```",
+            *[f"{k}: {v}" for k, v in results.get("commands", {}).items()], "```", "",
+            "Raw numbers: [bench_results.json](bench_results.json).", ""]
+    path = docs / "benchmarks.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(out))
+    return path
+
+
+def _peak_md(peak) -> list[str]:
+    if not peak:
+        return []
+    return ["## Matrix-multiply peak", "",
+            "The best of several large matrix multiplies in the same run: the ceiling the network's "
+            "convolutions could approach. Percentages below are of this peak in the matching precision.", "",
+            markdown_table(*peak_rows(peak)), ""]
+
+
+def _train_md(tr) -> list[str]:
+    if not tr:
+        return []
+    lc = tr["loss_check"]
+    return [f"## Training throughput (course network, batch {tr['batch_size']})", "",
+            f"The course ContextUnet (n_feat {tr['n_feat']}, {tr['n_params']:,} parameters, {tr['gflop_per_image']:.2f} "
+            f"GFLOP per image per training step) on emoji16, batch {tr['batch_size']}. Contestants alternate "
+            f"A/B/C over {tr['rounds']} rounds of {tr['steps_per_round']} steps after a warm-up; median and "
+            "range over rounds. *course* is the notebooks' code path (benchmarks/course_baseline.py: "
+            "per-item ToTensor/Normalize, DataLoader num_workers=1, fresh shortcut conv per call); *ours* "
+            "is the app's Trainer (data held as one tensor, registered shortcut, EMA, gradient clipping, "
+            "random flips) in fp32 and under bf16 autocast.", "",
+            markdown_table(*train_rows(tr)), "",
+            f"**Does bf16 hurt learning?** Our trainer, {lc['steps']} steps from the same seeds, fp32 against "
+            "bf16; the held-out loss is the noise-prediction MSE of the final weights on a fixed set of "
+            f"{lc['eval_n']} (image, t, noise) triples, evaluated in fp32.", "",
+            markdown_table(*loss_rows(tr)), "",
+            f"Mean gap bf16 - fp32: {lc['precision_gap']:+.5f}; seed-to-seed spread at equal precision: "
+            f"{lc['seed_gap']:.5f} -> {'within' if lc['within_noise'] else 'NOT within'} run-to-run noise.", ""]
+
+
+def _sample_md(sm) -> list[str]:
+    if not sm:
+        return []
+    return ["## Sampling speed", "",
+            f"{sm['n']} images from the course network (n_feat {sm['n_feat']}, weights random: speed does not "
+            "depend on them). *course* rows run the notebooks' sampling loops; *ours* runs "
+            "core.samplers.generate. Wall time around the whole call; the median over "
+            f"{sm['rounds']} alternated rounds (DDPM-500: {sm['ddpm_rounds']}). Per-call speed-up is against the "
+            "course loop's ms per call.", "",
+            markdown_table(*sample_rows(sm)), ""]
+
+
+def _quality_md(q) -> list[str]:
+    if not q:
+        return []
+    clf = q.get("classifier", {})
+    out = ["## Sample quality per second (the default model)", "",
+           f"Checkpoint `{q['checkpoint']}` ({q.get('model', '')}), precision {q['precision']}, guidance "
+           f"{q['guidance']}. For each sampler: {q['n']} images conditioned on labels in emoji16's own "
+           f"proportions, {q['n_seeds']} seeds (mean ± sd); feature-FID against all {q['n_reference']} "
+           "emoji16 images; label accuracy = how often the classifier sees the asked-for label. Seconds: "
+           "32 images at batch 32 (median of repeats).", "",
+           markdown_table(*quality_rows(q)), "",
+           f"The floor row compares {q['n']} real images with the other {q['n_reference'] - q['n']}: "
+           "what a perfect model would score at this sample count. Its label accuracy is the "
+           "classifier's on real images (mostly ones it was trained on).", "",
+           "![quality against time](quality_vs_time.png)", ""]
+    if q.get("target"):
+        out += [f"**Quality-matched speed:** {q['target']['summary']}.", ""]
+    if q.get("notes"):
+        out += [*[f"- {n}" for n in q["notes"]], ""]
+    out += ["### The quality measure", "",
+            f"Inception weights cannot be downloaded, so the features come from a small CNN trained on emoji16's "
+            f"labels (tools/train_classifier.py -> resources/classifier_emoji16.safetensors, "
+            f"{clf.get('feature_dim', '?')}-dimensional penultimate layer). Held-out accuracy "
+            f"{clf.get('held_out_accuracy', float('nan')):.3f} on a stratified {clf.get('n_held_out', '?')}-image split "
+            "it never trained on; per label: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in clf.get("per_label", {}).items())
+            + ". Food and object overlap in this set (a banana and a bag are both small coloured shapes), "
+              "which caps the accuracy. Feature-FID is only comparable at equal sample counts with the same "
+              "classifier file.", ""]
+    if q.get("grid"):
+        out += ["### The default model, per label", "", q["grid"]["caption"], "",
+                f"![default model samples]({q['grid']['file']})", ""]
+    return out
+
+
+def save_json(results: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(results, indent=1, sort_keys=False, default=float))
+    tmp.replace(path)
+    return path
+
+
+def load_json(path: str | Path) -> dict:
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -1,0 +1,146 @@
+"""Smoke tests for benchmarks/: the course baseline's pieces and the bench tables at tiny sizes."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import bench, report
+from benchmarks.course_baseline import CourseDiffusion, ContextUnet, Normalize, ToTensor, transform
+from core.checkpoint import save_checkpoint
+from core.data import load_builtin
+from core.schedule import ScheduleConfig
+from core.unet import ContextUnet as OurUnet
+from core.unet import UNetConfig
+
+EMOJI_LABELS = ["face", "person", "animal & nature", "food", "object", "symbol & flag"]
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+# --- the course baseline ---------------------------------------------------------------------------------
+
+def test_course_unet_forward_shape_and_fresh_shortcut():
+    torch.manual_seed(0)
+    net = ContextUnet(in_channels=3, n_feat=8, n_cfeat=6, height=16).eval()
+    x = torch.randn(4, 3, 16, 16)
+    t = torch.tensor([0.5])[:, None, None, None]  # the course's time tensor, broadcast over the batch
+    with torch.no_grad():
+        a, b = net(x, t, torch.eye(6)[:4]), net(x, t, torch.eye(6)[:4])
+    assert a.shape == (4, 3, 16, 16)
+    assert not torch.allclose(a, b)  # a new random 1x1 shortcut conv on every call, as the course runs it
+    n_course = sum(p.numel() for p in net.parameters())
+    ours = OurUnet(UNetConfig(n_feat=8, n_cfeat=6, height=16))
+    assert sum(p.numel() for p in ours.parameters()) == n_course + 3 * 8 + 8  # ours registers that shortcut
+
+
+def test_course_transforms_match_the_datasets_tensor():
+    ds = load_builtin("emoji16").subset(np.arange(5))
+    ours = ds.to_tensor()
+    for i in range(5):
+        torch.testing.assert_close(transform(ds.images[i]), ours[i], atol=1e-6, rtol=0)
+    x = ToTensor()(np.full((2, 2, 3), 255, np.uint8))
+    assert x.shape == (3, 2, 2) and x.max() == 1.0
+    assert Normalize((0.5,), (0.5,))(x).max() == 1.0
+
+
+def test_course_noising_keeps_the_bug_and_ddim_counts_calls():
+    cd = CourseDiffusion(n_feat=8, n_cfeat=6)
+    x, noise, t = torch.ones(1, 3, 2, 2), torch.ones(1, 3, 2, 2), torch.tensor([250])
+    ab = cd.ab_t[250]
+    torch.testing.assert_close(cd.perturb_input(x, t, noise), (ab.sqrt() + (1 - ab)).expand(1, 3, 2, 2))
+    assert [cd.ddim_calls(n) for n in (25, 20, 10, 500)] == [25, 20, 10, 500]
+    samples, frames = cd.sample_ddim_context(2, torch.eye(6)[:2], n=5)
+    assert samples.shape == (2, 3, 16, 16) and frames.shape == (5, 2, 3, 16, 16)  # a numpy copy per step
+
+
+def test_course_training_steps_run_through_the_dataloader():
+    ds = load_builtin("emoji16").subset(np.arange(24))
+    cd = CourseDiffusion(n_feat=8, n_cfeat=6, seed=0)
+    steps = cd.train_steps(cd.make_dataloader(ds.images, ds.labels, batch_size=8))
+    losses = [next(steps).item() for _ in range(4)]  # crosses an epoch boundary (3 batches per epoch)
+    assert all(np.isfinite(losses))
+
+
+# --- bench plumbing --------------------------------------------------------------------------------------
+
+def test_parse_entries_with_modifiers_and_errors():
+    e = bench.parse_entries("ddpm:500, ddim:25+eta=1,dpmpp2m:10+clip+g=2, ddim")
+    assert [x["steps"] for x in e] == [500, 25, 10, 25]
+    assert e[1]["eta"] == 1.0 and e[2]["clip_x0"] and e[2]["guidance"] == 2.0
+    for bad in ("euler:10", "ddim:0", "ddim:x", "ddim:10+foo", ""):
+        with pytest.raises(bench.BenchError):
+            bench.parse_entries(bad)
+
+
+def _args(*argv):
+    p = argparse.ArgumentParser()
+    bench.add_arguments(p)
+    return p.parse_args(list(argv))
+
+
+def test_peak_and_sample_tables_build_with_tiny_settings(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert bench.run(_args("peak", "--quick", "--json", str(out))) == 0
+    assert bench.run(_args("sample", "--quick", "--json", str(out))) == 0
+    text = capsys.readouterr().out
+    assert "matmul GFLOP/s" in text and "ms per call" in text and "DPM-Solver++(2M)-3" in text
+    res = json.loads(out.read_text())
+    assert res["peak"]["fp32"]["gflops"] > 0  # sections merge into one file
+    rows = res["sample"]["results"]
+    assert rows[0]["who"] == "course" and rows[0]["per_call_speedup"] == pytest.approx(1.0)
+    assert all(r["calls"] > 0 and r["seconds"] > 0 for r in rows)
+
+
+def test_train_table_builds_with_tiny_settings(capsys):
+    s = bench.settings_from_args(_args("train", "--quick"))
+    res = bench.bench_train(s, peak={"fp32": {"gflops": 100.0}, "bf16": {"gflops": 200.0}})
+    assert res["throughput"]["course"]["ratio_vs_course"] == 1.0
+    assert all(r["median_ips"] > 0 for r in res["throughput"].values())
+    lc = res["loss_check"]
+    assert len(lc["runs"]) == 2 * (2 if "ours bf16" in res["throughput"] else 1)
+    assert all(np.isfinite(r["eval_loss"]) for r in lc["runs"])
+    assert "held-out loss" in report.print_section("train", res)
+
+
+def _tiny_emoji_checkpoint(path):
+    torch.manual_seed(0)
+    cfg = UNetConfig(n_feat=8, n_cfeat=6, height=16)
+    return save_checkpoint(path, OurUnet(cfg).state_dict(), unet_config=cfg, schedule_config=ScheduleConfig(),
+                           label_names=EMOJI_LABELS, dataset="emoji16", step=1)
+
+
+def test_quality_report_and_docs_with_tiny_settings(tmp_path, capsys):
+    ckpt = _tiny_emoji_checkpoint(tmp_path / "m.safetensors")
+    docs = tmp_path / "docs"
+    assert bench.run(_args("quality", "--quick", "--checkpoint", str(ckpt), "--docs", str(docs), "--report")) == 0
+    res = json.loads((docs / "bench_results.json").read_text())
+    q = res["quality"]
+    assert [r["entry"] for r in q["results"]] == ["ddim:4", "dpmpp2m:3"]
+    assert all(r["fid_mean"] > q["floor"]["mean"] for r in q["results"])  # untrained model vs real data
+    md = (docs / "benchmarks.md").read_text()
+    assert "feature-FID" in md and "quality_vs_time.png" in md and "CPU:" in md
+    assert (docs / "quality_vs_time.png").stat().st_size > 1000 and (docs / "default_model_grid.png").is_file()
+    assert bench.run(_args("report", "--docs", str(docs))) == 0  # rebuild the page from the JSON alone
+
+
+def test_errors_are_one_line_and_exit_non_zero(tmp_path, capsys):
+    assert bench.run(_args("quality", "--quick", "--checkpoint", str(tmp_path / "none.safetensors"))) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "none.safetensors" in err and "\n" not in err
+    other = tmp_path / "o.safetensors"
+    cfg = UNetConfig(n_feat=8, n_cfeat=2, height=16)
+    save_checkpoint(other, OurUnet(cfg).state_dict(), unet_config=cfg, schedule_config=ScheduleConfig(),
+                    label_names=["a", "b"])
+    assert bench.run(_args("quality", "--quick", "--checkpoint", str(other))) == 2
+    assert "emoji16" in capsys.readouterr().err
+    assert bench.run(_args("report", "--docs", str(tmp_path / "empty"))) == 2
