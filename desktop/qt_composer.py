@@ -1,0 +1,308 @@
+"""The context composer: rows of context vectors (a slider per label) and the guidance scale.
+
+What it builds is an `app_state.Composition`, handed to the Sample & compare tab through
+`AppState.set_composition`. Labels follow the loaded model (or the data set it was trained on,
+so renaming a label on the Data & labels tab renames it here too).
+"""
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFrame, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QPushButton, QScrollArea, QSlider, QToolButton, QVBoxLayout, QWidget)
+
+from desktop.app_state import Composition, ContextRow
+from desktop.widgets import HintLabel
+
+MAX_ROWS = 16
+SLIDER_STEPS = 100  # a weight slider moves in steps of 0.01
+
+COURSE_LABELS = ["hero", "non-hero", "food", "spell", "side-facing"]
+# The lessons' mixed contexts, as (label, weight) pairs.
+COURSE_MIXES = [[("hero", 1.0), ("food", 0.6)], [("food", 0.6), ("spell", 0.4)],
+                [("hero", 1.0), ("side-facing", 1.0)], [("non-hero", 1.0), ("food", 0.6)]]
+
+
+def row_title(weights, names: list[str]) -> str:
+    """'face', 'hero + food 0.6', or 'no label (unconditional)' from a weight vector."""
+    parts = [(w, n) for w, n in zip(weights, names) if w > 0]
+    if not parts:
+        return "no label (unconditional)"
+    parts.sort(key=lambda p: -p[0])
+    return " + ".join(n if abs(w - 1) < 1e-6 else f"{n} {w:.2g}" for w, n in parts)
+
+
+def preset_list(names: list[str]) -> list[tuple[str, list[list[float]]]]:
+    """(title, rows of weights) presets for these labels: all labels, mixes, single labels, none."""
+    L = len(names)
+    eye = np.eye(L).tolist()
+    presets = [("One row per label", eye)] if L else []
+    mixes = _mixes(names)
+    if mixes:
+        presets.append(("Label mixes" + (" (as in the course)" if names == COURSE_LABELS else ""), mixes))
+    presets += [(f"Only '{n}'", [eye[i]]) for i, n in enumerate(names)]
+    presets.append(("No label (unconditional)", [[0.0] * L]))
+    return presets
+
+
+def _mixes(names: list[str]) -> list[list[float]]:
+    index = {n: i for i, n in enumerate(names)}
+    if names == COURSE_LABELS:
+        pairs = COURSE_MIXES
+    else:  # neighbouring labels, the second at 0.6: e.g. "face + person 0.6"
+        pairs = [[(names[i], 1.0), (names[i + 1], 0.6)] for i in range(min(len(names) - 1, 4))]
+    rows = []
+    for pair in pairs:
+        w = [0.0] * len(names)
+        for n, v in pair:
+            w[index[n]] = v
+        rows.append(w)
+    return rows
+
+
+class ContextRowWidget(QFrame):
+    """One context vector: a title, a slider per label and a remove button."""
+
+    changed = Signal()
+    remove_requested = Signal(object)
+
+    def __init__(self, names: list[str], weights: list[float], parent=None):
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.names = list(names)
+        self.sliders: list[QSlider] = []
+        self.values: list[QLabel] = []
+        grid = QGridLayout(self)
+        grid.setContentsMargins(8, 6, 8, 6)
+        self.title = QLabel()
+        f = self.title.font()
+        f.setBold(True)
+        self.title.setFont(f)
+        self.remove_btn = QToolButton(text="✕")
+        self.remove_btn.setAutoRaise(True)
+        self.remove_btn.setToolTip("Remove this row")
+        self.remove_btn.clicked.connect(lambda: self.remove_requested.emit(self))
+        grid.addWidget(self.title, 0, 0, 1, 2)
+        grid.addWidget(self.remove_btn, 0, 2, Qt.AlignmentFlag.AlignRight)
+        for i, name in enumerate(self.names):
+            self._add_slider(grid, i + 1, name, weights[i] if i < len(weights) else 0.0)
+        grid.setColumnStretch(1, 1)
+        self._update_title()
+
+    def _add_slider(self, grid: QGridLayout, row: int, name: str, value: float) -> None:
+        label = QLabel(name)
+        slider = QSlider(Qt.Orientation.Horizontal)
+        slider.setRange(0, SLIDER_STEPS)
+        slider.setValue(round(value * SLIDER_STEPS))
+        slider.setToolTip(f"How much of '{name}' this context asks for: 0 = none, 1 = fully. Mixing labels "
+                          "(e.g. 1.0 and 0.6) asks the model for something in between.")
+        shown = QLabel(f"{value:.2f}")
+        shown.setMinimumWidth(32)
+        slider.valueChanged.connect(self._on_slider)
+        grid.addWidget(label, row, 0)
+        grid.addWidget(slider, row, 1)
+        grid.addWidget(shown, row, 2)
+        self.sliders.append(slider)
+        self.values.append(shown)
+
+    def _on_slider(self, _v: int) -> None:
+        for s, lab in zip(self.sliders, self.values):
+            lab.setText(f"{s.value() / SLIDER_STEPS:.2f}")
+        self._update_title()
+        self.changed.emit()
+
+    def weights(self) -> list[float]:
+        return [s.value() / SLIDER_STEPS for s in self.sliders]
+
+    def set_weights(self, weights: list[float]) -> None:
+        for s, w in zip(self.sliders, weights):
+            s.setValue(round(w * SLIDER_STEPS))
+
+    def _update_title(self) -> None:
+        self.title.setText(row_title(self.weights(), self.names))
+
+
+class QtComposer(QWidget):
+    """Rows of context vectors + guidance; publishes `Composition`s to the AppState (debounced)."""
+
+    composition_built = Signal(object)
+
+    def __init__(self, state, parent=None):
+        super().__init__(parent)
+        self.state = state
+        self.names: list[str] = []
+        self.rows: list[ContextRowWidget] = []
+        self._publish_timer = QTimer(self)
+        self._publish_timer.setSingleShot(True)
+        self._publish_timer.setInterval(150)
+        self._publish_timer.timeout.connect(self.publish)
+        self._build()
+        state.label_names_changed.connect(self._on_labels_maybe_changed)
+        state.model_changed.connect(self._on_labels_maybe_changed)
+        state.dataset_changed.connect(self._on_labels_maybe_changed)
+
+    def _build(self) -> None:
+        box = QGroupBox("Compose contexts for sampling")
+        lay = QVBoxLayout(box)
+        lay.addWidget(HintLabel("Each row is one context: the labels the model is asked to draw, with a "
+                                "weight each. Sample & compare draws images for every row."))
+        lay.addLayout(self._build_presets())
+        self.rows_holder = QWidget()
+        self.rows_layout = QVBoxLayout(self.rows_holder)
+        self.rows_layout.setContentsMargins(0, 0, 0, 0)
+        self.rows_layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidget(self.rows_holder)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        lay.addWidget(scroll, 1)
+        self.add_btn = QPushButton("Add a row")
+        self.add_btn.setToolTip("Add an empty context row (no label) and set its sliders.")
+        self.add_btn.clicked.connect(lambda: self.add_row([0.0] * len(self.names)))
+        lay.addWidget(self.add_btn)
+        lay.addLayout(self._build_guidance())
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(box)
+
+    def _build_presets(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        self.preset_combo = QComboBox()
+        self.preset_combo.setToolTip("Ready-made contexts: every label on its own, the course's label mixes "
+                                     "(e.g. hero + food 0.6), one label, or no label at all.")
+        self.apply_btn = QPushButton("Use")
+        self.apply_btn.setToolTip("Replace the rows below with this preset.")
+        self.apply_btn.clicked.connect(self._on_apply_preset)
+        row.addWidget(QLabel("Preset"))
+        row.addWidget(self.preset_combo, 1)
+        row.addWidget(self.apply_btn)
+        return row
+
+    def _build_guidance(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        tip = ("Classifier-free guidance: 1 = the plain labelled model (one model call per step). Higher values "
+               "(2-4) follow the labels more strongly, at some cost in variety, and need two model calls per "
+               "step. 0 ignores the labels.")
+        label = QLabel("Guidance scale")
+        label.setToolTip(tip)
+        self.guidance_slider = QSlider(Qt.Orientation.Horizontal)
+        self.guidance_slider.setRange(0, 80)
+        self.guidance_slider.setValue(10)
+        self.guidance_slider.setToolTip(tip)
+        self.guidance_spin = QDoubleSpinBox()
+        self.guidance_spin.setRange(0.0, 8.0)
+        self.guidance_spin.setSingleStep(0.1)
+        self.guidance_spin.setDecimals(1)
+        self.guidance_spin.setValue(1.0)
+        self.guidance_spin.setToolTip(tip)
+        self.guidance_slider.valueChanged.connect(lambda v: self.guidance_spin.setValue(v / 10))
+        self.guidance_spin.valueChanged.connect(self._on_guidance)
+        row.addWidget(label)
+        row.addWidget(self.guidance_slider, 1)
+        row.addWidget(self.guidance_spin)
+        return row
+
+    # --- labels ------------------------------------------------------------------------------------------
+    def effective_names(self) -> list[str]:
+        """The model's labels; the data set's names when the model was trained on this data set."""
+        ds, model = self.state.dataset, self.state.model
+        if model is None:
+            return list(ds.label_names) if ds is not None else []
+        names = list(model.label_names)
+        if ds is not None and ds.n_labels == len(names) and model.meta.get("dataset") in (ds.name, _base(ds.name)):
+            return list(ds.label_names)
+        return names
+
+    def _on_labels_maybe_changed(self, *_):
+        new = self.effective_names()
+        if new != self.names:
+            self.set_label_names(new)
+
+    def set_label_names(self, names: list[str]) -> None:
+        """Re-label the rows: renames keep weights by position, reorders/additions/deletions by name."""
+        old = self.names
+        kept = [self._map_weights(r.weights(), old, names) for r in self.rows]
+        self.names = list(names)
+        self._clear_rows()
+        if not kept and names:
+            kept = np.eye(len(names)).tolist()
+        for w in kept:
+            self.add_row(w, publish=False)
+        self._fill_presets()
+        self._schedule_publish()
+
+    @staticmethod
+    def _map_weights(weights: list[float], old: list[str], new: list[str]) -> list[float]:
+        if set(old) != set(new) and len(old) == len(new):
+            return list(weights)  # a rename: same positions
+        by_name = dict(zip(old, weights))
+        return [by_name.get(n, 0.0) for n in new]
+
+    def _fill_presets(self) -> None:
+        self.preset_combo.clear()
+        for title, rows in preset_list(self.names):
+            self.preset_combo.addItem(title, rows)
+
+    # --- rows ------------------------------------------------------------------------------------------------
+    def add_row(self, weights: list[float], publish: bool = True) -> ContextRowWidget | None:
+        if len(self.rows) >= MAX_ROWS:
+            return None
+        row = ContextRowWidget(self.names, weights)
+        row.changed.connect(self._schedule_publish)
+        row.remove_requested.connect(self._remove_row)
+        self.rows_layout.insertWidget(self.rows_layout.count() - 1, row)
+        self.rows.append(row)
+        self.add_btn.setEnabled(len(self.rows) < MAX_ROWS)
+        if publish:
+            self._schedule_publish()
+        return row
+
+    def _remove_row(self, row: ContextRowWidget) -> None:
+        self.rows.remove(row)
+        row.setParent(None)
+        row.deleteLater()
+        self.add_btn.setEnabled(True)
+        self._schedule_publish()
+
+    def _clear_rows(self) -> None:
+        for row in self.rows:
+            row.setParent(None)
+            row.deleteLater()
+        self.rows = []
+
+    def _on_apply_preset(self) -> None:
+        self.apply_preset(self.preset_combo.currentIndex())
+
+    def apply_preset(self, index: int) -> None:
+        rows = self.preset_combo.itemData(index)
+        if rows is None:
+            return
+        self._clear_rows()
+        for w in rows:
+            self.add_row(list(w), publish=False)
+        self._schedule_publish()
+
+    # --- publishing --------------------------------------------------------------------------------------------
+    def _on_guidance(self, value: float) -> None:
+        self.guidance_slider.blockSignals(True)
+        self.guidance_slider.setValue(round(value * 10))
+        self.guidance_slider.blockSignals(False)
+        self._schedule_publish()
+
+    def _schedule_publish(self) -> None:
+        self._publish_timer.start()
+
+    def composition(self) -> Composition:
+        rows = [ContextRow(row_title(r.weights(), self.names), r.weights()) for r in self.rows]
+        return Composition(rows, float(self.guidance_spin.value()))
+
+    def publish(self) -> None:
+        self._publish_timer.stop()
+        comp = self.composition()
+        self.state.set_composition(comp)
+        self.composition_built.emit(comp)
+
+
+def _base(name: str) -> str:
+    """'emoji16-edited' -> 'emoji16': an edited copy still matches the model trained on the original."""
+    return name[: -len("-edited")] if name.endswith("-edited") else name

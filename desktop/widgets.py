@@ -1,0 +1,154 @@
+"""Small shared widgets: an image grid drawn from a uint8 array, pixmap helpers, form helpers."""
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QRect, QSize, Qt
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPixmap
+from PySide6.QtWidgets import QFrame, QLabel, QSizePolicy, QWidget
+
+GAP = 2  # pixels between tiles, in image pixels before scaling
+
+
+def qimage_from_rgb(rgb: np.ndarray) -> QImage:
+    """(H, W, 3) uint8 -> an independent QImage (the numpy buffer may go away afterwards)."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    h, w = rgb.shape[:2]
+    return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+def pixmap_from_rgb(rgb: np.ndarray, scale: int = 1) -> QPixmap:
+    """(H, W, 3) uint8 -> QPixmap enlarged by an integer factor with hard pixel edges."""
+    if scale > 1:
+        rgb = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
+    return QPixmap.fromImage(qimage_from_rgb(rgb))
+
+
+def tile_grid(grid: np.ndarray, gap: int = GAP, background: int = 255) -> np.ndarray:
+    """(R, C, H, W, 3) uint8 -> one (R*H + gaps, C*W + gaps, 3) image."""
+    r, c, h, w, _ = grid.shape
+    out = np.full((r * h + (r - 1) * gap, c * w + (c - 1) * gap, 3), background, np.uint8)
+    for i in range(r):
+        for j in range(c):
+            y, x = i * (h + gap), j * (w + gap)
+            out[y:y + h, x:x + w] = grid[i, j]
+    return out
+
+
+def as_grid(images: np.ndarray, columns: int) -> np.ndarray:
+    """(N, H, W, 3) -> (R, columns, H, W, 3), padding the last row with white."""
+    n, h, w, _ = images.shape
+    rows = max(1, -(-n // columns))
+    pad = np.full((rows * columns - n, h, w, 3), 255, np.uint8)
+    return np.concatenate([images, pad]).reshape(rows, columns, h, w, 3)
+
+
+class ImageGridView(QWidget):
+    """Shows a grid of small images (R, C, H, W, 3) uint8, scaled by a whole factor to fit, with
+    optional row labels on the left. Pixel art stays crisp (nearest-neighbour scaling)."""
+
+    def __init__(self, parent=None, *, placeholder: str = "", min_scale: int = 1):
+        super().__init__(parent)
+        self._pixmap: QPixmap | None = None
+        self._grid_shape: tuple[int, int, int, int] | None = None
+        self._row_labels: list[str] = []
+        self._placeholder = placeholder
+        self._min_scale = min_scale
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setMinimumSize(120, 80)
+
+    def set_grid(self, grid: np.ndarray | None, row_labels: list[str] | None = None) -> None:
+        if grid is None or grid.size == 0:
+            self._pixmap, self._grid_shape = None, None
+        else:
+            grid = np.asarray(grid, np.uint8)
+            if grid.ndim == 4:
+                grid = as_grid(grid, columns=min(len(grid), 8))
+            self._grid_shape = grid.shape[:4]
+            self._pixmap = QPixmap.fromImage(qimage_from_rgb(tile_grid(grid)))
+        self._row_labels = list(row_labels or [])
+        self.update()
+
+    def set_placeholder(self, text: str) -> None:
+        self._placeholder = text
+        self.update()
+
+    def has_image(self) -> bool:
+        return self._pixmap is not None
+
+    def sizeHint(self) -> QSize:
+        return QSize(360, 300)
+
+    def _label_width(self) -> int:
+        if not self._row_labels:
+            return 0
+        fm = self.fontMetrics()
+        return min(160, max(fm.horizontalAdvance(t) for t in self._row_labels) + 10)
+
+    def paintEvent(self, event):
+        p = QPainter(self)
+        p.fillRect(self.rect(), self.palette().base())
+        if self._pixmap is None:
+            p.setPen(self.palette().placeholderText().color())
+            p.drawText(self.rect().adjusted(8, 8, -8, -8), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
+                       self._placeholder)
+            return
+        lw = self._label_width()
+        pw, ph = self._pixmap.width(), self._pixmap.height()
+        scale = max(self._min_scale, min((self.width() - lw - 8) // pw, (self.height() - 8) // ph))
+        scale = max(scale, 1)
+        w, h = pw * scale, ph * scale
+        x0 = lw + max(4, (self.width() - lw - w) // 2)
+        y0 = max(4, (self.height() - h) // 2)
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+        p.drawPixmap(QRect(x0, y0, w, h), self._pixmap)
+        self._draw_row_labels(p, x0, y0, scale)
+
+    def _draw_row_labels(self, p: QPainter, x0: int, y0: int, scale: int) -> None:
+        if not self._row_labels or self._grid_shape is None:
+            return
+        rows, _, tile_h, _ = self._grid_shape
+        p.setPen(self.palette().text().color())
+        for i, text in enumerate(self._row_labels[:rows]):
+            top = y0 + i * (tile_h + GAP) * scale
+            rect = QRect(0, top, x0 - 6, tile_h * scale)
+            elided = self.fontMetrics().elidedText(text, Qt.TextElideMode.ElideRight, rect.width())
+            p.drawText(rect, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, elided)
+
+
+class HintLabel(QLabel):
+    """Grey, word-wrapped explanatory text under a heading."""
+
+    def __init__(self, text: str = "", parent=None):
+        super().__init__(text, parent)
+        self.setWordWrap(True)
+        pal = self.palette()
+        pal.setColor(self.foregroundRole(), QColor(100, 100, 100))
+        self.setPalette(pal)
+
+
+def heading(text: str) -> QLabel:
+    label = QLabel(text)
+    f = QFont(label.font())
+    f.setBold(True)
+    f.setPointSizeF(f.pointSizeF() * 1.1)
+    label.setFont(f)
+    return label
+
+
+def hline() -> QFrame:
+    line = QFrame()
+    line.setFrameShape(QFrame.Shape.HLine)
+    line.setFrameShadow(QFrame.Shadow.Sunken)
+    return line
+
+
+def format_duration(seconds: float) -> str:
+    """'42 s', '3 min 05 s', '1 h 02 min'."""
+    if seconds != seconds or seconds < 0:  # NaN
+        return "--"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"

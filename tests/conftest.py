@@ -1,0 +1,38 @@
+"""Shared test setup. Qt runs offscreen; desktop tests write to a temporary per-user data folder.
+
+Nothing Qt-related is imported at module level: the core tests check that `core` never loads Qt.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture
+def user_home(tmp_path, monkeypatch):
+    """A fresh per-user data folder (runs, imported data sets, settings.ini) for one test."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("DIFFUSION_DESK_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def emoji_small():
+    """96 built-in emoji (16 px, all 6 labels present): small enough to train on in a second."""
+    import numpy as np
+
+    from core.data import load_builtin
+
+    ds = load_builtin("emoji16")
+    per_label = [np.flatnonzero(ds.labels[:, k] > 0)[:16] for k in range(ds.n_labels)]
+    return ds.subset(np.sort(np.unique(np.concatenate(per_label))))
+
+
+@pytest.fixture
+def tiny_config():
+    """TrainConfig values for tests: a few thousand parameters, a few steps."""
+    return {"n_feat": 8, "steps": 30, "batch_size": 16, "lr": 2e-3, "checkpoint_every": 10, "precision": "fp32"}

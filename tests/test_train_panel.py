@@ -1,0 +1,190 @@
+"""The Train tab with a real (tiny) training run on a worker thread."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+
+@pytest.fixture
+def panel(qtbot, user_home, emoji_small, tiny_config):
+    from desktop import services
+    from desktop.app_state import AppState
+    from desktop.qt_train_panel import QtTrainPanel
+
+    state = AppState()
+    p = QtTrainPanel(state)
+    p.train_threads = 1  # the test machine is shared; one torch thread avoids oversubscription
+    qtbot.addWidget(p)
+    p.set_presets({k: c.to_dict() for k, c in services.train_presets().items()})
+    state.set_dataset(emoji_small)
+    p.apply_config(tiny_config)
+    p.preview_every.setValue(10)
+    p.models = []
+    state.model_changed.connect(p.models.append)
+    yield p
+    if p.is_busy():  # never leave a thread running past the test
+        p.stop()
+        qtbot.waitUntil(lambda: not p.is_busy(), timeout=20000)
+
+
+def test_presets_fill_the_form_and_edits_switch_to_custom(panel):
+    panel.preset_combo.setCurrentIndex(panel.preset_combo.findData("course"))
+    assert panel.form.widgets["n_feat"].value() == 64
+    assert panel.preset_combo.currentData() == "course"
+    panel.form.widgets["batch_size"].setValue(50)
+    assert panel.preset_combo.currentData() == "custom"
+    panel.preset_combo.setCurrentIndex(panel.preset_combo.findData("quick"))
+    values = panel.form.values()
+    assert values["n_feat"] == 32 and values["batch_size"] == 100
+    from desktop import services
+    assert services.train_config_class()(**values).steps == values["steps"]  # the form binds to TrainConfig
+
+
+def test_every_field_has_a_tooltip(panel):
+    for key, w in panel.form.widgets.items():
+        assert len(w.toolTip()) > 40, key
+
+
+def test_tiny_run_plots_loss_previews_and_publishes_the_model(qtbot, panel, tiny_config):
+    assert panel.start()
+    qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=30000)
+    steps = tiny_config["steps"]
+    assert panel.loss_plot.n_points == steps
+    x, y = panel.loss_plot.raw.getOriginalDataset()
+    assert len(x) == steps and np.all(np.isfinite(y)) and x[-1] == steps
+    assert panel.loss_plot.redraws >= 1
+    # the smoothed loss falls over a run (from ~1 at the start)
+    smooth = panel.loss_plot.smooth_y.view()
+    assert smooth[-1] < smooth[0]
+    # previews every 10 steps plus a final one, one row per label
+    assert [s for s, _ in panel.previews] == [10, 20, 30]
+    grid = panel.previews[-1][1]
+    assert grid.shape == (6, 6, 16, 16, 3) and grid.dtype == np.uint8
+    assert panel.preview_view.has_image()
+    assert panel.progress.value() == steps
+    assert "Finished" in panel.status.text()
+    # the finished run is the current model, saved in the run folder under the user data folder
+    bundle = panel.models[-1]
+    assert bundle.meta["live"] is False and bundle.meta["step"] == steps
+    run = Path(bundle.meta["run_dir"])
+    assert run.parent.name == "runs" and (run / "model.safetensors").is_file() and (run / "loss.csv").is_file()
+
+
+def test_progress_signals_are_throttled(qtbot, panel, monkeypatch):
+    from desktop import workers
+
+    monkeypatch.setattr(workers, "PROGRESS_INTERVAL_S", 10.0)  # one emit per 10 s: only the last step flushes
+    batches = []
+    panel.start()
+    panel._worker.progress.connect(lambda rows: batches.append(len(rows)))
+    qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=30000)
+    assert sum(batches) >= 1 and len(batches) <= 8  # previews and the end flush, not one signal per step
+    assert panel.loss_plot.n_points == 30
+
+
+def test_pause_publishes_live_model_resume_continues_stop_saves(qtbot, panel):
+    panel.apply_config({"steps": 5000, "checkpoint_every": 1000})
+    panel.preview_every.setValue(0)
+    panel.start()
+    qtbot.waitUntil(lambda: panel.loss_plot.n_points >= 3, timeout=20000)
+    panel.pause()
+    qtbot.waitUntil(lambda: panel.run_state == "paused", timeout=10000)
+    live = panel.models[-1]
+    assert live.meta["live"] is True
+    n = panel.loss_plot.n_points
+    assert live.meta["step"] == n
+    qtbot.wait(400)
+    assert panel.loss_plot.n_points == n  # no steps while paused
+    panel.resume()
+    qtbot.waitUntil(lambda: panel.loss_plot.n_points >= n + 3, timeout=20000)
+    panel.stop()
+    qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=20000)
+    stopped = panel.models[-1]
+    assert stopped.meta["live"] is False
+    saved_step = stopped.meta["step"]
+    assert saved_step == panel.loss_plot.n_points
+    from core.checkpoint import read_metadata
+    run = Path(stopped.meta["run_dir"])
+    assert read_metadata(run / "model.safetensors")["step"] == saved_step
+    assert "Stopped" in panel.status.text()
+
+    # Resume continues the stopped run from its checkpoint, with the old curve kept
+    assert panel.resume_btn.isEnabled()
+    panel.resume()
+    qtbot.waitUntil(lambda: panel.loss_plot.n_points >= saved_step + 3, timeout=20000)
+    steps = panel.loss_plot.steps.view()
+    assert np.array_equal(steps[:saved_step + 3], np.arange(1, saved_step + 4))
+    panel.stop()
+    qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=20000)
+
+
+def test_nan_loss_shows_a_dialog_that_says_what_was_kept(qtbot, panel, monkeypatch):
+    import torch
+
+    from core import train
+    from desktop import qt_train_panel
+
+    real_step = train.Trainer._train_step
+
+    def poisoned(self):
+        losses, ts = real_step(self)
+        return (losses * float("nan") if self.step >= 12 else losses), ts
+
+    monkeypatch.setattr(train.Trainer, "_train_step", poisoned)
+    shown = []
+    monkeypatch.setattr(qt_train_panel.QMessageBox, "warning", lambda *a, **k: shown.append(a[1:3]))
+    panel.start()
+    qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=20000)
+    assert len(shown) == 1
+    title, text = shown[0]
+    assert "NaN" in text and "kept" in text
+    assert "error" in panel.status.text()
+    assert torch.isfinite(torch.tensor(panel.loss_plot.loss.view())).all()
+
+
+def test_bad_settings_are_refused_with_a_dialog(qtbot, panel, monkeypatch):
+    from desktop import qt_train_panel
+
+    shown = []
+    monkeypatch.setattr(qt_train_panel.QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
+    panel.form.widgets["n_feat"].setValue(12)  # not a multiple of 8: TrainConfig refuses it
+    assert not panel.start()
+    assert shown and "multiple of 8" in shown[0]
+    assert panel.run_state == "idle" and not panel.is_busy()
+
+
+def test_resume_from_a_folder_of_another_data_set_is_refused(qtbot, panel, monkeypatch, emoji_small):
+    from desktop import qt_train_panel
+
+    panel.start()
+    qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=30000)
+    run = panel.models[-1].meta["run_dir"]
+    panel.state.set_dataset(emoji_small.subset(np.arange(20)))
+    shown = []
+    monkeypatch.setattr(qt_train_panel.QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
+    assert not panel.resume_from_folder(run, total_steps=40)
+    assert "emoji16" in shown[0]
+
+
+def test_loss_plot_stays_cheap_for_long_runs(qtbot):
+    from desktop.qt_train_panel import LossPlot
+
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.resize(800, 400)
+    plot.show()
+    n = 200_000  # ~8 hours at 7 steps/s
+    rows = np.column_stack([np.arange(1, n + 1), 1 / np.sqrt(np.arange(1, n + 1)), np.full(n, 1e-3),
+                            np.zeros(n), np.zeros(n), np.zeros(n), np.ones(n), np.ones(n), np.ones(n)])
+    plot.append([tuple(r) for r in rows[:1000]])
+    plot.append(rows[1000:].tolist())
+    t = time.perf_counter()
+    plot.refresh()
+    plot.plot.grab()
+    assert time.perf_counter() - t < 2.0
+    assert plot.n_points == n
