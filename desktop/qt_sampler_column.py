@@ -1,0 +1,309 @@
+"""One column of the Sample & compare panel: a sampler, its settings, its live grid and its timing."""
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QHBoxLayout, QLabel,
+                               QProgressBar, QPushButton, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout, QWidget)
+
+from desktop.sampling_worker import ColumnSpec, SamplerChoice
+from desktop.widgets import HintLabel, ImageGridView, as_grid
+
+COLUMN_COLORS = ("#1f77b4", "#e8710a", "#2ca02c", "#9467bd")  # column i keeps its colour in every chart
+
+VIEW_X0, VIEW_XT, VIEW_BOTH = "x0", "xt", "both"
+
+STEPS_TIP = ("Denoising steps = model calls per image (twice that when guidance is not 1).\n"
+             "Fewer steps are faster; a good sampler needs fewer of them for the same quality.")
+ETA_TIP = ("How much fresh noise DDIM adds at each step.\n0 = none: the same noise always gives the same image.\n"
+           "1 = as much as DDPM.")
+GUIDANCE_TIP = ("Classifier-free guidance: how strongly the images follow their context.\n"
+                "1 = the plain model; above 1 exaggerates the label (two model calls per step); "
+                "0 ignores the context.\nUnticked, the column uses the context composer's value.")
+
+
+def column_color(index: int) -> str:
+    return COLUMN_COLORS[index % len(COLUMN_COLORS)]
+
+
+class QtSamplerColumn(QFrame):
+    """Settings on top, the image grid(s) in the middle, progress and timing at the bottom."""
+
+    settings_changed = Signal()
+    remove_requested = Signal(object)  # this column
+    save_requested = Signal(object)  # this column: save its final grid
+
+    def __init__(self, catalog: list[SamplerChoice], parent=None):
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self._catalog = list(catalog)
+        self._T = 500
+        self._shared_guidance = 1.0
+        self._per_row = 4
+        self._row_names: list[str] = []
+        self._view = VIEW_X0
+        self._x: np.ndarray | None = None
+        self._x0: np.ndarray | None = None
+        self.index, self.color = 0, column_color(0)
+        self._build()
+        self.set_index(0)
+        self._on_sampler_changed()
+
+    # --- construction ------------------------------------------------------------------------------
+    def _build(self) -> None:
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(6, 4, 6, 6)
+        lay.setSpacing(4)
+        self._stripe = QFrame()
+        self._stripe.setFixedHeight(5)
+        lay.addWidget(self._stripe)
+        lay.addLayout(self._build_head())
+        lay.addLayout(self._build_settings())
+        self._summary = HintLabel()
+        self._summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        lay.addWidget(self._summary)
+        lay.addWidget(self._build_grids(), 1)
+        self._progress = QProgressBar()
+        self._progress.setTextVisible(True)
+        self._progress.setFormat("not run yet")
+        self._progress.setValue(0)
+        lay.addWidget(self._progress)
+        foot = QHBoxLayout()
+        self._result = QLabel("Not run yet")
+        self._result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._save = QPushButton("Save PNG…")
+        self._save.setToolTip("Save this column's final images as a PNG, with the sampler settings, seed and model "
+                              "written inside the file")
+        self._save.setEnabled(False)
+        self._save.clicked.connect(lambda: self.save_requested.emit(self))
+        foot.addWidget(self._result, 1)
+        foot.addWidget(self._save)
+        lay.addLayout(foot)
+        self.sampler_box.currentIndexChanged.connect(self._on_sampler_changed)
+        self.steps_spin.valueChanged.connect(self._on_setting_changed)
+        self.eta_spin.valueChanged.connect(self._on_setting_changed)
+        self.own_guidance.toggled.connect(self._on_own_guidance)
+        self.guidance_spin.valueChanged.connect(self._on_setting_changed)
+
+    def _build_head(self) -> QHBoxLayout:
+        head = QHBoxLayout()
+        self.sampler_box = QComboBox()
+        for c in self._catalog:
+            self.sampler_box.addItem(c.label, c.name)
+        self._title = QLabel()
+        self._title.setToolTip("Model calls per image: the cost of this sampler")
+        self._remove = QToolButton()
+        self._remove.setText("✕")
+        self._remove.setAutoRaise(True)
+        self._remove.setToolTip("Remove this sampler from the comparison")
+        self._remove.clicked.connect(lambda: self.remove_requested.emit(self))
+        head.addWidget(self.sampler_box, 1)
+        head.addWidget(self._title)
+        head.addWidget(self._remove)
+        return head
+
+    def _build_settings(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        row.setSpacing(4)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, self._T)
+        self.steps_spin.setToolTip(STEPS_TIP)
+        self.eta_spin = QDoubleSpinBox()
+        self.eta_spin.setRange(0.0, 1.0)
+        self.eta_spin.setSingleStep(0.1)
+        self.eta_spin.setDecimals(2)
+        self.eta_spin.setToolTip(ETA_TIP)
+        self.own_guidance = QCheckBox("own")
+        self.own_guidance.setToolTip(GUIDANCE_TIP)
+        self.guidance_spin = QDoubleSpinBox()
+        self.guidance_spin.setRange(0.0, 20.0)
+        self.guidance_spin.setSingleStep(0.5)
+        self.guidance_spin.setDecimals(1)
+        self.guidance_spin.setValue(1.0)
+        self.guidance_spin.setEnabled(False)
+        self.guidance_spin.setToolTip(GUIDANCE_TIP)
+        self._eta_label = QLabel("eta")
+        self._eta_label.setToolTip(ETA_TIP)
+        steps_label, g_label = QLabel("Steps"), QLabel("Guidance")
+        steps_label.setToolTip(STEPS_TIP)
+        g_label.setToolTip(GUIDANCE_TIP)
+        for w in (steps_label, self.steps_spin, self._eta_label, self.eta_spin, g_label, self.guidance_spin,
+                  self.own_guidance):
+            row.addWidget(w)
+        row.addStretch(1)
+        return row
+
+    def _build_grids(self) -> QWidget:
+        box = QWidget()
+        row = QHBoxLayout(box)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(4)
+        self._grid_x = ImageGridView(placeholder="The noisy image x_t appears here while sampling")
+        self._grid_x0 = ImageGridView(placeholder="Press Run: the images form here from noise")
+        for g in (self._grid_x, self._grid_x0):
+            g.setMinimumSize(90, 90)
+            row.addWidget(g, 1)
+        self._grid_x.setToolTip("x_t: the noisy image the sampler holds at this step")
+        self._grid_x0.setToolTip("x̂₀: the model's guess of the finished image at this step")
+        self._apply_view()
+        return box
+
+    # --- settings ----------------------------------------------------------------------------------
+    def set_index(self, index: int) -> None:
+        self.index = index
+        self.color = column_color(index)
+        self._stripe.setStyleSheet(f"background: {self.color}; border-radius: 2px;")
+        self._update_title()
+
+    def _choice(self) -> SamplerChoice:
+        name = self.sampler_box.currentData()
+        return next((c for c in self._catalog if c.name == name), self._catalog[0])
+
+    def _default_steps(self, choice: SamplerChoice) -> int:
+        return self._T if choice.default_steps == 0 else min(choice.default_steps, self._T)
+
+    @Slot()
+    def _on_sampler_changed(self) -> None:
+        choice = self._choice()
+        self.steps_spin.blockSignals(True)
+        self.steps_spin.setValue(self._default_steps(choice))
+        self.steps_spin.blockSignals(False)
+        self._eta_label.setVisible(choice.has_eta)
+        self.eta_spin.setVisible(choice.has_eta)
+        self._summary.setText(choice.summary)
+        self.sampler_box.setToolTip(choice.summary)
+        self._on_setting_changed()
+
+    @Slot()
+    def _on_own_guidance(self, on: bool) -> None:
+        self.guidance_spin.setEnabled(on)
+        if not on:
+            self.guidance_spin.setValue(self._shared_guidance)
+        self._on_setting_changed()
+
+    @Slot()
+    def _on_setting_changed(self) -> None:
+        self._update_title()
+        self.settings_changed.emit()
+
+    def _update_title(self) -> None:
+        spec = self.spec()
+        calls = spec.steps * spec.calls_per_step
+        self._title.setText(f"{calls} calls")
+
+    def set_catalog(self, catalog: list[SamplerChoice]) -> None:
+        """Refresh the sampler list (once core.samplers has loaded), keeping the current choice."""
+        if [c.name for c in catalog] == [c.name for c in self._catalog]:
+            self._catalog = list(catalog)
+            self._on_sampler_changed_keep_steps()
+            return
+        current, steps = self.sampler_box.currentData(), self.steps_spin.value()
+        self._catalog = list(catalog)
+        self.sampler_box.blockSignals(True)
+        self.sampler_box.clear()
+        for c in catalog:
+            self.sampler_box.addItem(c.label, c.name)
+        self.sampler_box.blockSignals(False)
+        self.set_spec(current if current in [c.name for c in catalog] else catalog[0].name, steps)
+
+    def _on_sampler_changed_keep_steps(self) -> None:
+        choice = self._choice()
+        self._summary.setText(choice.summary)
+        self.sampler_box.setToolTip(choice.summary)
+
+    def set_T(self, T: int) -> None:
+        """The model's number of training steps: the most steps any sampler can take (DDPM's default)."""
+        was_full = self.steps_spin.value() == self._T
+        self._T = T
+        self.steps_spin.setMaximum(T)
+        if was_full and self._choice().default_steps == 0:
+            self.steps_spin.setValue(T)
+
+    def set_shared_guidance(self, g: float) -> None:
+        self._shared_guidance = float(g)
+        if not self.own_guidance.isChecked():
+            self.guidance_spin.setValue(self._shared_guidance)
+
+    def set_spec(self, sampler: str, steps: int | None = None, eta: float = 0.0, guidance: float | None = None) -> None:
+        """Set the column's settings; guidance None follows the context composer."""
+        i = self.sampler_box.findData(sampler)
+        if i < 0:
+            raise ValueError(f"unknown sampler {sampler!r}")
+        self.sampler_box.setCurrentIndex(i)
+        self._on_sampler_changed()
+        if steps is not None:
+            self.steps_spin.setValue(steps)
+        self.eta_spin.setValue(eta)
+        self.own_guidance.setChecked(guidance is not None)
+        if guidance is not None:
+            self.guidance_spin.setValue(guidance)
+
+    def spec(self) -> ColumnSpec:
+        choice = self._choice()
+        eta = self.eta_spin.value() if choice.has_eta else 0.0
+        g = self.guidance_spin.value() if self.own_guidance.isChecked() else self._shared_guidance
+        return ColumnSpec(choice.name, self.steps_spin.value(), eta, g, choice.label)
+
+    # --- running state and pictures -----------------------------------------------------------------
+    def set_removable(self, removable: bool) -> None:
+        self._remove.setEnabled(removable)
+
+    def set_running(self, running: bool) -> None:
+        """Lock the settings while a run uses them."""
+        for w in (self.sampler_box, self.steps_spin, self.eta_spin, self.own_guidance, self._remove):
+            w.setEnabled(not running)
+        self.guidance_spin.setEnabled(not running and self.own_guidance.isChecked())
+        if running:
+            self._save.setEnabled(False)
+
+    def set_layout_info(self, per_row: int, row_names: list[str]) -> None:
+        """Images per row of the grid, and the row names (only the first column draws them)."""
+        self._per_row, self._row_names = max(1, per_row), list(row_names)
+        self._redraw()
+
+    def set_view(self, view: str) -> None:
+        self._view = view
+        self._apply_view()
+
+    def _apply_view(self) -> None:
+        self._grid_x.setVisible(self._view in (VIEW_XT, VIEW_BOTH))
+        self._grid_x0.setVisible(self._view in (VIEW_X0, VIEW_BOTH))
+        self._redraw()
+
+    def show_frame(self, x: np.ndarray | None, x0: np.ndarray | None) -> None:
+        """(n, H, W, 3) uint8 of x_t and the predicted x0 (either may be None)."""
+        self._x, self._x0 = x, x0
+        self._redraw()
+
+    def _redraw(self) -> None:
+        # Row names go on the left-most grid of the left-most column only.
+        names_x = self._row_names if self.index == 0 else None
+        names_x0 = self._row_names if self.index == 0 and self._view == VIEW_X0 else None
+        self._grid_x.set_grid(None if self._x is None else as_grid(self._x, self._per_row), names_x)
+        self._grid_x0.set_grid(None if self._x0 is None else as_grid(self._x0, self._per_row), names_x0)
+
+    def set_waiting(self, text: str = "waiting for its turn") -> None:
+        self._progress.setRange(0, 1)
+        self._progress.setValue(0)
+        self._progress.setFormat(text)
+
+    def set_progress(self, step: int, steps: int, t: int) -> None:
+        self._progress.setRange(0, steps)
+        self._progress.setValue(step)
+        self._progress.setFormat(f"step {step} of {steps}  (noise level t = {t})")
+
+    def set_result(self, result) -> None:
+        """A finished ColumnResult (or None to clear)."""
+        if result is None:
+            self._result.setText("Not run yet")
+            self._save.setEnabled(False)
+            return
+        self._progress.setRange(0, 1)
+        self._progress.setValue(1)
+        self._progress.setFormat("done")
+        self._result.setText(f"<b>{result.seconds:.2f} s</b> · {result.nfe} model calls · "
+                             f"{result.ms_per_call:.1f} ms per call")
+        self._save.setEnabled(True)
+
+    def set_stopped(self, text: str) -> None:
+        self._progress.setFormat(text)

@@ -1,0 +1,216 @@
+"""Schedule view: alpha_bar and log-SNR against t with each column's timesteps, and forward noising.
+
+This is the picture behind "DDIM skips steps": DDPM visits every t, DDIM-25 every 20th, DPM-Solver++
+ten of them. The forward-noising slider shows what the model is asked to undo at each t.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox, QSplitter, QVBoxLayout, QWidget)
+
+from desktop.widgets import HintLabel, ImageGridView, heading
+
+SYMBOLS = ("o", "t", "s", "d")
+STRIP_STEPS = 10  # the forward-noising strip shows t = 0, T/10, ..., T
+
+
+def noised(image: np.ndarray, noise: np.ndarray, alpha_bar: float) -> np.ndarray:
+    """x_t = sqrt(ab) x0 + sqrt(1 - ab) eps for one (H, W, 3) uint8 image, back to uint8 for display."""
+    x0 = image.astype(np.float32) / 127.5 - 1
+    xt = np.sqrt(alpha_bar) * x0 + np.sqrt(1 - alpha_bar) * noise
+    return ((np.clip(xt, -1, 1) + 1) * 127.5).round().astype(np.uint8)
+
+
+class QtScheduleView(QWidget):
+    """Left: the noise schedule and the timesteps each column visits. Right: forward noising of a real image."""
+
+    t_changed = Signal(int)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._curves: dict | None = None
+        self._columns: list[tuple[str, str, list[int]]] = []
+        self._images: np.ndarray | None = None
+        self._build()
+        self._refresh_forward()
+
+    # --- construction ------------------------------------------------------------------------------
+    def _build(self) -> None:
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self._build_plots())
+        split.addWidget(self._build_forward())
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(split)
+
+    def _build_plots(self) -> QWidget:
+        self._glw = pg.GraphicsLayoutWidget()
+        self._glw.setBackground("w")
+        self._glw.setToolTip("ᾱ (alpha-bar) is how much of the clean image is left at noise level t; log-SNR is the "
+                             "same on a log scale.\nDots mark the noise levels each sampler visits: fewer dots, "
+                             "fewer model calls, bigger jumps.")
+        self._p_ab = self._glw.addPlot(row=0, col=0, title="ᾱ: share of the clean image left")
+        self._p_snr = self._glw.addPlot(row=0, col=1, title="log signal-to-noise ratio")
+        self._p_steps = self._glw.addPlot(row=1, col=0, colspan=2, title="noise levels each sampler visits "
+                                                                          "(one tick = one model call)")
+        self._glw.ci.layout.setRowStretchFactor(0, 3)
+        self._glw.ci.layout.setRowStretchFactor(1, 2)
+        for p in (self._p_ab, self._p_snr, self._p_steps):
+            p.showGrid(x=True, y=True, alpha=0.25)
+            p.setMouseEnabled(x=False, y=False)
+            p.hideButtons()
+            p.setMenuEnabled(False)
+        self._p_ab.setLabel("bottom", "t")
+        self._p_snr.setLabel("bottom", "t")
+        self._p_steps.setLabel("bottom", "noise level t (0 = clean image)")
+        self._ab_curve = self._p_ab.plot(pen=pg.mkPen("#333", width=2))
+        self._snr_curve = self._p_snr.plot(pen=pg.mkPen("#333", width=2))
+        self._t_lines = [pg.InfiniteLine(angle=90, pen=pg.mkPen("#c00", width=1, style=Qt.PenStyle.DashLine))
+                         for _ in range(3)]
+        for p, line in zip((self._p_ab, self._p_snr, self._p_steps), self._t_lines):
+            p.addItem(line)
+        self._markers: list[tuple[pg.ScatterPlotItem, pg.ScatterPlotItem, pg.ScatterPlotItem]] = []
+        self._ab_curve.setZValue(10)
+        self._snr_curve.setZValue(10)
+        return self._glw
+
+    def _build_forward(self) -> QWidget:
+        box = QWidget()
+        lay = QVBoxLayout(box)
+        lay.addWidget(heading("What the model sees at noise level t"))
+        lay.addWidget(HintLabel("Training mixes a real image with noise: x_t = √ᾱ·image + √(1−ᾱ)·noise. "
+                                "Sampling runs this backwards, from pure noise at t = T to an image at t = 0."))
+        pick = QHBoxLayout()
+        pick.addWidget(QLabel("Image"))
+        self.image_spin = QSpinBox()
+        self.image_spin.setToolTip("Which image of the loaded data set to noise")
+        self.image_spin.valueChanged.connect(self._refresh_forward)
+        self._another = QPushButton("Another image")
+        self._another.setToolTip("Pick a random image of the data set")
+        self._another.clicked.connect(self._on_another)
+        pick.addWidget(self.image_spin)
+        pick.addWidget(self._another)
+        pick.addStretch(1)
+        lay.addLayout(pick)
+        slide = QHBoxLayout()
+        slide.addWidget(QLabel("t"))
+        self.t_slider = QSlider(Qt.Orientation.Horizontal)
+        self.t_slider.setRange(0, 500)
+        self.t_slider.setValue(250)
+        self.t_slider.setToolTip("Drag to add more (right) or less (left) noise")
+        self.t_slider.valueChanged.connect(self._on_t_changed)
+        slide.addWidget(self.t_slider, 1)
+        lay.addLayout(slide)
+        self._t_text = QLabel()
+        self._t_text.setWordWrap(True)
+        lay.addWidget(self._t_text)
+        self._pair = ImageGridView(placeholder="Load a data set to see forward noising")
+        self._pair.setToolTip("Left: the clean image. Right: the same image at noise level t.")
+        lay.addWidget(self._pair, 3)
+        self._strip = ImageGridView(placeholder="")
+        self._strip.setToolTip("The same image from t = 0 (left) to t = T (right) in ten even steps")
+        self._strip.setMinimumHeight(36)
+        lay.addWidget(self._strip, 1)
+        return box
+
+    # --- inputs ------------------------------------------------------------------------------------
+    def set_curves(self, curves: dict | None) -> None:
+        """{'T', 't', 'alpha_bar', 'log_snr'} from sampling_worker.schedule_curves, or None without a model."""
+        self._curves = curves
+        if curves is None:
+            self._ab_curve.setData([], [])
+            self._snr_curve.setData([], [])
+        else:
+            t, ab = curves["t"], curves["alpha_bar"]
+            self._ab_curve.setData(t, ab)
+            self._snr_curve.setData(t[1:], curves["log_snr"][1:])  # log-SNR is +inf at t = 0
+            self.t_slider.setMaximum(curves["T"])
+            for p in (self._p_ab, self._p_snr, self._p_steps):  # not x-linked: pyqtgraph links by screen position
+                p.setXRange(0, curves["T"], padding=0.02)
+        self._draw_markers()
+        self._refresh_forward()
+
+    def set_columns(self, columns: list[tuple[str, str, list[int]]]) -> None:
+        """(title, colour, timesteps visited) per sampler column."""
+        self._columns = list(columns)
+        self._draw_markers()
+
+    def set_dataset(self, dataset) -> None:
+        self._images = None if dataset is None else np.asarray(dataset.images)
+        n = 0 if self._images is None else len(self._images)
+        self.image_spin.blockSignals(True)
+        self.image_spin.setRange(0, max(0, n - 1))
+        self.image_spin.blockSignals(False)
+        self.image_spin.setEnabled(n > 0)
+        self._another.setEnabled(n > 0)
+        self._refresh_forward()
+
+    # --- drawing -----------------------------------------------------------------------------------
+    def _draw_markers(self) -> None:
+        for items in self._markers:
+            for p, item in zip((self._p_ab, self._p_snr, self._p_steps), items):
+                p.removeItem(item)
+        self._markers = []
+        if self._curves is None:
+            self._p_steps.getAxis("left").setTicks([[]])
+            return
+        ab, snr = self._curves["alpha_bar"], self._curves["log_snr"]
+        n = len(self._columns)
+        for i, (title, color, ts) in enumerate(self._columns):
+            ts = np.asarray(ts, dtype=int)
+            visible = ts[ts > 0]  # t = 0 is the finished image, not a model call
+            # Many visits (DDPM's 500) make a solid band: smaller dots keep the curve readable.
+            size = 4 if len(visible) > 50 else 8 - i
+            brush, sym = pg.mkBrush(color), SYMBOLS[i % len(SYMBOLS)]
+            a = pg.ScatterPlotItem(visible, ab[visible], symbol=sym, size=size, brush=brush, pen=None)
+            s = pg.ScatterPlotItem(visible, snr[visible], symbol=sym, size=size, brush=brush, pen=None)
+            k = pg.ScatterPlotItem(visible, np.full(len(visible), n - i, float), symbol="|", size=12,
+                                   pen=pg.mkPen(color, width=2), brush=None)
+            for p, item in zip((self._p_ab, self._p_snr, self._p_steps), (a, s, k)):
+                p.addItem(item)
+            self._markers.append((a, s, k))
+        ticks = [(n - i, f"{title.split(',')[0]} ({len([t for t in ts if t > 0])})")
+                 for i, (title, _, ts) in enumerate(self._columns)]
+        self._p_steps.getAxis("left").setTicks([ticks])
+        self._p_steps.setYRange(0.4, n + 0.6, padding=0)
+
+    @Slot(int)
+    def _on_t_changed(self, t: int) -> None:
+        self._refresh_forward()
+        self.t_changed.emit(t)
+
+    @Slot()
+    def _on_another(self) -> None:
+        if self._images is not None and len(self._images):
+            self.image_spin.setValue(int(np.random.default_rng().integers(len(self._images))))
+
+    @Slot()
+    def _refresh_forward(self) -> None:
+        t = self.t_slider.value()
+        for line in self._t_lines:
+            line.setValue(t)
+        if self._curves is None:
+            self._t_text.setText("Load a model to see its noise schedule.")
+            self._pair.set_grid(None)
+            self._strip.set_grid(None)
+            return
+        ab = float(self._curves["alpha_bar"][t])
+        self._t_text.setText(
+            f"<b>t = {t}</b> of {self._curves['T']}: ᾱ = {ab:.3f}. The picture is {np.sqrt(ab):.0%} image and "
+            f"{np.sqrt(1 - ab):.0%} noise" + (f" (signal-to-noise ratio {ab / (1 - ab):.3g})." if ab < 1 else "."))
+        if self._images is None or not len(self._images):
+            self._pair.set_grid(None)
+            self._strip.set_grid(None)
+            return
+        idx = self.image_spin.value()
+        image = self._images[idx]
+        noise = np.random.default_rng(idx).standard_normal(image.shape).astype(np.float32)
+        self._pair.set_grid(np.stack([image, noised(image, noise, ab)])[None])
+        T = self._curves["T"]
+        strip = [noised(image, noise, float(self._curves["alpha_bar"][round(k * T / STRIP_STEPS)]))
+                 for k in range(STRIP_STEPS + 1)]
+        self._strip.set_grid(np.stack(strip)[None])
