@@ -127,8 +127,11 @@ class Trainer:
         self.device = pick_device(device) if isinstance(device, str) else device
         self.precision = resolve_precision(config.precision, self.device)
         self.schedule = Schedule(ScheduleConfig(kind=config.schedule))
-        self.unet_config = UNetConfig(n_feat=config.n_feat, n_cfeat=dataset.n_labels, height=dataset.size)
-        self.net = ContextUnet(self.unet_config).to(self.device)
+        # An unlabelled set (L = 0) trains an unconditional model: one context input, always zero.
+        self.unet_config = UNetConfig(n_feat=config.n_feat, n_cfeat=max(1, dataset.n_labels), height=dataset.size)
+        with torch.random.fork_rng(devices=[]):  # weights from the run's seed, global RNG untouched
+            torch.manual_seed(config.seed)
+            self.net = ContextUnet(self.unet_config).to(self.device)
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
         self.opt = self._make_optimizer()
         # fp16 (CUDA without bf16) needs loss scaling; bf16 and fp32 do not.
@@ -137,7 +140,8 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0
         self.x = dataset.to_tensor().to(self.device)  # (N, 3, H, W) in [-1, 1], held in memory once
-        self.c = torch.as_tensor(dataset.labels, dtype=torch.float32).to(self.device)  # (N, L)
+        labels = dataset.labels if dataset.n_labels else np.zeros((dataset.n, 1), np.float32)
+        self.c = torch.as_tensor(labels, dtype=torch.float32).to(self.device)  # (N, max(L, 1))
         self.ab = self.schedule.ab_t.to(self.device, torch.float32)
         self._log_rows: list[list] = []
         if resume:
@@ -288,8 +292,9 @@ class Trainer:
 
     def preview(self, *, per_label: int = 6, steps: int = 20, seed: int = 1234) -> np.ndarray:
         """A grid from fixed noise, one row per label: (rows, per_label, H, W, 3) uint8, by DPM-Solver++."""
-        L = self.dataset.n_labels
-        ctx = np.repeat(np.eye(L, dtype=np.float32), per_label, axis=0)  # (L * per_label, L)
+        L = max(1, self.dataset.n_labels)
+        eye = np.eye(L, dtype=np.float32) if self.dataset.n_labels else np.zeros((1, 1), np.float32)
+        ctx = np.repeat(eye, per_label, axis=0)  # (L * per_label, L); one unconditional row if unlabelled
         res = generate(self.ema, self.schedule, sampler="dpmpp2m", steps=steps, n=len(ctx), context=ctx,
                        seed=seed, precision=self.precision)
         return res.images.reshape(L, per_label, *res.images.shape[1:])

@@ -1,0 +1,271 @@
+"""Command line: `train`, `sample` and `bench` (argparse). The only place in core that prints."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+EXIT_USER_ERROR = 2
+
+
+class CliError(Exception):
+    """A user mistake: printed as one line on stderr, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="main.py",
+        description="Diffusion Desk: train and sample the course's context-conditioned diffusion model. "
+                    "With no command, opens the desktop app.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="{train,sample,bench}")
+    _add_train(sub.add_parser("train", help="train a model on a data set", description=_TRAIN_DESC))
+    _add_sample(sub.add_parser("sample", help="sample an image grid from a checkpoint", description=_SAMPLE_DESC))
+    bench = sub.add_parser("bench", help="benchmarks against the course code (speed, quality)")
+    try:
+        from benchmarks.bench import add_arguments
+        add_arguments(bench)
+    except ImportError:  # a packaged app ships without the benchmarks
+        bench.set_defaults(bench_missing=True)
+    return p
+
+
+_TRAIN_DESC = ("Train the ContextUnet on DATA: a built-in name (emoji16, emoji32), a folder of images "
+               "(sub-folders become labels), a course .npy images file (labels found beside it or given "
+               "with --labels), or a saved .npz data set. Writes model.safetensors, resume.safetensors and "
+               "loss.csv into --out.")
+_SAMPLE_DESC = ("Sample a grid of images. CKPT is one of our .safetensors checkpoints or a course .pth weight "
+                "file; without --checkpoint the shipped default model is used.")
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    from core.train import TRAIN_PRESETS
+
+    p.add_argument("--data", default="emoji16", help="data set (default: emoji16)")
+    p.add_argument("--labels", help="labels .npy for a course images .npy")
+    p.add_argument("--size", type=int, default=16, help="image size for folders and sprite sheets (default 16)")
+    p.add_argument("--cell", type=int, help="cell size in pixels, to cut a PNG sprite sheet")
+    p.add_argument("--out", required=True, help="run folder for checkpoints and the loss log")
+    p.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default="quick",
+                   help="starting hyperparameters: quick (n_feat 32), course (n_feat 64), tiny (tests)")
+    p.add_argument("--steps", type=int, help="optimizer steps")
+    p.add_argument("--batch", type=int, help="images per step")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--lr-schedule", choices=["linear", "cosine", "constant"])
+    p.add_argument("--n-feat", type=int, help="network width (course: 64)")
+    p.add_argument("--schedule", choices=["linear", "cosine"], help="noise schedule (course: linear)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="auto: bf16 where fast")
+    p.add_argument("--device", default="auto", help="auto (CUDA when detected), cpu or cuda")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+
+
+def _add_sample(p: argparse.ArgumentParser) -> None:
+    from core.samplers import SAMPLERS
+
+    p.add_argument("--checkpoint", help="model file (default: the shipped default model)")
+    p.add_argument("--out", required=True, help="PNG file for the grid")
+    p.add_argument("--sampler", choices=list(SAMPLERS), default="ddim")
+    p.add_argument("--steps", type=int, help="model-call steps (default: 500 for ddpm, 25 ddim, 10 dpmpp2m)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 DDPM-like")
+    p.add_argument("--n", type=int, help="number of images (default: 8 per label)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--context", default="each",
+                   help="'each' (one row per label), 'none' (unconditional), a label name, a mix such as "
+                        "'hero+food:0.6', or a vector '1,0,0.6,0,0'")
+    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--clip-x0", action="store_true", help="clip the predicted image to [-1, 1] at every step")
+    p.add_argument("--gif", help="also write the denoising as an animated GIF")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the run's figures")
+
+
+# --- train --------------------------------------------------------------------------------------------
+
+def cmd_train(args) -> int:
+    from core.data import load_dataset
+    from core.device import configure_threads, describe
+    from core.train import TRAIN_PRESETS, Trainer, TrainConfig
+
+    configure_threads()
+    ds = load_dataset(args.data, size=args.size, labels=args.labels, cell=args.cell)
+    for file, reason in ds.skipped:
+        print(f"skipped {file}: {reason}", file=sys.stderr)
+    out = Path(args.out)
+    if args.resume:
+        if not (out / "resume.safetensors").is_file():
+            raise CliError(f"{out}: no run to resume (resume.safetensors not found)")
+        trainer = Trainer.from_run(ds, out, device=args.device, steps=args.steps)
+    else:
+        if (out / "model.safetensors").exists():
+            raise CliError(f"{out}: already holds a run; use --resume to continue it or choose another --out")
+        overrides = {k: v for k, v in {
+            "steps": args.steps, "batch_size": args.batch, "lr": args.lr, "lr_schedule": args.lr_schedule,
+            "n_feat": args.n_feat, "schedule": args.schedule, "precision": args.precision, "seed": args.seed,
+            "checkpoint_every": args.checkpoint_every}.items() if v is not None}
+        config = TrainConfig.from_dict({**TRAIN_PRESETS[args.preset].to_dict(), **overrides})
+        trainer = Trainer(ds, config, out, device=args.device)
+    print(f"training on {ds.name} ({ds.n} images, {ds.size}x{ds.size}, labels: {', '.join(ds.label_names) or 'none'}) "
+          f"with {describe(trainer.device)}, {trainer.precision}; n_feat {trainer.config.n_feat}, "
+          f"{trainer.config.steps} steps of {trainer.config.batch_size}")
+    return _train_loop(trainer)
+
+
+def _train_loop(trainer) -> int:
+    last_print = 0.0
+    m = None
+    try:
+        for m in trainer.run():
+            now = time.perf_counter()
+            if now - last_print >= 2.0 or m.step == m.total_steps:
+                last_print = now
+                print(f"step {m.step}/{m.total_steps}  loss {m.loss:.4f}  lr {m.lr:.2e}  "
+                      f"{m.images_per_s:.0f} img/s  elapsed {_hms(m.elapsed)}  eta {_hms(m.eta)}", flush=True)
+    except KeyboardInterrupt:
+        path = trainer.save()
+        print(f"\ninterrupted: saved step {trainer.step} to {path}; continue with --resume", file=sys.stderr)
+        return 130
+    path = trainer.save()
+    print(f"done: {trainer.step} steps in {_hms(trainer.elapsed)}; model in {path}")
+    return 0
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+# --- sample -------------------------------------------------------------------------------------------
+
+def cmd_sample(args) -> int:
+    from core.checkpoint import load_checkpoint
+    from core.device import configure_threads, runtime
+    from core.paths import default_checkpoint
+    from core.samplers import generate
+    from core.schedule import Schedule
+
+    configure_threads()
+    ckpt = args.checkpoint or default_checkpoint()
+    if ckpt is None:
+        raise CliError("no --checkpoint given and this installation has no default model (checkpoints/default.safetensors)")
+    rt = runtime(args.device, args.precision)
+    bundle = load_checkpoint(ckpt, rt.device)
+    context, row_labels, n = _sample_contexts(args, bundle)
+    schedule = Schedule(bundle.schedule_config)
+    frames = []
+    callback = _gif_collector(frames, args.steps, args.sampler) if args.gif else None
+    res = generate(bundle.net, schedule, sampler=args.sampler, steps=args.steps, n=n, context=context,
+                   guidance=args.guidance, eta=args.eta, seed=args.seed, precision=rt.precision,
+                   clip_x0=args.clip_x0, callback=callback)
+    ncols = n // len(row_labels) if row_labels else None
+    text = {"software": "Diffusion Desk", "model": Path(ckpt).name, "sampler": res.sampler, "steps": res.steps,
+            "eta": args.eta, "guidance": args.guidance, "seed": args.seed, "context": args.context, "nfe": res.nfe}
+    _write_outputs(args, res, frames, ncols, row_labels, text)
+    _report_sample(args, res, rt, ckpt, n)
+    return 0
+
+
+def _sample_contexts(args, bundle):
+    """(context rows, row labels or None, n) for --context and --n."""
+    import numpy as np
+
+    from core.data import DataError, context_from_spec
+
+    names = bundle.label_names
+    spec = args.context.strip()
+    if spec.lower() == "each" and names:
+        per = math.ceil(args.n / len(names)) if args.n else 8
+        return np.repeat(np.eye(len(names), dtype=np.float32), per, axis=0), list(names), per * len(names)
+    n = args.n or 16
+    if spec.lower() in ("each", "none", ""):
+        return None, None, n
+    try:
+        vec = context_from_spec(spec, names)
+    except DataError as e:
+        raise CliError(f"--context: {e}") from None
+    return vec[None, :], None, n
+
+
+def _gif_collector(frames: list, steps, sampler):
+    """Keeps about 40 frames of the predicted image for the GIF."""
+    from core.export import make_grid
+    from core.samplers import SAMPLERS, to_uint8
+
+    total = steps or (500 if sampler == "ddpm" else SAMPLERS[sampler].default_steps)
+    every = max(1, total // 40)
+
+    def callback(info):
+        if info["i"] % every == 0 or info["s"] == 0:
+            frames.append(make_grid(to_uint8(info["x"]), scale=3))
+
+    return callback
+
+
+def _write_outputs(args, res, frames, ncols, row_labels, text) -> None:
+    from core.export import make_grid, save_gif, save_png
+
+    grid = make_grid(res.images, ncols=ncols, row_labels=row_labels)
+    save_png(grid, args.out, text)
+    if args.gif:
+        save_gif(frames, args.gif)
+
+
+def _report_sample(args, res, rt, ckpt, n) -> None:
+    if args.json:
+        print(json.dumps({
+            "sampler": res.sampler, "steps": res.steps, "nfe": res.nfe, "seconds": round(res.seconds, 4),
+            "ms_per_call": round(res.ms_per_call, 3), "n": n, "seed": res.seed, "guidance": args.guidance,
+            "eta": args.eta, "device": str(rt.device), "precision": rt.precision, "checkpoint": str(ckpt),
+            "out": str(args.out)}))
+    else:
+        print(f"{res.sampler} {res.steps} steps: {n} images in {res.seconds:.2f} s ({res.nfe} model calls, "
+              f"{res.ms_per_call:.1f} ms per call, {rt.label}) -> {args.out}")
+
+
+# --- entry ---------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        if args.command == "train":
+            return cmd_train(args)
+        if args.command == "sample":
+            return cmd_sample(args)
+        return _cmd_bench(args)
+    except CliError as e:
+        return _fail(str(e))
+    except Exception as e:  # user-facing errors of the core carry one-line messages
+        if _is_user_error(e):
+            return _fail(str(e))
+        raise
+
+
+def _cmd_bench(args) -> int:
+    if getattr(args, "bench_missing", False):
+        raise CliError("the benchmarks are not part of this installation (run from a source checkout)")
+    from benchmarks.bench import run
+    return run(args)
+
+
+def _is_user_error(e: Exception) -> bool:
+    from core.checkpoint import CheckpointError
+    from core.data import DataError
+    from core.device import DeviceError
+    from core.train import TrainingDiverged
+
+    return isinstance(e, (CheckpointError, DataError, DeviceError, TrainingDiverged, ValueError, OSError))
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USER_ERROR

@@ -1,0 +1,78 @@
+"""The command line: train then sample with each sampler; JSON output; one-line errors, exit 2."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.cli import main
+from core.data import ImageDataset, save_npz
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
+    labels = np.eye(2, dtype=np.float32)[np.arange(40) % 2]
+    save_npz(ImageDataset(imgs, labels, ["cat", "dog"], "tiny"), tmp / "tiny.npz")
+    rc = main(["train", "--data", str(tmp / "tiny.npz"), "--out", str(tmp / "run"), "--preset", "tiny",
+               "--steps", "6", "--batch", "8", "--precision", "fp32", "--device", "cpu"])
+    assert rc == 0
+    return tmp
+
+
+def test_train_writes_checkpoint_and_log(run_dir):
+    assert (run_dir / "run" / "model.safetensors").is_file()
+    assert (run_dir / "run" / "loss.csv").read_text().count("\n") == 7  # header + 6 steps
+
+
+def test_resume_extends_a_run(run_dir, capsys):
+    rc = main(["train", "--data", str(run_dir / "tiny.npz"), "--out", str(run_dir / "run"), "--resume",
+               "--steps", "8", "--device", "cpu"])
+    assert rc == 0 and "done: 8 steps" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("sampler,steps,nfe", [("ddpm", 40, 40), ("ddim", 30, 30), ("dpmpp2m", 10, 10)])
+def test_sample_each_sampler_writes_a_grid_and_json(run_dir, capsys, sampler, steps, nfe):
+    out = run_dir / f"{sampler}.png"
+    rc = main(["sample", "--checkpoint", str(run_dir / "run" / "model.safetensors"), "--out", str(out),
+               "--sampler", sampler, "--steps", str(steps), "--n", "4", "--json", "--device", "cpu"])
+    assert rc == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info["sampler"] == sampler and info["steps"] == steps and info["nfe"] == nfe and info["n"] == 4
+    assert info["seconds"] > 0
+    img = Image.open(out)
+    assert img.text["sampler"] == sampler and img.text["seed"] == "0" and img.text["steps"] == str(steps)
+
+
+def test_sample_with_context_guidance_and_gif(run_dir, capsys):
+    gif = run_dir / "anim.gif"
+    rc = main(["sample", "--checkpoint", str(run_dir / "run" / "model.safetensors"), "--out", str(run_dir / "g.png"),
+               "--context", "cat+dog:0.6", "--guidance", "2", "--steps", "5", "--gif", str(gif), "--json"])
+    assert rc == 0
+    assert json.loads(capsys.readouterr().out.strip())["nfe"] == 10  # guidance: two passes per step
+    assert Image.open(gif).n_frames >= 5
+
+
+def test_user_errors_are_one_line_and_exit_2(run_dir, capsys):
+    assert main(["sample", "--checkpoint", str(run_dir / "nope.safetensors"), "--out", "x.png"]) == 2
+    assert main(["sample", "--checkpoint", str(run_dir / "run" / "model.safetensors"), "--out", "x.png",
+                 "--context", "bird"]) == 2
+    assert main(["train", "--data", str(run_dir / "missing"), "--out", str(run_dir / "r2")]) == 2
+    assert main(["train", "--data", str(run_dir / "tiny.npz"), "--out", str(run_dir / "run")]) == 2  # exists
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all(line.startswith("error: ") for line in err)
+    assert "nope.safetensors: no such file" in err[0] and "bird" in err[1] and "cat" in err[1]
+    assert "use --resume" in err[3]
+
+
+def test_main_py_reports_errors_without_traceback(tmp_path):
+    res = subprocess.run([sys.executable, "main.py", "sample", "--checkpoint", str(tmp_path / "x.pth"),
+                          "--out", str(tmp_path / "y.png")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "x.pth: no such file" in res.stderr

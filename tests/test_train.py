@@ -1,0 +1,111 @@
+"""Training: loss falls, resume is exact, NaN stops the run and keeps the last good checkpoint."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from core.checkpoint import load_checkpoint, read_metadata
+from core.data import ImageDataset
+from core.train import (TRAIN_PRESETS, StepMetrics, Trainer, TrainingDiverged, ema_decay_at, lr_at,
+                        read_loss_log)
+
+
+@pytest.fixture
+def blobs() -> ImageDataset:
+    """48 8x8 images of 3 labels: a red, a green or a blue square on white, at random places."""
+    rng = np.random.default_rng(0)
+    imgs = np.full((48, 8, 8, 3), 255, np.uint8)
+    labels = np.zeros((48, 3), np.float32)
+    for i in range(48):
+        k, (y, x) = i % 3, rng.integers(0, 4, 2)
+        imgs[i, y:y + 4, x:x + 4] = 0
+        imgs[i, y:y + 4, x:x + 4, k] = 255
+        labels[i, k] = 1
+    return ImageDataset(imgs, labels, ["red", "green", "blue"], "blobs")
+
+
+CFG = replace(TRAIN_PRESETS["tiny"], steps=20, batch_size=16, checkpoint_every=10, precision="fp32", seed=3)
+
+
+def _run(trainer, until=None):
+    out = []
+    for m in trainer.run():
+        out.append(m)
+        if until and m.step == until:
+            break
+    return out
+
+
+def test_loss_falls_on_a_small_set(blobs, tmp_path):
+    tr = Trainer(blobs, replace(CFG, steps=150, lr=3e-3, checkpoint_every=1000), tmp_path, device="cpu")
+    losses = [m.loss for m in _run(tr)]
+    assert np.mean(losses[-20:]) < 0.6 * np.mean(losses[:10])
+
+
+def test_metrics_and_files(blobs, tmp_path):
+    tr = Trainer(blobs, CFG, tmp_path, device="cpu")
+    ms = _run(tr)
+    assert [m.step for m in ms] == list(range(1, 21))
+    assert isinstance(ms[0], StepMetrics) and ms[0].total_steps == 20 and ms[0].images_per_s > 0
+    assert ms[-1].lr == pytest.approx(lr_at(CFG, 19))
+    assert len(ms[0].band_loss) == 3
+    log = read_loss_log(tmp_path / "loss.csv")
+    assert list(log["step"]) == list(range(1, 21))
+    meta = read_metadata(tmp_path / "model.safetensors")
+    assert meta["step"] == 20 and meta["label_names"] == ["red", "green", "blue"]
+    assert meta["dataset_fingerprint"] == blobs.fingerprint()
+    assert meta["train_config"]["n_feat"] == 8
+    bundle = load_checkpoint(tmp_path / "model.safetensors")
+    for k, v in tr.ema.state_dict().items():
+        assert torch.equal(bundle.net.state_dict()[k], v), k
+    assert tr.preview(per_label=2, steps=3).shape == (3, 2, 8, 8, 3)
+
+
+def test_resume_continues_bit_for_bit(blobs, tmp_path):
+    straight = Trainer(blobs, CFG, tmp_path / "a", device="cpu")
+    full = _run(straight)
+    first = Trainer(blobs, CFG, tmp_path / "b", device="cpu")
+    _run(first, until=10)  # stop after the step-10 checkpoint, as a crash or Stop would
+    first.save()
+    resumed = Trainer.from_run(blobs, tmp_path / "b", device="cpu")
+    assert resumed.step == 10
+    rest = _run(resumed)
+    assert [m.loss for m in rest] == [m.loss for m in full[10:]]
+    for k, v in straight.net.state_dict().items():
+        assert torch.equal(resumed.net.state_dict()[k], v), k
+    assert list(read_loss_log(tmp_path / "b" / "loss.csv")["step"]) == list(range(1, 21))
+
+
+def test_resume_refuses_another_data_set(blobs, tmp_path):
+    _run(Trainer(blobs, CFG, tmp_path, device="cpu"))
+    other = blobs.subset(np.arange(24))
+    with pytest.raises(ValueError, match="another data set"):
+        Trainer.from_run(other, tmp_path, device="cpu")
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(blobs, tmp_path):
+    tr = Trainer(blobs, CFG, tmp_path, device="cpu")
+    _run(tr, until=10)  # checkpoint at step 10
+    tr.x.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        _run(tr)
+    assert read_metadata(tmp_path / "model.safetensors")["step"] == 10
+    assert torch.isfinite(next(iter(load_checkpoint(tmp_path / "model.safetensors").net.parameters()))).all()
+
+
+def test_unlabelled_data_trains_an_unconditional_model(blobs, tmp_path):
+    plain = ImageDataset(blobs.images, np.zeros((48, 0), np.float32), [], "plain")
+    tr = Trainer(plain, replace(CFG, steps=3), tmp_path, device="cpu")
+    _run(tr)
+    assert tr.unet_config.n_cfeat == 1 and tr.preview(per_label=2, steps=2).shape == (1, 2, 8, 8, 3)
+
+
+def test_lr_and_ema_schedules():
+    cfg = replace(CFG, steps=100, lr=1e-3)
+    assert lr_at(cfg, 0) == pytest.approx(1e-3) and lr_at(cfg, 50) == pytest.approx(5e-4)  # course: lr*(1-ep/n)
+    cos = replace(cfg, lr_schedule="cosine")
+    assert lr_at(cos, 50) == pytest.approx(5e-4) and lr_at(cos, 0) == pytest.approx(1e-3)
+    warm = replace(cfg, warmup_steps=10)
+    assert lr_at(warm, 0) == pytest.approx(1e-4)
+    assert ema_decay_at(0.999, 0) == pytest.approx(0.1) and ema_decay_at(0.999, 10**6) == 0.999
