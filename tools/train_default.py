@@ -28,7 +28,7 @@ def main():
     configure_threads()
     ds = load_builtin("emoji16")
     cfg = replace(TRAIN_PRESETS["quick"], steps=args.steps, n_feat=args.n_feat, checkpoint_every=500)
-    tr = Trainer.from_run(ds, args.out) if args.resume else Trainer(ds, cfg, args.out)
+    tr = Trainer.from_run(ds, args.out, steps=args.steps) if args.resume else Trainer(ds, cfg, args.out)
     start = time.time()
     for m in tr.run():
         if m.step % 100 == 0:
