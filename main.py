@@ -10,7 +10,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 def main() -> int:
     argv = sys.argv[1:]
-    if not argv or argv[0].startswith("--self-test") or argv[0] in ("--app",):
+    if argv and argv[0] == "--self-test":
+        from desktop.self_test import run_self_test  # packaged-app smoke test (build.spec, tools/build_app.py)
+        return run_self_test(argv[1:])
+    if not argv or argv[0].startswith("-psn_"):  # no arguments (macOS Finder adds -psn_...): the app
         try:
             from desktop.app import run_app
         except ImportError as e:
