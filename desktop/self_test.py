@@ -1,0 +1,549 @@
+"""`main.py --self-test`: the packaged app's smoke test, and the startup-time probe.
+
+Runs the real app the way a user does, with nobody watching: the main window is created and shown
+(offscreen unless --show), the background startup loads the engine and the default model, then
+
+  1. a grid is sampled with DDIM straight through the core (one row per label) and checked:
+     shape, finite values, not constant, images that differ, a plausible range of colours, and
+     -- for an emoji model -- how often the shipped classifier recognises the asked-for label;
+  2. the "Sample & compare" tab's Run button is clicked (the user's one click) and must finish
+     every column without an error dialog;
+  3. a tiny training run is started from the Train tab and must save a checkpoint in the per-user
+     data folder;
+  4. the app's own folder must be unchanged afterwards (the app never writes inside itself).
+
+Any error dialog the app raises is recorded and closed, so a failure ends the test with its
+message instead of hanging. Everything the app writes goes to a temporary data folder (or --home),
+so the test neither reads nor changes the user's settings. Exit status 0 = passed, 1 = failed.
+
+    DiffusionDesk --self-test                  full smoke test (about 15-40 s on a 2-core CPU)
+    DiffusionDesk --self-test --startup-only   time to the window and to a loaded model, then exit
+    python main.py --self-test --help          all options
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+_T_IMPORT = time.time()  # fallback "process start" where the OS cannot tell us
+
+TINY_TRAIN = {"n_feat": 8, "steps": 12, "batch_size": 16, "checkpoint_every": 6, "log_every": 1,
+              "precision": "fp32", "warmup_steps": 0}
+LENIENT_CHECKS = {"plausible colours"}  # what an untrained model fails (its samples are saturated noise)
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing
+# ----------------------------------------------------------------------------------------------
+
+def process_start_time() -> tuple[float, str]:
+    """(Unix time at which this process started, how it was found).
+
+    DIFFUSION_DESK_T0 (set by a launcher such as tools/build_app.py just before it starts the
+    executable) wins; else the OS's record of the process start (Linux /proc, Windows
+    GetProcessTimes); else the moment this module was imported.
+    """
+    env = os.environ.get("DIFFUSION_DESK_T0")
+    if env:
+        try:
+            return float(env), "launcher"
+        except ValueError:
+            pass
+    for probe in (_linux_start_time, _windows_start_time):
+        try:
+            t = probe()
+        except (OSError, ValueError, AttributeError, IndexError):
+            t = None
+        if t is not None:
+            return t, "os"
+    return _T_IMPORT, "import"
+
+
+def _linux_start_time() -> float | None:
+    stat = Path("/proc/self/stat")
+    if not stat.is_file():
+        return None
+    fields = stat.read_text().rsplit(")", 1)[1].split()  # the command name may contain spaces
+    ticks = int(fields[19])  # field 22 of stat(5): start time in clock ticks after boot
+    btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                 if line.startswith("btime "))
+    return btime + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _windows_start_time() -> float | None:
+    if sys.platform != "win32":
+        return None
+    import ctypes
+    from ctypes import wintypes
+
+    k32 = ctypes.windll.kernel32
+    times = [wintypes.FILETIME() for _ in range(4)]
+    if not k32.GetProcessTimes(k32.GetCurrentProcess(), *[ctypes.byref(t) for t in times]):
+        return None
+    created = (times[0].dwHighDateTime << 32) | times[0].dwLowDateTime  # 100 ns since 1601
+    return created / 1e7 - 11644473600.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Checking a sampled grid (pure numpy, so tests can feed it anything)
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def check_grid(images: np.ndarray, *, n: int, height: int, finite: bool = True) -> list[Check]:
+    """Sanity checks of sampled images (n, H, W, 3) uint8: what a broken build or model would fail."""
+    checks = [Check("shape", images.shape == (n, height, height, 3) and images.dtype == np.uint8,
+                    f"{images.shape} {images.dtype}, expected ({n}, {height}, {height}, 3) uint8"),
+              Check("finite", bool(finite), "no NaN/inf in the sampler's output" if finite
+                    else "the sampler produced NaN or inf")]
+    if images.ndim != 4 or images.size == 0:
+        return checks
+    x = images.astype(np.float32)
+    std = float(x.std())
+    checks.append(Check("not constant", std > 4.0, f"pixel std {std:.1f} (needs > 4)"))
+    flat = x.reshape(len(x), -1)
+    per_image = flat.std(axis=1)
+    blank = float(np.mean(per_image < 1.0))
+    checks.append(Check("no blank images", blank <= 0.25, f"{blank:.0%} of images are one flat colour"))
+    if len(flat) > 1:
+        diff = float(np.abs(flat[1:] - flat[:-1]).mean())
+        checks.append(Check("images differ", diff > 2.0, f"mean difference between neighbours {diff:.1f}"))
+    clipped = float(np.mean((images == 0) | (images == 255)))
+    mean = float(x.mean())
+    checks.append(Check("plausible colours", clipped < 0.9 and 8.0 < mean < 250.0,
+                        f"mean {mean:.0f}/255, {clipped:.0%} of values at 0 or 255"))
+    return checks
+
+
+# ----------------------------------------------------------------------------------------------
+# Work done on worker threads (through desktop.services.run_in_background)
+# ----------------------------------------------------------------------------------------------
+
+def sample_grid(bundle, *, steps: int, per_label: int, seed: int) -> dict:
+    """DDIM grid from the model, one row per label; numbers for the report. Runs off the GUI thread."""
+    import torch
+
+    from core.device import describe, resolve_precision
+    from core.samplers import generate
+    from core.schedule import Schedule
+
+    net = bundle.net
+    n_labels = net.config.n_cfeat
+    context = np.repeat(np.eye(n_labels, dtype=np.float32), per_label, axis=0)  # (n, L)
+    device = next(net.parameters()).device
+    precision = resolve_precision("auto", device)
+    finite = [True]
+
+    def watch(info):
+        finite[0] = finite[0] and bool(torch.isfinite(info["x"]).all())
+
+    res = generate(net, Schedule(bundle.schedule_config), sampler="ddim", steps=steps, n=len(context),
+                   context=context, seed=seed, precision=precision, callback=watch)
+    return {"images": res.images, "finite": finite[0], "seconds": res.seconds, "nfe": res.nfe,
+            "n": len(context), "height": net.config.height, "context": context,
+            "runtime": f"{describe(device)}, {precision}", "ms_per_call": res.ms_per_call}
+
+
+def label_accuracy(images: np.ndarray, context: np.ndarray, label_names: list[str]) -> float | None:
+    """Share of images the shipped emoji classifier assigns to the label asked for (None: not applicable)."""
+    from core.metrics import label_accuracy as core_accuracy
+    from core.metrics import load_classifier
+
+    try:
+        clf = load_classifier()
+    except Exception:  # noqa: BLE001 - no classifier in this build: the check is skipped, not failed
+        return None
+    if list(clf.label_names) != list(label_names) or images.shape[1] != clf.image_size:
+        return None
+    return float(core_accuracy(images, context.argmax(axis=1), clf))
+
+
+def save_grid_png(images: np.ndarray, per_label: int, path: str) -> str:
+    from core.export import make_grid, save_png
+
+    save_png(make_grid(images, ncols=per_label), path, {"software": "Diffusion Desk self-test"})
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Driving the window
+# ----------------------------------------------------------------------------------------------
+
+class SelfTestFailed(Exception):
+    """A step of the self-test failed; str() is the reason."""
+
+
+@dataclass
+class Report:
+    lines: list[str] = field(default_factory=list)
+    numbers: dict = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+
+    def say(self, text: str) -> None:
+        self.lines.append(text)
+        print(text, flush=True)
+
+    def fail(self, text: str) -> None:
+        self.failures.append(text)
+        self.say(f"  FAIL  {text}")
+
+
+class _Driver:
+    """Owns the window during the test: timings, the dialog watchdog, waiting without blocking Qt."""
+
+    def __init__(self, args, report: Report, t0: float):
+        from PySide6.QtCore import QEvent, QObject, QTimer
+
+        self.args, self.report, self.t0 = args, report, t0
+        self.t_shown: float | None = None
+        self.t_model: float | None = None
+        self._QEvent = QEvent
+        self.watchdog = QTimer()
+        self.watchdog.setInterval(100)
+        self.watchdog.timeout.connect(self._close_dialogs)
+        outer = self
+
+        class _ShownFilter(QObject):
+            def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
+                if outer.t_shown is None and event.type() in (QEvent.Type.Paint, QEvent.Type.Expose):
+                    outer.t_shown = time.time()
+                return False
+
+        self._filter = _ShownFilter()
+
+    def _close_dialogs(self) -> None:
+        """An app error dialog (QMessageBox) is a failure: record what it says and close it."""
+        from PySide6.QtWidgets import QApplication, QDialog, QMessageBox
+
+        for w in QApplication.topLevelWidgets():
+            if isinstance(w, QMessageBox) and w.isVisible():
+                text = " ".join(f"{w.windowTitle()}: {w.text()}".split())
+                self.report.dialogs.append(text)
+                w.done(0)
+            elif isinstance(w, QDialog) and w.isVisible() and w.isModal():
+                self.report.dialogs.append(f"unexpected dialog: {w.windowTitle()}")
+                w.reject()
+
+    def wait(self, what: str, predicate, timeout_s: float) -> float:
+        """Run the event loop until predicate() is true; seconds waited, or SelfTestFailed on timeout."""
+        from PySide6.QtCore import QEventLoop, QTimer
+
+        start = time.time()
+        loop = QEventLoop()
+        poll = QTimer()
+        poll.setInterval(20)
+        poll.timeout.connect(lambda: (predicate() or time.time() - start > timeout_s) and loop.quit())
+        poll.start()
+        if not predicate():
+            loop.exec()
+        poll.stop()
+        if not predicate():
+            raise SelfTestFailed(f"{what}: nothing after {timeout_s:.0f} s")
+        return time.time() - start
+
+    def background(self, what: str, fn, *args, timeout_s: float):
+        """fn(*args) on a worker thread (the app's own service), waiting with the event loop running."""
+        from desktop import services
+
+        box: dict = {}
+        services.run_in_background(fn, *args, on_done=lambda r: box.setdefault("ok", r),
+                                   on_error=lambda m: box.setdefault("error", m))
+        self.wait(what, lambda: bool(box), timeout_s)
+        if "error" in box:
+            raise SelfTestFailed(f"{what}: {box['error']}")
+        return box["ok"]
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="DiffusionDesk --self-test",
+                                description="Smoke test of the app: window, default model, sampling, training.")
+    p.add_argument("--startup-only", action="store_true",
+                   help="only measure the time to the window and to a loaded model, then exit")
+    p.add_argument("--checkpoint", help="model to test instead of the shipped default (opened like File > Open)")
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps for the checked grid (default 25)")
+    p.add_argument("--per-label", type=int, default=4, help="images per label in the checked grid (default 4)")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--min-accuracy", type=float, default=None,
+                   help="fail when the emoji classifier recognises fewer of the asked-for labels than this "
+                        "(default: only reported)")
+    p.add_argument("--lenient", action="store_true",
+                   help="for an untrained model: the colour check is reported, not required")
+    p.add_argument("--no-tab", action="store_true", help="skip clicking Run in the Sample & compare tab")
+    p.add_argument("--no-train", action="store_true", help="skip the tiny training run")
+    p.add_argument("--home", help="per-user data folder to use (default: a temporary folder, deleted after)")
+    p.add_argument("--save", metavar="PNG", help="write the checked grid to this file")
+    p.add_argument("--screenshot", metavar="PNG", help="write a screenshot of the window at the end")
+    p.add_argument("--show", action="store_true", help="show the window on screen instead of offscreen")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds allowed for each step (default 300)")
+    p.add_argument("--json", action="store_true", help="end with one line 'SELF_TEST_JSON {...}' of the numbers")
+    return p.parse_args(argv)
+
+
+def run_self_test(argv: list[str]) -> int:
+    """Entry point (main.py --self-test ...): 0 when every check passed, 1 otherwise, 2 for bad options."""
+    t0, t0_source = process_start_time()
+    try:
+        args = _parse(argv)
+    except SystemExit as e:  # --help or a bad option
+        return int(e.code or 0) if isinstance(e.code, int) else 2
+    if not args.show:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="diffusion-desk-selftest-"))
+    saved_env = {k: os.environ.get(k) for k in ("DIFFUSION_DESK_HOME",)}
+    os.environ["DIFFUSION_DESK_HOME"] = str(home)  # settings, runs and imports go here, not to the user's
+    report = Report()
+    try:
+        return _run(args, report, t0, t0_source, home)
+    finally:
+        for k, v in saved_env.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        if not args.home:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def _run(args, report: Report, t0: float, t0_source: str, home: Path) -> int:
+    from core.paths import app_root
+
+    root = _install_folder(app_root())
+    before = _snapshot(root) if getattr(sys, "frozen", False) else None
+    report.say(f"Diffusion Desk self-test ({'packaged app' if getattr(sys, 'frozen', False) else 'source tree'})")
+    report.say(f"  app folder   {root}")
+    report.say(f"  data folder  {home} (temporary)" if not args.home else f"  data folder  {home}")
+    app, window, driver = _open_window(args, report, t0)
+    try:
+        _startup(args, report, driver, window, t0, t0_source)
+        if not args.startup_only:
+            _steps(args, report, driver, window)
+    except SelfTestFailed as e:
+        report.fail(str(e))
+    finally:
+        _close(args, report, driver, window)
+    if before is not None:
+        changed = _diff(before, _snapshot(root))
+        ok = not changed
+        report.say(f"  {'ok  ' if ok else 'FAIL'}  app folder unchanged" + ("" if ok else f": {changed[:5]}"))
+        if not ok:
+            report.failures.append("the app wrote inside its own folder")
+    return _finish(args, report)
+
+
+def _open_window(args, report: Report, t0: float):
+    from desktop.app import make_application
+    from desktop.main_window import MainWindow
+
+    app = make_application([])
+    window = MainWindow()
+    driver = _Driver(args, report, t0)
+    window.installEventFilter(driver._filter)
+    window.state.model_changed.connect(lambda b: b is not None and driver.t_model is None
+                                       and setattr(driver, "t_model", time.time()))
+    driver.watchdog.start()
+    window.show()
+    from PySide6.QtCore import QTimer
+
+    QTimer.singleShot(0, window.start_loading)  # exactly as desktop.app.run_app does
+    return app, window, driver
+
+
+def _startup(args, report: Report, driver: _Driver, window, t0: float, t0_source: str) -> None:
+    driver.wait("the main window", lambda: driver.t_shown is not None, args.timeout)
+    shown = driver.t_shown - t0
+    report.numbers["window_shown_s"] = round(shown, 3)
+    since = {"launcher": "launch", "os": "process start", "import": "self-test import"}[t0_source]
+    report.say(f"  time  window shown     {shown:6.2f} s after {since}")
+    driver.wait("the engine and the default model", lambda: window.loaded, args.timeout)
+    ready = time.time() - t0
+    report.numbers["engine_ready_s"] = round(ready, 3)
+    model = window.state.model
+    what = model.description if model is not None else "no model"
+    report.say(f"  time  engine ready     {ready:6.2f} s ({window.state.runtime_label}; {what})")
+    if args.checkpoint:
+        window.open_checkpoint(args.checkpoint)
+        want = Path(args.checkpoint).resolve()
+        took = driver.wait(f"opening {args.checkpoint}", lambda: _model_is(window, want) or bool(report.dialogs),
+                           args.timeout)
+        report.say(f"  time  model opened     {took:6.2f} s ({Path(args.checkpoint).name}, as File > Open checkpoint)")
+    if report.dialogs:
+        raise SelfTestFailed(f"error dialog at startup: {report.dialogs[0]}")
+    if window.state.model is None:
+        raise SelfTestFailed("no model loaded at startup: this build has no checkpoints/default.safetensors "
+                             "(or it could not be read); see the status bar message: "
+                             f"{window.statusBar().currentMessage()!r}")
+    if args.startup_only:
+        report.say(f"DIFFUSION_DESK_WINDOW_SHOWN {driver.t_shown:.3f}")
+
+
+def _model_is(window, path: Path) -> bool:
+    m = window.state.model
+    return m is not None and m.path is not None and Path(m.path).resolve() == path
+
+
+def _steps(args, report: Report, driver: _Driver, window) -> None:
+    bundle = window.state.model
+    report.say(f"  model {bundle.description}")
+    _check_sampling(args, report, driver, bundle)
+    if not args.no_tab:
+        _click_sample_tab(args, report, driver, window)
+    if not args.no_train:
+        _tiny_training(args, report, driver, window)
+    if report.dialogs:
+        raise SelfTestFailed(f"error dialog: {report.dialogs[0]}")
+
+
+def _check_sampling(args, report: Report, driver: _Driver, bundle) -> None:
+    job = lambda: sample_grid(bundle, steps=args.steps, per_label=args.per_label, seed=args.seed)  # noqa: E731
+    out = driver.background("sampling with DDIM", job, timeout_s=args.timeout)
+    report.numbers.update(sample_s=round(out["seconds"], 3), sample_n=out["n"], sample_nfe=out["nfe"])
+    report.say(f"  time  DDIM {args.steps} steps     {out['seconds']:6.2f} s for {out['n']} images "
+               f"({out['nfe']} model calls each, {out['ms_per_call']:.1f} ms per call; {out['runtime']})")
+    for c in check_grid(out["images"], n=out["n"], height=out["height"], finite=out["finite"]):
+        required = not (args.lenient and c.name in LENIENT_CHECKS)
+        report.say(f"  {'ok  ' if c.ok else 'FAIL' if required else 'info'}  {c.name}: {c.detail}")
+        if not c.ok and required:
+            report.failures.append(f"sampled grid: {c.name} ({c.detail})")
+    acc = label_accuracy(out["images"], out["context"], list(bundle.label_names))
+    if acc is not None:
+        chance = 1.0 / out["context"].shape[1]
+        report.numbers["label_accuracy"] = round(acc, 3)
+        bad = args.min_accuracy is not None and acc < args.min_accuracy
+        report.say(f"  {'FAIL' if bad else 'info'}  label accuracy {acc:.0%} by the shipped classifier "
+                   f"(chance {chance:.0%}{f', needs {args.min_accuracy:.0%}' if args.min_accuracy else ''})")
+        if bad:
+            report.failures.append(f"label accuracy {acc:.0%} below {args.min_accuracy:.0%}")
+    if args.save:
+        save_grid_png(out["images"], args.per_label, args.save)
+        report.say(f"  grid  {args.save}")
+
+
+def _click_sample_tab(args, report: Report, driver: _Driver, window) -> None:
+    """The user's one click: Run in the Sample & compare tab, every column to the end, no dialog."""
+    panel = window.sample_panel
+    needed = ("run_button", "per_row_spin", "is_busy", "columns")
+    if not all(hasattr(panel, a) for a in needed):
+        report.say("  skip  Sample & compare tab: this build's panel has no Run button to click")
+        return
+    from desktop.main_window import TAB_SAMPLE
+
+    window.tabs.setCurrentIndex(TAB_SAMPLE)
+    panel.per_row_spin.setValue(1)  # one image per label keeps DDPM's 500 calls short on a CPU
+    if not panel.run_button.isEnabled():
+        raise SelfTestFailed("Sample & compare: the Run button is disabled with a model loaded")
+    n_cols = len(panel.columns)
+    start = time.time()
+    panel.run_button.click()
+    driver.wait("the Sample & compare run", lambda: not panel.is_busy() or bool(report.dialogs), args.timeout)
+    driver.wait("the Sample & compare run", lambda: not panel.is_busy(), args.timeout)
+    seconds = time.time() - start
+    summary = getattr(panel, "summary", None)
+    done = len(summary.results) if summary is not None else 0
+    report.numbers["tab_run_s"] = round(seconds, 3)
+    ok = done == n_cols and not report.dialogs
+    report.say(f"  {'ok  ' if ok else 'FAIL'}  Sample & compare, one click: {done} of {n_cols} columns "
+               f"in {seconds:.1f} s")
+    if not ok:
+        report.failures.append("the Sample & compare run did not finish every column"
+                               + (f" ({report.dialogs[0]})" if report.dialogs else ""))
+
+
+def _tiny_training(args, report: Report, driver: _Driver, window) -> None:
+    """Start a tiny run from the Train tab; it must end by saving a checkpoint in the data folder."""
+    from desktop import services
+    from desktop.main_window import TAB_TRAIN
+
+    panel = window.train_panel
+    if not all(hasattr(panel, a) for a in ("apply_config", "start", "is_busy", "run_state")):
+        report.say("  skip  tiny training: this build's Train panel has no start()")
+        return
+    window.tabs.setCurrentIndex(TAB_TRAIN)
+    panel.apply_config(dict(TINY_TRAIN))
+    start = time.time()
+    if not panel.start():
+        raise SelfTestFailed(f"tiny training: the Train tab did not start ({report.dialogs or 'no reason given'})")
+    driver.wait("the tiny training run", lambda: not panel.is_busy(), args.timeout)
+    seconds = time.time() - start
+    runs = sorted(services.runs_dir().glob("*/model.safetensors")) if services.runs_dir().is_dir() else []
+    ok = bool(runs) and not report.dialogs
+    report.numbers["train_s"] = round(seconds, 3)
+    where = runs[-1].parent if runs else services.runs_dir()
+    report.say(f"  {'ok  ' if ok else 'FAIL'}  tiny training ({TINY_TRAIN['steps']} steps, n_feat "
+               f"{TINY_TRAIN['n_feat']}) in {seconds:.1f} s, saved to {where}")
+    if not ok:
+        report.failures.append("the tiny training run saved no checkpoint"
+                               + (f" ({report.dialogs[0]})" if report.dialogs else ""))
+
+
+def _close(args, report: Report, driver: _Driver, window) -> None:
+    if args.screenshot:
+        try:
+            window.grab().save(args.screenshot)
+            report.say(f"  shot  {args.screenshot}")
+        except Exception as e:  # noqa: BLE001 - a screenshot is a bonus, never the failure
+            report.say(f"  info  no screenshot ({e})")
+    panel = window.train_panel
+    if getattr(panel, "is_busy", lambda: False)():
+        panel.stop()
+        try:
+            driver.wait("stopping the training run", lambda: not panel.is_busy(), 60)
+        except SelfTestFailed as e:
+            report.fail(str(e))
+    window.close()
+    driver.watchdog.stop()
+    _close_leftovers(driver)
+    window.deleteLater()
+
+
+def _close_leftovers(driver: _Driver) -> None:
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    driver._close_dialogs()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+
+
+def _finish(args, report: Report) -> int:
+    failed = bool(report.failures)
+    report.say(f"RESULT: {'FAIL' if failed else 'PASS'}" + (f" ({len(report.failures)} problem(s))" if failed else ""))
+    if args.json:
+        payload = dict(report.numbers, passed=not failed, failures=report.failures, dialogs=report.dialogs)
+        print("SELF_TEST_JSON " + json.dumps(payload), flush=True)
+    return 1 if failed else 0
+
+
+# ----------------------------------------------------------------------------------------------
+# "The app never writes inside its own folder"
+# ----------------------------------------------------------------------------------------------
+
+def _install_folder(root: Path) -> Path:
+    """The folder a user installed: the executable's folder when frozen (it holds _internal/)."""
+    return Path(sys.executable).resolve().parent if getattr(sys, "frozen", False) else root
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = Path(dirpath, name)
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def _diff(before: dict, after: dict) -> list[str]:
+    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
