@@ -21,7 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from . import report
@@ -595,6 +595,7 @@ def _run(args) -> int:
     results["machine"] = machine_info()
     results.setdefault("commands", {})
     results["regenerate"] = REGENERATE
+    results.setdefault("settings", {}).update({w: {**asdict(s), "quick": bool(args.quick)} for w in whats})
     pictures = None
     for what in whats:
         if what == "peak":
