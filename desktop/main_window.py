@@ -161,6 +161,7 @@ class MainWindow(QMainWindow):
         if out["model"] is not None:
             self.state.set_model(out["model"])
         self.loaded = True
+        services.run_in_background(services.warm_up_training)
         if out["errors"]:
             self.statusBar().showMessage(" ".join(out["errors"]), 15000)
         else:

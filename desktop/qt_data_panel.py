@@ -600,7 +600,7 @@ class QtDataPanel(QWidget):
             if not ok:
                 return
             size = int(choice)
-        self._load_import(services.load_dataset, path, size)
+        self._load_import(_load_folder, path, size)
 
     def import_course(self, path: str | None = None) -> None:
         if path is None:
@@ -608,7 +608,7 @@ class QtDataPanel(QWidget):
                                                   "Course sprites (*.npy)")
             if not path:
                 return
-        self._load_import(services.load_dataset, f"course:{path}", 16)
+        self._load_import(services.load_dataset, f"course:{path}")
 
     def import_sprite_sheet(self, path: str | None = None, options: dict | None = None) -> None:
         if path is None:
@@ -653,6 +653,10 @@ class QtDataPanel(QWidget):
         value = st.value("data_panel/splitter")
         if value is not None:
             self.splitter.restoreState(value)
+
+
+def _load_folder(path: str, size: int):
+    return services.load_dataset(path, size=size)
 
 
 def _load_sheet(path: str, options: dict):

@@ -869,7 +869,7 @@ class QtTrainPanel(QWidget):
     @Slot()
     def _on_thread_finished(self) -> None:
         if self._thread is not None:
-            self._thread.wait()  # finished was its last act: returns at once
+            services.retire_thread(self._thread, self._worker)  # never wait(): it would hold the GIL
         self._thread, self._worker = None, None
         self._timer.stop()
         self._on_redraw_timer()

@@ -9,11 +9,12 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QObject, QSettings, QStandardPaths, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, QSettings, QStandardPaths, QThread, QTimer, Slot
 
 ORG_NAME = APP_NAME = "DiffusionDesk"
 MAX_RECENT = 8
@@ -127,13 +128,44 @@ class _Relay(QObject):
 
     @Slot()
     def cleanup(self):
-        """Queued from QThread.finished: drop our references once the thread has really ended."""
+        """Queued from QThread.finished: hand our references to the reaper."""
         for entry in [e for e in _running if e[2] is self]:
-            entry[0].wait()  # returns at once: finished was emitted as the thread's last act
             _running.discard(entry)
+            retire_thread(entry[0], entry[1], entry[2])
 
 
-_running: set = set()  # (thread, worker, relay) triples alive until their thread has finished
+_running: set = set()  # (thread, worker, relay) triples of run_in_background calls in flight
+_retired: list = []  # (thread, objects) kept alive until the thread has really ended
+_reaper: QTimer | None = None
+
+
+def retire_thread(thread: QThread, *keep) -> None:
+    """Drop `thread` (and `keep`) once it has really ended -- checked by a timer, never by blocking.
+
+    Never call QThread.wait() on the GUI thread while a worker may still run Python: PySide6's wait()
+    keeps the GIL, so the worker can never finish (a deadlock until the timeout).
+    """
+    global _reaper
+    _retired.append((thread, keep))
+    if _reaper is None:
+        _reaper = QTimer()
+        _reaper.setInterval(20)
+        _reaper.timeout.connect(_reap)
+    if not _reaper.isActive():
+        _reaper.start()
+
+
+def _reap() -> None:
+    _retired[:] = [(t, k) for t, k in _retired if not _has_ended(t)]
+    if not _retired and _reaper is not None:
+        _reaper.stop()
+
+
+def _has_ended(thread: QThread) -> bool:
+    try:
+        return thread.isFinished() or not thread.isRunning()
+    except RuntimeError:  # the C++ object is already gone
+        return True
 
 
 def run_in_background(fn: Callable, *args, on_done: Callable | None = None,
@@ -156,16 +188,17 @@ def run_in_background(fn: Callable, *args, on_done: Callable | None = None,
 
 
 def background_busy() -> bool:
-    return bool(_running)
+    return bool(_running) or any(not _has_ended(t) for t, _ in _retired)
 
 
-def wait_for_background(timeout_ms: int = 30000) -> None:
-    """At exit only: let running loads finish so no QThread is destroyed while running."""
-    for thread, _, _ in list(_running):
-        try:
-            thread.wait(timeout_ms)
-        except RuntimeError:  # already deleted on the C++ side
-            pass
+def wait_for_background(timeout_s: float = 30.0) -> bool:
+    """At exit: keep the event loop turning (never QThread.wait) until background jobs have ended."""
+    deadline = time.monotonic() + timeout_s
+    while background_busy() and time.monotonic() < deadline:
+        QCoreApplication.processEvents()
+        time.sleep(0.01)  # releases the GIL for the workers
+    _reap()
+    return not background_busy()
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,6 +212,12 @@ def runtime_label(device: str = "auto", precision: str = "auto") -> str:
 
     configure_threads()
     return runtime(device, precision).label
+
+
+def warm_up_training() -> None:
+    """Import what the first training run needs but torch loads lazily (torch._dynamo, pulled in by the
+    optimizer: ~3 s once), so pressing Start does not wait for it. Meant for run_in_background."""
+    import torch._dynamo  # noqa: F401
 
 
 def builtin_names() -> list[str]:

@@ -36,3 +36,28 @@ def emoji_small():
 def tiny_config():
     """TrainConfig values for tests: a few thousand parameters, a few steps."""
     return {"n_feat": 8, "steps": 30, "batch_size": 16, "lr": 2e-3, "checkpoint_every": 10, "precision": "fp32"}
+
+
+class DialogRecorder(list):
+    """Message boxes shown during a test, as (kind, title, text); `answer` is what question() returns."""
+
+    answer = None
+
+
+@pytest.fixture
+def dialogs(monkeypatch):
+    """Replace QMessageBox's modal static functions (a modal box would hang an offscreen test)."""
+    from PySide6.QtWidgets import QMessageBox
+
+    rec = DialogRecorder()
+    rec.answer = QMessageBox.StandardButton.No
+
+    def record(kind):
+        def show(parent, title, text, *args, **kwargs):
+            rec.append((kind, title, text))
+            return rec.answer if kind == "question" else QMessageBox.StandardButton.Ok
+        return show
+
+    for kind in ("warning", "critical", "information", "question"):
+        monkeypatch.setattr(QMessageBox, kind, staticmethod(record(kind)))
+    return rec

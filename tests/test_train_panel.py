@@ -11,7 +11,7 @@ pytest.importorskip("pytestqt")
 
 
 @pytest.fixture
-def panel(qtbot, user_home, emoji_small, tiny_config):
+def panel(qtbot, user_home, dialogs, emoji_small, tiny_config):
     from desktop import services
     from desktop.app_state import AppState
     from desktop.qt_train_panel import QtTrainPanel
