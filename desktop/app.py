@@ -8,47 +8,64 @@ from __future__ import annotations
 import sys
 
 from PySide6.QtCore import QPointF, QRectF, Qt, QTimer
-from PySide6.QtGui import QBrush, QColor, QIcon, QLinearGradient, QPainter, QPen, QPixmap
+from PySide6.QtGui import QBrush, QColor, QIcon, QLinearGradient, QPainter, QPainterPath, QPen, QPixmap
 from PySide6.QtWidgets import QApplication
 
 from desktop.services import APP_NAME, ORG_NAME
 
 
 def draw_app_icon(size: int = 256) -> QPixmap:
-    """The app icon: a rounded tile fading from noise-grey to a clean blue, with a bright dot."""
+    """The app icon: a tile whose noise (top left) clears into a smiling emoji (bottom right)."""
     pm = QPixmap(size, size)
     pm.fill(Qt.GlobalColor.transparent)
     p = QPainter(pm)
     p.setRenderHint(QPainter.RenderHint.Antialiasing)
     grad = QLinearGradient(0, 0, size, size)
-    grad.setColorAt(0.0, QColor(120, 120, 130))
+    grad.setColorAt(0.0, QColor(110, 110, 122))
     grad.setColorAt(1.0, QColor(30, 90, 200))
-    rect = QRectF(size * 0.04, size * 0.04, size * 0.92, size * 0.92)
     p.setPen(Qt.PenStyle.NoPen)
     p.setBrush(QBrush(grad))
-    p.drawRoundedRect(rect, size * 0.18, size * 0.18)
-    _draw_noise_dots(p, size)
-    p.setBrush(QColor(255, 210, 60))
-    p.setPen(QPen(QColor(255, 255, 255), size * 0.03))
-    p.drawEllipse(QPointF(size * 0.62, size * 0.60), size * 0.2, size * 0.2)
+    tile = QPainterPath()
+    tile.addRoundedRect(QRectF(size * 0.04, size * 0.04, size * 0.92, size * 0.92), size * 0.18, size * 0.18)
+    p.drawPath(tile)
+    p.setClipPath(tile)  # speckles stay inside the rounded corners
+    _draw_noise(p, size)
+    _draw_smiley(p, size, QPointF(size * 0.62, size * 0.62), size * 0.22)
     p.end()
     return pm
 
 
-def _draw_noise_dots(p: QPainter, size: int) -> None:
-    """A fixed scatter of small squares in the upper-left half: the 'noise' being removed."""
-    p.setBrush(QColor(235, 235, 240, 200))
-    cell = size / 16
-    for i in range(16):
-        for j in range(16):
-            if i + j < 13 and (i * 7 + j * 11 + i * j) % 5 == 0:
-                p.drawRect(QRectF(size * 0.1 + i * cell * 0.8, size * 0.1 + j * cell * 0.8, cell * 0.5, cell * 0.5))
+def _draw_noise(p: QPainter, size: int) -> None:
+    """Speckles whose density fades from the top-left corner: the noise being removed."""
+    seed, cells = 12345, 20
+    cell = size * 0.84 / cells
+    for i in range(cells):
+        for j in range(cells):
+            seed = (seed * 1103515245 + 12345) % 2**31  # a fixed LCG: the same icon every time
+            fade = 1.0 - (i + j) / (1.3 * cells)
+            if seed / 2**31 < fade * 0.75:
+                shade = 150 + (seed >> 8) % 106
+                p.setBrush(QColor(shade, shade, shade + 10 if shade < 246 else shade, 210))
+                p.drawRect(QRectF(size * 0.08 + i * cell, size * 0.08 + j * cell, cell * 0.8, cell * 0.8))
+
+
+def _draw_smiley(p: QPainter, size: int, c: QPointF, r: float) -> None:
+    p.setBrush(QColor(255, 205, 50))
+    p.setPen(QPen(QColor(255, 255, 255), size * 0.025))
+    p.drawEllipse(c, r, r)
+    p.setPen(Qt.PenStyle.NoPen)
+    p.setBrush(QColor(90, 60, 20))
+    for dx in (-0.36, 0.36):
+        p.drawEllipse(QPointF(c.x() + dx * r, c.y() - 0.22 * r), 0.12 * r, 0.17 * r)
+    p.setPen(QPen(QColor(90, 60, 20), r * 0.12, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap))
+    p.setBrush(Qt.BrushStyle.NoBrush)
+    p.drawArc(QRectF(c.x() - 0.5 * r, c.y() - 0.35 * r, r, 0.85 * r), 200 * 16, 140 * 16)
 
 
 def app_icon() -> QIcon:
     from core.paths import resource_path  # no torch: core.paths only knows folders
 
-    path = resource_path("icons", "app.png")
+    path = resource_path("icons", "app_icon.png")
     return QIcon(str(path)) if path.is_file() else QIcon(draw_app_icon())
 
 
