@@ -29,6 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,7 +197,8 @@ class Report:
 
     def say(self, text: str) -> None:
         self.lines.append(text)
-        print(text, flush=True)
+        if sys.stdout is not None:  # a windowed Windows build has no console: see --report
+            print(text, flush=True)
 
     def fail(self, text: str) -> None:
         self.failures.append(text)
@@ -287,10 +289,13 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-train", action="store_true", help="skip the tiny training run")
     p.add_argument("--home", help="per-user data folder to use (default: a temporary folder, deleted after)")
     p.add_argument("--save", metavar="PNG", help="write the checked grid to this file")
-    p.add_argument("--screenshot", metavar="PNG", help="write a screenshot of the window at the end")
+    p.add_argument("--screenshot", metavar="PNG", help="write a screenshot of the window at the end (and of the "
+                                                        "Sample & compare tab beside it, as <name>-sample.png)")
     p.add_argument("--show", action="store_true", help="show the window on screen instead of offscreen")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds allowed for each step (default 300)")
     p.add_argument("--json", action="store_true", help="end with one line 'SELF_TEST_JSON {...}' of the numbers")
+    p.add_argument("--report", metavar="TXT", help="also write the report to this file (windowed builds have no "
+                                                   "console on Windows)")
     return p.parse_args(argv)
 
 
@@ -324,6 +329,7 @@ def _run(args, report: Report, t0: float, t0_source: str, home: Path) -> int:
     report.say(f"Diffusion Desk self-test ({'packaged app' if getattr(sys, 'frozen', False) else 'source tree'})")
     report.say(f"  app folder   {root}")
     report.say(f"  data folder  {home} (temporary)" if not args.home else f"  data folder  {home}")
+    report.say(f"  python {sys.version.split()[0]}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     app, window, driver = _open_window(args, report, t0)
     try:
         _startup(args, report, driver, window, t0, t0_source)
@@ -331,6 +337,8 @@ def _run(args, report: Report, t0: float, t0_source: str, home: Path) -> int:
             _steps(args, report, driver, window)
     except SelfTestFailed as e:
         report.fail(str(e))
+    except Exception:  # noqa: BLE001 - a bug the test found: the maintainer wants the traceback
+        report.fail("unexpected error:\n" + traceback.format_exc())
     finally:
         _close(args, report, driver, window)
     if before is not None:
@@ -452,6 +460,9 @@ def _click_sample_tab(args, report: Report, driver: _Driver, window) -> None:
     summary = getattr(panel, "summary", None)
     done = len(summary.results) if summary is not None else 0
     report.numbers["tab_run_s"] = round(seconds, 3)
+    if args.screenshot:  # what a first-time user sees after the one click
+        shot = Path(args.screenshot)
+        window.grab().save(str(shot.with_name(f"{shot.stem}-sample{shot.suffix}")))
     ok = done == n_cols and not report.dialogs
     report.say(f"  {'ok  ' if ok else 'FAIL'}  Sample & compare, one click: {done} of {n_cols} columns "
                f"in {seconds:.1f} s")
@@ -519,7 +530,9 @@ def _finish(args, report: Report) -> int:
     report.say(f"RESULT: {'FAIL' if failed else 'PASS'}" + (f" ({len(report.failures)} problem(s))" if failed else ""))
     if args.json:
         payload = dict(report.numbers, passed=not failed, failures=report.failures, dialogs=report.dialogs)
-        print("SELF_TEST_JSON " + json.dumps(payload), flush=True)
+        report.say("SELF_TEST_JSON " + json.dumps(payload))
+    if args.report:
+        Path(args.report).write_text("\n".join(report.lines) + "\n", encoding="utf-8")
     return 1 if failed else 0
 
 
