@@ -214,7 +214,6 @@ class _Driver:
         self.args, self.report, self.t0 = args, report, t0
         self.t_shown: float | None = None
         self.t_model: float | None = None
-        self._QEvent = QEvent
         self.watchdog = QTimer()
         self.watchdog.setInterval(100)
         self.watchdog.timeout.connect(self._close_dialogs)
@@ -286,6 +285,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--lenient", action="store_true",
                    help="for an untrained model: the colour check is reported, not required")
     p.add_argument("--no-tab", action="store_true", help="skip clicking Run in the Sample & compare tab")
+    p.add_argument("--tab-max-steps", type=int, default=None,
+                   help="cap every sampler column's steps in the tab run (quick checks; default: as shipped)")
     p.add_argument("--no-train", action="store_true", help="skip the tiny training run")
     p.add_argument("--home", help="per-user data folder to use (default: a temporary folder, deleted after)")
     p.add_argument("--save", metavar="PNG", help="write the checked grid to this file")
@@ -328,6 +329,8 @@ def _run(args, report: Report, t0: float, t0_source: str, home: Path) -> int:
     before = _snapshot(root) if getattr(sys, "frozen", False) else None
     report.say(f"Diffusion Desk self-test ({'packaged app' if getattr(sys, 'frozen', False) else 'source tree'})")
     report.say(f"  app folder   {root}")
+    models = ", ".join(sorted(p.name for p in (app_root() / "checkpoints").glob("*.safetensors"))) or "none"
+    report.say(f"  resources    {app_root()} (models: {models})")
     report.say(f"  data folder  {home} (temporary)" if not args.home else f"  data folder  {home}")
     report.say(f"  python {sys.version.split()[0]}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     app, window, driver = _open_window(args, report, t0)
@@ -449,6 +452,11 @@ def _click_sample_tab(args, report: Report, driver: _Driver, window) -> None:
 
     window.tabs.setCurrentIndex(TAB_SAMPLE)
     panel.per_row_spin.setValue(1)  # one image per label keeps DDPM's 500 calls short on a CPU
+    if args.tab_max_steps:
+        for col in panel.columns:
+            spin = getattr(col, "steps_spin", None)
+            if spin is not None and spin.value() > args.tab_max_steps:
+                spin.setValue(args.tab_max_steps)
     if not panel.run_button.isEnabled():
         raise SelfTestFailed("Sample & compare: the Run button is disabled with a model loaded")
     n_cols = len(panel.columns)

@@ -43,7 +43,8 @@ def test_self_test_passes_on_a_working_app(qapp, capsys, tmp_path, tiny_checkpoi
 
     grid = tmp_path / "grid.png"
     home = tmp_path / "home"
-    rc = run_self_test(["--checkpoint", str(tiny_checkpoint), "--steps", "4", "--per-label", "2", "--no-train", "--lenient",
+    rc = run_self_test(["--checkpoint", str(tiny_checkpoint), "--steps", "4", "--per-label", "2", "--no-train",
+                        "--lenient", "--tab-max-steps", "40",
                         "--home", str(home), "--save", str(grid), "--timeout", "60", "--json"])
     out = capsys.readouterr().out
     assert rc == 0, out

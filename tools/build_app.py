@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -304,8 +303,11 @@ def main(argv=None) -> int:
     for kind in ("cold", "warm"):
         if kind in times:
             shown, ready = times[kind]
-            extra = f" (median of {len(times['warm_runs'])})" if kind == "warm" else " (app files evicted from the cache)"
+            extra = (f" (median of {len(times['warm_runs'])})" if kind == "warm"
+                     else " (app files evicted from the cache)")
             log(f"  start-up, {kind}     window shown {shown:.2f} s, model loaded {ready:.2f} s{extra}")
+    if times.get("warm_runs"):
+        log("    warm runs: " + ", ".join(f"{a:.2f}/{b:.2f} s" for a, b in times["warm_runs"]))
     if not args.no_smoke:
         log(f"  smoke test         {'PASSED' if ok else 'FAILED'}")
     return 0 if ok else 1
