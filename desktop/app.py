@@ -81,8 +81,28 @@ def make_application(argv: list[str] | None = None) -> QApplication:
     return app
 
 
+# PySide6 6.12.0 drops a reference to None / True on every signal emit and every Python paint override
+# (measured: None's refcount falls ~2,800/s while the loss plot redraws), so the app crashes with
+# "Fatal Python error: none_dealloc" within a minute of training on Python < 3.12. 6.11.3 is clean.
+BROKEN_PYSIDE = {"6.12.0"}
+
+
+def qt_binding_problem() -> str | None:
+    """A one-line warning when the installed PySide6 is a release known to crash this app."""
+    import PySide6
+
+    if PySide6.__version__ in BROKEN_PYSIDE and sys.version_info < (3, 12):
+        return (f"warning: PySide6 {PySide6.__version__} has a reference-counting bug that crashes this app after "
+                "about a minute of training; install PySide6-Essentials 6.11.3 (pip install "
+                "'PySide6-Essentials==6.11.3').")
+    return None
+
+
 def run_app(argv: list[str] | None = None) -> int:
     """Create the app and the main window, show it, load in the background, run the event loop."""
+    problem = qt_binding_problem()
+    if problem:
+        print(problem, file=sys.stderr)
     app = make_application(argv)
     from desktop.main_window import MainWindow
 

@@ -277,6 +277,7 @@ class QtComposer(QWidget):
         rows = self.preset_combo.itemData(index)
         if rows is None:
             return
+        self.preset_combo.setCurrentIndex(index)
         self._clear_rows()
         for w in rows:
             self.add_row(list(w), publish=False)

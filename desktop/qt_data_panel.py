@@ -250,6 +250,7 @@ class QtDataPanel(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.itemChanged.connect(self._on_item_changed)
+        self.table.currentCellChanged.connect(lambda *_: self._update_buttons())
         bl.addWidget(self.table, 1)
         bl.addLayout(self._build_label_buttons())
         lay.addWidget(box, 3)

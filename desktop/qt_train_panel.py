@@ -779,6 +779,7 @@ class QtTrainPanel(QWidget):
     def _on_started(self, info: dict) -> None:
         self._run_info = info
         self._last_run_dir = info["out_dir"]
+        self.form.set_values(info["config"])  # show what is running (a resumed run brings its own settings)
         self.progress.setFormat("step %v of %m")
         self.progress.setMaximum(info["total_steps"])
         self.progress.setValue(info["step"])

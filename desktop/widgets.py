@@ -1,6 +1,8 @@
 """Small shared widgets: an image grid drawn from a uint8 array, pixmap helpers, form helpers."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from PySide6.QtCore import QRect, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPixmap
@@ -94,23 +96,25 @@ class ImageGridView(QWidget):
             return
         lw = self._label_width()
         pw, ph = self._pixmap.width(), self._pixmap.height()
-        scale = max(self._min_scale, min((self.width() - lw - 8) // pw, (self.height() - 8) // ph))
-        scale = max(scale, 1)
-        w, h = pw * scale, ph * scale
+        scale = min((self.width() - lw - 8) / pw, (self.height() - 8) / ph)
+        # Whole-number zoom keeps every image pixel the same size; below 4x that would waste too much
+        # room, so small views use the exact fit (still nearest-neighbour, never blurred).
+        scale = max(float(self._min_scale), math.floor(scale) if scale >= 4 else scale, 0.25)
+        w, h = round(pw * scale), round(ph * scale)
         x0 = lw + max(4, (self.width() - lw - w) // 2)
         y0 = max(4, (self.height() - h) // 2)
         p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
         p.drawPixmap(QRect(x0, y0, w, h), self._pixmap)
         self._draw_row_labels(p, x0, y0, scale)
 
-    def _draw_row_labels(self, p: QPainter, x0: int, y0: int, scale: int) -> None:
+    def _draw_row_labels(self, p: QPainter, x0: int, y0: int, scale: float) -> None:
         if not self._row_labels or self._grid_shape is None:
             return
         rows, _, tile_h, _ = self._grid_shape
         p.setPen(self.palette().text().color())
         for i, text in enumerate(self._row_labels[:rows]):
-            top = y0 + i * (tile_h + GAP) * scale
-            rect = QRect(0, top, x0 - 6, tile_h * scale)
+            top = round(y0 + i * (tile_h + GAP) * scale)
+            rect = QRect(0, top, x0 - 6, round(tile_h * scale))
             elided = self.fontMetrics().elidedText(text, Qt.TextElideMode.ElideRight, rect.width())
             p.drawText(rect, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, elided)
 
