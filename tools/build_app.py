@@ -60,10 +60,21 @@ def build_python(args) -> str:
         log(f"Creating the build venv {BUILD_VENV} ...")
         venv.EnvBuilder(with_pip=True).create(BUILD_VENV)
     if not has_requirements(str(py)):
-        log("Installing requirements-build.txt into the build venv (torch is large: a few minutes) ...")
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements-build.txt")],
-                       cwd=ROOT, check=True)
+        log(f"Installing torch from {args.torch_index} and requirements-build.txt into the build venv "
+            "(torch is large: a few minutes) ...")
+        pip = [str(py), "-m", "pip", "install", "-q"]
+        # torch first, from the chosen index: on Linux, PyPI's default torch wheel is the multi-GB CUDA build
+        subprocess.run(pip + [torch_requirement(), "--index-url", args.torch_index], cwd=ROOT, check=True)
+        subprocess.run(pip + ["-r", str(ROOT / "requirements-build.txt")], cwd=ROOT, check=True)
     return str(py)
+
+
+def torch_requirement() -> str:
+    """The torch pin of requirements.txt (e.g. 'torch==2.13.0')."""
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        if line.strip().startswith("torch"):
+            return line.split("#")[0].strip()
+    return "torch"
 
 
 # --- icon -------------------------------------------------------------------------------------------
@@ -263,6 +274,9 @@ def parse(argv):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--python", help="build with this interpreter (it needs requirements-build.txt installed)")
     p.add_argument("--venv", action="store_true", help="build in build/venv (created from requirements-build.txt)")
+    p.add_argument("--torch-index", default="https://download.pytorch.org/whl/cpu",
+                   help="where the build venv gets torch (default: the CPU wheels; for a CUDA build e.g. "
+                        "https://download.pytorch.org/whl/cu128)")
     p.add_argument("--default-checkpoint", help="ship this .safetensors as the default model "
                                                 "(default: checkpoints/default.safetensors)")
     p.add_argument("--allow-no-model", action="store_true", help="build even without a default model")
