@@ -81,6 +81,9 @@ class MainWindow(QMainWindow):
         self.train_panel.dataset_requested.connect(self.open_dataset_spec)
         self.train_panel.open_dataset_requested.connect(self._on_open_dataset)
         self.train_panel.run_state_changed.connect(self._on_run_state_changed)
+        self._poll_close_timer = QTimer(self)
+        self._poll_close_timer.setInterval(50)
+        self._poll_close_timer.timeout.connect(self._retry_close)
         self.resize(1280, 820)
         self._restore_layout()
 
@@ -325,6 +328,14 @@ class MainWindow(QMainWindow):
                 self.train_panel.stop()
                 self.statusBar().showMessage("Saving the training run before quitting…")
             return
+        if self._sampling_busy():
+            # Cancel cooperatively and close when the sampler's thread has ended: a blocking
+            # QThread.wait() here would keep the GIL from the worker (see services.retire_thread).
+            event.ignore()
+            self._close_after_stop = True
+            self.sample_panel.cancel()
+            self._poll_close_timer.start()
+            return
         self._close_after_stop = False
         shutdown = getattr(self.sample_panel, "shutdown", None)
         if callable(shutdown):
@@ -333,6 +344,15 @@ class MainWindow(QMainWindow):
         self._save_layout()
         services.wait_for_background()
         event.accept()
+
+    def _sampling_busy(self) -> bool:
+        busy = getattr(self.sample_panel, "is_busy", None)
+        return bool(callable(busy) and busy())
+
+    def _retry_close(self) -> None:
+        if not self._sampling_busy():
+            self._poll_close_timer.stop()
+            self.close()
 
     def _confirm_stop_training(self) -> bool:
         answer = QMessageBox.question(

@@ -55,3 +55,99 @@ class EventLoopProbe(QObject):
             return {"samples": 0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
         return {"samples": int(d.size), "p50_ms": float(np.percentile(d, 50)),
                 "p99_ms": float(np.percentile(d, 99)), "max_ms": float(d.max())}
+
+
+# --------------------------------------------------------------------------------------------
+# A/B measurement: training in the app (window open, plot redrawing) vs. the Trainer directly
+#   python -m desktop.probe --seconds 30 --rounds 2 [--preset quick] [--preview-every 200]
+# Rounds alternate direct / app, so both see the same background load.
+# --------------------------------------------------------------------------------------------
+
+
+def _direct_run(ds, config: dict, seconds: float, out_dir, threads: int | None = None) -> float:
+    """images/s of core.train.Trainer driven by a plain loop, after its first step."""
+    from core.device import configure_threads
+    from core.train import TrainConfig, Trainer
+
+    configure_threads(threads)
+    tr = Trainer(ds, TrainConfig(**config), out_dir)
+    t0 = n0 = None
+    for m in tr.run():
+        now = time.perf_counter()
+        if t0 is None:
+            t0, n0 = now, m.step
+        elif now - t0 >= seconds:
+            return (m.step - n0) * tr.config.batch_size / (now - t0)
+    return float("nan")
+
+
+def _app_run(app, window, config: dict, seconds: float, preview_every: int,
+             threads: int | None = None) -> tuple[float, dict]:
+    """images/s of a run started from the Train tab, and the event-loop delays meanwhile."""
+    panel = window.train_panel
+    panel.train_threads = threads
+    panel.apply_config(config)
+    panel.preview_every.setValue(preview_every)
+    window.tabs.setCurrentWidget(panel)
+    stamps: list[tuple[float, int]] = []
+    panel.start()
+    panel._worker.progress.connect(lambda rows: stamps.append((time.perf_counter(), int(rows[-1][0]))))
+    probe = EventLoopProbe()
+    _pump(app, lambda: len(stamps) >= 1, 120)
+    probe.start()
+    _pump(app, lambda: stamps[-1][0] - stamps[0][0] >= seconds, seconds + 120)
+    probe.stop()
+    (t0, n0), (t1, n1) = stamps[0], stamps[-1]
+    panel.stop()
+    _pump(app, lambda: panel.run_state == "idle", 120)
+    return (n1 - n0) * panel.form.values()["batch_size"] / (t1 - t0), probe.summary()
+
+
+def _pump(app, done, limit: float) -> None:
+    end = time.perf_counter() + limit
+    while not done() and time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.002)
+
+
+def main(argv=None) -> int:
+    import argparse
+    import os
+    import tempfile
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--preset", default="quick")
+    ap.add_argument("--preview-every", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for both (default: the app's choice)")
+    ap.add_argument("--app-threads", type=int, default=None, help="torch threads in the app only")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("DIFFUSION_DESK_HOME", tempfile.mkdtemp(prefix="dd-probe-"))
+    from desktop import services
+    from desktop.app import make_application
+    from desktop.main_window import MainWindow
+
+    app = make_application([])
+    window = MainWindow()
+    window.resize(1280, 820)
+    window.show()
+    window.start_loading()
+    _pump(app, lambda: window.loaded, 120)
+    services.warm_up_training()
+    config = services.train_presets()[args.preset].to_dict() | {"steps": 1_000_000, "checkpoint_every": 1_000_000}
+    ds = window.state.dataset
+    for r in range(args.rounds):
+        direct = _direct_run(ds, config, args.seconds, tempfile.mkdtemp(prefix="dd-direct-"), args.threads)
+        in_app, delays = _app_run(app, window, config, args.seconds, args.preview_every,
+                                  args.app_threads or args.threads)
+        print(f"round {r + 1}: direct {direct:7.1f} images/s | app {in_app:7.1f} images/s "
+              f"({in_app / direct:6.1%}) | event-loop delay p50 {delays['p50_ms']:.1f} ms, "
+              f"p99 {delays['p99_ms']:.1f} ms, max {delays['max_ms']:.1f} ms ({delays['samples']} samples)",
+              flush=True)
+    window.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -564,6 +564,9 @@ class QtTrainPanel(QWidget):
             self._select_preset(saved.get("preset", "quick") if saved else "quick", apply=True)
         if saved and "preview_every" in saved:
             self.preview_every.setValue(int(saved["preview_every"]))
+        last_run = services.settings().value("train/last_run", "")
+        if last_run and (Path(last_run) / "resume.safetensors").is_file():
+            self._last_run_dir = last_run
         self._update_buttons()
 
     def _select_preset(self, key: str, apply: bool = False) -> None:
@@ -780,6 +783,7 @@ class QtTrainPanel(QWidget):
         self._run_info = info
         self._last_run_dir = info["out_dir"]
         self.form.set_values(info["config"])  # show what is running (a resumed run brings its own settings)
+        services.settings().setValue("train/last_run", info["out_dir"])  # Resume works after a crash too
         self.progress.setFormat("step %v of %m")
         self.progress.setMaximum(info["total_steps"])
         self.progress.setValue(info["step"])

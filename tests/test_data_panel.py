@@ -181,3 +181,18 @@ def test_composer_presets_guidance_and_course_mixes(qtbot, panel):
     # other label sets get neighbouring-pair mixes
     generic = dict(preset_list(["a", "b", "c"]))["Label mixes"]
     assert generic == [[1.0, 0.6, 0.0], [0.0, 1.0, 0.6]]
+
+
+def test_import_sprite_sheet_with_preview(qtbot, panel, tmp_path):
+    sheet = np.full((2 * 16, 3 * 16, 4), 0, np.uint8)  # 2 rows x 3 cells, transparent
+    for r in range(2):
+        for c in range(3 if r == 0 else 2):  # the last cell stays blank and is dropped
+            sheet[r * 16 + 4:r * 16 + 12, c * 16 + 4:c * 16 + 12] = (40 * c, 100, 200 - 80 * r, 255)
+    path = tmp_path / "sheet.png"
+    Image.fromarray(sheet, "RGBA").save(path)
+    with qtbot.waitSignal(panel.import_dialog_shown, timeout=15000) as blocker:
+        panel.import_sprite_sheet(str(path), {"cell": 16, "margin": 0, "spacing": 0, "size": 16})
+    dlg = blocker.args[0]
+    assert "5 images" in dlg.summary.text()
+    dlg.reject()
+    assert panel.state.dataset.name != "sheet"  # cancelled: nothing changed
