@@ -46,20 +46,33 @@ def has_requirements(python: str) -> bool:
     return subprocess.run([python, "-c", code], cwd=ROOT).returncode == 0
 
 
+def binding_problem(python: str) -> str:
+    """desktop.app's warning about a Qt binding release known to crash the app ('' when sound)."""
+    code = "from desktop.app import qt_binding_problem as q; print(q() or '')"
+    res = subprocess.run([python, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    return res.stdout.strip() if res.returncode == 0 else ""
+
+
 def build_python(args) -> str:
     """The interpreter to build with: --python, else this one if it has everything, else build/venv."""
     if args.python:
         if not has_requirements(args.python):
             sys.exit(f"error: {args.python} lacks one of {', '.join(NEEDED)}; "
                      f"install them with: {args.python} -m pip install -r requirements-build.txt")
+        problem = binding_problem(args.python)
+        if problem:
+            sys.exit(f"error: {args.python}: {problem}")
         return args.python
     if not args.venv and has_requirements(sys.executable):
-        return sys.executable
+        problem = binding_problem(sys.executable)
+        if not problem:
+            return sys.executable
+        log(f"Not building with {sys.executable}: {problem}\nUsing the build venv {BUILD_VENV} instead.")
     py = BUILD_VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     if not py.is_file():
         log(f"Creating the build venv {BUILD_VENV} ...")
         venv.EnvBuilder(with_pip=True).create(BUILD_VENV)
-    if not has_requirements(str(py)):
+    if not has_requirements(str(py)) or binding_problem(str(py)):
         log(f"Installing torch from {args.torch_index} and requirements-build.txt into the build venv "
             "(torch is large: a few minutes) ...")
         pip = [str(py), "-m", "pip", "install", "-q"]
