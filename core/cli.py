@@ -18,7 +18,6 @@ class CliError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="main.py",
         description="Diffusion Desk: train and sample the course's context-conditioned diffusion model. "
                     "With no command, opens the desktop app.",
     )
