@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import Qt, QThread, QTimer, Signal, Slot
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
                                QHBoxLayout, QInputDialog, QLabel, QMessageBox, QProgressBar, QPushButton,
                                QScrollArea, QSlider, QSpinBox, QSplitter, QToolButton, QVBoxLayout, QWidget)
@@ -516,7 +516,7 @@ class QtTrainPanel(QWidget):
         row = QHBoxLayout()
         self.log_check = QCheckBox("Log scale")
         self.log_check.setToolTip("Show the loss on a logarithmic axis: the late, slow improvements become visible.")
-        self.log_check.toggled.connect(self.loss_plot_set_log)
+        self.log_check.toggled.connect(lambda on: self.loss_plot.set_log_scale(on))
         self.bands_check = QCheckBox("Loss by noise level")
         self.bands_check.setToolTip("Split the loss by how noisy the training images were: low noise (fine "
                                     "detail), mid, high noise (overall shape). Each is smoothed.")
@@ -529,9 +529,6 @@ class QtTrainPanel(QWidget):
             row.addWidget(w)
         row.addStretch(1)
         return row
-
-    def loss_plot_set_log(self, on: bool) -> None:
-        self.loss_plot.set_log_scale(on)
 
     def _build_preview_box(self) -> QWidget:
         box = QGroupBox("Sample previews (same noise every time, one row per label)")
@@ -618,11 +615,11 @@ class QtTrainPanel(QWidget):
     # --- data set -----------------------------------------------------------------------------------------
     def _on_dataset_combo_activated(self, index: int) -> None:
         key = self.dataset_combo.itemData(index)
+        ds = self.state.dataset
         if key == "__open__":
-            self._sync_dataset_combo()
+            self._sync_dataset_combo()  # stay on the current set until another one is opened
             self.open_dataset_requested.emit()
-        elif key and key != "__current__" and (self.state.dataset is None or self.state.dataset.name != key
-                                               or not self.state.dataset.source.startswith("builtin:")):
+        elif key in services.builtin_names() and (ds is None or ds.source != f"builtin:{key}"):
             self.dataset_requested.emit(key)
 
     def _sync_dataset_combo(self) -> None:
