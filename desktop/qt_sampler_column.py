@@ -45,6 +45,7 @@ class QtSamplerColumn(QFrame):
         self._x: np.ndarray | None = None
         self._x0: np.ndarray | None = None
         self.index, self.color = 0, column_color(0)
+        self._has_result = False
         self._build()
         self.set_index(0)
         self._on_sampler_changed()
@@ -253,8 +254,7 @@ class QtSamplerColumn(QFrame):
         for w in (self.sampler_box, self.steps_spin, self.eta_spin, self.own_guidance, self._remove):
             w.setEnabled(not running)
         self.guidance_spin.setEnabled(not running and self.own_guidance.isChecked())
-        if running:
-            self._save.setEnabled(False)
+        self._save.setEnabled(not running and self._has_result)
 
     def set_layout_info(self, per_row: int, row_names: list[str]) -> None:
         """Images per row of the grid, and the row names (only the first column draws them)."""
@@ -276,9 +276,10 @@ class QtSamplerColumn(QFrame):
         self._redraw()
 
     def _redraw(self) -> None:
-        # Row names go on the left-most grid of the left-most column only.
-        names_x = self._row_names if self.index == 0 else None
-        names_x0 = self._row_names if self.index == 0 and self._view == VIEW_X0 else None
+        # Row names go on the left-most column only, and not in the two-grid view (too narrow there).
+        names = self._row_names if self.index == 0 and self._view != VIEW_BOTH else None
+        names_x = names if self._view == VIEW_XT else None
+        names_x0 = names if self._view == VIEW_X0 else None
         self._grid_x.set_grid(None if self._x is None else as_grid(self._x, self._per_row), names_x)
         self._grid_x0.set_grid(None if self._x0 is None else as_grid(self._x0, self._per_row), names_x0)
 
@@ -294,6 +295,7 @@ class QtSamplerColumn(QFrame):
 
     def set_result(self, result) -> None:
         """A finished ColumnResult (or None to clear)."""
+        self._has_result = result is not None
         if result is None:
             self._result.setText("Not run yet")
             self._save.setEnabled(False)
@@ -303,7 +305,6 @@ class QtSamplerColumn(QFrame):
         self._progress.setFormat("done")
         self._result.setText(f"<b>{result.seconds:.2f} s</b> · {result.nfe} model calls · "
                              f"{result.ms_per_call:.1f} ms per call")
-        self._save.setEnabled(True)
 
     def set_stopped(self, text: str) -> None:
         self._progress.setFormat(text)

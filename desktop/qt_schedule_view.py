@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPushButton, QSlider, QSpinB
 from desktop.widgets import HintLabel, ImageGridView, heading
 
 SYMBOLS = ("o", "t", "s", "d")
+MAX_COLUMNS = len(SYMBOLS)
 STRIP_STEPS = 10  # the forward-noising strip shows t = 0, T/10, ..., T
 
 
@@ -73,7 +74,8 @@ class QtScheduleView(QWidget):
                          for _ in range(3)]
         for p, line in zip((self._p_ab, self._p_snr, self._p_steps), self._t_lines):
             p.addItem(line)
-        self._markers: list[tuple[pg.ScatterPlotItem, pg.ScatterPlotItem, pg.ScatterPlotItem]] = []
+        # One set of marker items per possible column, created once and refilled with setData.
+        self._marker_items = [self._make_markers(i) for i in range(MAX_COLUMNS)]
         self._ab_curve.setZValue(10)
         self._snr_curve.setZValue(10)
         return self._glw
@@ -150,33 +152,39 @@ class QtScheduleView(QWidget):
         self._refresh_forward()
 
     # --- drawing -----------------------------------------------------------------------------------
+    def _make_markers(self, i: int) -> tuple[pg.ScatterPlotItem, pg.ScatterPlotItem, pg.ScatterPlotItem]:
+        items = (pg.ScatterPlotItem(symbol=SYMBOLS[i], pen=None), pg.ScatterPlotItem(symbol=SYMBOLS[i], pen=None),
+                 pg.ScatterPlotItem(symbol="|", size=12, brush=None))
+        for p, item in zip((self._p_ab, self._p_snr, self._p_steps), items):
+            p.addItem(item)
+        return items
+
+    @property
+    def marker_counts(self) -> list[int]:
+        """Noise levels marked per column (model-call steps; t = 0 is the result, not a call)."""
+        return [len(items[2].data) for items in self._marker_items[: len(self._columns)]]
+
     def _draw_markers(self) -> None:
-        for items in self._markers:
-            for p, item in zip((self._p_ab, self._p_snr, self._p_steps), items):
-                p.removeItem(item)
-        self._markers = []
-        if self._curves is None:
-            self._p_steps.getAxis("left").setTicks([[]])
-            return
-        ab, snr = self._curves["alpha_bar"], self._curves["log_snr"]
-        n = len(self._columns)
-        for i, (title, color, ts) in enumerate(self._columns):
+        columns = self._columns if self._curves is not None else []
+        n = len(columns)
+        for i, items in enumerate(self._marker_items):
+            if i >= n:
+                for item in items:
+                    item.setData([], [])
+                continue
+            title, color, ts = columns[i]
             ts = np.asarray(ts, dtype=int)
-            visible = ts[ts > 0]  # t = 0 is the finished image, not a model call
+            visible = ts[ts > 0]
             # Many visits (DDPM's 500) make a solid band: smaller dots keep the curve readable.
             size = 4 if len(visible) > 50 else 8 - i
-            brush, sym = pg.mkBrush(color), SYMBOLS[i % len(SYMBOLS)]
-            a = pg.ScatterPlotItem(visible, ab[visible], symbol=sym, size=size, brush=brush, pen=None)
-            s = pg.ScatterPlotItem(visible, snr[visible], symbol=sym, size=size, brush=brush, pen=None)
-            k = pg.ScatterPlotItem(visible, np.full(len(visible), n - i, float), symbol="|", size=12,
-                                   pen=pg.mkPen(color, width=2), brush=None)
-            for p, item in zip((self._p_ab, self._p_snr, self._p_steps), (a, s, k)):
-                p.addItem(item)
-            self._markers.append((a, s, k))
-        ticks = [(n - i, f"{title.split(',')[0]} ({len([t for t in ts if t > 0])})")
-                 for i, (title, _, ts) in enumerate(self._columns)]
+            brush = pg.mkBrush(color)
+            items[0].setData(visible, self._curves["alpha_bar"][visible], size=size, brush=brush)
+            items[1].setData(visible, self._curves["log_snr"][visible], size=size, brush=brush)
+            items[2].setData(visible, np.full(len(visible), n - i, float), pen=pg.mkPen(color, width=2))
+        ticks = [(n - i, f"{title.split(',')[0]} ({int(np.count_nonzero(np.asarray(ts) > 0))})")
+                 for i, (title, _, ts) in enumerate(columns)]
         self._p_steps.getAxis("left").setTicks([ticks])
-        self._p_steps.setYRange(0.4, n + 0.6, padding=0)
+        self._p_steps.setYRange(0.4, max(n, 1) + 0.6, padding=0)
 
     @Slot(int)
     def _on_t_changed(self, t: int) -> None:

@@ -1,0 +1,270 @@
+"""The Sample & compare tab with a tiny model: columns, shared noise, cancel, scrubber, exports, quality."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+LABELS = ["face", "person", "animal & nature", "food", "object", "symbol & flag"]  # the classifier's labels
+RUN_TIMEOUT_MS = 30000
+
+
+def tiny_bundle(net_class=None):
+    import torch
+
+    from core.checkpoint import ModelBundle
+    from core.schedule import ScheduleConfig
+    from core.unet import ContextUnet, UNetConfig
+
+    torch.manual_seed(0)
+    net = (net_class or ContextUnet)(UNetConfig(n_feat=8, n_cfeat=len(LABELS), height=16)).eval()
+    return ModelBundle(net, ScheduleConfig(), list(LABELS), {"dataset": "test", "step": 0})
+
+
+@pytest.fixture
+def state(emoji_small):
+    from desktop.app_state import AppState, Composition
+
+    s = AppState()
+    s.set_dataset(emoji_small)
+    s.set_model(tiny_bundle())
+    s.set_composition(Composition.one_per_label(LABELS[:3]))  # 3 rows
+    return s
+
+
+@pytest.fixture
+def panel(qtbot, state):
+    from desktop.qt_sample_panel import QtSamplePanel
+
+    p = QtSamplePanel(state)
+    qtbot.addWidget(p)
+    p.per_row_spin.setValue(2)  # 3 rows x 2 = 6 images per column
+    p.precision_box.setCurrentIndex(p.precision_box.findData("fp32"))
+    p.columns[0].set_spec("ddpm", 12)
+    p.columns[1].set_spec("ddim", 6, eta=0.0, guidance=2.0)  # guided: two model calls per step
+    p.columns[2].set_spec("dpmpp2m", 4)
+    yield p
+    p.shutdown()
+
+
+def run_and_wait(qtbot, panel):
+    with qtbot.waitSignal(panel.busy_changed, timeout=RUN_TIMEOUT_MS, check_params_cb=lambda busy: not busy):
+        panel.run()
+    return panel.summary
+
+
+def test_panel_import_does_not_load_torch():
+    code = ("import sys; import desktop.qt_sample_panel; "
+            "sys.exit(1 if 'torch' in sys.modules or any(m.startswith('core.') for m in sys.modules) else 0)")
+    root = Path(__file__).resolve().parent.parent
+    assert subprocess.run([sys.executable, "-c", code], cwd=root, env={"QT_QPA_PLATFORM": "offscreen",
+                                                                       "PATH": "/usr/bin:/bin"}).returncode == 0
+
+
+def test_default_columns_are_ddpm_all_steps_ddim25_dpmpp10(qtbot, state):
+    from desktop.qt_sample_panel import QtSamplePanel
+
+    p = QtSamplePanel(state)
+    qtbot.addWidget(p)
+    specs = p.specs()
+    assert [(s.sampler, s.steps) for s in specs] == [("ddpm", 500), ("ddim", 25), ("dpmpp2m", 10)]
+    assert all(s.guidance == 1.0 for s in specs)
+    assert p.run_button.isEnabled() and not p.cancel_button.isEnabled()
+
+
+def test_three_columns_report_nfe_equal_to_steps_times_guidance(qtbot, panel):
+    summary = run_and_wait(qtbot, panel)
+    assert not summary.cancelled
+    res = sorted(summary.results, key=lambda r: r.index)
+    assert [r.nfe for r in res] == [12, 12, 4]  # DDIM is guided: 6 steps x 2 calls
+    for r in res:
+        assert r.images.shape == (6, 16, 16, 3) and r.images.dtype == np.uint8
+        assert r.seconds > 0 and r.ms_per_call == pytest.approx(1000 * r.seconds / r.nfe)
+        assert len(r.frame_t) == r.spec.steps + 1 and r.frame_t[0] == 500 and r.frame_t[-1] == 0
+        assert np.array_equal(r.frames_x[-1], r.images)  # the last stored frame is the result
+    assert summary.warmup_seconds > 0  # the warm-up ran, untimed
+    table = panel.timing_table
+    assert table.rowCount() == 3
+    assert [table.item(i, 2).text() for i in range(3)] == ["12", "12", "4"]
+    slowest = max(r.seconds for r in res)
+    assert table.item(0, 5).text() == f"{slowest / res[0].seconds:.1f}×"
+    assert panel.run_button.isEnabled() and panel.trajectory.slider.isEnabled()
+
+
+def test_composer_guidance_applies_unless_a_column_has_its_own(qtbot, panel, state):
+    from desktop.app_state import Composition
+
+    comp = Composition.one_per_label(LABELS[:3])
+    comp.guidance = 3.0
+    state.set_composition(comp)
+    specs = panel.specs()
+    assert [s.guidance for s in specs] == [3.0, 2.0, 3.0]
+    assert [s.steps * s.calls_per_step for s in specs] == [24, 12, 8]
+
+
+def test_every_column_starts_from_the_same_noise_and_a_seed_repeats_a_run(qtbot, panel):
+    first = run_and_wait(qtbot, panel)
+    starts = [r.frames_x[0] for r in first.results]
+    assert all(np.array_equal(starts[0], s) for s in starts[1:])
+    again = run_and_wait(qtbot, panel)
+    for a, b in zip(first.results, again.results):
+        assert np.array_equal(a.frames_x[0], b.frames_x[0])
+        assert np.array_equal(a.images, b.images)  # DDPM's added noise is seeded too
+    panel.seed_spin.setValue(panel.seed_spin.value() + 1)
+    other = run_and_wait(qtbot, panel)
+    assert not np.array_equal(other.results[0].frames_x[0], starts[0])
+
+
+def test_cancel_stops_within_one_model_call_and_keeps_finished_columns(qtbot, panel, state):
+    calls, cancelled_at = [], []
+    state.model.net.register_forward_hook(lambda *_: calls.append(time.perf_counter()))
+    panel.columns[0].set_spec("dpmpp2m", 3)
+    panel.columns[1].set_spec("ddpm", 500)  # long enough to cancel in the middle
+    panel.run()
+    qtbot.waitUntil(lambda: len(calls) >= 30, timeout=RUN_TIMEOUT_MS)
+    cancelled_at.append(time.perf_counter())
+    panel.cancel()
+    qtbot.waitUntil(lambda: not panel.is_busy(), timeout=RUN_TIMEOUT_MS)
+    after = [t for t in calls if t > cancelled_at[0]]
+    assert len(after) <= 1  # at most the call that was already running
+    summary = panel.summary
+    assert summary.cancelled
+    assert [r.index for r in summary.results] == [0]  # the finished first column is kept
+    assert panel.columns[0]._save.isEnabled() and not panel.columns[1]._save.isEnabled()
+    assert "cancelled" in panel.columns[2]._progress.format()
+    assert panel.run_button.isEnabled()
+
+
+def test_scrubber_shows_noise_at_the_start_and_the_result_at_the_end(qtbot, panel):
+    from desktop.qt_trajectory import BY_CALLS, BY_T, frame_index
+
+    summary = run_and_wait(qtbot, panel)
+    slider = panel.trajectory.slider
+    assert slider.maximum() == 500 and slider.value() == 500  # by noise level, ends on the result
+    ddim = summary.results[1]
+    assert frame_index(ddim, 0, BY_T) == 0
+    assert frame_index(ddim, 500, BY_T) == len(ddim.frame_t) - 1
+    assert ddim.frame_t[frame_index(ddim, 250, BY_T)] >= 250  # the last state at or above t = 250
+    panel.view_box.setCurrentIndex(panel.view_box.findData("xt"))
+    slider.setValue(0)
+    shown = panel.columns[1]._x
+    assert np.array_equal(shown, ddim.frames_x[0])
+    panel.trajectory.mode_box.setCurrentIndex(panel.trajectory.mode_box.findData(BY_CALLS))
+    assert slider.maximum() == 12  # the longest column: DDPM's 12 steps
+    slider.setValue(4)
+    dpm = summary.results[2]
+    assert np.array_equal(panel.columns[2]._x, dpm.images)  # DPM-Solver++ is done after 4 calls
+    assert frame_index(summary.results[0], 4, BY_CALLS) == 4
+    panel.trajectory.play_button.setChecked(True)
+    qtbot.waitUntil(lambda: not panel.trajectory.play_button.isChecked(), timeout=10000)
+    assert slider.value() == slider.maximum()
+
+
+def test_exports_write_png_and_gif_with_settings(qtbot, panel, tmp_path):
+    from PIL import Image
+
+    summary = run_and_wait(qtbot, panel)
+    exports = {
+        "final.png": panel.export_final_png, "frame.png": panel.export_frame_png, "anim.gif": panel.export_gif,
+        "column.png": lambda p: panel.export_column_png(1, p),
+    }
+    for name, fn in exports.items():
+        with qtbot.waitSignal(panel.export_finished, timeout=RUN_TIMEOUT_MS):
+            fn(str(tmp_path / name))
+    with Image.open(tmp_path / "final.png") as im:
+        text = im.text
+        assert im.width > 3 * 2 * 16 and im.height > 3 * 16
+    assert text["sampler"] == "ddpm, ddim, dpmpp2m" and text["steps"] == "12, 6, 4"
+    assert text["guidance"] == "1, 2, 1" and text["eta"] == "-, 0, -"
+    assert text["seed"] == str(summary.seed) and text["software"] == "Diffusion Desk"
+    assert text["model"] == summary.model and text["nfe"] == "12, 12, 4"
+    with Image.open(tmp_path / "column.png") as im:
+        assert im.text["sampler"] == "ddim" and im.text["guidance"] == "2"
+    with Image.open(tmp_path / "frame.png") as im:
+        assert "noise level" in im.text["frame"]
+    with Image.open(tmp_path / "anim.gif") as im:
+        assert im.is_animated and im.n_frames > 10
+        assert str(summary.seed) in im.info["comment"].decode()
+
+
+def test_schedule_view_marks_each_columns_timesteps(qtbot, panel):
+    view = panel.schedule_view
+    assert view.marker_counts == [12, 6, 4]  # one tick per model-call step (t = 0 is the result, not a call)
+    panel.columns[1].steps_spin.setValue(25)
+    assert view.marker_counts == [12, 25, 4]
+    view.t_slider.setValue(500)
+    assert "t = 500" in view._t_text.text()
+    assert view._pair.has_image() and view._strip.has_image()
+
+
+def test_quality_button_scores_every_column(qtbot, panel):
+    pytest.importorskip("core.metrics")
+    if not panel.quality_button.isEnabled():
+        pytest.skip(panel.quality_button.toolTip())
+    panel.quality_n.setValue(60)
+    with qtbot.waitSignal(panel.busy_changed, timeout=60000, check_params_cb=lambda busy: not busy):
+        panel.measure_quality()
+    points = panel._quality
+    assert sorted(points) == [0, 1, 2]
+    for p in points.values():
+        assert np.isfinite(p.fid) and p.fid >= 0 and p.n == 60
+        assert p.accuracy is not None and 0 <= p.accuracy <= 1  # the model's labels are the classifier's
+    assert panel.quality_table.rowCount() == 3
+
+
+def test_quality_button_disabled_with_reason_when_unavailable(qtbot, state, monkeypatch):
+    from desktop import sampling_worker
+    from desktop.qt_sample_panel import QtSamplePanel
+
+    monkeypatch.setattr(sampling_worker, "quality_available", lambda: (False, "No classifier in this build."))
+    p = QtSamplePanel(state)
+    qtbot.addWidget(p)
+    assert not p.quality_button.isEnabled()
+    assert "No classifier" in p.quality_button.toolTip()
+
+
+def test_a_failing_model_gives_a_dialog_not_a_traceback(qtbot, state, panel, monkeypatch):
+    from core.unet import ContextUnet
+
+    from desktop import qt_sample_panel
+
+    class Broken(ContextUnet):
+        def forward(self, x, t, c=None):
+            raise RuntimeError("out of memory while sampling")
+
+    shown = []
+    monkeypatch.setattr(qt_sample_panel.QMessageBox, "warning", lambda *a: shown.append(a[2]))
+    state.set_model(tiny_bundle(Broken))
+    with qtbot.waitSignal(panel.busy_changed, timeout=RUN_TIMEOUT_MS, check_params_cb=lambda busy: not busy):
+        panel.run()
+    assert len(shown) == 1 and "out of memory while sampling" in shown[0]
+    assert panel.run_button.isEnabled() and not panel.is_busy()
+
+
+def test_no_model_disables_run(qtbot, state):
+    from desktop.qt_sample_panel import QtSamplePanel
+
+    state.set_model(None)
+    p = QtSamplePanel(state)
+    qtbot.addWidget(p)
+    assert not p.run_button.isEnabled()
+    assert "No model" in p.model_label.text()
+    p.run()  # a stray call does nothing
+    assert not p.is_busy()
+
+
+def test_columns_can_be_added_up_to_four_and_removed_down_to_two(qtbot, panel):
+    panel.add_button.click()
+    assert len(panel.columns) == 4 and not panel.add_button.isEnabled()
+    assert len(panel.schedule_view.marker_counts) == 4
+    for _ in range(3):
+        panel._remove_column(panel.columns[-1])
+    assert len(panel.columns) == 2
+    assert not panel.columns[0]._remove.isEnabled()
+    assert [c.index for c in panel.columns] == [0, 1]
