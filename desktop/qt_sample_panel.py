@@ -243,9 +243,9 @@ class QtSamplePanel(QWidget):
         self.quality_plot.hideButtons()
         self.quality_plot.setMenuEnabled(False)
         self.quality_plot.showGrid(x=True, y=True, alpha=0.25)
-        self._quality_points = pg.ScatterPlotItem(size=12, pen=None)
-        self.quality_plot.addItem(self._quality_points)
-        self._quality_texts = [pg.TextItem(anchor=(0, 1), color="#222") for _ in range(MAX_COLUMNS)]
+        # A PlotDataItem (not a bare ScatterPlotItem): it follows the plot's log-x mode.
+        self._quality_points = self.quality_plot.plot([], [], pen=None, symbol="o", symbolSize=12, symbolPen=None)
+        self._quality_texts = [pg.TextItem(anchor=(0, 1 - k % 2), color="#222") for k in range(MAX_COLUMNS)]
         for t in self._quality_texts:
             self.quality_plot.addItem(t)
         self._floor_line = pg.InfiniteLine(angle=0, pen=pg.mkPen("#888", style=Qt.PenStyle.DashLine),
@@ -707,18 +707,27 @@ class QtSamplePanel(QWidget):
                 if k == 0:
                     item.setForeground(pg.mkColor(column_color(p.index)))
                 self.quality_table.setItem(row, k, item)
-        xs = np.log10([max(p.seconds, 1e-4) for p in points]) if points else []
-        self._quality_points.setData(x=list(np.power(10.0, xs)) if points else [], y=[p.fid for p in points],
-                                     brush=[pg.mkBrush(column_color(p.index)) for p in points])
+        secs = [max(p.seconds, 1e-4) for p in points]
+        self._quality_points.setData(secs, [p.fid for p in points],
+                                     symbolBrush=[pg.mkBrush(column_color(p.index)) for p in points])
+        # Labels alternate above and below their point, so close points stay readable.
         for k, t in enumerate(self._quality_texts):
+            t.setVisible(k < len(points))
             if k < len(points):
                 p = points[k]
                 acc = "" if p.accuracy is None else f", {p.accuracy:.0%} right"
-                t.setText(f"{p.spec.label}{acc}")
-                t.setPos(xs[k], p.fid)
-                t.setVisible(True)
-            else:
-                t.setVisible(False)
+                t.setText(f" {p.spec.label}{acc}")
+                t.setPos(np.log10(secs[k]), p.fid)  # in log-x mode the view's x is log10(seconds)
+        if points:
+            lx = np.log10(secs)
+            top = max(max(p.fid for p in points), self._floor_line.value() if self._floor_line.isVisible() else 0)
+            lo, hi = lx.min() - 0.3, lx.max() + 0.9
+            self.quality_plot.setXRange(lo, hi, padding=0)
+            # 1-2-5 ticks per decade: pyqtgraph's own log ticks crowd at this width.
+            ticks = [(np.log10(v), f"{v:g}") for e in range(-3, 5) for v in (10.0**e, 2 * 10.0**e, 5 * 10.0**e)
+                     if lo <= np.log10(v) <= hi]
+            self.quality_plot.getAxis("bottom").setTicks([ticks, []])
+            self.quality_plot.setYRange(0, top * 1.2, padding=0)
 
     # ============================================================================ exports
     def _export_meta(self, results) -> dict:
