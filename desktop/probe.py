@@ -90,7 +90,9 @@ def _app_run(app, window, config: dict, seconds: float, preview_every: int,
     panel.preview_every.setValue(preview_every)
     window.tabs.setCurrentWidget(panel)
     stamps: list[tuple[float, int]] = []
+    threads: list[int] = []
     panel.start()
+    panel._worker.threads_changed.connect(threads.append)
     panel._worker.progress.connect(lambda rows: stamps.append((time.perf_counter(), int(rows[-1][0]))))
     probe = EventLoopProbe()
     _pump(app, lambda: len(stamps) >= 1, 120)
@@ -102,7 +104,7 @@ def _app_run(app, window, config: dict, seconds: float, preview_every: int,
     gui_cpu = (time.thread_time() - cpu0) / (t1 - t0)
     panel.stop()
     _pump(app, lambda: panel.run_state == "idle", 120)
-    return (n1 - n0) * panel.form.values()["batch_size"] / (t1 - t0), probe.summary() | {"gui_cpu": gui_cpu}
+    return (n1 - n0) * panel.form.values()["batch_size"] / (t1 - t0), probe.summary() | {"gui_cpu": gui_cpu, "threads": threads}
 
 
 def _pump(app, done, limit: float) -> None:
@@ -153,7 +155,7 @@ def main(argv=None) -> int:
         print(f"round {r + 1}: direct {direct:7.1f} images/s | app {in_app:7.1f} images/s "
               f"({in_app / direct:6.1%}) | event-loop delay p50 {delays['p50_ms']:.1f} ms, "
               f"p99 {delays['p99_ms']:.1f} ms, max {delays['max_ms']:.1f} ms ({delays['samples']} samples); "
-              f"GUI thread CPU {delays['gui_cpu']:.1%} of a core",
+              f"GUI thread CPU {delays['gui_cpu']:.1%} of a core; app threads chosen {delays['threads'] or 'fixed'}",
               flush=True)
     window.close()
     return 0

@@ -384,6 +384,7 @@ class QtTrainPanel(QWidget):
         self.previews: list[tuple[int, np.ndarray]] = []
         self._progress_dirty = False
         self._ticks = 0
+        self._threads_text = ""
         self.train_threads: int | None = None  # torch CPU threads for runs; None = one per core
         self._build()
         self._timer = QTimer(self)
@@ -765,13 +766,14 @@ class QtTrainPanel(QWidget):
         worker.paused.connect(self._on_paused)
         worker.resumed.connect(self._on_resumed)
         worker.saved.connect(self._on_saved)
+        worker.threads_changed.connect(self._on_threads_changed)
         worker.run_ended.connect(self._on_run_ended)
         worker.failed.connect(self._on_failed)
         worker.finished.connect(thread.quit)
         worker.finished.connect(worker.deleteLater)
         thread.finished.connect(self._on_thread_finished)
         self._thread, self._worker = thread, worker
-        self._end_message = ""
+        self._end_message, self._threads_text = "", ""
         self._set_state("starting")
         self.status.setText("Preparing the run (building the network, loading the images)…")
         thread.start()
@@ -812,7 +814,12 @@ class QtTrainPanel(QWidget):
         total = self._run_info.get("total_steps", self.progress.maximum())
         self.progress.setValue(int(step))
         self.status.setText(f"Step {int(step):,} of {total:,}  ·  {ips:,.0f} images/s  ·  loss {loss:.4f}  ·  "
-                            f"{format_duration(elapsed)} elapsed  ·  about {format_duration(eta)} left")
+                            f"{format_duration(elapsed)} elapsed  ·  about {format_duration(eta)} left"
+                            f"{self._threads_text}")
+
+    @Slot(int)
+    def _on_threads_changed(self, n: int) -> None:
+        self._threads_text = f"  ·  {n} CPU thread{'s' if n > 1 else ''}"
 
     @Slot(int, object)
     def _on_preview(self, step: int, grid) -> None:

@@ -188,3 +188,26 @@ def test_loss_plot_stays_cheap_for_long_runs(qtbot):
     plot.plot.grab()
     assert time.perf_counter() - t < 2.0
     assert plot.n_points == n
+
+
+def test_thread_tuner_keeps_all_cores_when_they_are_faster_and_drops_to_one_under_load():
+    from desktop.workers import ThreadTuner
+
+    def run(tuner, seconds_for, steps):
+        used = []
+        for i in range(steps):
+            n = tuner.threads_for(i)
+            used.append(n)
+            tuner.record(i, seconds_for(n))
+        return used
+
+    free = ThreadTuner(2, every=50, sample=4, warmup=2)
+    used = run(free, lambda n: 0.1 if n == 2 else 0.17, 120)
+    assert free.best == 2 and used.count(1) == 3 * 4  # one trial window of 4 steps per 50
+    loaded = ThreadTuner(2, every=50, sample=4, warmup=2)
+    used = run(loaded, lambda n: 2.0 if n == 2 else 0.3, 120)
+    assert loaded.best == 1 and used[20:50] == [1] * 30
+    noisy = ThreadTuner(2, every=50, sample=4, warmup=2)
+    run(noisy, lambda n: 0.1 if n == 2 else 0.095, 120)  # a 5% difference is noise: no switch
+    assert noisy.best == 2
+    assert ThreadTuner(1).threads_for(7) == 1
