@@ -23,7 +23,7 @@ from desktop import services
 from desktop.app_state import AppState, Composition
 from desktop.qt_sampler_column import VIEW_BOTH, VIEW_X0, VIEW_XT, QtSamplerColumn, column_color
 from desktop.qt_schedule_view import QtScheduleView
-from desktop.qt_trajectory import (BY_T, QtTrajectoryBar, frame_index, gif_positions, position_text,
+from desktop.qt_trajectory import (QtTrajectoryBar, frame_index, gif_positions, position_text,
                                    slider_max)
 from desktop import sampling_worker as sw
 from desktop.widgets import HintLabel
@@ -54,7 +54,6 @@ class QtSamplePanel(QWidget):
         self._thread: QThread | None = None
         self._worker = None
         self._cancel = threading.Event()
-        self._job_kind = ""  # "sample" or "quality" while a worker runs
         self._pending: dict[int, sw.Frame] = {}
         self._quality: dict[int, sw.QualityPoint] = {}
         self._quality_ok, self._quality_reason = False, "Load a model first."
@@ -373,21 +372,23 @@ class QtSamplePanel(QWidget):
         self._update_rows_text()
 
     def _contexts(self) -> tuple[np.ndarray, list[str], str]:
-        """(R, L) context rows for the model, their names, and a note for the user."""
+        """(R, L) context rows for the model, their names, and a note for the user.
+
+        The composer's rows when they fit the model's labels; otherwise (no composition, or one made
+        for a data set with other labels, e.g. a course model over the emoji set) one row per label.
+        """
         bundle = self.state.model
         comp = self.state.composition
         names = list(bundle.label_names) if bundle is not None else []
         n_labels = bundle.net.config.n_cfeat if bundle is not None else max(1, len(names))
-        if not comp.rows:
-            if not names:
-                return np.zeros((1, n_labels), np.float32), ["no label"], "1 row, no label"
-            fallback = Composition.one_per_label(names)
-            return fallback.matrix(n_labels), names, f"{len(names)} rows, one per label"
-        note = f"{len(comp.rows)} rows from the context composer"
-        width = max(len(r.weights) for r in comp.rows)
-        if width > n_labels:
-            note += f" (the model knows {n_labels} labels; extra weights are ignored)"
-        return comp.matrix(n_labels), [r.name for r in comp.rows], note
+        if comp.rows and (bundle is None or max(len(r.weights) for r in comp.rows) == n_labels):
+            return comp.matrix(n_labels), [r.name for r in comp.rows], f"{len(comp.rows)} rows from the context composer"
+        if not names:
+            return np.zeros((1, n_labels), np.float32), ["no label"], "1 row without a label"
+        note = "one row per label of the model"
+        if comp.rows:
+            note += f" (the composer's rows are for {max(len(r.weights) for r in comp.rows)} labels, the model knows {n_labels})"
+        return Composition.one_per_label(names).matrix(n_labels), names, note
 
     @Slot()
     def _update_rows_text(self) -> None:
@@ -459,10 +460,10 @@ class QtSamplePanel(QWidget):
         worker.column_finished.connect(self._on_column_finished)
         worker.finished.connect(self._on_run_finished)
         worker.errored.connect(self._on_run_error)
-        self._start(worker, "sample")
+        self._start(worker)
         self._redraw_timer.start()
 
-    def _start(self, worker, kind: str) -> None:
+    def _start(self, worker) -> None:
         self._cancel.clear()
         thread = QThread()
         worker.moveToThread(thread)
@@ -472,7 +473,7 @@ class QtSamplePanel(QWidget):
         worker.errored.connect(thread.quit, Qt.ConnectionType.DirectConnection)
         thread.finished.connect(worker.deleteLater)
         thread.finished.connect(self._on_thread_finished)
-        self._thread, self._worker, self._job_kind = thread, worker, kind
+        self._thread, self._worker = thread, worker
         thread.start()
         self._update_buttons()
         self.busy_changed.emit(True)
@@ -497,7 +498,7 @@ class QtSamplePanel(QWidget):
     @Slot()
     def _on_thread_finished(self) -> None:
         thread = self._thread
-        self._thread, self._worker, self._job_kind = None, None, ""
+        self._thread, self._worker = None, None
         if thread is not None:
             thread.wait()  # returns at once: finished is the thread's last act
             thread.deleteLater()
@@ -656,7 +657,7 @@ class QtSamplePanel(QWidget):
         worker.column_finished.connect(self._on_quality_point)
         worker.finished.connect(self._on_quality_finished)
         worker.errored.connect(self._on_quality_error)
-        self._start(worker, "quality")
+        self._start(worker)
         self.tabs.setCurrentIndex(1)
 
     @Slot(dict)

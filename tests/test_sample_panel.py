@@ -15,6 +15,14 @@ LABELS = ["face", "person", "animal & nature", "food", "object", "symbol & flag"
 RUN_TIMEOUT_MS = 30000
 
 
+def three_rows(guidance: float = 1.0):
+    """The first three labels, one row each, as the context composer hands them over."""
+    from desktop.app_state import Composition, ContextRow
+
+    eye = np.eye(len(LABELS)).tolist()
+    return Composition([ContextRow(LABELS[i], eye[i]) for i in range(3)], guidance)
+
+
 def tiny_bundle(net_class=None):
     import torch
 
@@ -29,12 +37,12 @@ def tiny_bundle(net_class=None):
 
 @pytest.fixture
 def state(emoji_small):
-    from desktop.app_state import AppState, Composition
+    from desktop.app_state import AppState
 
     s = AppState()
     s.set_dataset(emoji_small)
     s.set_model(tiny_bundle())
-    s.set_composition(Composition.one_per_label(LABELS[:3]))  # 3 rows
+    s.set_composition(three_rows())
     return s
 
 
@@ -98,11 +106,7 @@ def test_three_columns_report_nfe_equal_to_steps_times_guidance(qtbot, panel):
 
 
 def test_composer_guidance_applies_unless_a_column_has_its_own(qtbot, panel, state):
-    from desktop.app_state import Composition
-
-    comp = Composition.one_per_label(LABELS[:3])
-    comp.guidance = 3.0
-    state.set_composition(comp)
+    state.set_composition(three_rows(guidance=3.0))
     specs = panel.specs()
     assert [s.guidance for s in specs] == [3.0, 2.0, 3.0]
     assert [s.steps * s.calls_per_step for s in specs] == [24, 12, 8]
@@ -245,6 +249,22 @@ def test_a_failing_model_gives_a_dialog_not_a_traceback(qtbot, state, panel, mon
         panel.run()
     assert len(shown) == 1 and "out of memory while sampling" in shown[0]
     assert panel.run_button.isEnabled() and not panel.is_busy()
+
+
+def test_a_course_pth_model_samples_one_row_per_course_label(qtbot, panel, state, tmp_path):
+    import torch
+
+    from core.checkpoint import load_checkpoint
+    from core.unet import ContextUnet, UNetConfig
+
+    path = tmp_path / "context_model_trained.pth"
+    torch.save(ContextUnet(UNetConfig(n_feat=8, n_cfeat=5, height=16, course_compat=True)).state_dict(), path)
+    state.set_model(load_checkpoint(path))  # the composer still holds emoji rows (6 labels)
+    ctx, names, note = panel._contexts()
+    assert ctx.shape == (5, 5) and names == ["hero", "non-hero", "food", "spell", "side-facing"]
+    assert "model knows 5" in note
+    summary = run_and_wait(qtbot, panel)
+    assert [r.images.shape for r in summary.results] == [(10, 16, 16, 3)] * 3
 
 
 def test_no_model_disables_run(qtbot, state):
