@@ -33,8 +33,8 @@ def default_checkpoint() -> Path | None:
 def user_data_dir() -> Path:
     """Per-user writable folder (runs, imported data sets). Overridable with DIFFUSION_DESK_HOME.
 
-    The desktop app passes QStandardPaths.AppDataLocation here; this fallback follows the same
-    OS conventions so the CLI and the core agree without importing Qt.
+    The same folder as the app's QStandardPaths.AppDataLocation (organisation and application are
+    both "DiffusionDesk", so Qt appends both), computed without importing Qt.
     """
     override = os.environ.get("DIFFUSION_DESK_HOME")
     if override:
@@ -45,4 +45,4 @@ def user_data_dir() -> Path:
         base = Path.home() / "Library" / "Application Support"
     else:
         base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
-    return base / "DiffusionDesk"
+    return base / "DiffusionDesk" / "DiffusionDesk"
