@@ -256,6 +256,15 @@ class LossPlot(QWidget):
         self.bands = [self._curve(pg.mkPen(c, width=1.5), f"loss at {n}")
                       for c, n in zip(self.BAND_COLORS, self.BAND_NAMES)]
         self.lr_box, self.lr_curve = self._lr_axis()
+        # Ranges are set by refresh() rather than pyqtgraph's auto-range: auto-ranging two linked views
+        # repaints the plot twice per update (measured: 2 paints, ~9 ms; by hand: 1 paint, ~4 ms).
+        # Zooming or panning by hand stops the following until the view is double-clicked.
+        self.follow = True
+        for vb in (self.item.vb, self.lr_box):
+            vb.disableAutoRange()
+        self.item.vb.sigRangeChangedManually.connect(self._on_manual_range)
+        self.plot.scene().sigMouseClicked.connect(self._on_plot_clicked)
+        self.plot.setToolTip("Scroll to zoom, drag to pan; double-click to follow the newest steps again.")
         self.steps, self.loss, self.lr = _Series(), _Series(), _Series()
         self.smooth_y, self.band_y = _Series(), [_Series() for _ in range(3)]
         self._smooth_state, self._band_state = [0.0, 0], [[0.0, 0] for _ in range(3)]
@@ -329,13 +338,44 @@ class LossPlot(QWidget):
             if curve.isVisible():
                 curve.setData(x, ys.view())
         self.lr_curve.setData(x, self.lr.view())
+        if self.follow and len(x):
+            self._fit_ranges(x)
         self._dirty = False
         self.redraws += 1
         return True
 
+    def _fit_ranges(self, x: np.ndarray) -> None:
+        shown = [self.loss.view(), self.smooth_y.view()] + [y.view() for c, y in zip(self.bands, self.band_y)
+                                                             if c.isVisible()]
+        y = np.concatenate(shown)
+        y = y[np.isfinite(y) & (y > 0)] if self.log_y else y[np.isfinite(y)]
+        if y.size:
+            lo, hi = (np.log10(y.min()), np.log10(y.max())) if self.log_y else (0.0, float(y.max()))
+            self.item.vb.setRange(xRange=(0, max(float(x[-1]), 1.0)), yRange=(lo, hi if hi > lo else lo + 1),
+                                  padding=0.03)
+        lr = self.lr.view()
+        lr_max = float(np.nanmax(lr)) if lr.size else 0.0
+        self.lr_box.setYRange(0.0, lr_max if lr_max > 0 else 1.0, padding=0.03)
+
+    def _on_manual_range(self, *_):
+        self.follow = False
+
+    def _on_plot_clicked(self, event) -> None:
+        if event.double():
+            self.follow = True
+            self._dirty = True
+            self.refresh()
+
+    @property
+    def log_y(self) -> bool:
+        return bool(self.item.ctrl.logYCheck.isChecked())
+
     # --- view options ------------------------------------------------------------------------------------
     def set_log_scale(self, on: bool) -> None:
         self.item.setLogMode(x=False, y=on)
+        self.item.getAxis("right").setLogMode(False, False)  # the learning-rate axis stays linear
+        self._dirty = True
+        self.refresh()
 
     def set_bands_visible(self, on: bool) -> None:
         for c, name in zip(self.bands, self.BAND_NAMES):

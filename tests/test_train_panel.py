@@ -188,6 +188,12 @@ def test_loss_plot_stays_cheap_for_long_runs(qtbot):
     plot.plot.grab()
     assert time.perf_counter() - t < 2.0
     assert plot.n_points == n
+    (x0, x1), (y0, y1) = plot.item.vb.viewRange()
+    assert x0 <= 1 and x1 >= n and y1 >= 1.0  # the view follows all the data
+    plot.set_log_scale(True)
+    (_, _), (ly0, ly1) = plot.item.vb.viewRange()
+    assert ly0 < np.log10(1 / np.sqrt(n)) and ly1 >= 0  # log10 of the loss range
+    assert not plot.item.getAxis("right").logMode  # the learning rate axis stays linear
 
 
 def test_thread_tuner_keeps_all_cores_when_they_are_faster_and_drops_to_one_under_load():
