@@ -262,6 +262,7 @@ class LossPlot(QWidget):
         self.follow = True
         for vb in (self.item.vb, self.lr_box):
             vb.disableAutoRange()
+        self.item.vb.setRange(xRange=(0, 100), yRange=(0, 1.2), padding=0.03)  # until the first points
         self.item.vb.sigRangeChangedManually.connect(self._on_manual_range)
         self.plot.scene().sigMouseClicked.connect(self._on_plot_clicked)
         self.plot.setToolTip("Scroll to zoom, drag to pan; double-click to follow the newest steps again.")
@@ -320,6 +321,7 @@ class LossPlot(QWidget):
         for s in (self.steps, self.loss, self.lr, self.smooth_y, *self.band_y):
             s.clear()
         self._smooth_state, self._band_state = [0.0, 0], [[0.0, 0] for _ in range(3)]
+        self.follow = True  # a new run: follow its curve again
         self._dirty = True
         self.refresh()
 
