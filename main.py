@@ -1,11 +1,10 @@
 """Diffusion Desk. No arguments: the desktop app. `train`, `sample`, `bench`: the command line."""
-import os
 import sys
 
-# On a 2-core machine a second torch process (or any busy program) makes OpenMP threads that
-# spin-wait at barriers starve each other: a forward pass measured 1,361 ms with the default policy
-# against 52 ms with PASSIVE while a training run shared the CPU. Must be set before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP's wait policy is left at its default (spin, then sleep): on an otherwise idle 2-core machine
+# OMP_WAIT_POLICY=PASSIVE made a batch-32 forward pass of the course network ~20% slower (61.7 -> 72+ ms
+# fp32). When another torch process shares the CPU, spinning threads starve each other (1,361 ms vs
+# 52 ms measured): set OMP_WAIT_POLICY=PASSIVE yourself then; the app adapts its thread count instead.
 
 
 def main() -> int:
