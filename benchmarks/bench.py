@@ -28,7 +28,10 @@ from . import report
 
 ROOT = Path(__file__).resolve().parent.parent
 WHATS = ("train", "sample", "quality", "peak", "all", "report")
-QUALITY_LIST = "ddpm:500,ddim:50,ddim:25,ddim:10,dpmpp2m:20,dpmpp2m:10"
+# The issue's list, then what the investigation found (stochastic DDIM; guidance 2, with DDPM-500 at the same
+# guidance for a like-for-like comparison).
+QUALITY_LIST = ("ddpm:500,ddim:50,ddim:25,ddim:10,dpmpp2m:20,dpmpp2m:10,"
+                "ddim:50+eta=1,ddim:20+eta=1,dpmpp2m:10+g=2,ddim:10+g=2+eta=1,ddpm:500+g=2")
 SAMPLE_LIST = "ddpm:500,ddim:25,ddim:10,dpmpp2m:20,dpmpp2m:10"
 REGENERATE = "python main.py bench all --report"
 
@@ -54,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per quality figure, for the spread (default 3)")
     parser.add_argument("--precision", default="auto", help="quality: auto, fp32 or bf16 (default auto)")
     parser.add_argument("--guidance", type=float, default=1.0, help="quality: classifier-free guidance (default 1)")
+    parser.add_argument("--retime", action="store_true",
+                        help="quality: re-measure only the seconds of the entries already in --json (keeps the FIDs)")
+    parser.add_argument("--add", action="store_true",
+                        help="quality: add the --samplers entries to the results already in --json (same model, n, seeds)")
     parser.add_argument("--quick", action="store_true", help="tiny settings: a smoke test, not a measurement")
 
 
@@ -99,6 +106,8 @@ def settings_from_args(args) -> Settings:
         s = replace(s, rounds=args.rounds, sample_rounds=args.rounds)
     if args.quick:
         keep = {k: getattr(s, k) for k in ("checkpoint", "precision", "guidance")}
+        if args.samplers != QUALITY_LIST:  # an explicit list wins over the quick default
+            keep["quality_list"] = args.samplers
         s = replace(s, **{**QUICK, **keep})
     return s
 
@@ -124,27 +133,31 @@ def machine_info() -> dict:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"cpu": cpu, "cores": cores, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "bf16": cpu_has_fast_bf16(), "python": platform.python_version(), "platform": platform.platform(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"),
             "date": time.strftime("%Y-%m-%d %H:%M %Z")}
 
 
 def bench_peak(s: Settings) -> dict:
-    """Best GFLOP/s of an n x n matmul in fp32 and bf16 (bf16 only where the CPU runs it natively)."""
+    """Best GFLOP/s of square matmuls (a few sizes, best of several runs), fp32 and bf16 (where native)."""
     import torch
     from core.device import cpu_has_fast_bf16
 
-    out = {"size": s.peak_size}
+    sizes = [s.peak_size // 2, s.peak_size, s.peak_size * 3 // 2]
+    out = {"size": "/".join(map(str, sizes))}
     dtypes = [("fp32", torch.float32)] + ([("bf16", torch.bfloat16)] if cpu_has_fast_bf16() else [])
-    n = s.peak_size
     for name, dt in dtypes:
-        a, b = torch.randn(n, n).to(dt), torch.randn(n, n).to(dt)
-        torch.mm(a, b)  # warm-up: library dispatch, page faults
-        best = float("inf")
-        for _ in range(5 if n >= 1024 else 20):
-            t0 = time.perf_counter()
-            torch.mm(a, b)
-            best = min(best, time.perf_counter() - t0)
-        out[name] = {"gflops": 2 * n**3 / best / 1e9, "best_seconds": best}
-        log(f"peak: {name} {out[name]['gflops']:.0f} GFLOP/s")
+        best = {"gflops": 0.0}
+        for n in sizes:
+            a, b = torch.randn(n, n).to(dt), torch.randn(n, n).to(dt)
+            torch.mm(a, b)  # warm-up: library dispatch, page faults
+            for _ in range(6 if n >= 1024 else 20):
+                t0 = time.perf_counter()
+                torch.mm(a, b)
+                g = 2 * n**3 / (time.perf_counter() - t0) / 1e9
+                if g > best["gflops"]:
+                    best = {"gflops": g, "size": n}
+        out[name] = best
+        log(f"peak: {name} {best['gflops']:.0f} GFLOP/s (n={best['size']})")
     return out
 
 
@@ -212,7 +225,6 @@ def _timed(runner, k: int, batch: int) -> float:
 
 
 def bench_train(s: Settings, peak: dict | None = None) -> dict:
-    import torch
     from core.device import cpu_has_fast_bf16
     from core.unet import ContextUnet, UNetConfig, count_parameters
 
@@ -461,13 +473,12 @@ def _sd(v: list[float]) -> float | None:
     return statistics.stdev(v) if len(v) > 1 else None
 
 
-def bench_quality(s: Settings, course_ddpm_seconds: float | None = None) -> tuple[dict, dict]:
-    """Returns (results, pictures) where pictures holds the sample grids for the report."""
-    import numpy as np
+def bench_quality(s: Settings, course_ddpm_seconds: float | None = None) -> dict:
+    """Feature-FID, label accuracy and seconds for each entry of s.quality_list, plus the real-vs-real floor."""
+    import torch
     from core import metrics
     from core.checkpoint import load_checkpoint
     from core.device import resolve_precision
-    import torch
 
     path = _checkpoint_path(s)
     bundle = load_checkpoint(path, "cpu")
@@ -501,7 +512,20 @@ def bench_quality(s: Settings, course_ddpm_seconds: float | None = None) -> tupl
            "real_accuracy": metrics.label_accuracy(ds.images, ds.labels.argmax(1), clf),
            "classifier": _classifier_info(clf)}
     _judge(out, course_ddpm_seconds)
-    return out, _grids(bundle, entries, out, s)
+    return out
+
+
+def retime_quality(q: dict, s: Settings) -> None:
+    """Re-measure seconds for 32 images of every quality entry (timings suffer when the machine is busy)."""
+    import torch
+    from core.device import resolve_precision
+
+    bundle = _load_model(q)
+    s = replace(s, precision_resolved=resolve_precision(q["precision"], torch.device("cpu")), guidance=q["guidance"])
+    for r in q["results"]:
+        r["seconds_32"] = _time_32(bundle, r, s, 1 if r["steps"] >= 100 else 3)
+        log(f"quality: retimed {r['entry']}: {r['seconds_32']:.2f} s for 32 images")
+    q["retimed"] = time.strftime("%Y-%m-%d %H:%M %Z")
 
 
 def _rel(path: Path) -> str:
@@ -517,9 +541,22 @@ def _classifier_info(clf) -> dict:
             "per_label": m.get("per_label_held_out_accuracy", {}), "feature_dim": clf.config.feature_dim}
 
 
+def _guidance(r: dict, q: dict) -> float:
+    return r["guidance"] if r.get("guidance") is not None else q["guidance"]
+
+
+def _ddpm500(q: dict, guidance: float) -> dict | None:
+    return next((r for r in q["results"] if r["sampler"] == "ddpm" and r["steps"] == 500 and not r["clip_x0"]
+                 and _guidance(r, q) == guidance), None)
+
+
 def _judge(q: dict, course_ddpm_seconds: float | None) -> None:
-    """The quality-matched speed target: best entry at <= 20 calls against DDPM-500's FID."""
-    ddpm = next((r for r in q["results"] if r["sampler"] == "ddpm" and r["steps"] == 500 and not r["clip_x0"]), None)
+    """The quality-matched speed target: the best entry at <= 20 calls against DDPM-500's feature-FID.
+
+    The reference is DDPM-500 as the course samples (the run's guidance, default 1). A guided entry
+    is also compared with DDPM-500 at its own guidance, when that was measured: like for like.
+    """
+    ddpm = _ddpm500(q, q["guidance"])
     for r in q["results"]:
         r["fid_vs_ddpm"] = r["fid_mean"] / ddpm["fid_mean"] - 1 if ddpm else None
     fast = [r for r in q["results"] if r["nfe"] <= 20]
@@ -531,25 +568,61 @@ def _judge(q: dict, course_ddpm_seconds: float | None) -> None:
                f"{ddpm['fid_mean']:.3g} ({100 * best['fid_vs_ddpm']:+.0f}%), {best['seconds_32']:.2f} s for 32 images")
     if frac:
         summary += f" = 1/{1 / frac:.0f} of the course's DDPM-500 ({course_ddpm_seconds:.1f} s, course network)"
-    q["target"] = {"entry": best["entry"], "fid_met": best["fid_vs_ddpm"] <= 0.10, "time_fraction": frac,
-                   "summary": summary}
+    target = {"entry": best["entry"], "fid_met": best["fid_vs_ddpm"] <= 0.10, "time_fraction": frac}
+    g = _guidance(best, q)
+    same = _ddpm500(q, g) if g != q["guidance"] else None
+    if same:
+        gap = best["fid_mean"] / same["fid_mean"] - 1
+        summary += (f"; like for like, against DDPM-500 with the same guidance {g:g} ({same['fid_mean']:.3g}) "
+                    f"it is {100 * gap:+.0f}%")
+        target["same_guidance"] = {"entry": same["entry"], "gap": gap, "met": gap <= 0.10}
+    plain = [r for r in fast if _guidance(r, q) == q["guidance"]]
+    if plain and best not in plain:
+        b2 = min(plain, key=lambda r: r["fid_mean"])
+        summary += f"; without guidance the best at <= 20 calls is {b2['entry']} at {100 * b2['fid_vs_ddpm']:+.0f}%"
+        target["unguided"] = {"entry": b2["entry"], "gap": b2["fid_vs_ddpm"], "met": b2["fid_vs_ddpm"] <= 0.10}
+    q["target"] = {**target, "summary": summary}
 
 
-def _grids(bundle, entries: list[dict], q: dict, s: Settings) -> dict:
-    """Per-label samples from DDPM-500 (if listed) and the best fast sampler, from the same noise."""
+def _load_model(q: dict):
+    from core.checkpoint import load_checkpoint
+
+    path = Path(q["checkpoint"])
+    return load_checkpoint(path if path.is_absolute() else ROOT / path, "cpu")
+
+
+def quality_grids(q: dict, s: Settings) -> dict:
+    """Per-label samples from DDPM-500, the best unguided and the best entry at <= 20 calls, same noise."""
     import numpy as np
+    import torch
+    from core.device import resolve_precision
 
+    bundle = _load_model(q)
+    s = replace(s, precision_resolved=resolve_precision(q["precision"], torch.device("cpu")), guidance=q["guidance"])
+    entries = parse_entries(",".join(r["entry"] for r in q["results"]))
     L, k = len(bundle.label_names), s.grid_per_label
     targets = np.repeat(np.arange(L), k)
-    chosen = [e for e in entries if e["sampler"] == "ddpm"][:1]
-    if q.get("target"):
-        chosen += [e for e in entries if e["entry"] == q["target"]["entry"]]
-    chosen = chosen or entries[:1]
+    names = [e["entry"] for e in entries if e["sampler"] == "ddpm"][:1]
+    t = q.get("target") or {}
+    names += [n for n in ((t.get("unguided") or {}).get("entry"), t.get("entry")) if n and n not in names]
+    chosen = [next(e for e in entries if e["entry"] == n) for n in names] or entries[:1]
     panels = []
     for e in chosen:
         images, nfe, _ = _generate_set(bundle, e, targets, 7, replace(s, quality_batch=len(targets)))
         panels.append((f"{e['entry']} ({nfe} calls)", images.reshape(L, k, *images.shape[1:])))
     return {"panels": panels, "label_names": bundle.label_names}
+
+
+def merge_quality(old: dict | None, new: dict) -> dict:
+    """`--add`: new entries join earlier ones measured the same way (model, n, seeds, precision, guidance)."""
+    if not old:
+        return new
+    keys = ("checkpoint", "n", "n_seeds", "precision", "guidance")
+    differ = [k for k in keys if old.get(k) != new.get(k)]
+    if differ:
+        raise BenchError(f"--add: the earlier quality results differ in {', '.join(differ)}; rerun without --add")
+    names = {r["entry"] for r in new["results"]}
+    return {**new, "results": [r for r in old["results"] if r["entry"] not in names] + new["results"]}
 
 
 # --- driver ---------------------------------------------------------------------------------------------
@@ -598,20 +671,33 @@ def _run(args) -> int:
     results.setdefault("settings", {}).update({w: {**asdict(s), "quick": bool(args.quick)} for w in whats})
     pictures = None
     for what in whats:
+        load_before = os.getloadavg()[0]
         if what == "peak":
             results["peak"] = bench_peak(s)
         elif what == "train":
             results["train"] = bench_train(s, results.get("peak"))
         elif what == "sample":
             results["sample"] = bench_sample(s, results.get("peak"))
+        elif args.retime:
+            if not results.get("quality"):
+                raise BenchError("--retime needs earlier quality results in --json")
+            retime_quality(results["quality"], s)
         else:
-            course_sec = (results.get("sample") or {}).get("course_ddpm_seconds")
-            results["quality"], pictures = bench_quality(s, course_sec)
+            q = bench_quality(s, (results.get("sample") or {}).get("course_ddpm_seconds"))
+            results["quality"] = merge_quality(results.get("quality"), q) if args.add else q
         results["commands"][what] = cmd
+        # Other work on the machine skews timings: keep the 1-minute load average around each section.
+        results[what]["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         print(f"\n== {what} ==\n{report.print_section(what, results[what])}", flush=True)
         if json_path:
             report.save_json(results, json_path)  # after every section: a crash keeps what was measured
+    if results.get("quality"):  # the time target compares with the course DDPM-500 of the latest sample run
+        _judge(results["quality"], (results.get("sample") or {}).get("course_ddpm_seconds"))
+        if json_path:
+            report.save_json(results, json_path)
     if args.report:
+        if "quality" in whats and not args.retime:
+            pictures = quality_grids(results["quality"], s)
         _write_docs(results, pictures, docs, json_path)
     return 0
 

@@ -131,6 +131,16 @@ def test_quality_report_and_docs_with_tiny_settings(tmp_path, capsys):
     assert "feature-FID" in md and "quality_vs_time.png" in md and "CPU:" in md
     assert (docs / "quality_vs_time.png").stat().st_size > 1000 and (docs / "default_model_grid.png").is_file()
     assert bench.run(_args("report", "--docs", str(docs))) == 0  # rebuild the page from the JSON alone
+    # --add measures more entries the same way and merges them; --retime re-measures only seconds
+    js = str(docs / "bench_results.json")
+    assert bench.run(_args("quality", "--quick", "--checkpoint", str(ckpt), "--json", js, "--add",
+                           "--samplers", "ddim:2,ddim:4")) == 0
+    q2 = json.loads((docs / "bench_results.json").read_text())["quality"]
+    assert [r["entry"] for r in q2["results"]] == ["dpmpp2m:3", "ddim:2", "ddim:4"]
+    assert q2["results"][0]["fid"] == q["results"][1]["fid"]  # kept, not recomputed
+    assert bench.run(_args("quality", "--retime", "--quick", "--json", js)) == 0
+    q3 = json.loads((docs / "bench_results.json").read_text())["quality"]
+    assert "retimed" in q3 and [r["fid"] for r in q3["results"]] == [r["fid"] for r in q2["results"]]
 
 
 def test_errors_are_one_line_and_exit_non_zero(tmp_path, capsys):
@@ -144,3 +154,29 @@ def test_errors_are_one_line_and_exit_non_zero(tmp_path, capsys):
     assert bench.run(_args("quality", "--quick", "--checkpoint", str(other))) == 2
     assert "emoji16" in capsys.readouterr().err
     assert bench.run(_args("report", "--docs", str(tmp_path / "empty"))) == 2
+
+
+def _row(entry, fid, nfe, seconds=1.0):
+    e = bench.parse_entries(entry)[0]
+    return {**e, "fid_mean": fid, "nfe": nfe, "seconds_32": seconds}
+
+
+def test_judge_reports_the_target_like_for_like():
+    q = {"guidance": 1.0, "results": [_row("ddpm:500", 10.0, 500, 20.0), _row("ddpm:500+g=2", 5.0, 1000, 40.0),
+                                      _row("dpmpp2m:10+g=2", 5.2, 20, 0.3), _row("dpmpp2m:20", 13.0, 20, 0.3),
+                                      _row("ddim:50", 9.0, 50, 0.8)]}
+    bench._judge(q, course_ddpm_seconds=30.0)
+    t = q["target"]
+    assert t["entry"] == "dpmpp2m:10+g=2" and t["fid_met"]  # -48% against DDPM-500 without guidance
+    assert t["same_guidance"]["gap"] == pytest.approx(0.04) and t["same_guidance"]["met"]
+    assert t["unguided"]["entry"] == "dpmpp2m:20" and not t["unguided"]["met"]  # +30%
+    assert t["time_fraction"] == pytest.approx(0.01)
+    assert "ddim:50" not in t["summary"]  # 50 calls: not a candidate
+    rows = report._targets({"quality": q})
+    assert [r[-1] for r in rows] == ["met", "met", "missed", "met"]
+
+
+def test_merge_quality_refuses_results_measured_differently():
+    old = {"checkpoint": "a", "n": 1000, "n_seeds": 3, "precision": "bf16", "guidance": 1.0, "results": []}
+    with pytest.raises(bench.BenchError, match="n"):
+        bench.merge_quality(old, {**old, "n": 500})
