@@ -42,6 +42,7 @@ _SAMPLE_DESC = ("Sample a grid of images. CKPT is one of our .safetensors checkp
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
+    from core.catalog import LOSS_WEIGHTINGS, LR_SCHEDULES, PRECISIONS, PREDICTIONS, SCHEDULE_KINDS
     from core.train import TRAIN_PRESETS
 
     p.add_argument("--data", default="emoji16", help="data set (default: emoji16)")
@@ -54,10 +55,14 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--batch", type=int, help="images per step")
     p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--lr-schedule", choices=["linear", "cosine", "constant"])
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES)
     p.add_argument("--n-feat", type=int, help="network width (course: 64)")
-    p.add_argument("--schedule", choices=["linear", "cosine"], help="noise schedule (course: linear)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="auto: bf16 where fast")
+    p.add_argument("--schedule", choices=SCHEDULE_KINDS,
+                   help="noise schedule: linear (the course's), cosine, linear_zsnr (ends in pure noise; needs v or x0)")
+    p.add_argument("--prediction", choices=PREDICTIONS, help="what the network predicts: eps (the course's), v or x0")
+    p.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS,
+                   help="uniform (the course's) or min_snr (min-SNR-gamma, gamma 5: faster convergence)")
+    p.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 where fast")
     p.add_argument("--device", default="auto", help="auto (CUDA when detected), cpu or cuda")
     p.add_argument("--seed", type=int)
     p.add_argument("--checkpoint-every", type=int)
@@ -65,6 +70,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sample(p: argparse.ArgumentParser) -> None:
+    from core.catalog import PRECISIONS, SPACINGS
     from core.samplers import SAMPLERS
 
     p.add_argument("--checkpoint", help="model file (default: the shipped default model)")
@@ -72,15 +78,21 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=list(SAMPLERS), default="ddim")
     p.add_argument("--steps", type=int, help="model-call steps (default: 500 for ddpm, 25 ddim, 10 dpmpp2m)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 DDPM-like")
+    p.add_argument("--spacing", choices=SPACINGS, default="trailing",
+                   help="which timesteps the steps visit: trailing (uniform in t), logsnr, karras (rho 7)")
     p.add_argument("--n", type=int, help="number of images (default: 8 per label)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--context", default="each",
                    help="'each' (one row per label), 'none' (unconditional), a label name, a mix such as "
                         "'hero+food:0.6', or a vector '1,0,0.6,0,0'")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--guidance-rescale", type=float, default=0.0,
+                   help="CFG rescale phi in [0, 1] (Lin et al. 2024): tames over-saturated guided images; 0 = off")
+    p.add_argument("--guidance-interval", default="0,1",
+                   help="guide only for t/T in LO,HI (Kynkaanniemi et al. 2024), e.g. 0.1,0.8; default 0,1 (always)")
     p.add_argument("--clip-x0", action="store_true", help="clip the predicted image to [-1, 1] at every step")
     p.add_argument("--gif", help="also write the denoising as an animated GIF")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object with the run's figures")
 
@@ -106,13 +118,15 @@ def cmd_train(args) -> int:
             raise CliError(f"{out}: already holds a run; use --resume to continue it or choose another --out")
         overrides = {k: v for k, v in {
             "steps": args.steps, "batch_size": args.batch, "lr": args.lr, "lr_schedule": args.lr_schedule,
-            "n_feat": args.n_feat, "schedule": args.schedule, "precision": args.precision, "seed": args.seed,
+            "n_feat": args.n_feat, "schedule": args.schedule, "prediction": args.prediction,
+            "loss_weighting": args.loss_weighting, "precision": args.precision, "seed": args.seed,
             "checkpoint_every": args.checkpoint_every}.items() if v is not None}
         config = TrainConfig.from_dict({**TRAIN_PRESETS[args.preset].to_dict(), **overrides})
         trainer = Trainer(ds, config, out, device=args.device)
     print(f"training on {ds.name} ({ds.n} images, {ds.size}x{ds.size}, labels: {', '.join(ds.label_names) or 'none'}) "
           f"with {describe(trainer.device)}, {trainer.precision}; n_feat {trainer.config.n_feat}, "
-          f"{trainer.config.steps} steps of {trainer.config.batch_size}")
+          f"{trainer.config.steps} steps of {trainer.config.batch_size}; {trainer.config.prediction} target, "
+          f"{trainer.config.schedule} schedule, {trainer.config.loss_weighting} loss")
     return _train_loop(trainer)
 
 
@@ -161,13 +175,25 @@ def cmd_sample(args) -> int:
     callback = _gif_collector(frames, args.steps, args.sampler) if args.gif else None
     res = generate(bundle.net, schedule, sampler=args.sampler, steps=args.steps, n=n, context=context,
                    guidance=args.guidance, eta=args.eta, seed=args.seed, precision=rt.precision,
-                   clip_x0=args.clip_x0, callback=callback)
+                   clip_x0=args.clip_x0, callback=callback, spacing=args.spacing,
+                   guidance_rescale=args.guidance_rescale, guidance_interval=_interval(args.guidance_interval))
     ncols = n // len(row_labels) if row_labels else None
     text = {"software": "Diffusion Desk", "model": Path(ckpt).name, "sampler": res.sampler, "steps": res.steps,
             "eta": args.eta, "guidance": args.guidance, "seed": args.seed, "context": args.context, "nfe": res.nfe}
     _write_outputs(args, res, frames, ncols, row_labels, text)
     _report_sample(args, res, rt, ckpt, n)
     return 0
+
+
+def _interval(text: str) -> tuple[float, float]:
+    """--guidance-interval LO,HI as two fractions of T with 0 <= LO <= HI <= 1."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise CliError(f"--guidance-interval: expected LO,HI such as 0.1,0.8, got {text!r}") from None
+    if not (0 <= lo <= hi <= 1):
+        raise CliError(f"--guidance-interval: need 0 <= LO <= HI <= 1, got {text!r}")
+    return lo, hi
 
 
 def _sample_contexts(args, bundle):

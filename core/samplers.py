@@ -1,9 +1,9 @@
-"""Samplers: DDPM, DDIM and DPM-Solver++(2M), one signature, one registry.
+"""Samplers: DDPM, DDIM, DPM-Solver++(2M/3M), Heun and Euler ancestral; one signature, one registry.
 
 Every sampler is `sample_<name>(model, x, timesteps, *, generator=None, callback=None, **settings)`:
   model      a `Denoiser`: eps and x0 prediction (guidance, precision, NFE count, cancellation inside)
   x          (B, C, H, W) float32 noise at t = timesteps[0]
-  timesteps  strictly decreasing schedule indices, T ... 0 (`schedule.sampling_timesteps`)
+  timesteps  strictly decreasing t from T to 0, possibly fractional (`schedule.spaced_timesteps`)
   callback   called after every step with {"i", "t", "s", "x", "denoised"}
 Notation: ab = alpha_bar; alpha_t = sqrt(ab_t), sigma_t = sqrt(1 - ab_t), lambda_t = log(alpha_t / sigma_t).
 """
@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from .device import autocast, synchronize
-from .schedule import Schedule, sampling_timesteps
+from .catalog import SAMPLER_CATALOG, T_DEFAULT
+from .schedule import Schedule, spaced_timesteps
 
 
 class SamplingCancelled(Exception):
@@ -27,72 +28,139 @@ class SamplingCancelled(Exception):
 
 
 class Denoiser:
-    """Turns a ContextUnet into eps / x0 predictions for one batch of contexts.
+    """Turns a ContextUnet into eps / x0 predictions for one batch of contexts, at any t in [0, T].
 
-    Classifier-free guidance (Ho & Salimans 2022): eps = eps_u + g * (eps_c - eps_u), where eps_u
-    uses the all-zero context that training's 10% context dropout taught. g = 1 is the plain
-    conditional model (one pass); any other g runs both passes as one batch of 2B.
+    The network's output is read as the schedule's prediction target (eps, v or x0) and converted:
+        eps target: x0 = (x - s eps) / a           v target: x0 = a x - s v,  eps = s x + a v
+        x0 target:  eps = (x - a x0) / s           with a = sqrt(ab_t), s = sqrt(1 - ab_t)
+    Classifier-free guidance (Ho & Salimans 2022): out = out_u + g (out_c - out_u), where out_u uses the
+    all-zero context that training's 10% context dropout taught. g = 1 is the plain conditional model
+    (one pass); any other g runs both passes as one batch of 2B. Options for few steps:
+      guidance_rescale  phi of Lin et al. 2024 (s.3.4): the guided x0 is rescaled to the per-image std of
+                        the conditional x0, then mixed phi : 1 - phi with the unrescaled one;
+      guidance_interval (lo, hi) in t/T: guide only there, else one conditional pass (Kynkaanniemi et
+                        al. 2024 find guidance at high noise costs diversity and at low noise does nothing).
     """
 
     def __init__(self, net, schedule: Schedule, context: torch.Tensor | None = None, *, guidance: float = 1.0,
                  precision: str = "fp32", cancel: threading.Event | Callable[[], bool] | None = None,
-                 clip_x0: bool = False):
+                 clip_x0: bool = False, guidance_rescale: float = 0.0,
+                 guidance_interval: tuple[float, float] = (0.0, 1.0)):
         self.net, self.schedule = net, schedule
         self.device = next(net.parameters()).device
         self.context, self.guidance, self.precision = context, float(guidance), precision
         self.clip_x0 = clip_x0
+        self.guidance_rescale = float(guidance_rescale)
+        self.guidance_interval = (float(guidance_interval[0]), float(guidance_interval[1]))
+        self.prediction = schedule.prediction
         self._cancelled = cancel.is_set if isinstance(cancel, threading.Event) else (cancel or (lambda: False))
         self.ab = schedule.ab_t.tolist()  # python floats: step coefficients never touch the device
-        # t/T for every index, on the device once, so no per-step host-to-device copy.
-        self._t_frac = torch.arange(schedule.T + 1, device=self.device, dtype=torch.float32) / schedule.T
+        self._t_cache: dict[float, torch.Tensor] = {}  # t/T on the device, once per visited t
         self.nfe = 0  # model evaluations per image (2 per step with guidance)
 
     @property
     def guided(self) -> bool:
         return self.context is not None and self.guidance != 1.0
 
-    def predict(self, x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (eps, x0) at integer step t; x0 clipped to [-1, 1] when clip_x0 (eps re-derived)."""
+    def ab_at(self, t: float) -> float:
+        """alpha_bar at t (integer t exactly; fractional t interpolated in log-SNR)."""
+        return self.ab[int(t)] if float(t).is_integer() else self.schedule.ab_at(t)
+
+    def sigma(self, t: float) -> float:
+        """Karras sigma = sqrt((1 - ab) / ab); inf at a zero-terminal-SNR t = T, 0 at t = 0."""
+        ab = self.ab_at(t)
+        return math.inf if ab <= 0 else math.sqrt(max(1 - ab, 0.0) / ab)
+
+    def predict(self, x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (eps, x0) at step t; x0 clipped to [-1, 1] when clip_x0 (eps re-derived)."""
         if self._cancelled():
             raise SamplingCancelled()
-        eps = self._eps(x, t)
-        ab = self.ab[t]
-        x0 = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+        ab = self.ab_at(t)
+        a, s = math.sqrt(ab), math.sqrt(max(1 - ab, 0.0))
+        out = self._output(x, t, a, s)
+        eps, x0 = self._eps_x0(out, x, a, s)
         if self.clip_x0:
             x0 = x0.clamp(-1, 1)
-            eps = (x - math.sqrt(ab) * x0) / math.sqrt(1 - ab) if ab < 1 else eps
+            eps = (x - a * x0) / s if s > 0 else eps
         return eps, x0
 
-    def _eps(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        tt = self._t_frac[t:t + 1]  # (1,) broadcast over the batch
-        c = self.context
+    def _eps_x0(self, out: torch.Tensor, x: torch.Tensor, a: float, s: float):
+        if self.prediction == "eps":
+            return out, (x - s * out) / a
+        if self.prediction == "v":
+            return s * x + a * out, a * x - s * out
+        return (x - a * out) / s, out
+
+    def _guided_here(self, t: float) -> bool:
+        lo, hi = self.guidance_interval
+        return self.guided and lo <= t / self.schedule.T <= hi
+
+    def _t_tensor(self, t: float) -> torch.Tensor:
+        tt = self._t_cache.get(t)
+        if tt is None:
+            tt = self._t_cache[t] = torch.full((1,), t / self.schedule.T, device=self.device)  # (1,)
+        return tt
+
+    def _output(self, x: torch.Tensor, t: float, a: float, s: float) -> torch.Tensor:
+        tt, c = self._t_tensor(t), self.context
         with autocast(self.device, self.precision):
-            if not self.guided:
+            if not self._guided_here(t):
                 self.nfe += 1
                 return self.net(x, tt, c).float()
             self.nfe += 2
             out = self.net(torch.cat([x, x]), tt, torch.cat([c, torch.zeros_like(c)])).float()
-        eps_c, eps_u = out.chunk(2)
-        return eps_u + self.guidance * (eps_c - eps_u)
+        out_c, out_u = out.chunk(2)
+        guided = out_u + self.guidance * (out_c - out_u)
+        if self.guidance_rescale > 0:
+            guided = self._rescale(guided, out_c, x, a, s)
+        return guided
+
+    def _rescale(self, guided: torch.Tensor, cond: torch.Tensor, x: torch.Tensor, a: float, s: float):
+        """CFG rescale on the x0 prediction (Lin et al. 2024, s.3.4), returned as the network's target."""
+        x0_g, x0_c = self._eps_x0(guided, x, a, s)[1], self._eps_x0(cond, x, a, s)[1]
+        ratio = x0_c.std(dim=(1, 2, 3), keepdim=True) / x0_g.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
+        phi = self.guidance_rescale
+        x0 = phi * x0_g * ratio + (1 - phi) * x0_g
+        if self.prediction == "x0":
+            return x0
+        if self.prediction == "v":
+            return (a * x - x0) / s  # s > 0: t = 0 is never evaluated
+        return (x - a * x0) / s
 
 
-def _pairs(timesteps: list[int]):
+def _pairs(timesteps):
     return list(zip(timesteps[:-1], timesteps[1:]))
+
+
+def _lam(ab: float) -> float:
+    """lambda = log(alpha / sigma) = log-SNR / 2; +inf for clean data, -inf for pure noise."""
+    if ab >= 1:
+        return math.inf
+    return -math.inf if ab <= 0 else 0.5 * math.log(ab / (1 - ab))
+
+
+def _is_consecutive(t, s) -> bool:
+    return float(t).is_integer() and s == t - 1
 
 
 def sample_ddpm(model: Denoiser, x, timesteps, *, generator=None, callback=None):
     """DDPM ancestral sampling (Ho et al. 2020, Alg. 2), sigma_t^2 = beta_t as in the course."""
-    ab = model.ab
     a_t = model.schedule.a_t.tolist()
     for i, (t, s) in enumerate(_pairs(timesteps)):
         eps, x0 = model.predict(x, t)  # 1. predict the noise
+        ab_t, ab_s = model.ab_at(t), model.ab_at(s)
         # 2. alpha of this hop; for consecutive steps the course's a_t[t] exactly (ab_t[0] is forced to 1,
         #    so ab[1]/ab[0] differs from a_t[1] by beta_0 = 1e-4).
-        alpha = a_t[t] if s == t - 1 else ab[t] / ab[s]
-        # 3. posterior mean: (x_t - (1 - alpha) / sqrt(1 - ab_t) * eps) / sqrt(alpha)
-        x = (x - (1 - alpha) / math.sqrt(1 - ab[t]) * eps) / math.sqrt(alpha)
+        alpha = a_t[int(t)] if _is_consecutive(t, s) else ab_t / ab_s
+        if alpha > 0:
+            # 3. posterior mean: (x_t - (1 - alpha) / sqrt(1 - ab_t) * eps) / sqrt(alpha)
+            x = (x - (1 - alpha) / math.sqrt(1 - ab_t) * eps) / math.sqrt(alpha)
+            noise_std = math.sqrt(1 - alpha)
+        else:
+            # 3'. zero terminal SNR, t = T: x_T holds no signal, so the posterior is q(x_s | x0) itself
+            x, noise_std = math.sqrt(ab_s) * x0, math.sqrt(1 - ab_s)
         if s > 0:  # 4. add noise of variance beta, except on the last step (the course's z = 0 at t = 1)
-            x = x + math.sqrt(1 - alpha) * torch.randn(x.shape, generator=generator, device=x.device)
+            x = x + noise_std * torch.randn(x.shape, generator=generator, device=x.device)
         if callback:
             callback({"i": i, "t": t, "s": s, "x": x, "denoised": x0})
     return x
@@ -100,13 +168,13 @@ def sample_ddpm(model: Denoiser, x, timesteps, *, generator=None, callback=None)
 
 def sample_ddim(model: Denoiser, x, timesteps, *, eta: float = 0.0, generator=None, callback=None):
     """DDIM (Song et al. 2021, eq. 12): eta = 0 deterministic, eta = 1 ancestral like DDPM."""
-    ab = model.ab
     for i, (t, s) in enumerate(_pairs(timesteps)):
         eps, x0 = model.predict(x, t)  # 1. predict noise and clean image
+        ab_t, ab_s = model.ab_at(t), model.ab_at(s)
         # 2. the noise this step re-injects: sigma = eta * sqrt((1-ab_s)/(1-ab_t)) * sqrt(1 - ab_t/ab_s)
-        sigma = eta * math.sqrt((1 - ab[s]) / (1 - ab[t]) * (1 - ab[t] / ab[s]))
+        sigma = eta * math.sqrt((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s))
         # 3. x_s = sqrt(ab_s) x0 + sqrt(1 - ab_s - sigma^2) eps  (+ sigma z)
-        x = math.sqrt(ab[s]) * x0 + math.sqrt(max(1 - ab[s] - sigma**2, 0.0)) * eps
+        x = math.sqrt(ab_s) * x0 + math.sqrt(max(1 - ab_s - sigma**2, 0.0)) * eps
         if sigma > 0:
             x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device)
         if callback:
@@ -116,23 +184,109 @@ def sample_ddim(model: Denoiser, x, timesteps, *, eta: float = 0.0, generator=No
 
 def sample_dpmpp_2m(model: Denoiser, x, timesteps, *, generator=None, callback=None):
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): multistep second order on the x0 prediction."""
-    ab = model.ab
-    lam = [0.5 * math.log(a / (1 - a)) if a < 1 else math.inf for a in ab]
     x0_prev, h_prev = None, None
     for i, (t, s) in enumerate(_pairs(timesteps)):
         _, x0 = model.predict(x, t)  # 1. data prediction
-        if s == 0 or ab[s] >= 1:
+        ab_t, ab_s = model.ab_at(t), model.ab_at(s)
+        if ab_s >= 1:
             x = x0  # 2a. sigma_s = 0: the solution at t = 0 is the denoised image (first order)
         else:
-            h = lam[s] - lam[t]  # 2b. step in lambda
-            if x0_prev is None:
-                d = x0  # first step: DPM-Solver++(1) = DDIM
+            h = _lam(ab_s) - _lam(ab_t)  # 2b. step in lambda (inf from pure noise)
+            if x0_prev is None or not math.isfinite(h_prev):
+                d = x0  # first step (or after a step from pure noise): DPM-Solver++(1) = DDIM
             else:
                 r = h_prev / h
                 d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev  # 3. second-order correction
-            sigma_ratio = math.sqrt((1 - ab[s]) / (1 - ab[t]))
-            x = sigma_ratio * x - math.sqrt(ab[s]) * math.expm1(-h) * d  # 4. exponential integrator
+            sigma_ratio = math.sqrt((1 - ab_s) / (1 - ab_t))
+            x = sigma_ratio * x - math.sqrt(ab_s) * math.expm1(-h) * d  # 4. exponential integrator
             x0_prev, h_prev = x0, h
+        if callback:
+            callback({"i": i, "t": t, "s": s, "x": x, "denoised": x0})
+    return x
+
+
+def sample_dpmpp_3m(model: Denoiser, x, timesteps, *, generator=None, callback=None):
+    """DPM-Solver++(3M) (Lu et al. 2022, s.4 / App. B): multistep third order on the x0 prediction.
+
+    Orders ramp up 1, 2, 3 as history accumulates and step down again for the last two steps
+    (lower-order final steps are more stable at few steps, as in the paper's implementation).
+    """
+    hist: list[tuple[torch.Tensor, float]] = []  # (x0, lambda) of earlier steps, newest first
+    n = len(timesteps) - 1
+    for i, (t, s) in enumerate(_pairs(timesteps)):
+        _, x0 = model.predict(x, t)  # 1. data prediction
+        ab_t, ab_s = model.ab_at(t), model.ab_at(s)
+        lam_t, lam_s = _lam(ab_t), _lam(ab_s)
+        if ab_s >= 1:
+            x = x0  # 2a. the last step lands on the denoised image
+        else:
+            h = lam_s - lam_t
+            order = min(len(hist) + 1, 3, n - i)  # 2b. order from the usable history
+            if not math.isfinite(h):
+                order = 1
+            d0 = x0
+            em = math.expm1(-h)  # e^{-h} - 1
+            sigma_ratio = math.sqrt((1 - ab_s) / (1 - ab_t))
+            x = sigma_ratio * x - math.sqrt(ab_s) * em * d0  # 3. first-order part (DDIM)
+            if order >= 2:
+                x0_1, lam_1 = hist[0]
+                r0 = (lam_t - lam_1) / h
+                d1_0 = (x0 - x0_1) / r0
+                if order == 2:
+                    x = x - math.sqrt(ab_s) * 0.5 * em * d1_0  # 4. second order (2M's correction)
+                else:
+                    x0_2, lam_2 = hist[1]
+                    r1 = (lam_1 - lam_2) / h
+                    d1_1 = (x0_1 - x0_2) / r1
+                    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)  # 5. third order: first and second
+                    d2 = (d1_0 - d1_1) / (r0 + r1)  #            divided differences in lambda
+                    x = x + math.sqrt(ab_s) * ((em / h + 1) * d1 - ((em + h) / h**2 - 0.5) * d2)
+            hist = [(x0, lam_t)] + hist[:1] if math.isfinite(lam_t) else []
+        if callback:
+            callback({"i": i, "t": t, "s": s, "x": x, "denoised": x0})
+    return x
+
+
+def sample_heun(model: Denoiser, x, timesteps, *, generator=None, callback=None):
+    """Heun's 2nd-order method on the probability-flow ODE (Karras et al. 2022, Alg. 1).
+
+    In Karras' variables y = x / sqrt(ab) and sigma, dy/dsigma = eps. Each step is an Euler step (the
+    same as DDIM) corrected by the slope at its end; the last step (to sigma = 0) and a step from pure
+    noise (sigma = inf) are Euler only. Model calls: 2 * steps - 1.
+    """
+    for i, (t, s) in enumerate(_pairs(timesteps)):
+        eps, x0 = model.predict(x, t)  # 1. slope at the start: eps
+        sig_t, sig_s = model.sigma(t), model.sigma(s)
+        a_s = math.sqrt(model.ab_at(s))
+        x_euler = a_s * (x0 + sig_s * eps)  # 2. Euler step, y_s = x0 + sigma_s eps (exact form of DDIM)
+        if sig_s == 0 or not math.isfinite(sig_t):
+            x = x_euler
+        else:
+            eps_s, _ = model.predict(x_euler, s)  # 3. slope at the end of the Euler step
+            y = x / math.sqrt(model.ab_at(t)) + (sig_s - sig_t) * 0.5 * (eps + eps_s)  # 4. trapezoid rule
+            x = a_s * y
+        if callback:
+            callback({"i": i, "t": t, "s": s, "x": x, "denoised": x0})
+    return x
+
+
+def sample_euler_ancestral(model: Denoiser, x, timesteps, *, eta: float = 1.0, generator=None, callback=None):
+    """Euler ancestral (k-diffusion's sample_euler_ancestral): step down to sigma_down, add sigma_up noise.
+
+    sigma_up = min(sigma_s, eta sqrt(sigma_s^2 (sigma_t^2 - sigma_s^2) / sigma_t^2)),
+    sigma_down = sqrt(sigma_s^2 - sigma_up^2); in Karras' variables y_s = x0 + sigma_down eps + sigma_up z.
+    """
+    for i, (t, s) in enumerate(_pairs(timesteps)):
+        eps, x0 = model.predict(x, t)  # 1. predict
+        sig_t, sig_s = model.sigma(t), model.sigma(s)
+        if sig_s == 0:
+            x = x0  # 2a. last step: the denoised image
+        else:
+            frac = 1.0 if not math.isfinite(sig_t) else (sig_t**2 - sig_s**2) / sig_t**2
+            sig_up = min(sig_s, eta * sig_s * math.sqrt(max(frac, 0.0)))  # 2b. noise to add back
+            sig_down = math.sqrt(max(sig_s**2 - sig_up**2, 0.0))
+            z = torch.randn(x.shape, generator=generator, device=x.device)
+            x = math.sqrt(model.ab_at(s)) * (x0 + sig_down * eps + sig_up * z)  # 3. y_s back to x_s
         if callback:
             callback({"i": i, "t": t, "s": s, "x": x, "denoised": x0})
     return x
@@ -140,7 +294,7 @@ def sample_dpmpp_2m(model: Denoiser, x, timesteps, *, generator=None, callback=N
 
 @dataclass(frozen=True)
 class SamplerInfo:
-    """What the UI and the CLI need to know about a sampler."""
+    """A catalogue entry (core.catalog, torch-free) with the function that runs it."""
 
     name: str
     label: str
@@ -151,14 +305,12 @@ class SamplerInfo:
     summary: str
 
 
+_FUNCTIONS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "dpmpp2m": sample_dpmpp_2m, "dpmpp3m": sample_dpmpp_3m,
+              "heun": sample_heun, "euler_a": sample_euler_ancestral}
 SAMPLERS: dict[str, SamplerInfo] = {
-    "ddpm": SamplerInfo("ddpm", "DDPM", sample_ddpm, 500, False, True,
-                        "The course's sampler: one small noisy step per training step (500 model calls)."),
-    "ddim": SamplerInfo("ddim", "DDIM", sample_ddim, 25, True, False,
-                        "Skips steps by jumping along the predicted path; eta=0 is deterministic, eta=1 adds "
-                        "noise like DDPM."),
-    "dpmpp2m": SamplerInfo("dpmpp2m", "DPM-Solver++(2M)", sample_dpmpp_2m, 10, False, False,
-                           "A second-order ODE solver that reuses the previous step: good images in 10-20 calls."),
+    c.name: SamplerInfo(c.name, c.label, _FUNCTIONS[c.name], c.default_steps or T_DEFAULT, c.has_eta, c.stochastic,
+                        c.summary)
+    for c in SAMPLER_CATALOG
 }
 
 
@@ -186,7 +338,7 @@ class SampleResult:
     steps: int
     nfe: int
     seconds: float
-    timesteps: list[int]
+    timesteps: list[float]  # integers for the trailing spacing
     seed: int
     settings: dict = field(default_factory=dict)
 
@@ -198,8 +350,12 @@ class SampleResult:
 def generate(net, schedule: Schedule, *, sampler: str = "ddim", steps: int | None = None, n: int = 16,
              context: torch.Tensor | np.ndarray | None = None, guidance: float = 1.0, eta: float = 0.0,
              seed: int = 0, precision: str = "fp32", clip_x0: bool = False, callback=None, cancel=None,
-             noise: torch.Tensor | None = None) -> SampleResult:
-    """Sample n images with one sampler from the noise of `seed` (or `noise`); times it honestly."""
+             noise: torch.Tensor | None = None, spacing: str = "trailing", guidance_rescale: float = 0.0,
+             guidance_interval: tuple[float, float] = (0.0, 1.0)) -> SampleResult:
+    """Sample n images with one sampler from the noise of `seed` (or `noise`); times it honestly.
+
+    spacing chooses the timesteps (trailing, logsnr, karras) independently of the sampler; guidance,
+    guidance_rescale and guidance_interval are the Denoiser's (see there)."""
     info = get_sampler(sampler)
     steps = steps or (schedule.T if sampler == "ddpm" else info.default_steps)
     device = next(net.parameters()).device
@@ -207,8 +363,9 @@ def generate(net, schedule: Schedule, *, sampler: str = "ddim", steps: int | Non
     x = noise.to(device) if noise is not None else initial_noise(n, (cfg.in_channels, cfg.height, cfg.height), seed, device)
     n = x.shape[0]
     ctx = _context_batch(context, n, cfg.n_cfeat, device)
-    model = Denoiser(net, schedule, ctx, guidance=guidance, precision=precision, cancel=cancel, clip_x0=clip_x0)
-    timesteps = sampling_timesteps(steps, schedule.T)
+    model = Denoiser(net, schedule, ctx, guidance=guidance, precision=precision, cancel=cancel, clip_x0=clip_x0,
+                     guidance_rescale=guidance_rescale, guidance_interval=guidance_interval)
+    timesteps = spaced_timesteps(steps, schedule, spacing)
     gen = torch.Generator(device=device).manual_seed(int(seed) + 1)  # the noise added along the way
     kwargs = {"eta": eta} if info.has_eta else {}
     was_training = net.training
@@ -224,7 +381,9 @@ def generate(net, schedule: Schedule, *, sampler: str = "ddim", steps: int | Non
         seconds = time.perf_counter() - start
     finally:
         net.train(was_training)
-    settings = {"guidance": guidance, "eta": eta if info.has_eta else None, "precision": precision, "clip_x0": clip_x0}
+    settings = {"guidance": guidance, "eta": eta if info.has_eta else None, "precision": precision, "clip_x0": clip_x0,
+                "spacing": spacing, "guidance_rescale": guidance_rescale, "guidance_interval": list(guidance_interval),
+                "prediction": schedule.prediction}
     return SampleResult(to_uint8(x), sampler, steps, model.nfe, seconds, timesteps, int(seed), settings)
 
 

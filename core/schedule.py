@@ -1,20 +1,24 @@
-"""Noise schedules: the course's linear beta schedule (default) and the cosine schedule.
+"""Noise schedules (the course's linear beta schedule by default, cosine, zero-terminal-SNR) and step spacings.
 
 Notation (DDPM, Ho et al. 2020):
     b_t      beta_t, the noise variance added at step t
     a_t      alpha_t = 1 - beta_t
     ab_t     alpha_bar_t = prod_{s<=t} alpha_s; ab_t[0] = 1 (clean data)
     x_t      sqrt(ab_t) * x_0 + sqrt(1 - ab_t) * eps
-Indices run 0..T; the network sees t / T.
+    sigma    sqrt((1 - ab_t) / ab_t), the noise level of x_t / sqrt(ab_t) (Karras et al. 2022's sigma)
+Indices run 0..T; the network sees t / T. Fractional t (the log-SNR and Karras spacings) use ab
+interpolated linearly in log-SNR between the neighbouring indices: log-SNR is the quantity the
+solvers step in, and it is smooth where ab itself changes by orders of magnitude.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
-SCHEDULE_KINDS = ("linear", "cosine")
+from .catalog import KARRAS_RHO, SIGMA_RAMP_MAX, PREDICTIONS, SCHEDULE_KINDS, SPACINGS, T_DEFAULT, ZERO_TERMINAL_SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -22,16 +26,24 @@ class ScheduleConfig:
     """How noise is added. Defaults are the course's: T=500, beta 1e-4 -> 0.02 linear."""
 
     kind: str = "linear"
-    T: int = 500
+    T: int = T_DEFAULT
     beta1: float = 1e-4
     beta2: float = 0.02
     cosine_s: float = 0.008  # Nichol & Dhariwal 2021, offset that keeps beta small near t=0
+    # What the network predicts; kept with the schedule (as diffusers' prediction_type) because every
+    # sampler needs both to turn the network's output into eps and x0. Course files are "eps".
+    prediction: str = "eps"
 
     def __post_init__(self):
         if self.kind not in SCHEDULE_KINDS:
             raise ValueError(f"unknown schedule {self.kind!r}; choose one of {', '.join(SCHEDULE_KINDS)}")
-        if self.T < 1:
-            raise ValueError(f"T must be at least 1, got {self.T}")
+        if isinstance(self.T, bool) or not isinstance(self.T, int) or not 1 <= self.T <= 100_000:
+            raise ValueError(f"T must be a whole number from 1 to 100000, got {self.T!r}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction target {self.prediction!r}; choose one of {', '.join(PREDICTIONS)}")
+        if self.kind in ZERO_TERMINAL_SCHEDULES and self.prediction == "eps":
+            raise ValueError(f"the {self.kind} schedule ends in pure noise, where predicting eps says nothing "
+                             "about the image: use prediction v or x0")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,6 +68,14 @@ def cosine_alpha_bar(T: int, s: float) -> torch.Tensor:
     return torch.cat([ab[:1], torch.cumprod(1 - betas, 0)])
 
 
+def rescale_zero_terminal_snr(ab: torch.Tensor) -> torch.Tensor:
+    """Shift and scale sqrt(ab) so sqrt(ab_T) = 0 while sqrt(ab_0) is kept (Lin et al. 2024, Alg. 1)."""
+    r = ab.sqrt()
+    r0, rT = r[0].clone(), r[-1].clone()
+    r = (r - rT) * r0 / (r0 - rT)
+    return r**2
+
+
 class Schedule:
     """Precomputed schedule tensors (float64 on the CPU; `to()` gives float32 copies for a device)."""
 
@@ -67,17 +87,42 @@ class Schedule:
             self.a_t = 1 - self.b_t
             self.ab_t = torch.cumsum(self.a_t.log(), 0).exp()
             self.ab_t[0] = 1.0  # as the course: index 0 is clean data
-        else:
+            return
+        if self.config.kind == "cosine":
             self.ab_t = cosine_alpha_bar(T, self.config.cosine_s)
-            self.a_t = torch.cat([torch.ones(1, dtype=torch.float64), self.ab_t[1:] / self.ab_t[:-1]])
-            self.b_t = 1 - self.a_t
+        else:  # linear_zsnr: the course's ab rescaled so the last index holds no signal at all
+            ab = torch.cumsum((1 - linear_betas(T, self.config.beta1, self.config.beta2)).log(), 0).exp()
+            ab[0] = 1.0
+            self.ab_t = rescale_zero_terminal_snr(ab)
+            self.ab_t[-1] = 0.0  # exactly, not 1e-33 from rounding
+        self.a_t = torch.cat([torch.ones(1, dtype=torch.float64), self.ab_t[1:] / self.ab_t[:-1]])
+        self.b_t = 1 - self.a_t
 
     @property
     def T(self) -> int:
         return self.config.T
 
-    def alpha_bar(self, t) -> torch.Tensor:
-        return self.ab_t[t]
+    @property
+    def prediction(self) -> str:
+        return self.config.prediction
+
+    @property
+    def zero_terminal(self) -> bool:
+        return float(self.ab_t[-1]) == 0.0
+
+    def ab_at(self, t: float) -> float:
+        """alpha_bar at a possibly fractional t, interpolated linearly in log-SNR (see module docstring)."""
+        if not 0 <= t <= self.T:
+            raise ValueError(f"t must be in [0, {self.T}], got {t}")
+        lo = int(math.floor(t))
+        if t == lo:
+            return float(self.ab_t[lo])
+        a, b = float(self.ab_t[lo]), float(self.ab_t[lo + 1])
+        if a >= 1.0 or b <= 0.0:  # one end is clean (log-SNR +inf) or pure noise (-inf): interpolate ab
+            return a + (t - lo) * (b - a)
+        la, lb = math.log(a / (1 - a)), math.log(b / (1 - b))
+        lam = la + (t - lo) * (lb - la)
+        return 1.0 / (1.0 + math.exp(-lam))
 
     def snr(self) -> torch.Tensor:
         """Signal-to-noise ratio ab/(1-ab) per index (inf at t=0)."""
@@ -109,3 +154,43 @@ def sampling_timesteps(steps: int, T: int) -> list[int]:
         raise ValueError(f"steps must be between 1 and {T}, got {steps}")
     # T/steps >= 1, so rounding an evenly spaced grid keeps the indices distinct.
     return [round(T - i * T / steps) for i in range(steps)] + [0]
+
+
+def spaced_timesteps(steps: int, schedule: Schedule, spacing: str = "trailing") -> list:
+    """steps + 1 strictly decreasing timesteps from T to 0 for `steps` model-call steps.
+
+    trailing  uniform in t, always starting at T (integers; today's default)
+    logsnr    uniform in log-SNR between t = T and t = 1
+    karras    sigma_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho (Karras et al. 2022, eq. 5)
+    The last two give fractional t. A zero-terminal-SNR schedule has sigma_T = inf: the ramp then runs
+    from the largest finite sigma (at most SIGMA_RAMP_MAX) and its first point is pinned to t = T.
+    """
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
+    T = schedule.T
+    if spacing == "trailing" or steps == 1 or T == 1:
+        return sampling_timesteps(steps, T)  # integers
+    if not 1 <= steps <= T:
+        raise ValueError(f"steps must be between 1 and {T}, got {steps}")
+    ab = schedule.ab_t[1:].numpy()  # (T,), indices 1..T
+    finite = ab > 0
+    lam = np.log(ab[finite] / (1 - ab[finite]))  # log-SNR, decreasing in t
+    t_idx = np.arange(1, T + 1, dtype=np.float64)[finite]
+    # Cap the noisy end at EDM's sigma_max = 80: schedules whose last steps hold almost no signal
+    # (cosine, zero terminal SNR) would otherwise spend most steps where nothing visible happens.
+    lam_max, lam_min = lam[0], max(lam[-1], -2 * math.log(SIGMA_RAMP_MAX))
+    if spacing == "logsnr":
+        grid = np.linspace(lam_min, lam_max, steps)  # noisiest first
+    else:
+        smax, smin = math.exp(-lam_min / 2), math.exp(-lam_max / 2)
+        ramp = np.linspace(0, 1, steps)
+        sig = (smax ** (1 / KARRAS_RHO) + ramp * (smin ** (1 / KARRAS_RHO) - smax ** (1 / KARRAS_RHO))) ** KARRAS_RHO
+        grid = -2 * np.log(sig)
+    # invert log-SNR(t): np.interp needs increasing x, so walk the reversed arrays
+    ts = np.interp(grid, lam[::-1], t_idx[::-1])
+    ts[0] = T  # the noisiest point is exactly t = T (pure noise under zero terminal SNR)
+    out = [float(t) for t in ts] + [0.0]
+    for a, b in zip(out, out[1:]):
+        if not a > b:  # coincident points can only come from steps close to T; fall back to integers
+            return sampling_timesteps(steps, T)
+    return out

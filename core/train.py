@@ -1,4 +1,4 @@
-"""Training: the DDPM noise-prediction objective as a generator of per-step metrics.
+"""Training: the DDPM objective (eps, v or x0 target; uniform or min-SNR weighting) as a generator of metrics.
 
 `Trainer.run()` yields a `StepMetrics` after every optimizer step, so a CLI or a GUI worker drives
 it and can pause (stop iterating), resume (iterate again) or stop (`save()` and drop it) between
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from .catalog import LOSS_WEIGHTINGS, LR_SCHEDULES, MIN_SNR_GAMMA, OPTIMIZERS, PREDICTIONS, SCHEDULE_KINDS
 from .checkpoint import (ModelBundle, load_resume_state, read_metadata, save_checkpoint, save_resume_state)
 from .device import autocast, pick_device, resolve_precision
 from .samplers import generate
@@ -45,7 +46,10 @@ class TrainConfig:
     grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
     precision: str = "auto"
     hflip: bool = True
-    schedule: str = "linear"
+    schedule: str = "linear"  # noise schedule: linear (the course's), cosine, linear_zsnr
+    prediction: str = "eps"  # network target: eps (the course's), v or x0
+    loss_weighting: str = "uniform"  # uniform (the course's) or min_snr (Hang et al. 2023)
+    min_snr_gamma: float = MIN_SNR_GAMMA
     seed: int = 0
     checkpoint_every: int = 500
     log_every: int = 0  # read the loss back every k steps; 0 = every step on CPU, every 10 on CUDA
@@ -54,8 +58,15 @@ class TrainConfig:
         checks = [
             (self.steps >= 1, "steps must be at least 1"), (self.batch_size >= 1, "batch size must be at least 1"),
             (self.lr > 0, "learning rate must be positive"),
-            (self.lr_schedule in ("linear", "cosine", "constant"), "lr schedule must be linear, cosine or constant"),
-            (self.optimizer in ("adam", "adamw"), "optimizer must be adam or adamw"),
+            (self.lr_schedule in LR_SCHEDULES, f"lr schedule must be one of {', '.join(LR_SCHEDULES)}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
+            (self.schedule in SCHEDULE_KINDS, f"noise schedule must be one of {', '.join(SCHEDULE_KINDS)}"),
+            (self.prediction in PREDICTIONS, f"prediction target must be one of {', '.join(PREDICTIONS)}"),
+            (self.loss_weighting in LOSS_WEIGHTINGS, f"loss weighting must be one of {', '.join(LOSS_WEIGHTINGS)}"),
+            (self.min_snr_gamma > 0, "min-SNR gamma must be positive"),
+            (not (self.schedule == "linear_zsnr" and self.prediction == "eps"),
+             "the linear_zsnr schedule ends in pure noise, where eps says nothing about the image: "
+             "use prediction v or x0"),
             (0 <= self.context_dropout < 1, "context dropout must be in [0, 1)"),
             (0 <= self.ema_decay < 1, "EMA decay must be in [0, 1)"), (self.n_feat % 8 == 0, "width must be a multiple of 8"),
         ]
@@ -112,6 +123,29 @@ def lr_at(config: TrainConfig, step: int) -> float:
     return config.lr
 
 
+def loss_weights(schedule: Schedule, prediction: str, weighting: str, gamma: float = MIN_SNR_GAMMA) -> torch.Tensor:
+    """Per-timestep weight (T+1,) on the MSE of the prediction target.
+
+    min-SNR-gamma (Hang et al. 2023) weights the x0 error by min(SNR, gamma). The eps error equals SNR
+    times the x0 error and the v error (SNR + 1) times it, so the same weighting reads
+        eps: min(SNR, gamma) / SNR      v: min(SNR, gamma) / (SNR + 1)      x0: min(SNR, gamma)
+    (the v form is the one diffusers got wrong twice). SNR = 0 (zero terminal SNR) gives weight 0 for v
+    and x0; t = 0 is never trained.
+    """
+    T = schedule.T
+    if weighting == "uniform":
+        return torch.ones(T + 1, dtype=torch.float64)
+    ab = schedule.ab_t.clone()
+    ab[0] = 0.5  # t = 0 is never drawn; any finite SNR keeps the table finite
+    snr = ab / (1 - ab)
+    clipped = snr.clamp(max=gamma)
+    if prediction == "eps":
+        return clipped / snr
+    if prediction == "v":
+        return clipped / (snr + 1)
+    return clipped
+
+
 def ema_decay_at(decay: float, step: int) -> float:
     """Warmed-up EMA decay min(decay, (1+step)/(10+step)): a fixed 0.999 from step 0 ruins short runs."""
     return min(decay, (1 + step) / (10 + step))
@@ -126,7 +160,7 @@ class Trainer:
         self.dataset, self.config = dataset, config
         self.device = pick_device(device) if isinstance(device, str) else device
         self.precision = resolve_precision(config.precision, self.device)
-        self.schedule = Schedule(ScheduleConfig(kind=config.schedule))
+        self.schedule = Schedule(ScheduleConfig(kind=config.schedule, prediction=config.prediction))
         # An unlabelled set (L = 0) trains an unconditional model: one context input, always zero.
         self.unet_config = UNetConfig(n_feat=config.n_feat, n_cfeat=max(1, dataset.n_labels), height=dataset.size)
         with torch.random.fork_rng(devices=[]):  # weights from the run's seed, global RNG untouched
@@ -143,6 +177,8 @@ class Trainer:
         labels = dataset.labels if dataset.n_labels else np.zeros((dataset.n, 1), np.float32)
         self.c = torch.as_tensor(labels, dtype=torch.float32).to(self.device)  # (N, max(L, 1))
         self.ab = self.schedule.ab_t.to(self.device, torch.float32)
+        self.loss_w = loss_weights(self.schedule, config.prediction, config.loss_weighting,
+                                   config.min_snr_gamma).to(self.device, torch.float32)  # (T+1,)
         self._log_rows: list[list] = []
         if resume:
             self._load_resume()
@@ -193,12 +229,14 @@ class Trainer:
         """One optimizer step; returns the per-sample losses (B,) and timesteps (B,), on the device."""
         x0, c, t, noise = self._batch()
         ab = self.ab[t].view(-1, 1, 1, 1)
-        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise  # the correct sqrt(1 - ab) (the course drops the sqrt)
+        a, s = ab.sqrt(), (1 - ab).sqrt()
+        x_t = a * x0 + s * noise  # the correct sqrt(1 - ab) (the course drops the sqrt)
+        target = {"eps": noise, "v": a * noise - s * x0, "x0": x0}[self.config.prediction]
         for group in self.opt.param_groups:
             group["lr"] = lr_at(self.config, self.step)
         with autocast(self.device, self.precision):
             pred = self.net(x_t, t.float() / self.schedule.T, c)
-        per_sample = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))  # (B,)
+        per_sample = (pred.float() - target).pow(2).mean(dim=(1, 2, 3)) * self.loss_w[t]  # (B,)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(per_sample.mean()).backward()
         if self.config.grad_clip > 0:

@@ -109,3 +109,68 @@ def test_lr_and_ema_schedules():
     warm = replace(cfg, warmup_steps=10)
     assert lr_at(warm, 0) == pytest.approx(1e-4)
     assert ema_decay_at(0.999, 0) == pytest.approx(0.1) and ema_decay_at(0.999, 10**6) == 0.999
+
+
+# --- training objectives ----------------------------------------------------------------------------
+
+def test_min_snr_weights_against_hand_values():
+    from core.schedule import Schedule, ScheduleConfig
+    from core.train import loss_weights
+
+    sched = Schedule()
+    for t in [1, 100, 250, 400, 500]:
+        ab = sched.ab_t[t].item()
+        snr = ab / (1 - ab)
+        for target, expected in [("eps", min(snr, 5) / snr), ("v", min(snr, 5) / (snr + 1)), ("x0", min(snr, 5))]:
+            assert loss_weights(sched, target, "min_snr", 5.0)[t].item() == pytest.approx(expected, rel=1e-12)
+    # hand values at t = 1 (SNR ~ 3,300) and t = 500 (SNR 0.0063): eps weight 5/SNR, then 1
+    w = loss_weights(sched, "eps", "min_snr")
+    assert w[1].item() == pytest.approx(5 * (1 - sched.ab_t[1].item()) / sched.ab_t[1].item())
+    assert w[500].item() == 1.0
+    assert torch.equal(loss_weights(sched, "v", "uniform"), torch.ones(501, dtype=torch.float64))
+    z = loss_weights(Schedule(ScheduleConfig(kind="linear_zsnr", prediction="v")), "v", "min_snr")
+    assert z[500].item() == 0.0 and torch.isfinite(z).all()  # SNR = 0 at T: no division by zero
+
+
+@pytest.mark.parametrize("target,schedule", [("v", "linear_zsnr"), ("x0", "cosine"), ("eps", "linear")])
+def test_objective_round_trips_through_checkpoints_and_samples(blobs, tmp_path, target, schedule):
+    from core.samplers import generate
+    from core.schedule import Schedule
+
+    cfg = replace(CFG, steps=10, prediction=target, schedule=schedule, loss_weighting="min_snr")
+    tr = Trainer(blobs, cfg, tmp_path, device="cpu")
+    losses = [m.loss for m in _run(tr)]
+    assert all(np.isfinite(losses))
+    meta = read_metadata(tmp_path / "model.safetensors")
+    assert meta["schedule_config"]["prediction"] == target and meta["schedule_config"]["kind"] == schedule
+    assert meta["train_config"]["loss_weighting"] == "min_snr"
+    bundle = load_checkpoint(tmp_path / "model.safetensors")
+    assert bundle.schedule_config.prediction == target
+    res = generate(bundle.net, Schedule(bundle.schedule_config), sampler="dpmpp3m", steps=5, n=3, spacing="karras")
+    assert res.images.shape == (3, 8, 8, 3)
+    resumed = Trainer.from_run(blobs, tmp_path, device="cpu", steps=12)
+    assert resumed.config.prediction == target and resumed.schedule.prediction == target
+
+
+@pytest.mark.parametrize("target", ["eps", "v", "x0"])
+def test_the_loss_regresses_the_chosen_target_with_its_weight(blobs, tmp_path, target):
+    """With a network that outputs zeros, the per-sample loss is w_t * mean(target^2): v = a eps - s x0."""
+    cfg = replace(CFG, steps=1, prediction=target, loss_weighting="min_snr")
+    tr = Trainer(blobs, cfg, tmp_path, device="cpu")
+    p = next(tr.net.parameters())
+    tr.net.forward = lambda x, t, c: x * 0 + 0 * p.sum()
+    state = tr.gen.get_state()
+    x0, c, t, noise = tr._batch()
+    tr.gen.set_state(state)
+    losses, ts = tr._train_step()
+    ab = tr.ab[t].view(-1, 1, 1, 1)
+    expected_target = {"eps": noise, "v": ab.sqrt() * noise - (1 - ab).sqrt() * x0, "x0": x0}[target]
+    expected = expected_target.pow(2).mean(dim=(1, 2, 3)) * tr.loss_w[t]
+    assert torch.equal(ts, t) and torch.allclose(losses, expected, rtol=1e-5)
+
+
+def test_train_config_refuses_eps_on_zero_terminal_snr():
+    with pytest.raises(ValueError, match="use prediction v or x0"):
+        replace(CFG, schedule="linear_zsnr", prediction="eps")
+    with pytest.raises(ValueError, match="loss weighting"):
+        replace(CFG, loss_weighting="snr")

@@ -1,0 +1,85 @@
+"""The choices both sides of the torch boundary need, with no torch import: the one source of each.
+
+The desktop imports this module before torch has loaded (the window appears first); core's configs
+validate against the same tuples, so a new option is added here once and nothing else drifts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+T_DEFAULT = 500  # the course's number of diffusion steps
+
+# --- training objective ---------------------------------------------------------------------------
+PREDICTIONS = ("eps", "v", "x0")  # what the network outputs; eps is the course's
+PREDICTION_SUMMARY = {
+    "eps": "the noise that was added (the course's choice)",
+    "v": "a mix of noise and image, v = sqrt(ab) eps - sqrt(1-ab) x0 (Salimans & Ho 2022)",
+    "x0": "the clean image itself",
+}
+LOSS_WEIGHTINGS = ("uniform", "min_snr")  # uniform: plain MSE on the target (the course's)
+MIN_SNR_GAMMA = 5.0  # Hang et al. 2023
+SCHEDULE_KINDS = ("linear", "cosine", "linear_zsnr")
+SCHEDULE_SUMMARY = {
+    "linear": "the course's: beta 1e-4 to 0.02 over 500 steps (leaves 8% of the image at the last step)",
+    "cosine": "Nichol & Dhariwal 2021: destroys the image more gently, good for small images",
+    "linear_zsnr": "the course's, rescaled so the last step is pure noise (Lin et al. 2024; needs v or x0)",
+}
+ZERO_TERMINAL_SCHEDULES = ("linear_zsnr",)  # ab_T = 0: an eps model cannot recover x0 there
+LR_SCHEDULES = ("linear", "cosine", "constant")
+OPTIMIZERS = ("adam", "adamw")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# --- sampling ---------------------------------------------------------------------------------------
+SPACINGS = ("trailing", "logsnr", "karras")
+SPACING_SUMMARY = {
+    "trailing": "evenly spaced steps, always starting at the last (noisiest) step",
+    "logsnr": "evenly spaced in log signal-to-noise ratio: more steps where the image forms",
+    "karras": "Karras et al. 2022 (rho = 7): many small steps near the clean image",
+}
+KARRAS_RHO = 7.0
+SIGMA_RAMP_MAX = 80.0  # Karras et al. 2022's sigma_max: where the log-SNR and Karras ramps start at most
+
+
+@dataclass(frozen=True)
+class SamplerChoice:
+    """What the UI and the CLI need to know about a sampler (the function lives in core.samplers)."""
+
+    name: str
+    label: str
+    default_steps: int  # 0 means "one step per training step" (T)
+    has_eta: bool
+    stochastic: bool
+    calls_per_step: int  # model calls per step without guidance (Heun: 2, except its last step)
+    summary: str
+
+
+SAMPLER_CATALOG: tuple[SamplerChoice, ...] = (
+    SamplerChoice("ddpm", "DDPM", 0, False, True, 1,
+                  "The course's sampler: one small noisy step per training step (500 model calls)."),
+    SamplerChoice("ddim", "DDIM", 25, True, False, 1,
+                  "Skips steps by jumping along the predicted path; eta=0 is deterministic, eta=1 adds "
+                  "noise like DDPM."),
+    SamplerChoice("dpmpp2m", "DPM-Solver++(2M)", 10, False, False, 1,
+                  "A second-order ODE solver that reuses the previous step: good images in 10-20 calls."),
+    SamplerChoice("dpmpp3m", "DPM-Solver++(3M)", 10, False, False, 1,
+                  "Like DPM-Solver++(2M) but remembers two earlier steps: a little sharper at 10-20 calls."),
+    SamplerChoice("heun", "Heun", 10, False, False, 2,
+                  "Karras et al.'s sampler: looks ahead and corrects each step (two model calls per step)."),
+    SamplerChoice("euler_a", "Euler ancestral", 20, False, True, 1,
+                  "Jumps to a less noisy image and adds fresh noise back each step: varied, forgiving."),
+)
+SAMPLER_NAMES = tuple(s.name for s in SAMPLER_CATALOG)
+
+
+def sampler_choice(name: str) -> SamplerChoice:
+    for s in SAMPLER_CATALOG:
+        if s.name == name:
+            return s
+    raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLER_NAMES)}")
+
+
+def model_calls(name: str, steps: int, *, guided: bool = False) -> int:
+    """Model calls per image for `steps` steps (Heun skips its correction on the final step)."""
+    info = sampler_choice(name)
+    calls = steps if info.calls_per_step == 1 else 2 * steps - 1
+    return calls * (2 if guided else 1)
