@@ -309,7 +309,10 @@ def loss_check(ds, s: Settings, precisions: list[str]) -> dict:
 # --- sample --------------------------------------------------------------------------------------------
 
 def parse_entries(text: str) -> list[dict]:
-    """'ddim:25+eta=1,dpmpp2m:10+clip' -> [{'entry', 'sampler', 'steps', 'eta', 'clip_x0', 'guidance'}]."""
+    """'ddim:25+eta=1,dpmpp2m:10+clip+sp=karras' -> [{'entry', 'sampler', 'steps', 'eta', 'clip_x0', 'guidance',
+    'spacing', 'rescale', 'interval'}]. Modifiers: clip, eta=X, g=X (guidance), sp=trailing|logsnr|karras,
+    r=X (CFG rescale phi), gi=LO-HI (guidance interval in t/T)."""
+    from core.catalog import SPACINGS
     from core.samplers import SAMPLERS
 
     out = []
@@ -320,15 +323,21 @@ def parse_entries(text: str) -> list[dict]:
             raise BenchError(f"{item}: unknown sampler {name!r} (choose {', '.join(SAMPLERS)})")
         try:
             e = {"entry": item, "sampler": name, "steps": int(steps) if steps else SAMPLERS[name].default_steps,
-                 "eta": 0.0, "clip_x0": False, "guidance": None}
+                 "eta": 0.0, "clip_x0": False, "guidance": None, "spacing": "trailing", "rescale": 0.0,
+                 "interval": [0.0, 1.0]}
             for m in mods:
                 key, _, val = m.partition("=")
                 if key == "clip":
                     e["clip_x0"] = True
-                elif key in ("eta", "g"):
-                    e["eta" if key == "eta" else "guidance"] = float(val)
+                elif key in ("eta", "g", "r"):
+                    e[{"eta": "eta", "g": "guidance", "r": "rescale"}[key]] = float(val)
+                elif key == "sp" and val in SPACINGS:
+                    e["spacing"] = val
+                elif key == "gi":
+                    e["interval"] = [float(v) for v in val.split("-")]
                 else:
-                    raise ValueError(f"unknown modifier {m!r} (use clip, eta=X or g=X)")
+                    raise ValueError(f"unknown modifier {m!r} (use clip, eta=X, g=X, sp={'|'.join(SPACINGS)}, "
+                                     "r=X or gi=LO-HI)")
         except ValueError as err:
             raise BenchError(f"{item}: {err}") from None
         if not 1 <= e["steps"] <= 500:
@@ -446,10 +455,16 @@ def _generate_set(bundle, e: dict, targets, seed: int, s: Settings):
         ctx = eye[targets[start:start + s.quality_batch]]
         res = generate(bundle.net, schedule, sampler=e["sampler"], steps=e["steps"], n=len(ctx), context=ctx,
                        seed=seed * 1000 + k, precision=s.precision_resolved, eta=e["eta"], clip_x0=e["clip_x0"],
-                       guidance=e["guidance"] if e["guidance"] is not None else s.guidance)
+                       guidance=e["guidance"] if e["guidance"] is not None else s.guidance, **_solver_options(e))
         out.append(res.images)
         seconds += res.seconds
     return np.concatenate(out), res.nfe, seconds
+
+
+def _solver_options(e: dict) -> dict:
+    """Spacing and guidance options of an entry (older result files lack them: today's defaults)."""
+    return {"spacing": e.get("spacing", "trailing"), "guidance_rescale": e.get("rescale", 0.0),
+            "guidance_interval": tuple(e.get("interval", (0.0, 1.0)))}
 
 
 def _time_32(bundle, e: dict, s: Settings, repeats: int) -> float:
@@ -464,7 +479,7 @@ def _time_32(bundle, e: dict, s: Settings, repeats: int) -> float:
         t0 = time.perf_counter()
         generate(bundle.net, Schedule(bundle.schedule_config), sampler=e["sampler"], steps=e["steps"], n=32,
                  context=ctx, seed=r, precision=s.precision_resolved, eta=e["eta"], clip_x0=e["clip_x0"],
-                 guidance=e["guidance"] if e["guidance"] is not None else s.guidance)
+                 guidance=e["guidance"] if e["guidance"] is not None else s.guidance, **_solver_options(e))
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -685,6 +700,7 @@ def _run(args) -> int:
         else:
             q = bench_quality(s, (results.get("sample") or {}).get("course_ddpm_seconds"))
             results["quality"] = merge_quality(results.get("quality"), q) if args.add else q
+            _judge(results["quality"], (results.get("sample") or {}).get("course_ddpm_seconds"))
         results["commands"][what] = cmd
         # Other work on the machine skews timings: keep the 1-minute load average around each section.
         results[what]["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
@@ -696,7 +712,7 @@ def _run(args) -> int:
         if json_path:
             report.save_json(results, json_path)
     if args.report:
-        if "quality" in whats and not args.retime:
+        if "quality" in whats:
             pictures = quality_grids(results["quality"], s)
         _write_docs(results, pictures, docs, json_path)
     return 0

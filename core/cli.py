@@ -51,7 +51,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cell", type=int, help="cell size in pixels, to cut a PNG sprite sheet")
     p.add_argument("--out", required=True, help="run folder for checkpoints and the loss log")
     p.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default="quick",
-                   help="starting hyperparameters: quick (n_feat 32), course (n_feat 64), tiny (tests)")
+                   help="starting hyperparameters: quick (n_feat 32, v target, zero-terminal-SNR, min-SNR), "
+                        "course (the lessons' recipe: n_feat 64, eps, linear, plain MSE), tiny (tests)")
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--batch", type=int, help="images per step")
     p.add_argument("--lr", type=float, help="peak learning rate")

@@ -403,7 +403,8 @@ class QtSamplePanel(QWidget):
         if self.state.model is None:
             self.schedule_view.set_columns([])
             return
-        cols = [(c.spec().title, c.color, sw.timesteps_for(c.spec().steps, self._T)) for c in self.columns]
+        sched = self.state.model.schedule_config
+        cols = [(c.spec().title, c.color, sw.timesteps_for(c.spec(), sched)) for c in self.columns]
         self.schedule_view.set_columns(cols)
 
     def _update_buttons(self) -> None:

@@ -6,6 +6,7 @@ from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QHBoxLayout, QLabel,
                                QProgressBar, QPushButton, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
+from core.catalog import SPACING_SUMMARY, SPACINGS
 from desktop.sampling_worker import ColumnSpec, SamplerChoice
 from desktop.widgets import HintLabel, ImageGridView, as_grid
 
@@ -17,6 +18,8 @@ STEPS_TIP = ("Denoising steps = model calls per image (twice that when guidance 
              "Fewer steps are faster; a good sampler needs fewer of them for the same quality.")
 ETA_TIP = ("How much fresh noise DDIM adds at each step.\n0 = none: the same noise always gives the same image.\n"
            "1 = as much as DDPM.")
+SPACING_TIP = ("Which noise levels the steps visit (the same choice for every sampler):\n" +
+               "\n".join(f"{k}: {v}" for k, v in SPACING_SUMMARY.items()))
 GUIDANCE_TIP = ("Classifier-free guidance: how strongly the images follow their context.\n"
                 "1 = the plain model; above 1 exaggerates the label (two model calls per step); "
                 "0 ignores the context.\nUnticked, the column uses the context composer's value.")
@@ -83,6 +86,7 @@ class QtSamplerColumn(QFrame):
         self.sampler_box.currentIndexChanged.connect(self._on_sampler_changed)
         self.steps_spin.valueChanged.connect(self._on_setting_changed)
         self.eta_spin.valueChanged.connect(self._on_setting_changed)
+        self.spacing_box.currentIndexChanged.connect(self._on_setting_changed)
         self.own_guidance.toggled.connect(self._on_own_guidance)
         self.guidance_spin.valueChanged.connect(self._on_setting_changed)
 
@@ -125,11 +129,15 @@ class QtSamplerColumn(QFrame):
         self.guidance_spin.setToolTip(GUIDANCE_TIP)
         self._eta_label = QLabel("eta")
         self._eta_label.setToolTip(ETA_TIP)
+        self.spacing_box = QComboBox()
+        for name in SPACINGS:
+            self.spacing_box.addItem(name, name)
+        self.spacing_box.setToolTip(SPACING_TIP)
         steps_label, g_label = QLabel("Steps"), QLabel("Guidance")
         steps_label.setToolTip(STEPS_TIP)
         g_label.setToolTip(GUIDANCE_TIP)
-        for w in (steps_label, self.steps_spin, self._eta_label, self.eta_spin, g_label, self.guidance_spin,
-                  self.own_guidance):
+        for w in (steps_label, self.steps_spin, self.spacing_box, self._eta_label, self.eta_spin, g_label,
+                  self.guidance_spin, self.own_guidance):
             row.addWidget(w)
         row.addStretch(1)
         return row
@@ -189,8 +197,7 @@ class QtSamplerColumn(QFrame):
 
     def _update_title(self) -> None:
         spec = self.spec()
-        calls = spec.steps * spec.calls_per_step
-        self._title.setText(f"{calls} calls")
+        self._title.setText(f"{spec.calls} calls")
 
     def set_catalog(self, catalog: list[SamplerChoice]) -> None:
         """Refresh the sampler list (once core.samplers has loaded), keeping the current choice."""
@@ -225,7 +232,8 @@ class QtSamplerColumn(QFrame):
         if not self.own_guidance.isChecked():
             self.guidance_spin.setValue(self._shared_guidance)
 
-    def set_spec(self, sampler: str, steps: int | None = None, eta: float = 0.0, guidance: float | None = None) -> None:
+    def set_spec(self, sampler: str, steps: int | None = None, eta: float = 0.0, guidance: float | None = None,
+                 spacing: str = "trailing") -> None:
         """Set the column's settings; guidance None follows the context composer."""
         i = self.sampler_box.findData(sampler)
         if i < 0:
@@ -235,6 +243,7 @@ class QtSamplerColumn(QFrame):
         if steps is not None:
             self.steps_spin.setValue(steps)
         self.eta_spin.setValue(eta)
+        self.spacing_box.setCurrentIndex(max(0, self.spacing_box.findData(spacing)))
         self.own_guidance.setChecked(guidance is not None)
         if guidance is not None:
             self.guidance_spin.setValue(guidance)
@@ -243,7 +252,7 @@ class QtSamplerColumn(QFrame):
         choice = self._choice()
         eta = self.eta_spin.value() if choice.has_eta else 0.0
         g = self.guidance_spin.value() if self.own_guidance.isChecked() else self._shared_guidance
-        return ColumnSpec(choice.name, self.steps_spin.value(), eta, g, choice.label)
+        return ColumnSpec(choice.name, self.steps_spin.value(), eta, g, choice.label, self.spacing_box.currentData())
 
     # --- running state and pictures -----------------------------------------------------------------
     def set_removable(self, removable: bool) -> None:
@@ -251,7 +260,7 @@ class QtSamplerColumn(QFrame):
 
     def set_running(self, running: bool) -> None:
         """Lock the settings while a run uses them."""
-        for w in (self.sampler_box, self.steps_spin, self.eta_spin, self.own_guidance, self._remove):
+        for w in (self.sampler_box, self.steps_spin, self.spacing_box, self.eta_spin, self.own_guidance, self._remove):
             w.setEnabled(not running)
         self.guidance_spin.setEnabled(not running and self.own_guidance.isChecked())
         self._save.setEnabled(not running and self._has_result)

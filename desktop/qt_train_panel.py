@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
                                QHBoxLayout, QInputDialog, QLabel, QMessageBox, QProgressBar, QPushButton,
                                QScrollArea, QSlider, QSpinBox, QSplitter, QToolButton, QVBoxLayout, QWidget)
 
+from core.catalog import LOSS_WEIGHTINGS, PREDICTIONS, SCHEDULE_KINDS
 from desktop import services
 from desktop.widgets import HintLabel, ImageGridView, format_duration
 
@@ -77,9 +78,18 @@ FIELDS = [
     Field("hflip", "Mirror images", "bool", "Randomly flip images left-right while training: doubles the "
           "variety of the data for free. Turn off for images with text or a meaningful direction.",
           advanced=True),
+    Field("prediction", "Model predicts", "choice", "What the network learns to output from a noisy image. "
+          "'eps' (the course's): the noise that was added. 'v': a blend of noise and picture that stays "
+          "well-behaved at every noise level, which helps the fast samplers. 'x0': the clean picture itself.",
+          choices=PREDICTIONS, advanced=True),
+    Field("loss_weighting", "Loss weighting", "choice", "How much each noise level counts while learning. "
+          "'uniform' (the course's) counts them as they come; 'min_snr' stops the almost-clean images from "
+          "dominating, which makes training converge several times faster.",
+          choices=LOSS_WEIGHTINGS, advanced=True),
     Field("schedule", "Noise schedule", "choice", "How noise is added over the 500 timesteps. 'linear' is the "
-          "course's schedule; 'cosine' spreads the noise levels more evenly.",
-          choices=("linear", "cosine"), advanced=True),
+          "course's schedule; 'cosine' spreads the noise levels more evenly; 'linear_zsnr' is the course's "
+          "made to end in pure noise, as sampling starts (needs 'Model predicts' v or x0).",
+          choices=SCHEDULE_KINDS, advanced=True),
     Field("seed", "Random seed", "int", "Same seed, same data set and same settings give the same run. Change "
           "it to get a different model from the same settings.", 0, 2**31 - 1, 1, advanced=True),
     Field("checkpoint_every", "Save every (steps)", "int", "How often the model is saved to the run folder "
@@ -89,7 +99,7 @@ FIELDS = [
 FIELD_KEYS = [f.key for f in FIELDS]
 
 PRESETS = [("quick", "Quick demo (minutes on a laptop CPU)"),
-           ("course", "Course (n_feat 64, as in the lessons)"),
+           ("course", "Course recipe (n_feat 64, eps, as in the lessons)"),
            ("custom", "Custom")]
 
 

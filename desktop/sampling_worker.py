@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PySide6.QtCore import QObject, Signal, Slot
 
+from core.catalog import SAMPLER_CATALOG, SamplerChoice, model_calls
+
 SOFTWARE = "Diffusion Desk"
 PROGRESS_HZ = 15  # live frames per second sent to the GUI, at most
 TRAJECTORY_BUDGET = 160 * 2**20  # bytes of stored x_t + x0 frames per column; beyond it, keep every k-th step
@@ -24,37 +26,9 @@ TRAJECTORY_BUDGET = 160 * 2**20  # bytes of stored x_t + x0 frames per column; b
 
 # --- what the GUI can know before torch loads ----------------------------------------------------------
 
-@dataclass(frozen=True)
-class SamplerChoice:
-    """A sampler as the panel offers it (a torch-free mirror of core.samplers.SamplerInfo)."""
-
-    name: str
-    label: str
-    default_steps: int  # for DDPM: 0 means "one step per training step" (T)
-    has_eta: bool
-    stochastic: bool
-    summary: str
-
-
-# Shown until core.samplers is loaded (it imports torch); `sampler_catalog()` then reads the registry.
-_FALLBACK_CATALOG = (
-    SamplerChoice("ddpm", "DDPM", 0, False, True,
-                  "The course's sampler: one small noisy step per training step (500 model calls)."),
-    SamplerChoice("ddim", "DDIM", 25, True, False,
-                  "Skips steps by jumping along the predicted path; eta=0 is deterministic, eta=1 adds "
-                  "noise like DDPM."),
-    SamplerChoice("dpmpp2m", "DPM-Solver++(2M)", 10, False, False,
-                  "A second-order ODE solver that reuses the previous step: good images in 10-20 calls."),
-)
-
-
 def sampler_catalog() -> list[SamplerChoice]:
-    """The samplers of core.samplers once torch is loaded, else the built-in mirror of them."""
-    mod = sys.modules.get("core.samplers")
-    if mod is None:
-        return list(_FALLBACK_CATALOG)
-    return [SamplerChoice(i.name, i.label, 0 if i.name == "ddpm" else i.default_steps, i.has_eta, i.stochastic,
-                          i.summary) for i in mod.SAMPLERS.values()]
+    """The samplers the panel offers: core.catalog's list (torch-free, so it is there before torch loads)."""
+    return list(SAMPLER_CATALOG)
 
 
 @dataclass(frozen=True)
@@ -66,16 +40,24 @@ class ColumnSpec:
     eta: float = 0.0
     guidance: float = 1.0
     label: str = ""  # display name of the sampler
+    spacing: str = "trailing"  # which timesteps the steps visit (core.catalog.SPACINGS)
 
     @property
     def title(self) -> str:
         name = self.label or self.sampler
         text = f"{name}, {self.steps} steps"
-        return text + (f", eta {self.eta:g}" if self.sampler == "ddim" else "")
+        text += f", eta {self.eta:g}" if self.sampler == "ddim" else ""
+        return text + (f", {self.spacing}" if self.spacing != "trailing" else "")
 
     @property
     def calls_per_step(self) -> int:
+        """Batch multiplier of one model call: guidance runs the conditional and unconditional pass together."""
         return 1 if self.guidance == 1.0 else 2
+
+    @property
+    def calls(self) -> int:
+        """Model calls per image (Heun makes two per step)."""
+        return model_calls(self.sampler, self.steps, guided=self.guidance != 1.0)
 
 
 @dataclass
@@ -183,10 +165,11 @@ def schedule_curves(schedule_config) -> dict:
     return {"T": sched.T, "t": np.arange(sched.T + 1), "alpha_bar": ab, "log_snr": sched.log_snr().numpy().copy()}
 
 
-def timesteps_for(steps: int, T: int) -> list[int]:
-    from core.schedule import sampling_timesteps
+def timesteps_for(spec: ColumnSpec, schedule_config) -> list:
+    """The timesteps a column visits, for its steps and spacing on the model's schedule."""
+    from core.schedule import Schedule, spaced_timesteps
 
-    return sampling_timesteps(steps, T)
+    return spaced_timesteps(spec.steps, Schedule(schedule_config), spec.spacing)
 
 
 def quality_available() -> tuple[bool, str]:
@@ -308,7 +291,7 @@ def sample_column(net, schedule, job: SampleJob, index: int, noise, precision: s
     rec = _TrajectoryRecorder(index, spec.steps, schedule.T, noise, emit, stride=_stride(job, spec.steps, net))
     res = generate(net, schedule, sampler=spec.sampler, steps=spec.steps, context=job.context_batch(),
                    guidance=spec.guidance, eta=spec.eta, seed=job.seed, precision=precision, callback=rec,
-                   cancel=cancel, noise=noise)
+                   cancel=cancel, noise=noise, spacing=spec.spacing)
     frames_x, frames_x0 = rec.arrays()
     return ColumnResult(index, spec, res.images, res.nfe, res.seconds, list(res.timesteps), frames_x, frames_x0,
                         rec.frame_t, rec.frame_calls, precision)
@@ -430,7 +413,7 @@ class QualityWorker(QObject):
             self.column_started.emit(index)
             res = generate(net, schedule, sampler=spec.sampler, steps=spec.steps, n=len(ctx), context=ctx,
                            guidance=spec.guidance, eta=spec.eta, seed=self.job.seed, precision=precision,
-                           cancel=self.cancel)
+                           cancel=self.cancel, spacing=spec.spacing)
             report = metrics.evaluate(res.images, targets if with_acc else None, reference=ds, classifier=clf)
             acc = None if report.accuracy is None else float(report.accuracy)
             self.column_finished.emit(QualityPoint(index, spec, float(report.fid), acc, int(report.n), res.seconds))

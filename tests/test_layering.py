@@ -14,3 +14,9 @@ def test_importing_core_loads_no_qt_module():
             "print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_the_shared_catalogue_loads_no_torch():
+    code = "import sys, core.catalog; sys.exit(1 if 'torch' in sys.modules or 'numpy' in sys.modules else 0)"
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr

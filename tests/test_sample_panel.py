@@ -69,7 +69,8 @@ def run_and_wait(qtbot, panel):
 
 def test_panel_import_does_not_load_torch():
     code = ("import sys; import desktop.qt_sample_panel; "
-            "sys.exit(1 if 'torch' in sys.modules or any(m.startswith('core.') for m in sys.modules) else 0)")
+            "sys.exit(1 if 'torch' in sys.modules or any(m.startswith('core.') and m != 'core.catalog' "
+                "for m in sys.modules) else 0)")  # core.catalog is the torch-free list both sides share
     root = Path(__file__).resolve().parent.parent
     assert subprocess.run([sys.executable, "-c", code], cwd=root, env={"QT_QPA_PLATFORM": "offscreen",
                                                                        "PATH": "/usr/bin:/bin"}).returncode == 0
@@ -288,3 +289,18 @@ def test_columns_can_be_added_up_to_four_and_removed_down_to_two(qtbot, panel):
     assert len(panel.columns) == 2
     assert not panel.columns[0]._remove.isEnabled()
     assert [c.index for c in panel.columns] == [0, 1]
+
+
+def test_every_catalogue_sampler_is_offered_with_its_summary_and_spacing_reaches_the_run(qtbot, panel):
+    from core.catalog import SAMPLER_CATALOG
+
+    col = panel.columns[2]
+    assert [col.sampler_box.itemData(i) for i in range(col.sampler_box.count())] == [c.name for c in SAMPLER_CATALOG]
+    col.set_spec("heun", 3, spacing="karras")
+    assert col._title.text() == "5 calls"  # Heun: two calls per step, one on the last
+    assert col.sampler_box.toolTip() == next(c.summary for c in SAMPLER_CATALOG if c.name == "heun")
+    assert col.spec().spacing == "karras" and col.spec().title.endswith("karras")
+    summary = run_and_wait(qtbot, panel)
+    r = summary.results[2]
+    assert r.nfe == 5 and r.spec.spacing == "karras"
+    assert r.timesteps[0] == 500 and r.timesteps[-1] == 0 and any(t != int(t) for t in r.timesteps)
