@@ -5,7 +5,8 @@ validate against the same tuples, so a new option is added here once and nothing
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 
 T_DEFAULT = 500  # the course's number of diffusion steps
 
@@ -83,3 +84,25 @@ def model_calls(name: str, steps: int, *, guided: bool = False) -> int:
     info = sampler_choice(name)
     calls = steps if info.calls_per_step == 1 else 2 * steps - 1
     return calls * (2 if guided else 1)
+
+
+def check_field_types(config) -> None:
+    """Config dataclasses: whole numbers where a field is int, finite numbers where float (files and flags lie)."""
+    for f in fields(config):
+        v = getattr(config, f.name)
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
+        if kind == "int" and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ValueError(f"{f.name.replace('_', ' ')} must be a whole number, got {v!r}")
+        if kind == "float" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            raise ValueError(f"{f.name.replace('_', ' ')} must be a finite number, got {v!r}")
+        if kind == "bool" and not isinstance(v, bool):
+            raise ValueError(f"{f.name.replace('_', ' ')} must be true or false, got {v!r}")
+        if kind == "str" and not isinstance(v, str):
+            raise ValueError(f"{f.name.replace('_', ' ')} must be text, got {v!r}")
+
+
+def config_dict(d, what: str) -> dict:
+    """A config read from a file must be a JSON object: say so instead of failing on .items()."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{what} must be a JSON object, got {type(d).__name__}")
+    return d

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,12 +154,19 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Mod
         schedule_config = ScheduleConfig.from_dict(meta["schedule_config"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: checkpoint has an invalid configuration ({e})") from None
+    labels = meta["label_names"]
+    if not isinstance(labels, list) or not all(isinstance(n, str) for n in labels):
+        raise CheckpointError(f"{path}: label_names must be a list of names")
+    if labels and len(labels) != unet_config.n_cfeat:
+        raise CheckpointError(f"{path}: {len(labels)} label names for a model with {unet_config.n_cfeat} context "
+                              "inputs; the file is inconsistent")
     net = ContextUnet(unet_config)
     tensors = _read_tensors(path)
-    try:
-        net.load_state_dict(tensors)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not match the configuration ({_short(e)})") from None
+    load_matching(net, tensors, str(path))
+    bad = next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise CheckpointError(f"{path}: the weights hold NaN or infinite values (first in {bad}); this model "
+                              "cannot draw anything, use an earlier checkpoint")
     net.to(device).eval()
     return ModelBundle(net, schedule_config, meta["label_names"], meta, path)
 
@@ -168,9 +177,16 @@ def load_course_weights(path: str | Path, device: torch.device | str = "cpu") ->
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns at length before refusing; the message below says it
+            sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle refusals, zip errors, truncation: all mean "not a weights file"
-        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({_short(e)})") from None
+        text = str(e)
+        if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in text:
+            raise CheckpointError(f"{path}: this file contains Python code, not just weights — refusing to "
+                                  "load it") from None
+        raise CheckpointError(f"{path}: not a PyTorch weights file (expected a course .pth; for our models "
+                              f"open a .safetensors file)") from None
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -191,9 +207,13 @@ def load_course_weights(path: str | Path, device: torch.device | str = "cpu") ->
 # --- resume state ---------------------------------------------------------------------------------
 
 def save_resume_state(path: str | Path, *, model_state: dict, optimizer_state: dict, rng_state: torch.Tensor,
-                      step: int, info: dict) -> Path:
-    """Raw weights, optimizer and RNG state without pickle: tensors flat, the rest as JSON."""
+                      step: int, info: dict, ema_state: dict | None = None) -> Path:
+    """Raw weights, EMA, optimizer and RNG state without pickle: tensors flat, the rest as JSON.
+
+    With the EMA inside, this one file is the run's commit: resuming never mixes it with an older
+    model.safetensors (which is re-derived from it when a crash left the two at different steps)."""
     tensors = {f"model.{k}": v for k, v in model_state.items()}
+    tensors.update({f"ema.{k}": v for k, v in (ema_state or {}).items()})
     opt_scalars = {}
     for idx, st in optimizer_state["state"].items():
         for key, val in st.items():
@@ -216,6 +236,7 @@ def load_resume_state(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: not a Diffusion Desk resume file")
     tensors = _read_tensors(path)
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    ema_state = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
     state: dict[int, dict] = {}
     for k, v in tensors.items():
         if k.startswith("opt."):
@@ -225,5 +246,25 @@ def load_resume_state(path: str | Path) -> dict:
         idx, key = k.split(".", 1)
         state.setdefault(int(idx), {})[key] = v
     optimizer_state = {"state": state, "param_groups": json.loads(raw["param_groups"])}
-    return {"model_state": model_state, "optimizer_state": optimizer_state, "rng_state": tensors["rng"],
-            "step": int(raw["step"]), "info": json.loads(raw["info"])}
+    return {"model_state": model_state, "ema_state": ema_state, "optimizer_state": optimizer_state,
+            "rng_state": tensors["rng"], "step": int(raw["step"]), "info": json.loads(raw["info"])}
+
+
+def describe_mismatch(net: torch.nn.Module, state: dict) -> str:
+    """The first missing, unexpected or wrong-shape tensor of `state` against `net`, in words."""
+    own = net.state_dict()
+    for k, v in own.items():
+        if k not in state:
+            return f"tensor {k} is missing"
+        if tuple(state[k].shape) != tuple(v.shape):
+            return f"tensor {k} has shape {tuple(state[k].shape)}, the configuration needs {tuple(v.shape)}"
+    extra = [k for k in state if k not in own]
+    return f"unexpected tensor {extra[0]}" if extra else "the tensors do not match"
+
+
+def load_matching(net: torch.nn.Module, state: dict, source: str) -> None:
+    """load_state_dict with a one-line CheckpointError naming the first bad tensor."""
+    try:
+        net.load_state_dict(state)
+    except RuntimeError:
+        raise CheckpointError(f"{source}: weights do not match the configuration ({describe_mismatch(net, state)})") from None

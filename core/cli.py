@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import math
+import signal
 import sys
 import time
 from dataclasses import replace
@@ -103,48 +105,104 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
 def cmd_train(args) -> int:
     from core.data import load_dataset
     from core.device import configure_threads, describe
-    from core.train import TRAIN_PRESETS, Trainer, TrainConfig
+    from core.train import MODEL_FILE, RESUME_FILE, Trainer
 
     configure_threads()
+    out = Path(args.out)
+    if args.resume:
+        if not (out / RESUME_FILE).is_file():
+            raise CliError(f"{out}: no run to resume ({RESUME_FILE} not found)")
+        if args.steps is not None:
+            _train_config(argparse.Namespace(**{**vars(args), **{f: None for f in _TRAIN_FLAGS if f != "steps"}}))
+    else:
+        existing = [f for f in (MODEL_FILE, RESUME_FILE) if (out / f).exists()]
+        if existing:
+            raise CliError(f"{out}: already holds a run ({', '.join(existing)}); use --resume to continue it or "
+                           "choose another --out")
+        config = _train_config(args)  # bad flags are reported before the data set loads
     ds = load_dataset(args.data, size=args.size, labels=args.labels, cell=args.cell)
     for file, reason in ds.skipped:
         print(f"skipped {file}: {reason}", file=sys.stderr)
-    out = Path(args.out)
     if args.resume:
-        if not (out / "resume.safetensors").is_file():
-            raise CliError(f"{out}: no run to resume (resume.safetensors not found)")
         trainer = Trainer.from_run(ds, out, device=args.device, steps=args.steps)
     else:
-        if (out / "model.safetensors").exists():
-            raise CliError(f"{out}: already holds a run; use --resume to continue it or choose another --out")
-        overrides = {k: v for k, v in {
-            "steps": args.steps, "batch_size": args.batch, "lr": args.lr, "lr_schedule": args.lr_schedule,
-            "n_feat": args.n_feat, "schedule": args.schedule, "prediction": args.prediction,
-            "loss_weighting": args.loss_weighting, "precision": args.precision, "seed": args.seed,
-            "checkpoint_every": args.checkpoint_every}.items() if v is not None}
-        config = TrainConfig.from_dict({**TRAIN_PRESETS[args.preset].to_dict(), **overrides})
         trainer = Trainer(ds, config, out, device=args.device)
+    for note in trainer.notes:
+        print(f"note: {note}", file=sys.stderr)
     print(f"training on {ds.name} ({ds.n} images, {ds.size}x{ds.size}, labels: {', '.join(ds.label_names) or 'none'}) "
           f"with {describe(trainer.device)}, {trainer.precision}; n_feat {trainer.config.n_feat}, "
           f"{trainer.config.steps} steps of {trainer.config.batch_size}; {trainer.config.prediction} target, "
           f"{trainer.config.schedule} schedule, {trainer.config.loss_weighting} loss")
-    return _train_loop(trainer)
+    try:
+        return _train_loop(trainer)
+    finally:
+        trainer.close()
+
+
+_TRAIN_FLAGS = {"steps": "steps", "batch": "batch_size", "lr": "lr", "lr_schedule": "lr_schedule", "n_feat": "n_feat",
+                "schedule": "schedule", "prediction": "prediction", "loss_weighting": "loss_weighting",
+                "precision": "precision", "seed": "seed", "checkpoint_every": "checkpoint_every"}
+
+
+def _train_config(args):
+    """The preset with the given flags; a bad value is reported with the flag that carries it."""
+    from core.train import TRAIN_PRESETS, TrainConfig
+
+    base = TRAIN_PRESETS[args.preset].to_dict()
+    given = {flag: getattr(args, flag) for flag in _TRAIN_FLAGS if getattr(args, flag) is not None}
+    try:
+        return TrainConfig.from_dict({**base, **{_TRAIN_FLAGS[f]: v for f, v in given.items()}})
+    except ValueError as e:
+        combined = e
+    for flag, value in given.items():  # name the flag whose value is bad on its own
+        try:
+            TrainConfig.from_dict({**base, _TRAIN_FLAGS[flag]: value})
+        except ValueError as e:
+            if "go together" not in str(e) and "linear_zsnr" not in str(e):
+                raise CliError(f"--{flag.replace('_', '-')} {value}: {e}") from None
+    raise CliError(f"these settings do not go together: {combined}")
+
+
+class _StopRequest:
+    """SIGINT / SIGTERM ask the loop to stop after the current step (a save mid-step would not resume exactly);
+    a second signal stops at once."""
+
+    def __init__(self):
+        self.signal = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        return False
 
 
 def _train_loop(trainer) -> int:
     last_print = 0.0
-    m = None
-    try:
+    with _StopRequest() as stop:
         for m in trainer.run():
             now = time.perf_counter()
             if now - last_print >= 2.0 or m.step == m.total_steps:
                 last_print = now
                 print(f"step {m.step}/{m.total_steps}  loss {m.loss:.4f}  lr {m.lr:.2e}  "
                       f"{m.images_per_s:.0f} img/s  elapsed {_hms(m.elapsed)}  eta {_hms(m.eta)}", flush=True)
-    except KeyboardInterrupt:
+            if stop.signal is not None:
+                break
+    if stop.signal is not None:
         path = trainer.save()
-        print(f"\ninterrupted: saved step {trainer.step} to {path}; continue with --resume", file=sys.stderr)
-        return 130
+        name = signal.Signals(stop.signal).name
+        print(f"\n{name}: saved step {trainer.step} to {path}; continue with --resume", file=sys.stderr)
+        return 128 + stop.signal
     path = trainer.save()
     print(f"done: {trainer.step} steps in {_hms(trainer.elapsed)}; model in {path}")
     return 0
@@ -157,33 +215,101 @@ def _hms(seconds: float) -> str:
 
 # --- sample -------------------------------------------------------------------------------------------
 
+SAMPLE_CHUNK = 256  # images per generate() call: large --n is sampled in batches, so it simply works
+MAX_IMAGES = 100_000
+
+
 def cmd_sample(args) -> int:
     from core.checkpoint import load_checkpoint
     from core.device import configure_threads, runtime
     from core.paths import default_checkpoint
-    from core.samplers import generate
+    from core.samplers import get_sampler
     from core.schedule import Schedule
 
     configure_threads()
+    _check_sample_flags(args, get_sampler(args.sampler))
     ckpt = args.checkpoint or default_checkpoint()
     if ckpt is None:
         raise CliError("no --checkpoint given and this installation has no default model (checkpoints/default.safetensors)")
     rt = runtime(args.device, args.precision)
     bundle = load_checkpoint(ckpt, rt.device)
-    context, row_labels, n = _sample_contexts(args, bundle)
     schedule = Schedule(bundle.schedule_config)
+    if args.steps is not None and args.steps > schedule.T:
+        raise CliError(f"--steps {args.steps}: this model has {schedule.T} noise levels; use 1 to {schedule.T}")
+    context, row_labels, n = _sample_contexts(args, bundle)
+    if args.gif and n > SAMPLE_CHUNK:
+        raise CliError(f"--gif: at most {SAMPLE_CHUNK} images can be animated; use a smaller --n")
     frames = []
     callback = _gif_collector(frames, args.steps, args.sampler) if args.gif else None
-    res = generate(bundle.net, schedule, sampler=args.sampler, steps=args.steps, n=n, context=context,
-                   guidance=args.guidance, eta=args.eta, seed=args.seed, precision=rt.precision,
-                   clip_x0=args.clip_x0, callback=callback, spacing=args.spacing,
-                   guidance_rescale=args.guidance_rescale, guidance_interval=_interval(args.guidance_interval))
+    res = _generate_chunked(bundle, schedule, args, context, n, rt.precision, callback)
+    if not res.finite:
+        raise CliError(f"{ckpt}: sampling produced NaN or infinite values (broken weights or extreme settings); "
+                       "nothing was written")
     ncols = n // len(row_labels) if row_labels else None
     text = {"software": "Diffusion Desk", "model": Path(ckpt).name, "sampler": res.sampler, "steps": res.steps,
-            "eta": args.eta, "guidance": args.guidance, "seed": args.seed, "context": args.context, "nfe": res.nfe}
+            "eta": args.eta, "guidance": args.guidance, "seed": args.seed, "context": args.context, "nfe": res.nfe,
+            "spacing": args.spacing}
     _write_outputs(args, res, frames, ncols, row_labels, text)
     _report_sample(args, res, rt, ckpt, n)
     return 0
+
+
+def _check_sample_flags(args, info) -> None:
+    """Refuse values that would only make black images or a traceback, naming the flag."""
+    def bad(flag, value, why):
+        raise CliError(f"{flag} {value}: {why}")
+
+    if args.n is not None and not 1 <= args.n <= MAX_IMAGES:
+        bad("--n", args.n, f"number of images must be from 1 to {MAX_IMAGES:,}")
+    if args.steps is not None and args.steps < 1:
+        bad("--steps", args.steps, "must be at least 1")
+    if not math.isfinite(args.eta) or not 0 <= args.eta <= 1:
+        bad("--eta", args.eta, "must be from 0 (deterministic) to 1 (DDPM-like)")
+    if args.eta != 0 and not info.has_eta:
+        bad("--eta", args.eta, f"the {info.name} sampler has no eta setting (only ddim has)")
+    if not math.isfinite(args.guidance) or not 0 <= args.guidance <= 50:
+        bad("--guidance", args.guidance, "must be from 0 to 50 (1 = off)")
+    if not math.isfinite(args.guidance_rescale) or not 0 <= args.guidance_rescale <= 1:
+        bad("--guidance-rescale", args.guidance_rescale, "must be from 0 (off) to 1")
+    if not 0 <= args.seed < 2**63:
+        bad("--seed", args.seed, "must be from 0 to 2**63 - 1")
+    for flag, path in (("--out", args.out), ("--gif", args.gif)):
+        if path:
+            _check_writable(flag, Path(path))
+
+
+def _check_writable(flag: str, path: Path) -> None:
+    """Fail before sampling when the output cannot be written (an existing folder, or no permission)."""
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CliError(f"{flag} {path}: cannot create the folder ({e.strerror or e})") from None
+    if path.is_dir() or not os.access(folder, os.W_OK):
+        raise CliError(f"{flag} {path}: " + ("is a folder; give a file name" if path.is_dir() else "no permission to write there"))
+
+
+def _generate_chunked(bundle, schedule, args, context, n: int, precision: str, callback):
+    """generate() in batches of SAMPLE_CHUNK; one batch (the usual case) is exactly one call."""
+    import numpy as np
+
+    from core.samplers import generate
+
+    common = dict(sampler=args.sampler, steps=args.steps, guidance=args.guidance, eta=args.eta, precision=precision,
+                  clip_x0=args.clip_x0, spacing=args.spacing, guidance_rescale=args.guidance_rescale,
+                  guidance_interval=_interval(args.guidance_interval))
+    ctx = None if context is None else np.resize(np.asarray(context, np.float32), (n, context.shape[1]))
+    parts = []
+    for k, start in enumerate(range(0, n, SAMPLE_CHUNK)):
+        m = min(SAMPLE_CHUNK, n - start)
+        parts.append(generate(bundle.net, schedule, n=m, context=None if ctx is None else ctx[start:start + m],
+                              seed=args.seed + k, callback=callback if k == 0 else None, **common))
+    res = parts[0]
+    if len(parts) > 1:
+        res.images = np.concatenate([p.images for p in parts])
+        res.seconds = sum(p.seconds for p in parts)
+        res.finite = all(p.finite for p in parts)
+    return res
 
 
 def _interval(text: str) -> tuple[float, float]:
@@ -234,12 +360,18 @@ def _gif_collector(frames: list, steps, sampler):
 
 
 def _write_outputs(args, res, frames, ncols, row_labels, text) -> None:
+    """Both files or neither: the GIF is written first, and removed again if the PNG then fails."""
     from core.export import make_grid, save_gif, save_png
 
-    grid = make_grid(res.images, ncols=ncols, row_labels=row_labels)
-    save_png(grid, args.out, text)
+    grid = make_grid(res.images, ncols=ncols, row_labels=row_labels, scale=4 if len(res.images) <= 1024 else 1)
     if args.gif:
         save_gif(frames, args.gif)
+    try:
+        save_png(grid, args.out, text)
+    except BaseException:
+        if args.gif:
+            Path(args.gif).unlink(missing_ok=True)
+        raise
 
 
 def _report_sample(args, res, rt, ckpt, n) -> None:

@@ -600,8 +600,9 @@ def _explicit_vector(text: str, names: list[str]) -> np.ndarray:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         raise DataError(f"context '{text}': a vector must be numbers separated by commas") from None
-    if len(values) != len(names) or not all(math.isfinite(v) for v in values):
-        raise DataError(f"context '{text}': expected {len(names)} finite numbers "
+    if len(values) != len(names) or not all(_weight_ok(v) for v in values):
+        raise DataError(f"context '{text}': expected {len(names)} numbers from -{MAX_CONTEXT_WEIGHT:g} to "
+                        f"{MAX_CONTEXT_WEIGHT:g} "
                         f"({', '.join(names) or 'no labels'}), got {len(values)}")
     return np.array(values, np.float32)
 
@@ -620,11 +621,25 @@ def _parse_term(term: str, names: list[str], spec: str) -> tuple[int, float]:
     match = _WEIGHTED.match(term)
     if match:
         index = _resolve_label(match["name"], names)
-        if index is not None and math.isfinite(float(match["w"])):
+        if index is not None and _weight_ok(float(match["w"])):
             return index, float(match["w"])
+        if index is not None:
+            raise DataError(f"context '{spec}': weight {match['w']} for label {names[index]} is out of range "
+                            f"(use a number from -{MAX_CONTEXT_WEIGHT:g} to {MAX_CONTEXT_WEIGHT:g})")
+    name, sep, weight = term.rpartition(":") if ":" in term else term.rpartition("=")
+    if sep and _resolve_label(name, names) is not None:
+        raise DataError(f"context '{spec}': bad weight '{weight.strip()}' for label {names[_resolve_label(name, names)]} "
+                        "(use a number such as 0.6)")
     valid = ", ".join(names) if names else "none, this data set is unlabelled"
     raise DataError(f"context '{spec}': unknown label '{term}'; valid labels: {valid} "
                     f"(or an index 0..{max(len(names) - 1, 0)})")
+
+
+MAX_CONTEXT_WEIGHT = 100.0  # far past any useful mix; 1e30 only makes black images
+
+
+def _weight_ok(w: float) -> bool:
+    return math.isfinite(w) and abs(w) <= MAX_CONTEXT_WEIGHT
 
 
 def _resolve_label(text: str, names: list[str]) -> int | None:

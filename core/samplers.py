@@ -341,6 +341,7 @@ class SampleResult:
     timesteps: list[float]  # integers for the trailing spacing
     seed: int
     settings: dict = field(default_factory=dict)
+    finite: bool = True  # False when the sampler produced NaN or inf (broken weights, absurd settings)
 
     @property
     def ms_per_call(self) -> float:
@@ -384,7 +385,8 @@ def generate(net, schedule: Schedule, *, sampler: str = "ddim", steps: int | Non
     settings = {"guidance": guidance, "eta": eta if info.has_eta else None, "precision": precision, "clip_x0": clip_x0,
                 "spacing": spacing, "guidance_rescale": guidance_rescale, "guidance_interval": list(guidance_interval),
                 "prediction": schedule.prediction}
-    return SampleResult(to_uint8(x), sampler, steps, model.nfe, seconds, timesteps, int(seed), settings)
+    finite = bool(torch.isfinite(x).all())
+    return SampleResult(to_uint8(x), sampler, steps, model.nfe, seconds, timesteps, int(seed), settings, finite)
 
 
 def _context_batch(context, n: int, n_cfeat: int, device) -> torch.Tensor | None:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .catalog import KARRAS_RHO, SIGMA_RAMP_MAX, PREDICTIONS, SCHEDULE_KINDS, SPACINGS, T_DEFAULT, ZERO_TERMINAL_SCHEDULES
+from .catalog import check_field_types, config_dict, KARRAS_RHO, SIGMA_RAMP_MAX, PREDICTIONS, SCHEDULE_KINDS, SPACINGS, T_DEFAULT, ZERO_TERMINAL_SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,12 @@ class ScheduleConfig:
     def __post_init__(self):
         if self.kind not in SCHEDULE_KINDS:
             raise ValueError(f"unknown schedule {self.kind!r}; choose one of {', '.join(SCHEDULE_KINDS)}")
-        if isinstance(self.T, bool) or not isinstance(self.T, int) or not 1 <= self.T <= 100_000:
+        check_field_types(self)
+        if not 1 <= self.T <= 100_000:
             raise ValueError(f"T must be a whole number from 1 to 100000, got {self.T!r}")
+        if not 0 < self.beta1 <= self.beta2 < 1 or not 0 < self.cosine_s < 1:
+            raise ValueError(f"need 0 < beta1 <= beta2 < 1 and 0 < cosine_s < 1, got {self.beta1}, {self.beta2}, "
+                             f"{self.cosine_s}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"unknown prediction target {self.prediction!r}; choose one of {', '.join(PREDICTIONS)}")
         if self.kind in ZERO_TERMINAL_SCHEDULES and self.prediction == "eps":
@@ -50,7 +54,7 @@ class ScheduleConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ScheduleConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        return cls(**{k: v for k, v in config_dict(d, "schedule_config").items() if k in cls.__dataclass_fields__})
 
 
 def linear_betas(T: int, beta1: float, beta2: float) -> torch.Tensor:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import copy
 import csv
 import math
+import statistics
 import time
+import uuid
+from collections import deque
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Iterator
@@ -19,14 +22,20 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from .catalog import LOSS_WEIGHTINGS, LR_SCHEDULES, MIN_SNR_GAMMA, OPTIMIZERS, PREDICTIONS, SCHEDULE_KINDS
-from .checkpoint import (ModelBundle, load_resume_state, read_metadata, save_checkpoint, save_resume_state)
+from .catalog import (LOSS_WEIGHTINGS, check_field_types, config_dict, LR_SCHEDULES, MIN_SNR_GAMMA, OPTIMIZERS, PRECISIONS, PREDICTIONS,
+                      SCHEDULE_KINDS)
+from .checkpoint import (CheckpointError, ModelBundle, load_matching, load_resume_state, read_metadata,
+                         save_checkpoint, save_resume_state)
 from .device import autocast, pick_device, resolve_precision
+from .runlock import RunLock, RunLockedError
 from .samplers import generate
 from .schedule import Schedule, ScheduleConfig
 from .unet import ContextUnet, UNetConfig
 
 MODEL_FILE, RESUME_FILE, LOG_FILE = "model.safetensors", "resume.safetensors", "loss.csv"
+
+
+MAX_STEPS = 10**9
 
 
 @dataclass(frozen=True)
@@ -55,11 +64,17 @@ class TrainConfig:
     log_every: int = 0  # read the loss back every k steps; 0 = every step on CPU, every 10 on CUDA
 
     def __post_init__(self):
+        check_field_types(self)
         checks = [
-            (self.steps >= 1, "steps must be at least 1"), (self.batch_size >= 1, "batch size must be at least 1"),
-            (self.lr > 0, "learning rate must be positive"),
+            (1 <= self.steps <= MAX_STEPS, f"steps must be from 1 to {MAX_STEPS:,}"),
+            (1 <= self.batch_size <= 65536, "batch size must be from 1 to 65536"),
+            (8 <= self.n_feat <= 1024 and self.n_feat % 8 == 0,
+             "network width (n_feat) must be a multiple of 8 from 8 to 1024"),
+            (0 < self.lr <= 10, "learning rate must be above 0 and at most 10"),
             (self.lr_schedule in LR_SCHEDULES, f"lr schedule must be one of {', '.join(LR_SCHEDULES)}"),
+            (0 <= self.warmup_steps <= MAX_STEPS, "warm-up steps must be 0 or more"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
+            (self.weight_decay >= 0, "weight decay must be 0 or more"),
             (self.schedule in SCHEDULE_KINDS, f"noise schedule must be one of {', '.join(SCHEDULE_KINDS)}"),
             (self.prediction in PREDICTIONS, f"prediction target must be one of {', '.join(PREDICTIONS)}"),
             (self.loss_weighting in LOSS_WEIGHTINGS, f"loss weighting must be one of {', '.join(LOSS_WEIGHTINGS)}"),
@@ -68,7 +83,12 @@ class TrainConfig:
              "the linear_zsnr schedule ends in pure noise, where eps says nothing about the image: "
              "use prediction v or x0"),
             (0 <= self.context_dropout < 1, "context dropout must be in [0, 1)"),
-            (0 <= self.ema_decay < 1, "EMA decay must be in [0, 1)"), (self.n_feat % 8 == 0, "width must be a multiple of 8"),
+            (0 <= self.ema_decay < 1, "EMA decay must be in [0, 1)"),
+            (self.grad_clip >= 0, "gradient clipping must be 0 (off) or more"),
+            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
+            (0 <= self.seed < 2**63, "seed must be from 0 to 2**63 - 1"),
+            (1 <= self.checkpoint_every <= MAX_STEPS, "checkpoint every must be at least 1 step"),
+            (0 <= self.log_every <= MAX_STEPS, "log every must be 0 (automatic) or more"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -79,7 +99,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        return cls(**{k: v for k, v in d.items() if k in {f.name for f in fields(cls)}})
+        return cls(**{k: v for k, v in config_dict(d, "train_config").items() if k in {f.name for f in fields(cls)}})
 
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
@@ -112,7 +132,11 @@ class StepMetrics:
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint on disk was kept."""
+    """The loss or the weights became NaN, infinite or exploded; the last good checkpoint on disk was kept."""
+
+
+EXPLODE_FACTOR = 1e3  # a step loss this many times the running median means the run has diverged
+EXPLODE_HISTORY = 200  # steps in that running median
 
 
 def lr_at(config: TrainConfig, step: int) -> float:
@@ -162,6 +186,13 @@ class Trainer:
                  resume: bool = False):
         self.out_dir = Path(out_dir)
         self.dataset, self.config = dataset, config
+        self.notes: list[str] = []  # things the front end should tell the user (a stale lock, a repair)
+        self._lock = _take_lock(self.out_dir)  # fail before any work: a second writer, or no write access
+        if self._lock.note:
+            self.notes.append(self._lock.note)
+        self.run_id = uuid.uuid4().hex[:12]  # shared by the model and resume files of this run
+        self._saved_step: int | None = None  # step of the checkpoint on disk
+        self._recent = deque(maxlen=EXPLODE_HISTORY)
         self.device = pick_device(device) if isinstance(device, str) else device
         self.precision = resolve_precision(config.precision, self.device)
         self.schedule = Schedule(ScheduleConfig(kind=config.schedule, prediction=config.prediction))
@@ -195,24 +226,47 @@ class Trainer:
     @classmethod
     def from_run(cls, dataset, out_dir: str | Path, *, device: str = "auto", steps: int | None = None) -> "Trainer":
         """Resume the run in `out_dir` with its saved config (optionally extending the step count)."""
-        meta = read_metadata(Path(out_dir) / MODEL_FILE)
-        config = TrainConfig.from_dict(meta["train_config"])
+        config = TrainConfig.from_dict(_saved_train_config(Path(out_dir)))
         if steps is not None:
             config = replace(config, steps=steps)
         return cls(dataset, config, out_dir, device=device, resume=True)
 
     def _load_resume(self) -> None:
-        state = load_resume_state(self.out_dir / RESUME_FILE)
-        fp = state["info"].get("dataset_fingerprint")
+        path = self.out_dir / RESUME_FILE
+        state = load_resume_state(path)
+        info = state["info"]
+        fp = info.get("dataset_fingerprint")
         if fp and fp != self.dataset.fingerprint():
-            raise ValueError(f"{self.out_dir}: this run was trained on another data set ({state['info'].get('dataset')})")
-        self.net.load_state_dict(state["model_state"])
-        self.ema.load_state_dict(load_file(str(self.out_dir / MODEL_FILE)))
+            raise ValueError(f"{self.out_dir}: this run was trained on another data set ({info.get('dataset')})")
+        load_matching(self.net, state["model_state"], str(path))
+        self.step = state["step"]
+        load_matching(self.ema, state["ema_state"] or self._legacy_ema(), str(path))
         self.opt.load_state_dict(state["optimizer_state"])
         self.gen.set_state(state["rng_state"])
-        self.step = state["step"]
-        self.elapsed = float(state["info"].get("elapsed", 0.0))
+        self.elapsed = float(info.get("elapsed", 0.0))
+        self.run_id = info.get("run_id", self.run_id)
+        self._saved_step = self.step
         _truncate_log(self.out_dir / LOG_FILE, self.step)
+        self._repair_model_file()
+
+    def _legacy_ema(self) -> dict:
+        """EMA of a resume file written before it held one: model.safetensors, if it is from the same step."""
+        model = self.out_dir / MODEL_FILE
+        model_step = read_metadata(model)["step"] if model.is_file() else None
+        if model_step != self.step:
+            raise CheckpointError(f"{self.out_dir}: {MODEL_FILE} is from step {model_step} but {RESUME_FILE} from "
+                                  f"step {self.step} (a crash between the two writes); the run cannot continue exactly")
+        return load_file(str(model))
+
+    def _repair_model_file(self) -> None:
+        """A crash after the resume commit can leave model.safetensors older (or missing): re-derive it."""
+        model = self.out_dir / MODEL_FILE
+        meta = read_metadata(model) if model.is_file() else {"step": None, "extra": {}}
+        other_run = meta["extra"].get("run_id", self.run_id) != self.run_id
+        if meta["step"] != self.step or other_run:
+            self._save_model()
+            why = "belonged to another run" if other_run else f"was from step {meta['step']}"
+            self.notes.append(f"{MODEL_FILE} {why}; rewrote it from the resume state of step {self.step}")
 
     # --- one step ------------------------------------------------------------------------------------
     def _batch(self):
@@ -284,10 +338,8 @@ class Trainer:
         losses = torch.stack([p[0] for p in pending]).float().cpu()  # (k, B)
         ts = torch.stack([p[1] for p in pending]).cpu()  # (k, B)
         if not torch.isfinite(losses).all():
-            raise TrainingDiverged(
-                f"loss became NaN or infinite at step {self.step}; training stopped and the last good checkpoint "
-                f"in {self.out_dir} was kept. Try a lower learning rate or precision fp32."
-            )
+            raise TrainingDiverged(self._diverged(f"the loss became NaN or infinite by step {self.step}"))
+        self._check_explosion(losses.mean(dim=1).tolist(), self.step - len(pending) + 1)
         ips = self.config.batch_size * len(pending) / max(dt, 1e-9)
         first = self.step - len(pending) + 1
         for j, (l_row, t_row, lr) in enumerate(zip(losses, ts, (p[2] for p in pending))):
@@ -298,24 +350,60 @@ class Trainer:
                 self.save()
             yield m
 
+    def _check_explosion(self, step_losses: list[float], first_step: int) -> None:
+        """Stop when a step's loss is EXPLODE_FACTOR times the running median: finite, but diverging."""
+        for k, loss in enumerate(step_losses):
+            if len(self._recent) >= 1 and loss > EXPLODE_FACTOR * statistics.median(self._recent):
+                raise TrainingDiverged(self._diverged(
+                    f"the loss exploded at step {first_step + k} ({loss:.3g}, over {EXPLODE_FACTOR:g} times its "
+                    f"recent median {statistics.median(self._recent):.3g})"))
+            self._recent.append(loss)
+
+    def _diverged(self, reason: str) -> str:
+        if self._saved_step is None:
+            kept = "no checkpoint had been saved yet, so there is nothing to resume"
+        else:
+            kept = f"the last good checkpoint, from step {self._saved_step}, was kept in {self.out_dir}"
+        hint = "a lower learning rate" + (" or precision fp32" if self.precision != "fp32" else "")
+        return f"{reason}; training stopped and {kept}. Try {hint}."
+
+    def state_is_finite(self) -> bool:
+        """True when weights, EMA and optimizer state hold no NaN or inf (one device sync)."""
+        tensors = [*self.net.state_dict().values(), *self.ema.state_dict().values()]
+        for st in self.opt.state.values():
+            tensors += [v for v in st.values() if isinstance(v, torch.Tensor)]
+        flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
+        return bool(torch.stack(flags).all())
+
     # --- outputs ---------------------------------------------------------------------------------------
     def save(self) -> Path:
-        """Atomically write model.safetensors (EMA weights), resume.safetensors and the loss log."""
+        """Write the loss log, then resume.safetensors (the commit: weights, EMA, optimizer, RNG, step), then
+        model.safetensors (the EMA for sampling, re-derived on resume if a crash left it behind). Never
+        writes non-finite weights: a poisoned state raises TrainingDiverged and the files on disk stay."""
+        if not self.state_is_finite():
+            raise TrainingDiverged(self._diverged(f"the weights became NaN or infinite by step {self.step}"))
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        info = {"dataset": self.dataset.name, "dataset_fingerprint": self.dataset.fingerprint(), "elapsed": self.elapsed}
-        # Resume state first: a crash between the two writes leaves an older model file, never a
-        # model file whose resume state is missing.
+        self._write_log()  # rows past the commit are cut again on resume
+        info = {"dataset": self.dataset.name, "dataset_fingerprint": self.dataset.fingerprint(), "elapsed": self.elapsed,
+                "run_id": self.run_id, "train_config": self.config.to_dict()}
         save_resume_state(self.out_dir / RESUME_FILE, model_state=self.net.state_dict(),
                           optimizer_state=self.opt.state_dict(), rng_state=self.gen.get_state(),
-                          step=self.step, info=info)
-        path = save_checkpoint(
+                          step=self.step, info=info, ema_state=self.ema.state_dict())
+        path = self._save_model()
+        self._saved_step = self.step
+        return path
+
+    def close(self) -> None:
+        """Release the run folder's lock (the files stay)."""
+        self._lock.release()
+
+    def _save_model(self) -> Path:
+        return save_checkpoint(
             self.out_dir / MODEL_FILE, self.ema.state_dict(), unet_config=self.unet_config,
             schedule_config=self.schedule.config, label_names=self.dataset.label_names, dataset=self.dataset.name,
             fingerprint=self.dataset.fingerprint(), step=self.step, precision=self.precision,
-            train_config=self.config.to_dict(), extra={"elapsed": self.elapsed},
+            train_config=self.config.to_dict(), extra={"elapsed": self.elapsed, "run_id": self.run_id},
         )
-        self._write_log()
-        return path
 
     def _write_log(self) -> None:
         path = self.out_dir / LOG_FILE
@@ -340,6 +428,25 @@ class Trainer:
         res = generate(self.ema, self.schedule, sampler="dpmpp2m", steps=steps, n=len(ctx), context=ctx,
                        seed=seed, precision=self.precision)
         return res.images.reshape(L, per_label, *res.images.shape[1:])
+
+
+def _take_lock(out_dir: Path) -> RunLock:
+    try:
+        return RunLock(out_dir).acquire()
+    except RunLockedError:
+        raise
+    except OSError as e:
+        raise OSError(f"{out_dir}: cannot write the run folder there ({e.strerror or e}); choose another --out") from None
+
+
+def _saved_train_config(out_dir: Path) -> dict:
+    """The run's TrainConfig as saved: in the resume file (newer runs), else in the model file."""
+    resume = out_dir / RESUME_FILE
+    if resume.is_file():
+        cfg = load_resume_state(resume)["info"].get("train_config")
+        if cfg:
+            return cfg
+    return read_metadata(out_dir / MODEL_FILE)["train_config"]
 
 
 def _band_losses(losses: torch.Tensor, ts: torch.Tensor, T: int) -> tuple[float, float, float]:

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
+from .catalog import check_field_types, config_dict
+
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -28,7 +30,13 @@ class UNetConfig:
     course_compat: bool = False  # random per-call shortcut in init_conv, as the course runs it
 
     def __post_init__(self):
-        if self.height % 4 or self.height < 4:
+        check_field_types(self)
+        if not 8 <= self.n_feat <= 1024:
+            raise ValueError(f"n_feat must be from 8 to 1024, got {self.n_feat}")
+        if not 1 <= self.n_cfeat <= 4096 or self.in_channels not in (1, 3, 4):
+            raise ValueError(f"n_cfeat must be from 1 to 4096 and in_channels 1, 3 or 4, got {self.n_cfeat}, "
+                             f"{self.in_channels}")
+        if self.height % 4 or not 4 <= self.height <= 512:
             raise ValueError(f"height must be a positive multiple of 4, got {self.height}")
         if self.n_feat % 8:
             raise ValueError(f"n_feat must be a multiple of 8 (GroupNorm of 8 groups), got {self.n_feat}")
@@ -40,7 +48,7 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "UNetConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        return cls(**{k: v for k, v in config_dict(d, "unet_config").items() if k in cls.__dataclass_fields__})
 
 
 # Widths offered to users. "small" is the CPU-friendly default: per wall-minute on a CPU it reaches a

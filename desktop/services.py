@@ -275,12 +275,19 @@ def licences_text() -> str:
         return f"The licence file ({path}) is missing from this installation."
 
 
+def _is_out_of_memory(text: str) -> bool:
+    """torch reports CPU and GPU exhaustion as RuntimeError ('[enforce fail at alloc_cpu.cpp...]', 'CUDA out of memory')."""
+    low = text.lower()
+    return "alloc_cpu" in low or "out of memory" in low or "not enough memory" in low or "failed to allocate" in low
+
+
 def user_message(error: BaseException) -> str:
     """One readable line for a dialog: our own errors already are one; others get their type named."""
     from_core = type(error).__module__.startswith("core.")
     text = " ".join(str(error).split())
-    if isinstance(error, MemoryError):
-        return "Not enough memory for this. Try a smaller batch size or data set."
+    if isinstance(error, MemoryError) or _is_out_of_memory(text):
+        return ("Not enough memory for this. Use fewer images per sampler, a smaller batch size, a narrower "
+                "network or a smaller data set.")
     if isinstance(error, OSError) and getattr(error, "errno", None) == 28:
         return f"The disk is full ({error.filename or 'while writing'}). Free some space and try again."
     if from_core or isinstance(error, (ValueError, OSError)):

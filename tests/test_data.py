@@ -369,7 +369,7 @@ def test_context_names_with_spaces():
     ("dragon", r"unknown label 'dragon'; valid labels: hero, non-hero, food, spell, side-facing"),
     ("hero+dragon:2", "unknown label 'dragon:2'"),
     ("7", "unknown label '7'"),
-    ("1,0,0", "expected 5 finite numbers"),
+    ("1,0,0", "expected 5 numbers from -100 to 100"),
     ("1,x,0,0,0", "numbers separated by commas"),
 ])
 def test_context_errors(spec, message):

@@ -241,14 +241,14 @@ def test_a_failing_model_gives_a_dialog_not_a_traceback(qtbot, state, panel, mon
 
     class Broken(ContextUnet):
         def forward(self, x, t, c=None):
-            raise RuntimeError("out of memory while sampling")
+            raise RuntimeError("a layer failed while sampling")
 
     shown = []
     monkeypatch.setattr(qt_sample_panel.QMessageBox, "warning", lambda *a: shown.append(a[2]))
     state.set_model(tiny_bundle(Broken))
     with qtbot.waitSignal(panel.busy_changed, timeout=RUN_TIMEOUT_MS, check_params_cb=lambda busy: not busy):
         panel.run()
-    assert len(shown) == 1 and "out of memory while sampling" in shown[0]
+    assert len(shown) == 1 and "a layer failed while sampling" in shown[0]
     assert panel.run_button.isEnabled() and not panel.is_busy()
 
 
@@ -304,3 +304,12 @@ def test_every_catalogue_sampler_is_offered_with_its_summary_and_spacing_reaches
     r = summary.results[2]
     assert r.nfe == 5 and r.spec.spacing == "karras"
     assert r.timesteps[0] == 500 and r.timesteps[-1] == 0 and any(t != int(t) for t in r.timesteps)
+
+
+def test_torch_cpu_out_of_memory_is_said_in_plain_words():
+    from desktop.services import user_message
+
+    err = RuntimeError("[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: not enough memory: "
+                       "you tried to allocate 98304000000 bytes.")
+    msg = user_message(err)
+    assert msg.startswith("Not enough memory") and "alloc_cpu" not in msg and "fewer images" in msg

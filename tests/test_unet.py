@@ -77,7 +77,7 @@ def test_course_compat_shortcut_is_random_per_call_like_the_course():
 def test_bad_course_files_get_clear_errors(tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a zip at all")
-    with pytest.raises(CheckpointError, match="junk.pth: not a readable PyTorch weights file"):
+    with pytest.raises(CheckpointError, match="junk.pth: not a PyTorch weights file"):
         load_checkpoint(junk)
     other = tmp_path / "other.pth"
     torch.save({"fc.weight": torch.zeros(2, 2)}, other)
