@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -124,6 +123,11 @@ def read_metadata(path: str | Path) -> dict:
 def _safetensors_header(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    with path.open("rb") as f:
+        head = f.read(8)
+    if head.startswith(b"PK") or head.startswith(b"\x93NUMPY"):
+        raise CheckpointError(f"{path}: this is a data set (numpy file), not a model; open it as a data set "
+                              "(--data in the CLI, File → Open data set in the app)")
     try:
         with safe_open(str(path), framework="pt") as f:
             return f.metadata() or {}
@@ -182,7 +186,7 @@ def load_course_weights(path: str | Path, device: torch.device | str = "cpu") ->
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle refusals, zip errors, truncation: all mean "not a weights file"
         text = str(e)
-        if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in text:
+        if "Unsupported global" in text or "GLOBAL" in text:  # the weights-only unpickler met a class or function
             raise CheckpointError(f"{path}: this file contains Python code, not just weights — refusing to "
                                   "load it") from None
         raise CheckpointError(f"{path}: not a PyTorch weights file (expected a course .pth; for our models "

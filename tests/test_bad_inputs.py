@@ -100,7 +100,8 @@ def _cases(tmp: Path) -> list[tuple[list[str], str]]:
         (sample + [bad("tfrac", schedule_config=json.dumps({"kind": "linear", "T": 500.5}))], "T must be"),
         (sample + [bad("tbig", schedule_config=json.dumps({"kind": "linear", "T": 10**9}))], "T must be"),
         (sample + [bad("labels", label_names=json.dumps(["cat"]))], "1 label names"),
-        (sample + [data], "not a readable .safetensors"),
+        (sample + [data], "this is a data set (numpy file), not a model"),
+        (sample + [str(tmp / "run" / "loss.csv")], "not a readable .safetensors"),
     ]
 
 
@@ -125,7 +126,7 @@ def test_nan_weights_and_a_pickle_are_refused_in_one_line(files, capsys):
     torch.save({"w": torch.zeros(2)}, files / "evil.pth")  # a plain dict: pickled objects, refused without code
     import pickle
 
-    (files / "code.pth").write_bytes(pickle.dumps(os.getcwd))  # a pickle that would call a function
+    (files / "code.pth").write_bytes(pickle.dumps(os.getcwd, protocol=2))  # names a function, as torch.save would
     for path, expected in [("nan.safetensors", "NaN or infinite"), ("code.pth", "contains Python code")]:
         rc = main(["sample", "--device", "cpu", "--out", str(files / "x.png"), "--checkpoint", str(files / path)])
         err = capsys.readouterr().err.strip()
