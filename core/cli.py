@@ -189,8 +189,11 @@ class _StopRequest:
 
 def _train_loop(trainer) -> int:
     last_print = 0.0
+    tuned = _tuned_threads(trainer.device)
     with _StopRequest() as stop:
         for m in trainer.run():
+            if tuned is not None:
+                tuned.tick()
             now = time.perf_counter()
             if now - last_print >= 2.0 or m.step == m.total_steps:
                 last_print = now
@@ -206,6 +209,19 @@ def _train_loop(trainer) -> int:
     path = trainer.save()
     print(f"done: {trainer.step} steps in {_hms(trainer.elapsed)}; model in {path}")
     return 0
+
+
+def _tuned_threads(device, **tuner_args):
+    """All cores vs one thread, re-timed now and then (None on CUDA or a one-core machine); OMP_NUM_THREADS
+    set by the user means they chose, so nothing is tuned."""
+    from core.device import ThreadTuner, TunedThreads
+
+    if device.type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
+        return None
+    import torch
+
+    tuner = ThreadTuner(torch.get_num_threads(), **tuner_args)
+    return TunedThreads(tuner) if len(tuner.candidates) > 1 else None
 
 
 def _hms(seconds: float) -> str:
@@ -241,6 +257,10 @@ def cmd_sample(args) -> int:
         raise CliError(f"--gif: at most {SAMPLE_CHUNK} images can be animated; use a smaller --n")
     frames = []
     callback = _gif_collector(frames, args.steps, args.sampler) if args.gif else None
+    steps = args.steps or (schedule.T if args.sampler == "ddpm" else get_sampler(args.sampler).default_steps)
+    tuned = _tuned_threads(rt.device, every=100, sample=3, warmup=2) if steps >= 50 else None
+    if tuned is not None:  # long runs (DDPM's 500 steps) re-time 1 vs all threads between model calls
+        callback = _chain(callback, lambda info: tuned.tick())
     res = _generate_chunked(bundle, schedule, args, context, n, rt.precision, callback)
     if not res.finite:
         raise CliError(f"{ckpt}: sampling produced NaN or infinite values (broken weights or extreme settings); "
@@ -252,6 +272,17 @@ def cmd_sample(args) -> int:
     _write_outputs(args, res, frames, ncols, row_labels, text)
     _report_sample(args, res, rt, ckpt, n)
     return 0
+
+
+def _chain(first, second):
+    if first is None:
+        return second
+
+    def both(info):
+        first(info)
+        second(info)
+
+    return both
 
 
 def _check_sample_flags(args, info) -> None:

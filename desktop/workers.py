@@ -41,56 +41,6 @@ class FunctionWorker(QObject):
             self.finished.emit()
 
 
-class ThreadTuner:
-    """Chooses between all cores and one torch thread while a CPU run trains, re-checking now and then.
-
-    With the cores free, one thread per core is fastest. When other programs keep the cores busy, a
-    multi-threaded step waits for its slowest thread at every layer and can run several times slower
-    than a single thread (measured on the 2-core dev box: 25 vs 280 images/s under load). So every
-    `every` steps both settings are timed for a few steps and the faster one is kept.
-    """
-
-    def __init__(self, n_threads: int, *, every: int = 400, sample: int = 6, warmup: int = 3):
-        self.candidates = [n_threads, 1] if n_threads > 1 else [1]
-        self.best = self.candidates[0]
-        self.every, self.sample, self.warmup = every, sample, warmup
-        self._times: dict[int, list[float]] = {}
-
-    def threads_for(self, step_in_run: int) -> int:
-        """Thread count for the step with this 0-based index in the run."""
-        if len(self.candidates) == 1:
-            return self.best
-        o = step_in_run % self.every
-        trial_start = self.warmup + self.sample
-        if trial_start <= o < trial_start + self.sample:
-            return self._other()
-        return self.best
-
-    def record(self, step_in_run: int, seconds: float) -> None:
-        """Time of that step; at the end of a trial window the faster setting wins."""
-        if len(self.candidates) == 1:
-            return
-        o = step_in_run % self.every
-        lo, hi = self.warmup, self.warmup + 2 * self.sample
-        if not lo <= o < hi:
-            return
-        used = self.best if o < lo + self.sample else self._other()
-        if (o - lo) % self.sample:  # the first step after a switch pays for it: not counted
-            self._times.setdefault(used, []).append(seconds)
-        if o == hi - 1:
-            self._decide()
-
-    def _other(self) -> int:
-        return next(c for c in self.candidates if c != self.best)
-
-    def _decide(self) -> None:
-        med = {k: sorted(v)[len(v) // 2] for k, v in self._times.items() if v}
-        other = self._other()
-        if other in med and self.best in med and med[other] < 0.85 * med[self.best]:
-            self.best = other  # switch only for a clear win: timing noise must not flip it back and forth
-        self._times.clear()
-
-
 class TrainingWorker(QObject):
     """Drives `core.train.Trainer.run()` on a worker thread and reports through signals.
 
@@ -146,7 +96,7 @@ class TrainingWorker(QObject):
             self.finished.emit()
 
     def _run(self):
-        from core.device import configure_threads
+        from core.device import ThreadTuner, configure_threads
         from core.train import Trainer
 
         n = configure_threads(self.threads)

@@ -197,7 +197,7 @@ def test_loss_plot_stays_cheap_for_long_runs(qtbot):
 
 
 def test_thread_tuner_keeps_all_cores_when_they_are_faster_and_drops_to_one_under_load():
-    from desktop.workers import ThreadTuner
+    from core.device import ThreadTuner
 
     def run(tuner, seconds_for, steps):
         used = []
@@ -217,3 +217,21 @@ def test_thread_tuner_keeps_all_cores_when_they_are_faster_and_drops_to_one_unde
     run(noisy, lambda n: 0.1 if n == 2 else 0.095, 120)  # a 5% difference is noise: no switch
     assert noisy.best == 2
     assert ThreadTuner(1).threads_for(7) == 1
+
+
+def test_tuned_threads_sets_torch_threads_from_the_step_times(monkeypatch):
+    import torch
+
+    from core.device import ThreadTuner, TunedThreads
+
+    before = torch.get_num_threads()
+    try:
+        tuner = ThreadTuner(2, every=20, sample=2, warmup=1)
+        seen = []
+        monkeypatch.setattr(tuner, "record", lambda i, sec: seen.append(i))
+        tuned = TunedThreads(tuner)
+        counts = [tuned.tick() for _ in range(20)]
+        assert seen == list(range(20))  # every step is timed
+        assert counts[:6] == [2, 2, 1, 1, 2, 2] and torch.get_num_threads() == 2  # trial window: steps 3-4 at 1
+    finally:
+        torch.set_num_threads(before)
