@@ -70,6 +70,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--init", metavar="CKPT",
+                   help="fine-tune: start from this checkpoint ('default' = the shipped model) instead of from "
+                        "scratch; labels are matched by name, new labels start from zero (try --preset finetune)")
 
 
 def _add_sample(p: argparse.ArgumentParser) -> None:
@@ -109,6 +112,8 @@ def cmd_train(args) -> int:
 
     configure_threads()
     out = Path(args.out)
+    if args.resume and args.init:
+        raise CliError("--init starts a new run from a checkpoint; --resume continues one: use one of them")
     if args.resume:
         if not (out / RESUME_FILE).is_file():
             raise CliError(f"{out}: no run to resume ({RESUME_FILE} not found)")
@@ -120,6 +125,8 @@ def cmd_train(args) -> int:
             raise CliError(f"{out}: already holds a run ({', '.join(existing)}); use --resume to continue it or "
                            "choose another --out")
         config = _train_config(args)  # bad flags are reported before the data set loads
+        if args.init:
+            config = replace(config, init=_init_path(args.init))
     ds = load_dataset(args.data, size=args.size, labels=args.labels, cell=args.cell)
     for file, reason in ds.skipped:
         print(f"skipped {file}: {reason}", file=sys.stderr)
@@ -142,6 +149,19 @@ def cmd_train(args) -> int:
 _TRAIN_FLAGS = {"steps": "steps", "batch": "batch_size", "lr": "lr", "lr_schedule": "lr_schedule", "n_feat": "n_feat",
                 "schedule": "schedule", "prediction": "prediction", "loss_weighting": "loss_weighting",
                 "precision": "precision", "seed": "seed", "checkpoint_every": "checkpoint_every"}
+
+
+def _init_path(text: str) -> str:
+    from core.paths import default_checkpoint
+
+    if text == "default":
+        path = default_checkpoint()
+        if path is None:
+            raise CliError("--init default: this installation has no shipped model")
+        return str(path)
+    if not Path(text).is_file():
+        raise CliError(f"--init {text}: no such file")
+    return text
 
 
 def _train_config(args):

@@ -60,6 +60,7 @@ class TrainConfig:
     loss_weighting: str = "uniform"  # uniform (the course's) or min_snr (Hang et al. 2023)
     min_snr_gamma: float = MIN_SNR_GAMMA
     seed: int = 0
+    init: str = ""  # start from this checkpoint's weights (fine-tune); "" = from scratch
     checkpoint_every: int = 500
     log_every: int = 0  # read the loss back every k steps; 0 = every step on CPU, every 10 on CUDA
 
@@ -111,6 +112,10 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # The course recipe: the lessons' network, objective (eps, linear schedule, plain MSE) and optimiser;
     # the lessons' 32 epochs of 89k sprites are ~28k steps.
     "course": TrainConfig(n_feat=64, steps=10000, batch_size=100, lr=1e-3),
+    # "Teach the model a new label": a few minutes from the shipped model (--init); n_feat, schedule and
+    # target come from the checkpoint. A lower, briefly warmed-up learning rate keeps what it knew.
+    "finetune": TrainConfig(n_feat=32, steps=600, batch_size=100, lr=3e-4, warmup_steps=50, prediction="v",
+                            schedule="linear_zsnr", loss_weighting="min_snr", checkpoint_every=200),
     # For tests and smoke checks.
     "tiny": TrainConfig(n_feat=8, steps=50, batch_size=16, lr=2e-3, checkpoint_every=25),
 }
@@ -193,6 +198,10 @@ class Trainer:
         self.run_id = uuid.uuid4().hex[:12]  # shared by the model and resume files of this run
         self._saved_step: int | None = None  # step of the checkpoint on disk
         self._recent = deque(maxlen=EXPLODE_HISTORY)
+        init_state = None
+        if config.init and not resume:
+            config, init_state = self._read_init(config, dataset)
+            self.config = config
         self.device = pick_device(device) if isinstance(device, str) else device
         self.precision = resolve_precision(config.precision, self.device)
         self.schedule = Schedule(ScheduleConfig(kind=config.schedule, prediction=config.prediction))
@@ -201,6 +210,8 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # weights from the run's seed, global RNG untouched
             torch.manual_seed(config.seed)
             self.net = ContextUnet(self.unet_config).to(self.device)
+        if init_state is not None:
+            load_matching(self.net, init_state, config.init)
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
         self.opt = self._make_optimizer()
         # fp16 (CUDA without bf16) needs loss scaling; bf16 and fp32 do not.
@@ -219,6 +230,25 @@ class Trainer:
             self._load_resume()
 
     # --- setup -------------------------------------------------------------------------------------
+    def _read_init(self, config: TrainConfig, dataset) -> tuple[TrainConfig, dict]:
+        """Fine-tuning: the checkpoint's width, schedule and target, and its weights with the context
+        inputs mapped to this data set's labels by name (see remap_context_inputs)."""
+        path = Path(config.init)
+        meta = read_metadata(path)
+        unet, sched = UNetConfig.from_dict(meta["unet_config"]), ScheduleConfig.from_dict(meta["schedule_config"])
+        if unet.height != dataset.size or unet.in_channels != 3:
+            raise CheckpointError(f"{path}: this model draws {unet.height}x{unet.height} images; the data set is "
+                                  f"{dataset.size}x{dataset.size}, so it cannot be fine-tuned on it")
+        new = replace(config, n_feat=unet.n_feat, schedule=sched.kind, prediction=sched.prediction)
+        changed = [f"{k} {getattr(config, k)} -> {getattr(new, k)}" for k in ("n_feat", "schedule", "prediction")
+                   if getattr(config, k) != getattr(new, k)]
+        if changed:
+            self.notes.append(f"settings taken from {path.name}: {', '.join(changed)}")
+        state, report = remap_context_inputs(_read_weights(path), meta["label_names"], list(dataset.label_names))
+        self.notes.append(report)
+        self.init_report = report
+        return new, state
+
     def _make_optimizer(self):
         cls = torch.optim.AdamW if self.config.optimizer == "adamw" else torch.optim.Adam
         return cls(self.net.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
@@ -428,6 +458,38 @@ class Trainer:
         res = generate(self.ema, self.schedule, sampler="dpmpp2m", steps=steps, n=len(ctx), context=ctx,
                        seed=seed, precision=self.precision)
         return res.images.reshape(L, per_label, *res.images.shape[1:])
+
+
+CONTEXT_INPUT_KEYS = ("contextembed1.model.0.weight", "contextembed2.model.0.weight")  # (emb, n_cfeat)
+
+
+def remap_context_inputs(state: dict, old_names: list[str], new_names: list[str]) -> tuple[dict, str]:
+    """A checkpoint's weights for a data set with other labels: one context input column per new label,
+    matched by name (case-insensitive). A label the model did not know starts with zero weights, so for
+    every known label the network's output is exactly what it was (a new label starts out as "no
+    label"); labels not in the data set lose their column. Returns (state, a one-line report)."""
+    index = {n.strip().lower(): i for i, n in enumerate(old_names)}
+    cols = [index.get(n.strip().lower()) for n in new_names] or [None]  # unlabelled: one zero input
+    out = dict(state)
+    for key in CONTEXT_INPUT_KEYS:
+        w = state[key]  # (emb, L_old)
+        new = torch.zeros(w.shape[0], len(cols), dtype=w.dtype)
+        for j, i in enumerate(cols):
+            if i is not None:
+                new[:, j] = w[:, i]
+        out[key] = new
+    kept = [n for n, i in zip(new_names, cols) if i is not None]
+    added = [n for n, i in zip(new_names, cols) if i is None]
+    dropped = [n for n in old_names if n.strip().lower() not in {m.strip().lower() for m in new_names}]
+    parts = [f"kept {len(kept)} label(s)"] + ([f"new: {', '.join(added)}"] if added else []) + \
+            ([f"dropped: {', '.join(dropped)}"] if dropped else [])
+    return out, "fine-tuning: " + "; ".join(parts)
+
+
+def _read_weights(path: Path) -> dict:
+    from .checkpoint import load_checkpoint
+
+    return {k: v.detach().clone() for k, v in load_checkpoint(path).net.state_dict().items()}
 
 
 def _take_lock(out_dir: Path) -> RunLock:

@@ -78,6 +78,8 @@ def _cases(tmp: Path) -> list[tuple[list[str], str]]:
         (train + [str(tmp / "a"), "--schedule", "linear_zsnr", "--prediction", "eps"], "do not go together"),
         (train + [str(tmp / "o.png" if False else tmp / "tiny.npz" / "sub")], "cannot write"),
         (train + [str(run)], "already holds a run"),
+        (train + [str(tmp / "a"), "--init", str(tmp / "missing.safetensors")], "--init"),
+        (train + [str(run), "--resume", "--init", str(ck)], "use one of them"),
         (sample + [str(ck), "--n", "-5", "--context", "none"], "--n -5"),
         (sample + [str(ck), "--n", "0"], "--n 0"),
         (sample + [str(ck), "--steps", "0"], "--steps 0"),

@@ -76,3 +76,11 @@ def test_main_py_reports_errors_without_traceback(tmp_path):
     res = subprocess.run([sys.executable, "main.py", "sample", "--checkpoint", str(tmp_path / "x.pth"),
                           "--out", str(tmp_path / "y.png")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "Traceback" not in res.stderr and "x.pth: no such file" in res.stderr
+
+
+def test_fine_tune_from_a_checkpoint(run_dir, capsys):
+    rc = main(["train", "--data", str(run_dir / "tiny.npz"), "--out", str(run_dir / "ft"), "--preset", "finetune",
+               "--init", str(run_dir / "run" / "model.safetensors"), "--steps", "3", "--batch", "8", "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert rc == 0 and "fine-tuning: kept 2 label(s)" in captured.err and "n_feat 32 -> 8" in captured.err
+    assert "done: 3 steps" in captured.out

@@ -174,3 +174,44 @@ def test_train_config_refuses_eps_on_zero_terminal_snr():
         replace(CFG, schedule="linear_zsnr", prediction="eps")
     with pytest.raises(ValueError, match="loss weighting"):
         replace(CFG, loss_weighting="snr")
+
+
+# --- fine-tuning from a checkpoint ("teach the model a new label") ---------------------------------
+
+def test_fine_tune_maps_labels_by_name_and_a_new_label_starts_at_zero(blobs, tmp_path):
+    base = Trainer(blobs, replace(CFG, steps=4), tmp_path / "base", device="cpu")
+    _run(base)
+    base.close()
+    ckpt = tmp_path / "base" / "model.safetensors"
+    # the edited set: "green" renamed away, a new "yellow", the order changed
+    edited = ImageDataset(blobs.images, np.stack([blobs.labels[:, 2], blobs.labels[:, 0], blobs.labels[:, 1]], 1),
+                          ["blue", "red", "yellow"], "blobs-edited")
+    tr = Trainer(edited, replace(CFG, steps=4, init=str(ckpt)), tmp_path / "ft", device="cpu")
+    assert "new: yellow" in tr.init_report and "dropped: green" in tr.init_report
+    old = load_checkpoint(ckpt).net
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.3])
+    eye_old, eye_new = torch.eye(3), torch.eye(3)
+    with torch.no_grad():
+        tr.net.eval()
+        for new_j, old_i in [(0, 2), (1, 0)]:  # blue, red: outputs unchanged before any step
+            assert torch.equal(tr.net(x, t, eye_new[new_j].expand(4, 3)), old(x, t, eye_old[old_i].expand(4, 3)))
+        # the new label starts out as "no label": the unconditional output of the old model
+        assert torch.equal(tr.net(x, t, eye_new[2].expand(4, 3)), old(x, t, torch.zeros(4, 3)))
+        assert torch.equal(tr.ema(x, t, eye_new[1].expand(4, 3)), old(x, t, eye_old[0].expand(4, 3)))
+    tr.net.train()
+    losses = [m.loss for m in _run(tr)]
+    assert len(losses) == 4 and all(np.isfinite(losses))
+    meta = read_metadata(tmp_path / "ft" / "model.safetensors")
+    assert meta["label_names"] == ["blue", "red", "yellow"] and meta["train_config"]["init"] == str(ckpt)
+
+
+def test_fine_tune_takes_width_and_objective_from_the_checkpoint(blobs, tmp_path):
+    base = Trainer(blobs, replace(CFG, steps=2, n_feat=16, prediction="v", schedule="linear_zsnr"),
+                   tmp_path / "base", device="cpu")
+    _run(base)
+    base.close()
+    tr = Trainer(blobs, replace(CFG, steps=2, init=str(tmp_path / "base" / "model.safetensors")),
+                 tmp_path / "ft", device="cpu")
+    assert (tr.config.n_feat, tr.config.prediction, tr.config.schedule) == (16, "v", "linear_zsnr")
+    assert any("n_feat 8 -> 16" in n for n in tr.notes)
