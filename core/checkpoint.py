@@ -21,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .device import to_fast_layout
 from .schedule import ScheduleConfig
 from .unet import (COURSE_LABEL_NAMES, ContextUnet, CourseWeightsError, UNetConfig,
                    config_from_course_state_dict, load_course_state_dict)
@@ -171,7 +172,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Mod
     if bad is not None:
         raise CheckpointError(f"{path}: the weights hold NaN or infinite values (first in {bad}); this model "
                               "cannot draw anything, use an earlier checkpoint")
-    net.to(device).eval()
+    to_fast_layout(net.to(device)).eval()
     return ModelBundle(net, schedule_config, meta["label_names"], meta, path)
 
 

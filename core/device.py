@@ -150,6 +150,18 @@ def describe(device: torch.device) -> str:
     return f"CPU ({n} thread{'s' if n != 1 else ''})"
 
 
+# NHWC: oneDNN's convolutions (and cuDNN's with AMP) run faster on it. Measured on the 2-core CPU, course
+# network: a training step 1.28x faster, a forward at batch 32 1.15x (n_feat 64) and 1.15x (n_feat 32).
+MEMORY_FORMAT = torch.channels_last
+
+
+def to_fast_layout(t):
+    """A module or a 4-D tensor in the memory format the convolutions prefer (values unchanged)."""
+    if isinstance(t, torch.Tensor):
+        return t.contiguous(memory_format=MEMORY_FORMAT) if t.dim() == 4 else t
+    return t.to(memory_format=MEMORY_FORMAT)
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so wall times are honest (no-op on the CPU)."""
     if device.type == "cuda":

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .device import autocast, synchronize
+from .device import autocast, synchronize, to_fast_layout
 from .catalog import SAMPLER_CATALOG, T_DEFAULT
 from .schedule import Schedule, spaced_timesteps
 
@@ -103,6 +103,7 @@ class Denoiser:
 
     def _output(self, x: torch.Tensor, t: float, a: float, s: float) -> torch.Tensor:
         tt, c = self._t_tensor(t), self.context
+        x = to_fast_layout(x)  # the convolutions' preferred layout (a no-op when x already is)
         with autocast(self.device, self.precision):
             if not self._guided_here(t):
                 self.nfe += 1

@@ -26,7 +26,7 @@ from .catalog import (LOSS_WEIGHTINGS, check_field_types, config_dict, LR_SCHEDU
                       SCHEDULE_KINDS)
 from .checkpoint import (CheckpointError, ModelBundle, load_matching, load_resume_state, read_metadata,
                          save_checkpoint, save_resume_state)
-from .device import autocast, pick_device, resolve_precision
+from .device import autocast, pick_device, resolve_precision, to_fast_layout
 from .runlock import RunLock, RunLockedError
 from .samplers import generate
 from .schedule import Schedule, ScheduleConfig
@@ -209,7 +209,7 @@ class Trainer:
         self.unet_config = UNetConfig(n_feat=config.n_feat, n_cfeat=max(1, dataset.n_labels), height=dataset.size)
         with torch.random.fork_rng(devices=[]):  # weights from the run's seed, global RNG untouched
             torch.manual_seed(config.seed)
-            self.net = ContextUnet(self.unet_config).to(self.device)
+            self.net = to_fast_layout(ContextUnet(self.unet_config).to(self.device))
         if init_state is not None:
             load_matching(self.net, init_state, config.init)
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
@@ -323,7 +323,7 @@ class Trainer:
         for group in self.opt.param_groups:
             group["lr"] = lr_at(self.config, self.step)
         with autocast(self.device, self.precision):
-            pred = self.net(x_t, t.float() / self.schedule.T, c)
+            pred = self.net(to_fast_layout(x_t), t.float() / self.schedule.T, c)
         per_sample = (pred.float() - target).pow(2).mean(dim=(1, 2, 3)) * self.loss_w[t]  # (B,)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(per_sample.mean()).backward()
