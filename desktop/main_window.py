@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFileDialog, QLabel, QMainWindow, QMessageBox,
+from PySide6.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QFileDialog, QLabel, QMainWindow, QMessageBox,
                                QTabWidget, QTextBrowser, QVBoxLayout, QWidget)
 
 from desktop import services
@@ -81,6 +81,9 @@ class MainWindow(QMainWindow):
         self.train_panel.dataset_requested.connect(self.open_dataset_spec)
         self.train_panel.open_dataset_requested.connect(self._on_open_dataset)
         self.train_panel.run_state_changed.connect(self._on_run_state_changed)
+        if hasattr(self.sample_panel, "model_requested"):
+            self.sample_panel.model_requested.connect(self.open_checkpoint)
+            self.sample_panel.open_model_requested.connect(self._on_open_checkpoint)
         self._poll_close_timer = QTimer(self)
         self._poll_close_timer.setInterval(50)
         self._poll_close_timer.timeout.connect(self._retry_close)
@@ -161,9 +164,9 @@ class MainWindow(QMainWindow):
         self.train_panel.set_presets(out["presets"])
         if out["dataset"] is not None:
             self.state.set_dataset(out["dataset"])
+        self.loaded = True
         if out["model"] is not None:
             self.state.set_model(out["model"])
-        self.loaded = True
         services.run_in_background(services.warm_up_training)
         if out["errors"]:
             self.statusBar().showMessage(" ".join(out["errors"]), 15000)
@@ -262,7 +265,14 @@ class MainWindow(QMainWindow):
             return
         live = bundle.meta.get("live")
         text = bundle.description + (" — paused run" if live else "")
+        before = getattr(self, "_model_text", None)
+        self._model_text = text
         self.model_label.setText(f"Model: {text}")
+        if before is not None and before != text:  # never swap the sampling model silently
+            self.statusBar().showMessage(f"Sample & compare now uses {text} (was {before}). Pick another in "
+                                         "its Model menu.", 12000)
+        if hasattr(self.sample_panel, "refresh_model_choices") and self.loaded:
+            services.run_in_background(services.model_choices, on_done=self.sample_panel.refresh_model_choices)
         if bundle.path is not None and not live and Path(bundle.path).is_file():
             services.settings().setValue("model/last", str(bundle.path))
 
@@ -309,8 +319,24 @@ class MainWindow(QMainWindow):
         state = st.value("window/state")
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state)
-        self.tabs.setCurrentIndex(int(st.value("window/tab", TAB_TRAIN)))
+        # First launch opens on Sample & compare: the shipped model draws at once (Train invites a long run).
+        self.tabs.setCurrentIndex(int(st.value("window/tab", TAB_SAMPLE)))
+        self._clamp_to_screen()
         self.data_panel.restore_layout(st)
+
+    def _clamp_to_screen(self) -> None:
+        """A saved geometry from a bigger screen (or a window that once grew) never exceeds this one."""
+        screen = self.screen() or QApplication.primaryScreen()
+        if screen is None:
+            return
+        avail = screen.availableGeometry()
+        w, h = min(self.width(), avail.width()), min(self.height(), avail.height())
+        if (w, h) != (self.width(), self.height()):
+            self.resize(w, h)
+        x = min(max(self.x(), avail.left()), avail.right() - w + 1)
+        y = min(max(self.y(), avail.top()), avail.bottom() - h + 1)
+        if (x, y) != (self.x(), self.y()):
+            self.move(x, y)
 
     def _save_layout(self) -> None:
         st = services.settings()

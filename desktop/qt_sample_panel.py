@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QStandardPaths, Qt, QThread, QTimer, Signal, Slot
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
-                               QMessageBox, QPushButton, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem,
-                               QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFrame, QHBoxLayout, QHeaderView,
+                               QLabel, QMessageBox, QPushButton, QScrollArea, QSpinBox, QSplitter, QTableWidget,
+                               QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
 from desktop import services
 from desktop.app_state import AppState, Composition
@@ -36,10 +36,15 @@ SHUTDOWN_WAIT_MS = 10000
 PRECISION_TEXT = {"auto": "Auto (fastest here)", "fp32": "fp32 (reference)", "bf16": "bf16", "fp16": "fp16"}
 
 
+OPEN_FILE = "<open file>"
+
+
 class QtSamplePanel(QWidget):
     """Compare samplers on the loaded model. `shutdown()` stops a run cooperatively (window close)."""
 
     busy_changed = Signal(bool)
+    model_requested = Signal(str)  # a checkpoint path picked in the model menu
+    open_model_requested = Signal()  # "Open file…" in the model menu
     export_finished = Signal(str)  # path written
     export_failed = Signal(str)  # one-line reason
 
@@ -78,9 +83,17 @@ class QtSamplePanel(QWidget):
         tl.setContentsMargins(6, 6, 6, 0)
         tl.addLayout(self._build_header())
         tl.addLayout(self._build_controls())
-        self._columns_box = QHBoxLayout()
+        # Columns scroll sideways rather than widen the window: a fourth sampler must not push it off-screen.
+        columns = QWidget()
+        self._columns_box = QHBoxLayout(columns)
+        self._columns_box.setContentsMargins(0, 0, 0, 0)
         self._columns_box.setSpacing(6)
-        tl.addLayout(self._columns_box, 1)
+        self._columns_scroll = QScrollArea()
+        self._columns_scroll.setWidgetResizable(True)
+        self._columns_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self._columns_scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self._columns_scroll.setWidget(columns)
+        tl.addWidget(self._columns_scroll, 1)
         self.trajectory = QtTrajectoryBar()
         self.trajectory.position_changed.connect(self._on_scrub)
         self.trajectory.mode_changed.connect(self._on_scrub_mode)
@@ -122,6 +135,12 @@ class QtSamplePanel(QWidget):
         for p in ("auto", "fp32", "bf16"):
             self.precision_box.addItem(PRECISION_TEXT[p], p)
         self.precision_box.currentIndexChanged.connect(self._on_precision_changed)
+        self.model_picker = QComboBox()
+        self.model_picker.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.model_picker.setToolTip("Which model draws: the shipped one, one of your training runs, or a file.")
+        self.model_picker.activated.connect(self._on_model_picked)
+        row.addWidget(QLabel("Model"))
+        row.addWidget(self.model_picker)
         row.addWidget(self.model_label, 1)
         row.addWidget(self.runtime_label)
         row.addWidget(QLabel("Precision"))
@@ -164,6 +183,8 @@ class QtSamplePanel(QWidget):
         self.view_box.currentIndexChanged.connect(self._on_view_changed)
         row.addWidget(self.view_box)
         row.addStretch(1)
+        self.run_hint = HintLabel("Press Run to draw with three samplers from the same noise.")
+        row.addWidget(self.run_hint)
         self.add_button = QPushButton("+ Add sampler")
         self.add_button.setToolTip("Compare up to four samplers")
         self.add_button.clicked.connect(lambda: self._add_column("ddim", 50))
@@ -311,6 +332,30 @@ class QtSamplePanel(QWidget):
 
     # ============================================================================ app state
     @Slot(object)
+    def refresh_model_choices(self, choices: list[tuple[str, str]]) -> None:
+        """Fill the model menu (label, path); the loaded model is selected, or listed first when not a choice."""
+        current = str(self.state.model.path) if self.state.model is not None and self.state.model.path else ""
+        live = self.state.model is not None and self.state.model.meta.get("live")
+        self.model_picker.blockSignals(True)
+        self.model_picker.clear()
+        if live or (current and current not in [p for _, p in choices]):
+            self.model_picker.addItem("Paused run (in memory)" if live else Path(current).name, "")
+        for label, path in choices:
+            self.model_picker.addItem(label, path)
+        self.model_picker.addItem("Open file…", OPEN_FILE)
+        i = self.model_picker.findData(current) if current and not live else 0
+        self.model_picker.setCurrentIndex(max(i, 0))
+        self.model_picker.blockSignals(False)
+
+    @Slot(int)
+    def _on_model_picked(self, index: int) -> None:
+        path = self.model_picker.itemData(index)
+        if path == OPEN_FILE:
+            self.open_model_requested.emit()
+        elif path and (self.state.model is None or str(self.state.model.path) != path
+                       or self.state.model.meta.get("live")):
+            self.model_requested.emit(path)
+
     def _on_model_changed(self, bundle) -> None:
         if bundle is None:
             self.model_label.setText("<b>No model loaded.</b> Load one (File menu) or train one first.")
@@ -446,6 +491,7 @@ class QtSamplePanel(QWidget):
         if bundle is None or self.is_busy():
             return
         job = self.make_job()
+        self.run_hint.hide()
         self._forget_results()
         self.summary = sw.RunSummary(seed=job.seed, model=bundle.description)
         for c in self.columns:

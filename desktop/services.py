@@ -258,6 +258,28 @@ def load_checkpoint(path: str):
     return core_load(path, pick_device("auto"))
 
 
+def model_choices() -> list[tuple[str, str]]:
+    """(label, path) of the models a user can switch to: the shipped one, then each run (newest first)."""
+    import time as _time
+
+    from core.checkpoint import CheckpointError, read_metadata
+
+    out = []
+    shipped = default_checkpoint()
+    if shipped:
+        out.append(("Shipped default model", shipped))
+    runs = sorted(runs_dir().glob("*/model.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True) \
+        if runs_dir().is_dir() else []
+    for path in runs[:30]:
+        try:
+            step = read_metadata(path)["step"]
+        except CheckpointError:
+            continue
+        when = _time.strftime("%d %b %H:%M", _time.localtime(path.stat().st_mtime))
+        out.append((f"Run {path.parent.name} (step {step:,}, {when})", str(path)))
+    return out
+
+
 def default_checkpoint() -> str | None:
     from core.paths import default_checkpoint as core_default  # no torch in core.paths
 

@@ -151,3 +151,40 @@ sys.exit(app.exec())
     assert "Destroyed while thread" not in out.stderr
     runs = list((user_home / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "model.safetensors").is_file()
+
+
+def test_first_launch_opens_on_sample_and_the_window_fits_the_screen(qtbot, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QApplication
+
+    from desktop import main_window as mw
+
+    win = mw.MainWindow()
+    qtbot.addWidget(win)
+    assert win.tabs.currentIndex() == mw.TAB_SAMPLE
+    avail = QApplication.primaryScreen().availableGeometry()
+    win.resize(avail.width() + 900, avail.height() + 500)  # as a saved geometry from a bigger screen
+    win._clamp_to_screen()
+    assert win.width() <= avail.width() and win.height() <= avail.height()
+    panel = win.sample_panel
+    before = win.sizeHint().width()
+    panel._add_column("ddim", 10)  # a fourth sampler scrolls; it does not widen the window
+    assert len(panel.columns) == 4 and win.sizeHint().width() <= max(before, 1280) + 20
+    win.close()
+
+
+def test_model_menu_lists_the_shipped_model_runs_and_open_file(qtbot):
+    from desktop.app_state import AppState
+    from desktop.qt_sample_panel import OPEN_FILE, QtSamplePanel
+
+    panel = QtSamplePanel(AppState())  # alone: the main window would really open the files
+    qtbot.addWidget(panel)
+    panel.refresh_model_choices([("Shipped default model", "/x/default.safetensors"),
+                                 ("Run a (step 10, today)", "/runs/a/model.safetensors")])
+    items = [panel.model_picker.itemData(i) for i in range(panel.model_picker.count())]
+    assert items == ["/x/default.safetensors", "/runs/a/model.safetensors", OPEN_FILE]
+    with qtbot.waitSignal(panel.model_requested, timeout=1000) as sig:
+        panel._on_model_picked(1)
+    assert sig.args == ["/runs/a/model.safetensors"]
+    with qtbot.waitSignal(panel.open_model_requested, timeout=1000):
+        panel._on_model_picked(2)
+    panel.shutdown()
