@@ -146,6 +146,9 @@ class QtComposer(QWidget):
         lay = QVBoxLayout(box)
         lay.addWidget(HintLabel("Each row is one context: the labels the model is asked to draw, with a "
                                 "weight each. Sample & compare draws images for every row."))
+        self.unknown_note = HintLabel("")
+        self.unknown_note.setVisible(False)
+        lay.addWidget(self.unknown_note)
         lay.addLayout(self._build_presets())
         self.rows_holder = QWidget()
         self.rows_layout = QVBoxLayout(self.rows_holder)
@@ -217,6 +220,25 @@ class QtComposer(QWidget):
         new = self.effective_names()
         if new != self.names:
             self.set_label_names(new)
+        self._show_unknown_labels()
+
+    def unknown_labels(self) -> list[str]:
+        """Labels of the data set that the loaded model was not trained on (it cannot draw them yet)."""
+        ds, model = self.state.dataset, self.state.model
+        if ds is None or model is None:
+            return []
+        known = {n.strip().lower() for n in self.effective_names()}
+        return [n for n in ds.label_names if n.strip().lower() not in known]
+
+    def _show_unknown_labels(self) -> None:
+        unknown = self.unknown_labels()
+        if unknown:
+            quoted = ", ".join(f"'{n}'" for n in unknown)
+            n = len(self.names)
+            self.unknown_note.setText(f"This model knows {n} label{'s' if n != 1 else ''}; {quoted} "
+                                      f"appear{'s' if len(unknown) == 1 else ''} after you train or fine-tune on "
+                                      "the edited set (Train tab: start from the shipped model).")
+        self.unknown_note.setVisible(bool(unknown))
 
     def set_label_names(self, names: list[str]) -> None:
         """Re-label the rows: renames keep weights by position, reorders/additions/deletions by name."""

@@ -675,7 +675,19 @@ class QtTrainPanel(QWidget):
             self._sync_dataset_combo()  # stay on the current set until another one is opened
             self.open_dataset_requested.emit()
         elif key in services.builtin_names() and (ds is None or ds.source != f"builtin:{key}"):
+            if ds is not None and not self._confirm_leave_dataset(ds, key):
+                self._sync_dataset_combo()
+                return
             self.dataset_requested.emit(key)
+
+    def _confirm_leave_dataset(self, ds, key: str) -> bool:
+        """Going back to a pristine built-in set drops the current one from training: ask first."""
+        answer = QMessageBox.question(
+            self, "Use the original data set?",
+            f"Train on the original {key} instead of the current set “{ds.name}” ({ds.n_labels} labels)?\n\n"
+            "The current set stays saved; reopen it from File → Recent.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
 
     def _sync_dataset_combo(self) -> None:
         ds = self.state.dataset
@@ -688,9 +700,10 @@ class QtTrainPanel(QWidget):
             combo.setCurrentIndex(0)
         elif ds.source == f"builtin:{ds.name}" and combo.findData(ds.name) >= 0:
             combo.setCurrentIndex(combo.findData(ds.name))
-        else:
-            combo.insertItem(combo.count() - 1, f"Current: {ds.name}", "__current__")
-            combo.setCurrentIndex(combo.findData("__current__"))
+        else:  # an edited or imported set is what training uses: offer it first, named as such
+            edited = " — edited" if ds.source.startswith("builtin:") or "edited" in ds.name else ""
+            combo.insertItem(0, f"Current: {ds.name} ({ds.n_labels} labels{edited})", "__current__")
+            combo.setCurrentIndex(0)
         combo.blockSignals(False)
 
     def _on_dataset_changed(self, ds) -> None:

@@ -196,3 +196,31 @@ def test_import_sprite_sheet_with_preview(qtbot, panel, tmp_path):
     assert "5 images" in dlg.summary.text()
     dlg.reject()
     assert panel.state.dataset.name != "sheet"  # cancelled: nothing changed
+
+
+def test_composer_says_which_labels_the_model_does_not_know(qtbot, emoji_small):
+    import dataclasses
+
+    import torch
+
+    from core.checkpoint import ModelBundle
+    from core.schedule import ScheduleConfig
+    from core.unet import ContextUnet, UNetConfig
+    from desktop.app_state import AppState
+    from desktop.qt_composer import QtComposer
+
+    state = AppState()
+    composer = QtComposer(state)
+    qtbot.addWidget(composer)
+    names = list(emoji_small.label_names)
+    torch.manual_seed(0)
+    net = ContextUnet(UNetConfig(n_feat=8, n_cfeat=len(names), height=16)).eval()
+    state.set_model(ModelBundle(net, ScheduleConfig(), names, {"dataset": "emoji16", "step": 1}))
+    state.set_dataset(emoji_small)
+    assert composer.unknown_note.isHidden()
+    labels = np.concatenate([emoji_small.labels, np.zeros((emoji_small.n, 1), np.float32)], 1)
+    state.set_dataset(dataclasses.replace(emoji_small, name="emoji16-edited", label_names=names + ["fruit"],
+                                          labels=labels))
+    assert not composer.unknown_note.isHidden()
+    assert f"This model knows {len(names)} labels; 'fruit' appears after you train" in composer.unknown_note.text()
+    assert composer.names == names  # the model still only draws its own labels

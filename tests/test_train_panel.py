@@ -235,3 +235,26 @@ def test_tuned_threads_sets_torch_threads_from_the_step_times(monkeypatch):
         assert counts[:6] == [2, 2, 1, 1, 2, 2] and torch.get_num_threads() == 2  # trial window: steps 3-4 at 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_an_edited_set_is_offered_first_and_going_back_to_the_original_asks(qtbot, panel, dialogs, emoji_small):
+    import dataclasses
+
+    from PySide6.QtWidgets import QMessageBox
+
+    names = list(emoji_small.label_names) + ["fruit"]
+    labels = np.concatenate([emoji_small.labels, np.zeros((emoji_small.n, 1), np.float32)], 1)
+    edited = dataclasses.replace(emoji_small, name="emoji16-edited", source="", label_names=names, labels=labels)
+    panel.state.set_dataset(edited)
+    combo = panel.dataset_combo
+    assert combo.currentIndex() == 0 and combo.itemData(0) == "__current__"
+    assert combo.itemText(0) == f"Current: emoji16-edited ({len(names)} labels — edited)"
+    requested = []
+    panel.dataset_requested.connect(requested.append)
+    builtin = combo.findData("emoji16")
+    dialogs.answer = QMessageBox.StandardButton.No
+    panel._on_dataset_combo_activated(builtin)
+    assert requested == [] and dialogs[-1][0] == "question" and combo.currentIndex() == 0  # kept the edits
+    dialogs.answer = QMessageBox.StandardButton.Yes
+    panel._on_dataset_combo_activated(builtin)
+    assert requested == ["emoji16"]
