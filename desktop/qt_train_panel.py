@@ -97,8 +97,10 @@ FIELDS = [
           advanced=True),
 ]
 FIELD_KEYS = [f.key for f in FIELDS]
+START_SHIPPED, START_FILE = "<shipped>", "<file>"
 
 PRESETS = [("quick", "Quick demo (minutes on a laptop CPU)"),
+           ("finetune", "Teach the shipped model these labels (fine-tune, minutes)"),
            ("course", "Course recipe (n_feat 64, eps, as in the lessons)"),
            ("custom", "Custom")]
 
@@ -507,8 +509,18 @@ class QtTrainPanel(QWidget):
         self.preview_every.setToolTip("Every this many steps, draw a grid of samples (one row per label) from the "
                                       "same fixed noise, so you can watch them sharpen. 0 turns previews off. "
                                       "Each preview costs about as much as a few training steps.")
+        self.start_from = QComboBox()
+        self.start_from.addItem("Scratch (a new model)", "")
+        self.start_from.addItem("The shipped model (fine-tune)", START_SHIPPED)
+        self.start_from.addItem("Another model file…", START_FILE)
+        self.start_from.setToolTip("Where training begins. From scratch takes a long time to draw well; starting "
+                                   "from the shipped model keeps what it can draw and learns your new or renamed "
+                                   "labels in minutes (a new label starts as 'no label').")
+        self.start_from.activated.connect(self._on_start_from)
+        self._start_file = ""
         row = QFormLayout()
         row.addRow("Preset", self.preset_combo)
+        row.addRow("Start from", self.start_from)
         lay.addLayout(row)
         lay.addWidget(self.form)
         prev = QFormLayout()
@@ -633,6 +645,28 @@ class QtTrainPanel(QWidget):
         key = self.preset_combo.currentData()
         if key in self._presets:
             self.form.set_values(self._presets[key])
+        if key == "finetune":
+            self.start_from.setCurrentIndex(self.start_from.findData(START_SHIPPED))
+        elif key in self._presets and self.start_from.currentData() == START_SHIPPED:
+            self.start_from.setCurrentIndex(0)
+
+    def _on_start_from(self, index: int) -> None:
+        if self.start_from.itemData(index) != START_FILE:
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Start from a model", str(services.runs_dir()),
+                                              "Diffusion Desk models (*.safetensors)")
+        if path:
+            self._start_file = path
+            self.start_from.setItemText(index, f"Model: {Path(path).parent.name}/{Path(path).name}")
+        else:
+            self.start_from.setCurrentIndex(0)
+
+    def init_checkpoint(self) -> str:
+        """The checkpoint a new run starts from ('' = from scratch)."""
+        key = self.start_from.currentData()
+        if key == START_SHIPPED:
+            return services.default_checkpoint() or ""
+        return self._start_file if key == START_FILE else ""
 
     def _on_form_changed(self) -> None:
         values = self.form.values()
@@ -729,7 +763,7 @@ class QtTrainPanel(QWidget):
         if self.run_state != "idle" or self.state.dataset is None:
             return False
         try:
-            config = services.train_config_class()(**self.form.values())
+            config = services.train_config_class()(**{**self.form.values(), "init": self.init_checkpoint()})
         except (TypeError, ValueError) as e:
             self._error("These settings cannot be used", f"{e}. Fix the value and press Start again.")
             return False

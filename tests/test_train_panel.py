@@ -258,3 +258,27 @@ def test_an_edited_set_is_offered_first_and_going_back_to_the_original_asks(qtbo
     dialogs.answer = QMessageBox.StandardButton.Yes
     panel._on_dataset_combo_activated(builtin)
     assert requested == ["emoji16"]
+
+
+def test_fine_tune_preset_starts_from_the_shipped_model(qtbot, panel, tiny_config, emoji_small, tmp_path,
+                                                         monkeypatch):
+    from core.train import Trainer, TrainConfig
+    from desktop import services
+
+    base = Trainer(emoji_small, TrainConfig(**{**tiny_config, "steps": 2}), tmp_path / "shipped", device="cpu")
+    for _ in base.run():
+        pass
+    base.close()
+    shipped = str(tmp_path / "shipped" / "model.safetensors")
+    monkeypatch.setattr(services, "default_checkpoint", lambda: shipped)
+    panel.preset_combo.setCurrentIndex(panel.preset_combo.findData("finetune"))
+    assert panel.start_from.currentData() == "<shipped>" and panel.init_checkpoint() == shipped
+    panel.apply_config({**tiny_config, "steps": 5})
+    panel.start_from.setCurrentIndex(panel.start_from.findData("<shipped>"))
+    assert panel.start()
+    qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=30000)
+    bundle = panel.models[-1]
+    from core.checkpoint import read_metadata
+
+    meta = read_metadata(Path(bundle.meta["run_dir"]) / "model.safetensors")
+    assert meta["train_config"]["init"] == shipped and meta["step"] == 5
