@@ -8,6 +8,7 @@ denoising together and exports it.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 from pathlib import Path
@@ -308,12 +309,20 @@ class QtSamplePanel(QWidget):
     def _remove_column(self, col: QtSamplerColumn) -> None:
         if len(self.columns) <= MIN_COLUMNS or self.is_busy():
             return
+        removed = col.index
         self.columns.remove(col)
         self._columns_box.removeWidget(col)
         col.deleteLater()
         for i, c in enumerate(self.columns):
             c.set_index(i)
-        self._forget_results()
+        if self.summary is not None:  # the other columns keep their results, renumbered
+            self.summary.results = [dataclasses.replace(r, index=r.index - (r.index > removed))
+                                    for r in self.summary.results if r.index != removed]
+            self._quality = {k - (k > removed): dataclasses.replace(p, index=k - (k > removed))
+                             for k, p in self._quality.items() if k != removed}
+            self._update_timing()
+            self._update_quality()
+            self._setup_scrubber()
         self._after_columns_changed()
 
     def _after_columns_changed(self) -> None:

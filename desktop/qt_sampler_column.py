@@ -193,7 +193,18 @@ class QtSamplerColumn(QFrame):
     @Slot()
     def _on_setting_changed(self) -> None:
         self._update_title()
+        self._mark_stale()
         self.settings_changed.emit()
+
+    def _mark_stale(self) -> None:
+        """Settings no longer those of the shown result: say so and grey its numbers (they are kept)."""
+        spec = getattr(self, "_result_spec", None)
+        stale = spec is not None and spec != self.spec()
+        if stale == getattr(self, "stale", False):
+            return
+        self.stale = stale
+        self._result.setStyleSheet("color: gray;" if stale else "")
+        self._progress.setFormat("settings changed — Run to update" if stale else "done")
 
     def _update_title(self) -> None:
         spec = self.spec()
@@ -305,6 +316,9 @@ class QtSamplerColumn(QFrame):
     def set_result(self, result) -> None:
         """A finished ColumnResult (or None to clear)."""
         self._has_result = result is not None
+        self._result_spec = result.spec if result is not None else None
+        self.stale = False
+        self._result.setStyleSheet("")
         if result is None:
             self._result.setText("Not run yet")
             self._save.setEnabled(False)

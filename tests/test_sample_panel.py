@@ -313,3 +313,19 @@ def test_torch_cpu_out_of_memory_is_said_in_plain_words():
                        "you tried to allocate 98304000000 bytes.")
     msg = user_message(err)
     assert msg.startswith("Not enough memory") and "alloc_cpu" not in msg and "fewer images" in msg
+
+
+def test_removing_a_column_keeps_the_others_results_and_a_changed_column_is_marked_stale(qtbot, panel):
+    summary = run_and_wait(qtbot, panel)
+    assert len(summary.results) == 3
+    kept = {r.spec.sampler: r.seconds for r in summary.results if r.spec.sampler != "ddim"}
+    panel._remove_column(panel.columns[1])  # the DDIM column
+    assert [r.index for r in panel.summary.results] == [0, 1]
+    assert {r.spec.sampler: r.seconds for r in panel.summary.results} == kept
+    assert panel.timing_table.rowCount() == 2
+    col = panel.columns[1]  # now the DPM-Solver++ column, its result still shown
+    assert not col.stale
+    col.set_spec("heun", 3)
+    assert col.stale and "settings changed" in col._progress.format() and "gray" in col._result.styleSheet()
+    col.set_spec("dpmpp2m", 4)  # back to the settings that made the result
+    assert not col.stale
