@@ -52,6 +52,7 @@ class AppState(QObject):
     composition_changed = Signal(object)  # Composition
     runtime_changed = Signal(str)  # e.g. "CPU (2 threads), bf16"
     status_message = Signal(str)  # short text for the status bar
+    dataset_edited = Signal(object)  # the same images with edited labels (state.dataset replaced, no reload)
 
     def __init__(self, parent=None):
         super().__init__(parent)

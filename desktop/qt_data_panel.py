@@ -352,6 +352,9 @@ class QtDataPanel(QWidget):
         if ds is not None and Path(ds.source).parent == services.datasets_dir():
             self._save_path = Path(ds.source)  # edits of a saved copy go back into it
         self.model.set_dataset(ds, self._filtered_rows(ds, FILTER_ALL))
+        self.filter_combo.blockSignals(True)
+        self.filter_combo.setCurrentIndex(0)  # a new data set starts on "All images", not the old label
+        self.filter_combo.blockSignals(False)
         self._refresh_labels()
 
     def _on_label_names_changed(self, _names) -> None:
@@ -520,6 +523,7 @@ class QtDataPanel(QWidget):
                 self.state.set_label_names(list(names))
         finally:
             self._refreshing = False
+        self.state.dataset_edited.emit(new)
         self._refresh_labels()
         self._save_timer.start()
         self.save_info.setText("Unsaved label edits (saved automatically in a moment)…")

@@ -446,6 +446,7 @@ class QtTrainPanel(QWidget):
         self._timer.timeout.connect(self._on_redraw_timer)
         state.dataset_changed.connect(self._on_dataset_changed)
         state.label_names_changed.connect(self._on_label_names_changed)
+        state.dataset_edited.connect(lambda _ds: self._on_label_names_changed([]))
         self._update_buttons()
 
     # --- layout -------------------------------------------------------------------------------------------
@@ -746,6 +747,7 @@ class QtTrainPanel(QWidget):
         self._update_buttons()
 
     def _on_label_names_changed(self, names: list) -> None:
+        self._sync_dataset_combo()  # an edited set is the one training will use: show it as such
         self._show_dataset_info()
 
     def _show_dataset_info(self) -> None:

@@ -224,3 +224,17 @@ def test_composer_says_which_labels_the_model_does_not_know(qtbot, emoji_small):
     assert not composer.unknown_note.isHidden()
     assert f"This model knows {len(names)} labels; 'fruit' appears after you train" in composer.unknown_note.text()
     assert composer.names == names  # the model still only draws its own labels
+
+
+def test_label_edits_reach_the_train_tab_and_a_new_set_resets_the_filter(qtbot, panel, emoji_small):
+    from desktop.qt_train_panel import QtTrainPanel
+
+    train = QtTrainPanel(panel.state)
+    qtbot.addWidget(train)
+    panel.filter_combo.setCurrentIndex(3)  # one label's images
+    assert panel.rename_label(3, "snacks")
+    assert panel.state.dataset.name.endswith("-edited")
+    assert train.dataset_combo.itemData(0) == "__current__" and train.dataset_combo.currentIndex() == 0
+    assert "snacks" in train.dataset_info.text()
+    panel.state.set_dataset(emoji_small)  # another data set: the filter starts on All again
+    assert panel.filter_combo.currentIndex() == 0
