@@ -17,7 +17,9 @@ picture:</p>
 <li><b>DDPM</b> takes all 500 steps and adds a little fresh noise at each one &mdash; slow but forgiving,
 especially for a model that is still learning.</li>
 <li><b>DDIM</b> skips levels (for example 25 steps instead of 500) and adds no fresh noise.</li>
-<li><b>DPM-Solver++</b> is a smarter step rule that gets good pictures in 10&ndash;20 model calls.</li>
+<li><b>DPM-Solver++</b> (2M and 3M), <b>Heun</b> and <b>Euler ancestral</b> are smarter step rules that
+get good pictures in 10&ndash;20 model calls. The <b>spacing</b> chooses which noise levels the steps visit;
+it works with every sampler.</li>
 </ul>
 <p>Each step costs one call of the network (<b>NFE</b>, "number of function evaluations"), two with
 guidance. Sample &amp; compare runs them side by side from the same starting noise.</p>
@@ -26,7 +28,7 @@ guidance. Sample &amp; compare runs them side by side from the same starting noi
 <p>Every training image can carry <b>labels</b> (for the emoji set: face, person, animal &amp; nature,
 food, object, symbol &amp; flag). The labels are given to the network as a <b>context vector</b>, so
 it learns what "food" looks like. When sampling you choose the context: one label, or a mix such as
-"hero 1.0 + food 0.6". Edit labels and compose contexts on the <b>Data &amp; labels</b> tab.</p>
+"face 1.0 + food 0.6". Edit labels and compose contexts on the <b>Data &amp; labels</b> tab.</p>
 <p>In 10% of training steps the label is hidden (<i>context dropout</i>), so the model also learns to
 draw with no label at all. <b>Classifier-free guidance</b> uses that: it compares the labelled and
 unlabelled predictions and pushes further in the labelled direction. A guidance scale of 1 is the

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QStandardPaths, Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import Qt, QThread, QTimer, Signal, Slot
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFrame, QHBoxLayout, QHeaderView,
                                QLabel, QMessageBox, QPushButton, QScrollArea, QSpinBox, QSplitter, QTableWidget,
                                QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
@@ -848,8 +848,9 @@ class QtSamplePanel(QWidget):
         services.run_in_background(fn, path, *args, on_done=done, on_error=failed)
 
     def _ask_path(self, title: str, name: str, filt: str) -> str | None:
-        folder = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.PicturesLocation)
-        path, _ = QFileDialog.getSaveFileName(self, title, str(Path(folder) / name), filt)
+        path, _ = QFileDialog.getSaveFileName(self, title, str(services.export_dir() / name), filt)
+        if path:
+            services.remember_export_dir(path)
         return path or None
 
     @Slot()

@@ -208,8 +208,8 @@ class QtScheduleView(QWidget):
             return
         ab = float(self._curves["alpha_bar"][t])
         self._t_text.setText(
-            f"<b>t = {t}</b> of {self._curves['T']}: ᾱ = {ab:.3f}. The picture is {np.sqrt(ab):.0%} image and "
-            f"{np.sqrt(1 - ab):.0%} noise" + (f" (signal-to-noise ratio {ab / (1 - ab):.3g})." if ab < 1 else "."))
+            f"<b>t = {t}</b> of {self._curves['T']}: ᾱ = {ab:.3f}. Of the picture's variance, {ab:.0%} is the "
+            f"image and {1 - ab:.0%} noise" + (f" (signal-to-noise ratio {ab / (1 - ab):.3g})." if ab < 1 else "."))
         if self._images is None or not len(self._images):
             self._pair.set_grid(None)
             self._strip.set_grid(None)

@@ -42,9 +42,9 @@ class Field:
 
 
 FIELDS = [
-    Field("n_feat", "Network width", "int", "How many feature channels the U-Net has (the course uses 64). Wider "
-          "networks learn more detail but each step is slower: on a CPU, 32 reaches a lower loss per minute; "
-          "64 is the course's network. Must be a multiple of 8.", 8, 256, 8),
+    Field("n_feat", "Network width", "int", "How big the network is. A bigger network can learn finer detail "
+          "but every step takes longer: 32 learns fastest on a laptop, 64 is the course's size. It goes up in "
+          "steps of 8.", 8, 256, 8),
     Field("steps", "Training steps", "int", "How many optimizer steps to train for. Each step learns from one "
           "batch of images. Quick demo: 2,000 (a few minutes on a CPU); recognisable samples need "
           "several thousand.", 1, 10_000_000, 100),

@@ -44,6 +44,24 @@ def datasets_dir() -> Path:
     return user_data_dir() / "datasets"
 
 
+def export_dir() -> Path:
+    """Where save dialogs open: the last folder used, else the user's Pictures, else the data folder's
+    exports/ (never the install folder)."""
+    last = settings().value("export/last_dir", "")
+    if last and Path(last).is_dir():
+        return Path(last)
+    pictures = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.PicturesLocation)
+    if pictures and Path(pictures).is_dir():
+        return Path(pictures)
+    folder = user_data_dir() / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def remember_export_dir(path: str) -> None:
+    settings().setValue("export/last_dir", str(Path(path).parent))
+
+
 def new_run_dir(dataset_name: str) -> Path:
     """<data folder>/runs/<timestamp>-<dataset>/ (not created yet; the trainer creates it on first save)."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")

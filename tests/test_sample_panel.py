@@ -329,3 +329,28 @@ def test_removing_a_column_keeps_the_others_results_and_a_changed_column_is_mark
     assert col.stale and "settings changed" in col._progress.format() and "gray" in col._result.styleSheet()
     col.set_spec("dpmpp2m", 4)  # back to the settings that made the result
     assert not col.stale
+
+
+def test_save_dialogs_remember_the_last_folder_and_never_open_in_the_install_folder(user_home, tmp_path):
+    from desktop import services
+
+    root = Path(__file__).resolve().parents[1]
+    first = services.export_dir()
+    assert first.is_dir() and root not in first.resolve().parents and first.resolve() != root
+    (tmp_path / "grids").mkdir()
+    services.remember_export_dir(str(tmp_path / "grids" / "a.png"))
+    assert services.export_dir() == tmp_path / "grids"
+
+
+def test_gif_export_shares_one_palette_and_stays_small(tmp_path):
+    from desktop import sampling_worker as sw
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    frames = [[[np.clip(base.astype(int) + k, 0, 255).astype(np.uint8)]] for k in range(60)]
+    path = sw.export_gif(str(tmp_path / "a.gif"), frames, ["DDIM"], 3, ["a", "b"], "settings", [f"{k}" for k in range(60)])
+    from PIL import Image
+
+    with Image.open(path) as im:
+        assert im.n_frames == 60
+    assert Path(path).stat().st_size < 2_000_000
