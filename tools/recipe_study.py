@@ -1,0 +1,131 @@
+"""The recipe study: train each recipe for the same wall-clock budget on emoji16, then measure it.
+
+    python tools/recipe_study.py --minutes 20                # train every recipe not yet trained
+    python tools/recipe_study.py --minutes 20 --only v_zsnr  # one recipe
+    python tools/recipe_study.py --report                    # measure the trained ones, write docs/recipes.md
+
+Equal budgets: before each run, 30 steps are timed and the step count is set so the run (with its
+linear learning-rate decay) ends at the budget; nothing else should run on the machine meanwhile.
+Every recipe starts from seed 0. Measurement is `python main.py bench quality` on each run (the same
+evaluation classifier as docs/benchmarks.md), with the sampler list below; results land in
+runs/study/<recipe>/quality.json and a DDPM and a fast-sampler grid per recipe in docs/recipes/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+RECIPES = {  # name: (TrainConfig overrides, what it is)
+    "course": ({}, "the course's: eps target, linear schedule, plain MSE, n_feat 32"),
+    "min_snr": ({"loss_weighting": "min_snr"}, "+ min-SNR-5 weighting"),
+    "v_zsnr": ({"prediction": "v", "schedule": "linear_zsnr", "loss_weighting": "min_snr"},
+               "v target on the zero-terminal-SNR linear schedule, min-SNR-5 (the shipped model's recipe)"),
+    "cosine": ({"schedule": "cosine"}, "eps target, cosine schedule, plain MSE"),
+    "course64": ({"n_feat": 64}, "the course's recipe at the course's width n_feat 64"),
+}
+SAMPLERS = ("ddpm:500,ddim:25,dpmpp2m:10,dpmpp2m:20,dpmpp3m:10+sp=logsnr,dpmpp3m:20+sp=logsnr,"
+            "dpmpp2m:10+sp=logsnr,heun:10+sp=karras")
+
+
+def _config(name: str, steps: int):
+    from core.train import TRAIN_PRESETS, TrainConfig
+
+    base = replace(TRAIN_PRESETS["course"], n_feat=32, checkpoint_every=500, seed=0)  # eps, linear, uniform
+    return TrainConfig.from_dict({**base.to_dict(), **RECIPES[name][0], "steps": steps})
+
+
+def _steps_for_budget(ds, name: str, minutes: float) -> int:
+    """Time 30 steps of this recipe (after 5 warm-up steps) and size the run to the budget."""
+    from core.train import Trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = Trainer(ds, _config(name, 10**6), tmp)
+        it = tr.run()
+        for _ in range(5):
+            next(it)
+        t0 = time.perf_counter()
+        for _ in range(30):
+            next(it)
+        per_step = (time.perf_counter() - t0) / 30
+        tr.close()
+    return max(100, int(minutes * 60 / per_step))
+
+
+def train(name: str, minutes: float, out: Path) -> None:
+    from core.data import load_builtin
+    from core.device import configure_threads
+    from core.train import Trainer
+
+    configure_threads()
+    run = out / name
+    if (run / "model.safetensors").is_file():
+        print(f"{name}: already trained ({run})")
+        return
+    ds = load_builtin("emoji16")
+    steps = _steps_for_budget(ds, name, minutes)
+    print(f"{name}: {RECIPES[name][1]}; {steps} steps for {minutes:g} min", flush=True)
+    tr = Trainer(ds, _config(name, steps), run)
+    for m in tr.run():
+        if m.step % 250 == 0:
+            print(f"{name}: step {m.step}/{m.total_steps} loss {m.loss:.4f} {m.images_per_s:.0f} img/s", flush=True)
+    tr.save()
+    tr.close()
+
+
+def measure(name: str, out: Path, n: int, seeds: int) -> dict:
+    run = out / name
+    q = run / "quality.json"
+    if not q.is_file():
+        subprocess.run([sys.executable, "main.py", "bench", "quality", "--checkpoint", str(run / "model.safetensors"),
+                        "--n", str(n), "--seeds", str(seeds), "--samplers", SAMPLERS, "--json", str(q)],
+                       cwd=ROOT, check=True)
+    return json.loads(q.read_text())["quality"]
+
+
+def report(out: Path, docs: Path, n: int, seeds: int) -> None:
+    rows = []
+    for name in RECIPES:
+        if (out / name / "model.safetensors").is_file():
+            rows.append((name, measure(name, out, n, seeds)))
+    lines = ["| recipe | steps | " + " | ".join(r["entry"] for r in rows[0][1]["results"]) + " |",
+             "|---|---|" + "---|" * len(rows[0][1]["results"])] if rows else []
+    for name, q in rows:
+        cells = [f"{r['fid_mean']:.2f} / {r['accuracy_mean']:.2f}" for r in q["results"]]
+        lines.append(f"| {name} | {q['model']} | " + " | ".join(cells) + " |")
+    text = (docs / "recipes.md").read_text() if (docs / "recipes.md").is_file() else ""
+    marker = "<!-- study table -->"
+    table = "\n".join(lines)
+    text = text.split(marker)[0] + marker + "\n" + table + "\n" if marker in text else text + f"\n{marker}\n{table}\n"
+    (docs / "recipes.md").write_text(text)
+    print(table)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=20.0, help="wall-clock budget per recipe (default 20)")
+    ap.add_argument("--only", choices=list(RECIPES), action="append", help="train only these recipes")
+    ap.add_argument("--out", default=str(ROOT / "runs" / "study"))
+    ap.add_argument("--report", action="store_true", help="measure the trained recipes and update docs/recipes.md")
+    ap.add_argument("--n", type=int, default=1000, help="images per quality figure (default 1000)")
+    ap.add_argument("--seeds", type=int, default=3)
+    args = ap.parse_args()
+    out = Path(args.out)
+    if args.report:
+        report(out, ROOT / "docs", args.n, args.seeds)
+        return 0
+    for name in args.only or RECIPES:
+        train(name, args.minutes, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
