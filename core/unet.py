@@ -1,6 +1,6 @@
 """The course's ContextUnet ("How Diffusion Models Work", DeepLearning.AI), made reusable.
 
-Same modules and state-dict keys as the course (see shared/course_contextunet_state_dict.txt), with
+Same modules and state-dict keys as the course (its n_feat 64, n_cfeat 5 model has 1,480,771 parameters), with
 two deliberate differences, both noted where they occur:
   * the 1x1 shortcut conv of `init_conv` is a registered, trained module (`init_conv.shortcut`);
     the course builds a fresh random one on every forward call. `UNetConfig.course_compat=True`
@@ -49,17 +49,6 @@ class UNetConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "UNetConfig":
         return cls(**{k: v for k, v in config_dict(d, "unet_config").items() if k in cls.__dataclass_fields__})
-
-
-# Widths offered to users. "small" is the CPU-friendly default: per wall-minute on a CPU it reaches a
-# lower loss than the course width (DESIGN.md section 8).
-SIZE_PRESETS = {"tiny": 8, "small": 32, "course": 64}
-
-
-def preset_config(name: str, *, n_cfeat: int, height: int) -> UNetConfig:
-    if name not in SIZE_PRESETS:
-        raise ValueError(f"unknown size preset {name!r}; choose one of {', '.join(SIZE_PRESETS)}")
-    return UNetConfig(n_feat=SIZE_PRESETS[name], n_cfeat=n_cfeat, height=height)
 
 
 def _conv_bn_gelu(c_in: int, c_out: int) -> nn.Sequential:

@@ -2,7 +2,7 @@
 
 This is the only module of the panel that reaches into `core` and torch, and it does so inside
 functions, never at import time, so the window can appear before torch has loaded. Workers follow
-DESIGN.md section 5: a QObject without a parent, moved to a QThread, talking through signals only,
+the threading rules: a QObject without a parent, moved to a QThread, talking through signals only,
 cancelled through a `threading.Event` that the sampler checks before every model call.
 """
 from __future__ import annotations

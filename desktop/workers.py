@@ -1,6 +1,6 @@
 """QThread workers: a one-shot function call and the training loop.
 
-Rules (DESIGN.md s.5): a worker is a QObject with no parent, moved to its own QThread; it talks to the
+Rules: a worker is a QObject with no parent, moved to its own QThread; it talks to the
 GUI only through signals (small payloads, throttled); pause and stop are `threading.Event`s checked
 between steps; it always ends with `finished`, wired by the owner to `thread.quit` / `deleteLater`.
 core and torch are imported inside `run`, on the worker thread.

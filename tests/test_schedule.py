@@ -16,7 +16,7 @@ def test_course_linear_schedule_values():
     # ab_t[1] = (1 - b_0)(1 - b_1), as the course's cumsum-of-logs computes it (index 0 then forced to 1)
     b1 = 1e-4 + (0.02 - 1e-4) / 500
     assert s.ab_t[1].item() == pytest.approx((1 - 1e-4) * (1 - b1), rel=1e-12)
-    # DESIGN.md: terminal signal sqrt(ab_T) = 0.079, SNR_T = 0.0063
+    # the course schedule leaves terminal signal sqrt(ab_T) = 0.079, SNR_T = 0.0063
     assert math.sqrt(s.ab_t[500].item()) == pytest.approx(0.079, abs=5e-4)
     assert s.snr()[500].item() == pytest.approx(0.0063, abs=1e-4)
     assert torch.all(s.ab_t[1:] < s.ab_t[:-1])
