@@ -372,7 +372,7 @@ class QtSamplePanel(QWidget):
             self.schedule_view.set_curves(None)
             self._quality_ok, self._quality_reason = False, "Load a model first."
         else:
-            self.model_label.setText(f"<b>Model:</b> {bundle.description}")
+            self.model_label.setText(bundle.description)
             self.model_label.setToolTip(str(bundle.path or ""))
             self._catalog = sw.sampler_catalog()  # torch is loaded now that a model exists
             self._T = int(bundle.schedule_config.T)
