@@ -20,7 +20,7 @@ def main() -> int:
                   file=sys.stderr)
             return 2
         return run_app(argv)
-    from core.cli import main as cli_main
+    from cli import main as cli_main
     return cli_main(argv)
 
 

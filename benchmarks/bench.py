@@ -41,7 +41,7 @@ class BenchError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the bench options on the `bench` sub-parser (called by core/cli.py)."""
+    """Register the bench options on the `bench` sub-parser (called by cli.py)."""
     parser.add_argument("what", choices=WHATS, help="which benchmark: " + ", ".join(WHATS))
     parser.add_argument("--json", metavar="OUT.json", help="merge the results into this JSON file")
     parser.add_argument("--report", action="store_true",
@@ -741,5 +741,5 @@ def main(argv=None) -> int:
     return run(parser.parse_args(argv))
 
 
-if __name__ == "__main__":  # until core/cli.py wires `main.py bench`: python -m benchmarks.bench ...
+if __name__ == "__main__":  # also: python -m benchmarks.bench ...
     sys.exit(main())

@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from core.checkpoint import read_metadata
-from core.cli import main
+from cli import main
 from core.data import ImageDataset, save_npz
 from core.runlock import LOCK_FILE, RunLockedError
 from core.train import TRAIN_PRESETS, Trainer, TrainingDiverged, read_loss_log

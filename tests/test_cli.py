@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.cli import main
+from cli import main
 from core.data import ImageDataset, save_npz
 
 ROOT = Path(__file__).resolve().parents[1]

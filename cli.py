@@ -1,4 +1,4 @@
-"""Command line: `train`, `sample` and `bench` (argparse). The only place in core that prints."""
+"""Command line: `train`, `sample` and `bench` (argparse). The only importer of benchmarks, and the only place that prints."""
 from __future__ import annotations
 
 import argparse
