@@ -1,4 +1,4 @@
-"""Measuring how responsive the GUI thread is: a timer probe of the event-loop delay.
+"""GUI latency benchmark (python -m benchmarks.gui_latency): a timer probe of the event-loop delay.
 
 A QTimer asks to fire every `interval_ms`; each time it fires late, the lateness is how long the event
 loop was busy (or starved of the CPU or the GIL) -- what a user feels as a stutter. Use it around
