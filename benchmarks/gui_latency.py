@@ -59,7 +59,7 @@ class EventLoopProbe(QObject):
 
 # --------------------------------------------------------------------------------------------
 # A/B measurement: training in the app (window open, plot redrawing) vs. the Trainer directly
-#   python -m desktop.probe --seconds 30 --rounds 2 [--preset quick] [--preview-every 200]
+#   python -m benchmarks.gui_latency --seconds 30 --rounds 2 [--preset quick] [--preview-every 200]
 # Rounds alternate direct / app, so both see the same background load.
 # --------------------------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .device import to_fast_layout
+from .paths import atomic_write_bytes  # noqa: F401 - re-exported: checkpoints are written with it
 from .schedule import ScheduleConfig
 from .unet import (COURSE_LABEL_NAMES, ContextUnet, CourseWeightsError, UNetConfig,
                    config_from_course_state_dict, load_course_state_dict)
@@ -32,23 +32,6 @@ RESUME_FORMAT = "diffusion-desk-resume/1"
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; str() names the file and the problem in one line."""
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: the old file survives a crash."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; a checkpoint is an ordinary user file
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass

@@ -10,10 +10,9 @@ Qt; untrusted files are read with `allow_pickle=False` so loading never runs cod
 from __future__ import annotations
 
 import hashlib
+import io
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from core.paths import resource_path
+from core.paths import atomic_write_bytes, resource_path
 
 BUILTIN_DATASETS = {"emoji16": "emoji16.npz", "emoji32": "emoji32.npz"}
 IMAGE_FORMATS = {"PNG", "JPEG", "GIF", "BMP", "WEBP"}  # PIL format names we accept
@@ -260,23 +259,13 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def save_npz(ds: ImageDataset, path) -> Path:
-    """Write `ds` atomically: temp file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(
-                f, images=ds.images, labels=ds.labels,
-                label_names=np.array(ds.label_names, dtype=np.str_).reshape(-1),
-                name=np.array(ds.name, dtype=np.str_))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)  # never leave half-written files behind
-        raise
-    return path
+    """Write `ds` atomically (core.paths.atomic_write_bytes: temp file, fsync, rename; mode 0644)."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=ds.images, labels=ds.labels,
+                        label_names=np.array(ds.label_names, dtype=np.str_).reshape(-1),
+                        name=np.array(ds.name, dtype=np.str_))
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
 
 
 # --------------------------------------------------------------------------------------------

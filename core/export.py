@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
-from .checkpoint import atomic_write_bytes
+from .paths import atomic_write_bytes
 
 
 def make_grid(images: np.ndarray, *, ncols: int | None = None, scale: int = 4, pad: int = 2,

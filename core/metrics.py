@@ -26,7 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 
-from .checkpoint import atomic_write_bytes
+from .paths import atomic_write_bytes
 from .paths import resource_path
 
 CLASSIFIER_FILE = "classifier_emoji16.safetensors"

@@ -1,8 +1,9 @@
-"""Where shipped resources and per-user data live, from source and from a PyInstaller build alike."""
+"""Where shipped resources live (from source and from a PyInstaller build alike), and the one atomic file write."""
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -30,19 +31,18 @@ def default_checkpoint() -> Path | None:
     return path if path.is_file() else None
 
 
-def user_data_dir() -> Path:
-    """Per-user writable folder (runs, imported data sets). Overridable with DIFFUSION_DESK_HOME.
-
-    The same folder as the app's QStandardPaths.AppDataLocation (organisation and application are
-    both "DiffusionDesk", so Qt appends both), computed without importing Qt.
-    """
-    override = os.environ.get("DIFFUSION_DESK_HOME")
-    if override:
-        return Path(override)
-    if sys.platform == "win32":
-        base = Path(os.environ.get("APPDATA", Path.home() / "AppData" / "Roaming"))
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
-    return base / "DiffusionDesk" / "DiffusionDesk"
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: the old file survives a crash."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; a checkpoint is an ordinary user file
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -496,7 +496,7 @@ def export_gif(path: str, frames, titles, per_row, row_names, comment: str, capt
 
     from PIL import Image
 
-    from core.checkpoint import atomic_write_bytes
+    from core.paths import atomic_write_bytes
 
     if not frames:
         raise ValueError("no frames to write")

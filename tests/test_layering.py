@@ -48,3 +48,21 @@ def test_desktop_loads_core_lazily_except_the_torch_free_catalogue():
     for path in (ROOT / "desktop").glob("*.py"):
         eager = [m for m, top in _imports(path) if top and m.startswith("core") and m != "core.catalog"]
         assert not eager, (path.name, eager)
+
+
+def test_export_and_paths_load_no_torch():
+    code = "import sys, core.export, core.paths; sys.exit(1 if 'torch' in sys.modules else 0)"
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_data_sets_and_checkpoints_are_written_with_the_same_permissions(tmp_path):
+    import numpy as np
+
+    from core.data import ImageDataset, save_npz
+    from core.paths import atomic_write_bytes
+
+    ds = ImageDataset(np.zeros((2, 4, 4, 3), np.uint8), np.eye(2, dtype=np.float32), ["a", "b"], "t")
+    save_npz(ds, tmp_path / "d.npz")
+    atomic_write_bytes(tmp_path / "c.bin", b"x")
+    assert (tmp_path / "d.npz").stat().st_mode & 0o777 == (tmp_path / "c.bin").stat().st_mode & 0o777 == 0o644
