@@ -11,10 +11,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from core.errors import UserError, one_line
+
 EXIT_USER_ERROR = 2
 
 
-class CliError(Exception):
+class CliError(UserError):
     """A user mistake: printed as one line on stderr, exit code 2."""
 
 
@@ -451,11 +453,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sample":
             return cmd_sample(args)
         return _cmd_bench(args)
-    except CliError as e:
-        return _fail(str(e))
-    except Exception as e:  # user-facing errors of the core carry one-line messages
+    except Exception as e:  # user-facing errors carry one-line messages; anything else is a bug: raised
         if _is_user_error(e):
-            return _fail(str(e))
+            return _fail(one_line(e, limit=1000))
         raise
 
 
@@ -467,12 +467,8 @@ def _cmd_bench(args) -> int:
 
 
 def _is_user_error(e: Exception) -> bool:
-    from core.checkpoint import CheckpointError
-    from core.data import DataError
-    from core.device import DeviceError
-    from core.train import TrainingDiverged
-
-    return isinstance(e, (CheckpointError, DataError, DeviceError, TrainingDiverged, ValueError, OSError))
+    """Our own errors, and the ValueError/OSError of bad values and files, carry one-line messages."""
+    return isinstance(e, (UserError, ValueError, OSError))
 
 
 def _fail(message: str) -> int:

@@ -21,6 +21,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .device import to_fast_layout
+from .errors import UserError, one_line
 from .paths import atomic_write_bytes  # noqa: F401 - re-exported: checkpoints are written with it
 from .schedule import ScheduleConfig
 from .unet import (COURSE_LABEL_NAMES, ContextUnet, CourseWeightsError, UNetConfig,
@@ -30,7 +31,7 @@ FORMAT = "diffusion-desk/1"
 RESUME_FORMAT = "diffusion-desk-resume/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be used; str() names the file and the problem in one line."""
 
 
@@ -116,19 +117,14 @@ def _safetensors_header(path: Path) -> dict:
         with safe_open(str(path), framework="pt") as f:
             return f.metadata() or {}
     except Exception as e:  # safetensors raises its own error types for truncated or foreign files
-        raise CheckpointError(f"{path}: not a readable .safetensors file ({_short(e)})") from None
-
-
-def _short(e: Exception) -> str:
-    text = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return text[:160]
+        raise CheckpointError(f"{path}: not a readable .safetensors file ({one_line(e, limit=160)})") from None
 
 
 def _read_tensors(path: Path) -> dict:
     try:
         return st_load(path.read_bytes())
     except Exception as e:
-        raise CheckpointError(f"{path}: could not read tensors ({_short(e)})") from None
+        raise CheckpointError(f"{path}: could not read tensors ({one_line(e, limit=160)})") from None
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> ModelBundle:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from core.errors import UserError
 from core.paths import atomic_write_bytes, resource_path
 
 BUILTIN_DATASETS = {"emoji16": "emoji16.npz", "emoji32": "emoji32.npz"}
@@ -29,7 +30,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"}
 _COURSE_LABELS = ["hero", "non-hero", "food", "spell", "side-facing"]
 
 
-class DataError(Exception):
+class DataError(UserError):
     """Bad user input; str() is one human-readable line naming the file and the problem."""
 
 

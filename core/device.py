@@ -8,10 +8,12 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import UserError
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-class DeviceError(ValueError):
+class DeviceError(UserError, ValueError):
     """A device or precision the machine cannot provide; str() says what to choose instead."""
 
 

@@ -26,6 +26,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 
+from .errors import UserError
+
 from .paths import atomic_write_bytes
 from .paths import resource_path
 
@@ -99,7 +101,7 @@ class Classifier(nn.Module):
         return self.logits(x)
 
 
-class ClassifierError(ValueError):
+class ClassifierError(UserError, ValueError):
     """A classifier file that cannot be used; str() names the file and the problem."""
 
 

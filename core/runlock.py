@@ -13,10 +13,12 @@ import socket
 import time
 from pathlib import Path
 
+from .errors import UserError
+
 LOCK_FILE = "run.lock"
 
 
-class RunLockedError(OSError):
+class RunLockedError(UserError, OSError):
     """Another process is writing this run folder; str() says who and what to do."""
 
 

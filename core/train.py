@@ -27,6 +27,7 @@ from .catalog import (LOSS_WEIGHTINGS, check_field_types, config_dict, LR_SCHEDU
 from .checkpoint import (CheckpointError, ModelBundle, load_matching, load_resume_state, read_metadata,
                          save_checkpoint, save_resume_state)
 from .device import autocast, pick_device, resolve_precision, to_fast_layout
+from .errors import UserError
 from .runlock import RunLock, RunLockedError
 from .samplers import generate
 from .schedule import Schedule, ScheduleConfig
@@ -136,7 +137,7 @@ class StepMetrics:
         return self.elapsed / max(self.step, 1) * (self.total_steps - self.step)
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError, RuntimeError):
     """The loss or the weights became NaN, infinite or exploded; the last good checkpoint on disk was kept."""
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from .catalog import check_field_types, config_dict
+from .errors import UserError
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ def count_parameters(model: nn.Module) -> int:
 COURSE_LABEL_NAMES = ["hero", "non-hero", "food", "spell", "side-facing"]
 
 
-class CourseWeightsError(ValueError):
+class CourseWeightsError(UserError, ValueError):
     """A file that is not a course ContextUnet state dict; str() names the file and the problem."""
 
 

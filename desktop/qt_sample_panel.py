@@ -553,11 +553,14 @@ class QtSamplePanel(QWidget):
 
     @Slot()
     def _on_thread_finished(self) -> None:
-        thread = self._thread
-        self._thread, self._worker = None, None
+        thread, worker = self._thread, self._worker
         if thread is not None:
-            thread.wait()  # returns at once: finished is the thread's last act
-            thread.deleteLater()
+            # Keep the thread and the worker referenced until the thread has really ended. Dropping the
+            # worker's last Python reference here deleted it on the GUI thread while the ending worker
+            # thread ran its deleteLater: a double delete, the suite's rare SIGBUS/SIGSEGV. And never
+            # QThread.wait() on the GUI thread (PySide's wait() keeps the GIL the ending worker needs).
+            services.retire_thread(thread, worker)
+        self._thread, self._worker = None, None
         self._redraw_timer.stop()
         self._flush_frames()
         self._update_buttons()

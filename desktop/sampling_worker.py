@@ -135,6 +135,12 @@ class QualityPoint:
 
 # --- torch-side helpers (lazy imports) ------------------------------------------------------------------
 
+def _cancelled_type():
+    from core.samplers import SamplingCancelled
+
+    return SamplingCancelled
+
+
 def one_line(e: BaseException) -> str:
     from desktop.services import user_message
 
@@ -320,7 +326,7 @@ class SamplingWorker(QObject):
         try:
             self._run(summary)
         except Exception as e:
-            if type(e).__name__ == "SamplingCancelled":
+            if isinstance(e, _cancelled_type()):
                 summary.cancelled = True
                 self.finished.emit(summary)
             else:
@@ -372,7 +378,7 @@ class QualityWorker(QObject):
         try:
             self._run()
         except Exception as e:
-            if type(e).__name__ == "SamplingCancelled":
+            if isinstance(e, _cancelled_type()):
                 self.finished.emit(True)
             else:
                 self.errored.emit(f"Measuring quality stopped: {one_line(e)}")

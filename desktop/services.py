@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import shiboken6
 from PySide6.QtCore import QCoreApplication, QObject, QSettings, QStandardPaths, QThread, QTimer, Slot
 
 ORG_NAME = APP_NAME = "DiffusionDesk"
@@ -127,6 +128,15 @@ def clear_recent() -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def _receiver_alive(callback) -> bool:
+    """False for no callback, or a bound method of a widget that was closed and deleted meanwhile
+    (a background save that finishes after its panel is gone must not touch the dead widget)."""
+    if callback is None:
+        return False
+    owner = getattr(callback, "__self__", None)
+    return not isinstance(owner, QObject) or shiboken6.isValid(owner)
+
+
 class _Relay(QObject):
     """Lives in the GUI thread; the worker's queued signals land here and call the callbacks."""
 
@@ -136,12 +146,12 @@ class _Relay(QObject):
 
     @Slot(object)
     def done(self, result):
-        if self._on_done is not None:
+        if _receiver_alive(self._on_done):
             self._on_done(result)
 
     @Slot(str)
     def failed(self, message):
-        if self._on_error is not None:
+        if _receiver_alive(self._on_error):
             self._on_error(message)
 
     @Slot()

@@ -183,10 +183,11 @@ class TrainingWorker(QObject):
         return ModelBundle(copy.deepcopy(b.net).eval(), b.schedule_config, list(b.label_names), meta, b.path)
 
     def _failure_message(self, e: Exception) -> str:
+        from core.train import TrainingDiverged
         from desktop.services import user_message
 
         kept = self._kept_text()
-        if type(e).__name__ == "TrainingDiverged":
+        if isinstance(e, TrainingDiverged):
             return str(e)  # already says what happened and what was kept
         if isinstance(e, OSError):
             return f"Could not write to the run folder {self.out_dir}: {user_message(e)} {kept}"

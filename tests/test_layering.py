@@ -66,3 +66,20 @@ def test_data_sets_and_checkpoints_are_written_with_the_same_permissions(tmp_pat
     save_npz(ds, tmp_path / "d.npz")
     atomic_write_bytes(tmp_path / "c.bin", b"x")
     assert (tmp_path / "d.npz").stat().st_mode & 0o777 == (tmp_path / "c.bin").stat().st_mode & 0o777 == 0o644
+
+
+def test_every_user_facing_error_of_core_derives_from_user_error():
+    from cli import CliError
+    from core.checkpoint import CheckpointError
+    from core.data import DataError
+    from core.device import DeviceError
+    from core.errors import UserError, one_line
+    from core.metrics import ClassifierError
+    from core.runlock import RunLockedError
+    from core.train import TrainingDiverged
+    from core.unet import CourseWeightsError
+
+    for cls in (CliError, CheckpointError, DataError, DeviceError, ClassifierError, RunLockedError, TrainingDiverged,
+                CourseWeightsError):
+        assert issubclass(cls, UserError), cls
+    assert one_line(ValueError("first line\nsecond")) == "first line" and one_line(KeyError()) == "KeyError"
