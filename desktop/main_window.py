@@ -264,7 +264,7 @@ class MainWindow(QMainWindow):
             self.model_label.setText("No model")
             return
         live = bundle.meta.get("live")
-        text = bundle.description + (" — paused run" if live else "")
+        text = bundle.description + (" — a snapshot of the training run" if live else "")
         before = getattr(self, "_model_text", None)
         self._model_text = text
         self.model_label.setText(f"Model: {text}")

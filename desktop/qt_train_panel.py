@@ -949,6 +949,7 @@ class QtTrainPanel(QWidget):
     @Slot(object)
     def _on_paused(self, bundle) -> None:
         self._set_state("paused")
+        self._on_redraw_timer()  # the last steps' progress first, so the bar and the text agree on the step
         step = bundle.meta.get("step", 0)
         self.status.setText(f"Paused at step {step:,}. The model is loaded in Sample & compare; "
                             "press Resume to continue training.")
