@@ -76,13 +76,14 @@ def test_panel_import_does_not_load_torch():
                                                                        "PATH": "/usr/bin:/bin"}).returncode == 0
 
 
-def test_default_columns_are_ddpm_all_steps_ddim25_dpmpp10(qtbot, state):
+def test_default_columns_are_ddpm_all_steps_ddim25_dpmpp3m10_karras(qtbot, state):
     from desktop.qt_sample_panel import QtSamplePanel
 
     p = QtSamplePanel(state)
     qtbot.addWidget(p)
     specs = p.specs()
-    assert [(s.sampler, s.steps) for s in specs] == [("ddpm", 500), ("ddim", 25), ("dpmpp2m", 10)]
+    assert [(s.sampler, s.steps, s.spacing) for s in specs] == [("ddpm", 500, "trailing"), ("ddim", 25, "trailing"),
+                                                                ("dpmpp3m", 10, "karras")]
     assert all(s.guidance == 1.0 for s in specs)
     assert p.run_button.isEnabled() and not p.cancel_button.isEnabled()
 
