@@ -1,6 +1,7 @@
 """The Train tab with a real (tiny) training run on a worker thread."""
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -282,3 +283,16 @@ def test_fine_tune_preset_starts_from_the_shipped_model(qtbot, panel, tiny_confi
 
     meta = read_metadata(Path(bundle.meta["run_dir"]) / "model.safetensors")
     assert meta["train_config"]["init"] == shipped and meta["step"] == 5
+
+
+def test_smoothed_loss_is_bias_corrected_from_the_first_step():
+    from desktop.qt_train_panel import ema_smooth
+
+    state = [0.0, 0]
+    out = ema_smooth(np.array([0.15, 0.15, 0.15]), state)
+    assert np.allclose(out, 0.15)  # an uncorrected EMA would start at 0.003
+    more = ema_smooth(np.array([np.nan, 0.25]), state)  # continued across calls, NaN skipped
+    b = 0.98
+    avg3 = 0.15 * (1 - b**3)  # the raw EMA after three steps of 0.15
+    assert more[0] == pytest.approx(0.15)  # a NaN step shows the smoothed value so far
+    assert more[1] == pytest.approx((b * avg3 + (1 - b) * 0.25) / (1 - b**4))
