@@ -17,6 +17,7 @@ from desktop.app_state import AppState
 from desktop.help import ABOUT, HOW_IT_WORKS
 from desktop.qt_data_panel import QtDataPanel
 from desktop.qt_train_panel import QtTrainPanel
+from desktop.widgets import error_text
 
 TAB_DATA, TAB_TRAIN, TAB_SAMPLE = 0, 1, 2
 
@@ -308,7 +309,7 @@ class MainWindow(QMainWindow):
 
     def _error(self, title: str, message: str) -> None:
         self.statusBar().clearMessage()
-        QMessageBox.warning(self, title, message)
+        QMessageBox.warning(self, title, error_text(message))
 
     # --- layout memory and closing ----------------------------------------------------------------------------
     def _restore_layout(self) -> None:

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
 
 from core.catalog import LOSS_WEIGHTINGS, PREDICTIONS, SCHEDULE_KINDS
 from desktop import services
-from desktop.widgets import HintLabel, ImageGridView, format_duration
+from desktop.widgets import HintLabel, ImageGridView, error_text, format_duration
 
 # --------------------------------------------------------------------------------------------
 # The form: one row per TrainConfig field
@@ -1013,4 +1013,4 @@ class QtTrainPanel(QWidget):
         self.dataset_combo.setEnabled(s == "idle")
 
     def _error(self, title: str, text: str) -> None:
-        QMessageBox.warning(self, title, text)
+        QMessageBox.warning(self, title, error_text(text))

@@ -156,3 +156,20 @@ def format_duration(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+def split_details(message: str) -> tuple[str, str]:
+    """'file: what is wrong (library text)' -> ('file: what is wrong', 'library text'), for dialogs that keep
+    the library's words out of the headline; messages without a trailing parenthesis stay whole."""
+    text = message.strip()
+    if text.endswith(")") and " (" in text:
+        head, _, detail = text.rpartition(" (")
+        if head and detail[:-1]:
+            return head, detail[:-1]
+    return text, ""
+
+
+def error_text(message: str) -> str:
+    """A dialog's text: the plain-words headline, then the library's own words under 'Details'."""
+    head, detail = split_details(message)
+    return f"{head}\n\nDetails: {detail}" if detail else head

@@ -188,3 +188,13 @@ def test_model_menu_lists_the_shipped_model_runs_and_open_file(qtbot):
     with qtbot.waitSignal(panel.open_model_requested, timeout=1000):
         panel._on_model_picked(2)
     panel.shutdown()
+
+
+def test_load_errors_keep_the_library_text_out_of_the_headline():
+    from desktop.widgets import error_text, split_details
+
+    msg = "/x/model.safetensors: not a readable .safetensors file (header too large)"
+    assert split_details(msg) == ("/x/model.safetensors: not a readable .safetensors file", "header too large")
+    assert error_text(msg).splitlines()[0] == "/x/model.safetensors: not a readable .safetensors file"
+    assert error_text(msg).endswith("Details: header too large")
+    assert error_text("plain words only") == "plain words only"
