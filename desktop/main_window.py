@@ -82,6 +82,7 @@ class MainWindow(QMainWindow):
         self.train_panel.dataset_requested.connect(self.open_dataset_spec)
         self.train_panel.open_dataset_requested.connect(self._on_open_dataset)
         self.train_panel.run_state_changed.connect(self._on_run_state_changed)
+        self.data_panel.teach_requested.connect(self._on_teach)
         if hasattr(self.sample_panel, "model_requested"):
             self.sample_panel.model_requested.connect(self.open_checkpoint)
             self.sample_panel.open_model_requested.connect(self._on_open_checkpoint)
@@ -276,6 +277,12 @@ class MainWindow(QMainWindow):
             services.run_in_background(services.model_choices, on_done=self.sample_panel.refresh_model_choices)
         if bundle.path is not None and not live and Path(bundle.path).is_file():
             services.settings().setValue("model/last", str(bundle.path))
+
+    def _on_teach(self) -> None:
+        self.tabs.setCurrentIndex(TAB_TRAIN)  # the loss and the previews of the new labels show there
+        if self.train_panel.teach():
+            self.statusBar().showMessage("Teaching the shipped model your labels: a few minutes. The result opens "
+                                         "in Sample & compare when it is done.", 10000)
 
     def _on_run_state_changed(self, run_state: str) -> None:
         if run_state == "idle" and self._close_after_stop:

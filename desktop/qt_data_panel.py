@@ -204,6 +204,7 @@ class QtDataPanel(QWidget):
     """Data & labels tab."""
 
     dataset_saved = Signal(str)  # path of the .npz written after an edit or import
+    teach_requested = Signal()  # "Teach the model these labels": fine-tune the shipped model on this set
     import_dialog_shown = Signal(object)  # the ImportPreviewDialog (tests accept it)
 
     SAVE_DELAY_MS = 1000
@@ -288,6 +289,13 @@ class QtDataPanel(QWidget):
                 b.setMaximumWidth(34)
             setattr(self, attr, b)
             row.addWidget(b)
+        self.teach_btn = QPushButton("Teach the model these labels")
+        self.teach_btn.setToolTip("Fine-tune the shipped model on this data set for a few minutes: it keeps what "
+                                  "it can draw and learns your new or renamed labels. Watch the previews on the "
+                                  "Train tab; the result is then loaded in Sample & compare.")
+        self.teach_btn.clicked.connect(lambda: self.teach_requested.emit())
+        row.addStretch(1)
+        row.addWidget(self.teach_btn)
         return row
 
     def _build_browser(self) -> QWidget:

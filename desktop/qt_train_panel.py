@@ -662,6 +662,18 @@ class QtTrainPanel(QWidget):
         else:
             self.start_from.setCurrentIndex(0)
 
+    def teach(self) -> bool:
+        """'Teach the model these labels': the fine-tune preset from the shipped model, started at once."""
+        if self.run_state != "idle":
+            return False
+        self.preset_combo.setCurrentIndex(self.preset_combo.findData("finetune"))
+        self.start_from.setCurrentIndex(self.start_from.findData(START_SHIPPED))
+        if not self.init_checkpoint():
+            self._error("No shipped model", "This installation has no shipped model to start from; train one "
+                        "from scratch instead.")
+            return False
+        return self.start()
+
     def init_checkpoint(self) -> str:
         """The checkpoint a new run starts from ('' = from scratch)."""
         key = self.start_from.currentData()

@@ -296,3 +296,20 @@ def test_smoothed_loss_is_bias_corrected_from_the_first_step():
     avg3 = 0.15 * (1 - b**3)  # the raw EMA after three steps of 0.15
     assert more[0] == pytest.approx(0.15)  # a NaN step shows the smoothed value so far
     assert more[1] == pytest.approx((b * avg3 + (1 - b) * 0.25) / (1 - b**4))
+
+
+def test_teach_starts_the_fine_tune_from_the_shipped_model(qtbot, panel, tiny_config, emoji_small, tmp_path,
+                                                          monkeypatch):
+    from core.train import Trainer, TrainConfig
+    from desktop import services
+
+    base = Trainer(emoji_small, TrainConfig(**{**tiny_config, "steps": 1}), tmp_path / "shipped", device="cpu")
+    for _ in base.run():
+        pass
+    base.close()
+    monkeypatch.setattr(services, "default_checkpoint", lambda: str(tmp_path / "shipped" / "model.safetensors"))
+    panel._presets["finetune"] = {**panel._presets["finetune"], **tiny_config, "steps": 3, "batch_size": 8}
+    assert panel.teach()
+    assert panel.preset_combo.currentData() == "finetune" and panel.start_from.currentData() == "<shipped>"
+    qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=30000)
+    assert panel.models[-1].meta["step"] == 3
