@@ -64,7 +64,10 @@ def autocast(device: torch.device, precision: str):
 
 
 def configure_threads(n: int | None = None) -> int:
-    """Intra-op threads for the CPU: one per core by default (hyperthreads slow conv work down)."""
+    """Intra-op threads for the CPU: OMP_NUM_THREADS when the user set it, else one per core (hyperthreads
+    slow conv work down)."""
+    if n is None and os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
+        n = int(os.environ["OMP_NUM_THREADS"])
     if n is None:
         n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(max(1, n))
