@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -222,9 +221,10 @@ def test_two_cli_trainers_on_one_folder(tmp_path):
            "--preset", "tiny", "--steps", "100000", "--batch", "8", "--device", "cpu", "--checkpoint-every", "1000000"]
     first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 60
-        while not (tmp_path / "run" / LOCK_FILE).exists() and time.time() < deadline:
-            time.sleep(0.1)
+        for line in first.stdout:  # wait until it trains (its SIGTERM handler is installed by then)
+            if line.startswith("step "):
+                break
+        assert (tmp_path / "run" / LOCK_FILE).exists()
         second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert second.returncode == 2 and "another training run" in second.stderr, second.stderr
         first.send_signal(signal.SIGTERM)  # SIGTERM saves like Ctrl-C
