@@ -261,8 +261,9 @@ def test_an_edited_set_is_offered_first_and_going_back_to_the_original_asks(qtbo
     assert requested == ["emoji16"]
 
 
-def test_fine_tune_preset_starts_from_the_shipped_model(qtbot, panel, tiny_config, emoji_small, tmp_path,
-                                                         monkeypatch):
+@pytest.fixture
+def shipped(tiny_config, emoji_small, tmp_path, monkeypatch):
+    """A tiny trained model standing in for the shipped default model."""
     from core.train import Trainer, TrainConfig
     from desktop import services
 
@@ -270,8 +271,12 @@ def test_fine_tune_preset_starts_from_the_shipped_model(qtbot, panel, tiny_confi
     for _ in base.run():
         pass
     base.close()
-    shipped = str(tmp_path / "shipped" / "model.safetensors")
-    monkeypatch.setattr(services, "default_checkpoint", lambda: shipped)
+    path = str(tmp_path / "shipped" / "model.safetensors")
+    monkeypatch.setattr(services, "default_checkpoint", lambda: path)
+    return path
+
+
+def test_fine_tune_preset_starts_from_the_shipped_model(qtbot, panel, tiny_config, shipped):
     panel.preset_combo.setCurrentIndex(panel.preset_combo.findData("finetune"))
     assert panel.start_from.currentData() == "<shipped>" and panel.init_checkpoint() == shipped
     panel.apply_config({**tiny_config, "steps": 5})
@@ -298,16 +303,7 @@ def test_smoothed_loss_is_bias_corrected_from_the_first_step():
     assert more[1] == pytest.approx((b * avg3 + (1 - b) * 0.25) / (1 - b**4))
 
 
-def test_teach_starts_the_fine_tune_from_the_shipped_model(qtbot, panel, tiny_config, emoji_small, tmp_path,
-                                                          monkeypatch):
-    from core.train import Trainer, TrainConfig
-    from desktop import services
-
-    base = Trainer(emoji_small, TrainConfig(**{**tiny_config, "steps": 1}), tmp_path / "shipped", device="cpu")
-    for _ in base.run():
-        pass
-    base.close()
-    monkeypatch.setattr(services, "default_checkpoint", lambda: str(tmp_path / "shipped" / "model.safetensors"))
+def test_teach_starts_the_fine_tune_from_the_shipped_model(qtbot, panel, tiny_config, shipped):
     panel._presets["finetune"] = {**panel._presets["finetune"], **tiny_config, "steps": 3, "batch_size": 8}
     assert panel.teach()
     assert panel.preset_combo.currentData() == "finetune" and panel.start_from.currentData() == "<shipped>"
