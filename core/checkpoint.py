@@ -212,6 +212,15 @@ def save_resume_state(path: str | Path, *, model_state: dict, optimizer_state: d
     return Path(path)
 
 
+def read_resume_info(path: str | Path) -> dict:
+    """The JSON info of a resume file (data set, run id, train config) from its header alone, no tensors."""
+    path = Path(path)
+    raw = _safetensors_header(path)
+    if raw.get("format") != RESUME_FORMAT:
+        raise CheckpointError(f"{path}: not a Diffusion Desk resume file")
+    return json.loads(raw.get("info", "{}"))
+
+
 def load_resume_state(path: str | Path) -> dict:
     """Inverse of save_resume_state: {'model_state', 'optimizer_state', 'rng_state', 'step', 'info'}."""
     path = Path(path)

@@ -225,10 +225,9 @@ def sample_dpmpp_3m(model: Denoiser, x, timesteps, *, generator=None, callback=N
             order = min(len(hist) + 1, 3, n - i)  # 2b. order from the usable history
             if not math.isfinite(h):
                 order = 1
-            d0 = x0
             em = math.expm1(-h)  # e^{-h} - 1
             sigma_ratio = math.sqrt((1 - ab_s) / (1 - ab_t))
-            x = sigma_ratio * x - math.sqrt(ab_s) * em * d0  # 3. first-order part (DDIM)
+            x = sigma_ratio * x - math.sqrt(ab_s) * em * x0  # 3. first-order part (DDIM)
             if order >= 2:
                 x0_1, lam_1 = hist[0]
                 r0 = (lam_t - lam_1) / h

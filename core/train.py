@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from .catalog import (LOSS_WEIGHTINGS, check_field_types, config_dict, LR_SCHEDULES, MIN_SNR_GAMMA, OPTIMIZERS, PRECISIONS, PREDICTIONS,
                       SCHEDULE_KINDS)
 from .checkpoint import (CheckpointError, ModelBundle, load_matching, load_resume_state, read_metadata,
-                         save_checkpoint, save_resume_state)
+                         read_resume_info, save_checkpoint, save_resume_state)
 from .device import autocast, pick_device, resolve_precision, to_fast_layout
 from .errors import UserError
 from .runlock import RunLock, RunLockedError
@@ -506,7 +506,7 @@ def _saved_train_config(out_dir: Path) -> dict:
     """The run's TrainConfig as saved: in the resume file (newer runs), else in the model file."""
     resume = out_dir / RESUME_FILE
     if resume.is_file():
-        cfg = load_resume_state(resume)["info"].get("train_config")
+        cfg = read_resume_info(resume).get("train_config")  # header only: the tensors are read once, later
         if cfg:
             return cfg
     return read_metadata(out_dir / MODEL_FILE)["train_config"]
