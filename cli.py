@@ -46,7 +46,7 @@ _SAMPLE_DESC = ("Sample a grid of images. CKPT is one of our .safetensors checkp
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
-    from core.catalog import LOSS_WEIGHTINGS, LR_SCHEDULES, PRECISIONS, PREDICTIONS, SCHEDULE_KINDS
+    from core.catalog import BATCHNORM_MODES, LOSS_WEIGHTINGS, LR_SCHEDULES, PRECISIONS, PREDICTIONS, SCHEDULE_KINDS
     from core.train import TRAIN_PRESETS
 
     p.add_argument("--data", default="emoji16", help="data set (default: emoji16)")
@@ -58,7 +58,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                    help="starting hyperparameters: quick (n_feat 32, v target, zero-terminal-SNR, min-SNR), "
                         "course (the lessons' recipe: n_feat 64, eps, linear, plain MSE), tiny (tests)")
     p.add_argument("--steps", type=int, help="optimizer steps")
-    p.add_argument("--batch", type=int, help="images per step")
+    p.add_argument("--batch", type=int, help="images per step; under torchrun the global batch, split evenly "
+                                             "among the processes (it must divide by their number)")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES)
     p.add_argument("--n-feat", type=int, help="network width (course: 64)")
@@ -71,6 +72,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when detected), cpu or cuda")
     p.add_argument("--seed", type=int)
     p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--batchnorm", choices=BATCHNORM_MODES,
+                   help="under torchrun: BatchNorm statistics of each process's share of the batch (per_rank, "
+                        "the default) or of the whole batch (global: one all-reduce per BatchNorm layer)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--init", metavar="CKPT",
                    help="fine-tune: start from this checkpoint ('default' = the shipped model) instead of from "
@@ -136,11 +140,13 @@ def cmd_train(args) -> int:
         trainer = Trainer.from_run(ds, out, device=args.device, steps=args.steps)
     else:
         trainer = Trainer(ds, config, out, device=args.device)
+    say = _main_process_print(trainer)
     for note in trainer.notes:
-        print(f"note: {note}", file=sys.stderr)
-    print(f"training on {ds.name} ({ds.n} images, {ds.size}x{ds.size}, labels: {', '.join(ds.label_names) or 'none'}) "
+        say(f"note: {note}", file=sys.stderr)
+    procs = f", {trainer.dist.world_size} processes of {trainer.rank_batch}" if trainer.dist else ""
+    say(f"training on {ds.name} ({ds.n} images, {ds.size}x{ds.size}, labels: {', '.join(ds.label_names) or 'none'}) "
           f"with {describe(trainer.device)}, {trainer.precision}; n_feat {trainer.config.n_feat}, "
-          f"{trainer.config.steps} steps of {trainer.config.batch_size}; {trainer.config.prediction} target, "
+          f"{trainer.config.steps} steps of {trainer.config.batch_size}{procs}; {trainer.config.prediction} target, "
           f"{trainer.config.schedule} schedule, {trainer.config.loss_weighting} loss")
     try:
         return _train_loop(trainer)
@@ -150,7 +156,7 @@ def cmd_train(args) -> int:
 
 _TRAIN_FLAGS = {"steps": "steps", "batch": "batch_size", "lr": "lr", "lr_schedule": "lr_schedule", "n_feat": "n_feat",
                 "schedule": "schedule", "prediction": "prediction", "loss_weighting": "loss_weighting",
-                "precision": "precision", "seed": "seed", "checkpoint_every": "checkpoint_every"}
+                "precision": "precision", "seed": "seed", "checkpoint_every": "checkpoint_every", "batchnorm": "batchnorm"}
 
 
 def _init_path(text: str) -> str:
@@ -189,7 +195,8 @@ class _StopRequest:
     """SIGINT / SIGTERM ask the loop to stop after the current step (a save mid-step would not resume exactly);
     a second signal stops at once."""
 
-    def __init__(self):
+    def __init__(self, trainer):
+        self.trainer = trainer
         self.signal = None
         self._old = {}
 
@@ -202,6 +209,7 @@ class _StopRequest:
         if self.signal is not None:
             raise KeyboardInterrupt
         self.signal = signum
+        self.trainer.request_stop()
 
     def __exit__(self, *exc):
         for sig, handler in self._old.items():
@@ -209,27 +217,31 @@ class _StopRequest:
         return False
 
 
+def _main_process_print(trainer):
+    """print on rank 0 only: with several training processes, one of them reports."""
+    return print if trainer.is_main else (lambda *a, **k: None)
+
+
 def _train_loop(trainer) -> int:
     last_print = 0.0
-    tuned = _tuned_threads(trainer.device)
-    with _StopRequest() as stop:
-        for m in trainer.run():
+    say = _main_process_print(trainer)
+    tuned = _tuned_threads(trainer.device) if trainer.dist is None else None  # torchrun sets threads per process
+    with _StopRequest(trainer) as stop:
+        for m in trainer.run():  # ends early, at one step for all processes, after a stop request
             if tuned is not None:
                 tuned.tick()
             now = time.perf_counter()
             if now - last_print >= 2.0 or m.step == m.total_steps:
                 last_print = now
-                print(f"step {m.step}/{m.total_steps}  loss {m.loss:.4f}  lr {m.lr:.2e}  "
-                      f"{m.images_per_s:.0f} img/s  elapsed {_hms(m.elapsed)}  eta {_hms(m.eta)}", flush=True)
-            if stop.signal is not None:
-                break
+                say(f"step {m.step}/{m.total_steps}  loss {m.loss:.4f}  lr {m.lr:.2e}  "
+                    f"{m.images_per_s:.0f} img/s  elapsed {_hms(m.elapsed)}  eta {_hms(m.eta)}", flush=True)
     if stop.signal is not None:
         path = trainer.save()
         name = signal.Signals(stop.signal).name
-        print(f"\n{name}: saved step {trainer.step} to {path}; continue with --resume", file=sys.stderr)
+        say(f"\n{name}: saved step {trainer.step} to {path}; continue with --resume", file=sys.stderr)
         return 128 + stop.signal
     path = trainer.save()
-    print(f"done: {trainer.step} steps in {_hms(trainer.elapsed)}; model in {path}")
+    say(f"done: {trainer.step} steps in {_hms(trainer.elapsed)}; model in {path}")
     return 0
 
 

@@ -29,6 +29,8 @@ ZERO_TERMINAL_SCHEDULES = ("linear_zsnr",)  # ab_T = 0: an eps model cannot reco
 LR_SCHEDULES = ("linear", "cosine", "constant")
 OPTIMIZERS = ("adam", "adamw")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# BatchNorm with several training processes: each rank's own slice of the batch, or the whole batch
+BATCHNORM_MODES = ("per_rank", "global")
 
 # --- sampling ---------------------------------------------------------------------------------------
 SPACINGS = ("trailing", "logsnr", "karras")

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from .catalog import (LOSS_WEIGHTINGS, check_field_types, config_dict, LR_SCHEDULES, MIN_SNR_GAMMA, OPTIMIZERS, PRECISIONS, PREDICTIONS,
-                      SCHEDULE_KINDS)
+from . import distributed
+from .catalog import (BATCHNORM_MODES, LOSS_WEIGHTINGS, check_field_types, config_dict, LR_SCHEDULES, MIN_SNR_GAMMA,
+                      OPTIMIZERS, PRECISIONS, PREDICTIONS, SCHEDULE_KINDS)
 from .checkpoint import (CheckpointError, ModelBundle, load_matching, load_resume_state, read_metadata,
                          read_resume_info, save_checkpoint, save_resume_state)
 from .device import autocast, pick_device, resolve_precision, to_fast_layout
@@ -45,7 +46,7 @@ class TrainConfig:
 
     n_feat: int = 32  # network width: 64 is the course's, 32 trains ~2.6x faster per step on a CPU
     steps: int = 3000
-    batch_size: int = 100
+    batch_size: int = 100  # the global batch: under torchrun each process trains on batch / processes of it
     lr: float = 1e-3
     lr_schedule: str = "linear"  # the course decays linearly to 0; "cosine" or "constant"
     warmup_steps: int = 0
@@ -64,6 +65,7 @@ class TrainConfig:
     init: str = ""  # start from this checkpoint's weights (fine-tune); "" = from scratch
     checkpoint_every: int = 500
     log_every: int = 0  # read the loss back every k steps; 0 = every step on CPU, every 10 on CUDA
+    batchnorm: str = "per_rank"  # with several processes: statistics of each rank's slice, or "global"
 
     def __post_init__(self):
         check_field_types(self)
@@ -91,6 +93,7 @@ class TrainConfig:
             (0 <= self.seed < 2**63, "seed must be from 0 to 2**63 - 1"),
             (1 <= self.checkpoint_every <= MAX_STEPS, "checkpoint every must be at least 1 step"),
             (0 <= self.log_every <= MAX_STEPS, "log every must be 0 (automatic) or more"),
+            (self.batchnorm in BATCHNORM_MODES, f"batchnorm must be one of {', '.join(BATCHNORM_MODES)}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -193,9 +196,21 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.dataset, self.config = dataset, config
         self.notes: list[str] = []  # things the front end should tell the user (a stale lock, a repair)
-        self._lock = _take_lock(self.out_dir)  # fail before any work: a second writer, or no write access
-        if self._lock.note:
+        self.dist = distributed.from_env()  # None: one process, exactly as without torchrun
+        if self.dist and config.batch_size % self.dist.world_size:
+            raise ValueError(f"batch size {config.batch_size} does not divide among the {self.dist.world_size} training "
+                             f"processes; choose a multiple of {self.dist.world_size}")
+        self.is_main = self.dist is None or self.dist.is_main
+        self.rank_batch = config.batch_size // (self.dist.world_size if self.dist else 1)
+        self.rank_losses: list[float] = []  # with several ranks: this rank's own mean loss of each step last read
+        self.device = pick_device(device) if isinstance(device, str) else device
+        if self.dist:  # join the others first, so a failure below reaches them as a lost peer, not a hang
+            self.device = distributed.start(self.dist, self.device)
+        # Fail before any work: a second writer, or no write access (rank 0 alone writes the run folder).
+        self._lock = _take_lock(self.out_dir) if self.is_main else None
+        if self._lock is not None and self._lock.note:
             self.notes.append(self._lock.note)
+        self._stop_requested = False
         self.run_id = uuid.uuid4().hex[:12]  # shared by the model and resume files of this run
         self._saved_step: int | None = None  # step of the checkpoint on disk
         self._recent = deque(maxlen=EXPLODE_HISTORY)
@@ -203,7 +218,6 @@ class Trainer:
         if config.init and not resume:
             config, init_state = self._read_init(config, dataset)
             self.config = config
-        self.device = pick_device(device) if isinstance(device, str) else device
         self.precision = resolve_precision(config.precision, self.device)
         self.schedule = Schedule(ScheduleConfig(kind=config.schedule, prediction=config.prediction))
         # An unlabelled set (L = 0) trains an unconditional model: one context input, always zero.
@@ -214,10 +228,16 @@ class Trainer:
         if init_state is not None:
             load_matching(self.net, init_state, config.init)
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
+        if self.dist and config.batchnorm == "global":
+            distributed.use_global_batchnorm(self.net)
+        # What the step calls: the net itself, or the net in DDP (same parameters, averaged gradients).
+        self.model = distributed.wrap(self.dist, self.net, self.device) if self.dist else self.net
         self.opt = self._make_optimizer()
         # fp16 (CUDA without bf16) needs loss scaling; bf16 and fp32 do not.
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
-        self.gen = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.gen = torch.Generator(device=self.device).manual_seed(config.seed)  # with several ranks: images only
+        # Noise, timesteps, flips and dropout: the same generator alone, one of (seed, rank) per rank.
+        self.rank_gen = self._rank_generator(0) if self.dist else self.gen
         self.step = 0
         self.elapsed = 0.0
         self.x = dataset.to_tensor().to(self.device)  # (N, 3, H, W) in [-1, 1], held in memory once
@@ -254,6 +274,9 @@ class Trainer:
         cls = torch.optim.AdamW if self.config.optimizer == "adamw" else torch.optim.Adam
         return cls(self.net.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
 
+    def _rank_generator(self, step: int) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(distributed.rank_seed(self.config.seed, self.dist.rank, step))
+
     @classmethod
     def from_run(cls, dataset, out_dir: str | Path, *, device: str = "auto", steps: int | None = None) -> "Trainer":
         """Resume the run in `out_dir` with its saved config (optionally extending the step count)."""
@@ -274,11 +297,32 @@ class Trainer:
         load_matching(self.ema, state["ema_state"] or self._legacy_ema(), str(path))
         self.opt.load_state_dict(state["optimizer_state"])
         self.gen.set_state(state["rng_state"])
+        self._resume_rank_generator(info)
         self.elapsed = float(info.get("elapsed", 0.0))
         self.run_id = info.get("run_id", self.run_id)
         self._saved_step = self.step
-        _truncate_log(self.out_dir / LOG_FILE, self.step)
-        self._repair_model_file()
+        if self.is_main:
+            _truncate_log(self.out_dir / LOG_FILE, self.step)
+            self._repair_model_file()
+
+    def _resume_rank_generator(self, info: dict) -> None:
+        """Same number of processes: each rank continues its own noise stream. Another number: the weights, EMA,
+        optimizer and image order continue exactly, the noise, timesteps and flips are drawn afresh (said in a note)."""
+        saved_world = int(info.get("world_size", 1))
+        world = self.dist.world_size if self.dist else 1
+        if saved_world == world:
+            if self.dist:
+                self.rank_gen.set_state(distributed.unpack_state(info["rank_rng_states"][self.dist.rank]))
+            return
+        if self.dist:
+            self.rank_gen = self._rank_generator(self.step)
+        else:  # one process continues a multi-process run: one generator again, from step-dependent seed
+            self.rank_gen = self.gen = torch.Generator(device=self.device).manual_seed(
+                distributed.rank_seed(self.config.seed, 0, self.step))
+        self.notes.append(f"this run was saved with {saved_world} training process(es) and continues with {world}: "
+                          f"weights, EMA and optimizer continue exactly, but the random draws (noise, timesteps, "
+                          f"flips{'' if self.dist else ', image order'}) from step {self.step} on differ from an "
+                          "uninterrupted run")
 
     def _legacy_ema(self) -> dict:
         """EMA of a resume file written before it held one: model.safetensors, if it is from the same step."""
@@ -302,8 +346,10 @@ class Trainer:
     # --- one step ------------------------------------------------------------------------------------
     def _batch(self):
         """Random batch with flips and context dropout, drawn from the run's own generator."""
-        n, b, g, dev = self.x.shape[0], self.config.batch_size, self.gen, self.device
-        idx = torch.randint(0, n, (b,), generator=g, device=dev)
+        n, b, g, dev = self.x.shape[0], self.rank_batch, self.rank_gen, self.device
+        idx = torch.randint(0, n, (self.config.batch_size,), generator=self.gen, device=dev)  # the global batch
+        if self.dist:
+            idx = idx[self.dist.rank * b:(self.dist.rank + 1) * b]  # this rank's slice of it
         x0, c = self.x[idx], self.c[idx]
         if self.config.hflip:
             flip = torch.rand(b, generator=g, device=dev) < 0.5
@@ -324,7 +370,7 @@ class Trainer:
         for group in self.opt.param_groups:
             group["lr"] = lr_at(self.config, self.step)
         with autocast(self.device, self.precision):
-            pred = self.net(to_fast_layout(x_t), t.float() / self.schedule.T, c)
+            pred = self.model(to_fast_layout(x_t), t.float() / self.schedule.T, c)
         per_sample = (pred.float() - target).pow(2).mean(dim=(1, 2, 3)) * self.loss_w[t]  # (B,)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(per_sample.mean()).backward()
@@ -333,7 +379,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
         self.scaler.step(self.opt)
         self.scaler.update()
-        self._update_ema()
+        if self.is_main:  # only rank 0 saves and previews, so only it keeps the EMA
+            self._update_ema()
         return per_sample.detach(), t
 
     @torch.no_grad()
@@ -362,12 +409,27 @@ class Trainer:
             self.elapsed += dt
             yield from self._flush(pending, dt)
             pending = []
+            if self._stop_agreed():
+                return
             t_start = time.perf_counter()  # time spent by the consumer (or paused) is not training time
+
+    def request_stop(self) -> None:
+        """Ask run() to end after the current step (safe from a signal handler); with several processes all
+        ranks end at the same step, so their save() calls meet. Then call save()."""
+        self._stop_requested = True
+
+    def _stop_agreed(self) -> bool:
+        if self.dist:
+            return distributed.any_rank(self.dist, self._stop_requested, self.device)
+        return self._stop_requested
 
     def _flush(self, pending, dt: float) -> Iterator[StepMetrics]:
         """Read a group of step losses back from the device (one sync), check them, checkpoint, yield."""
-        losses = torch.stack([p[0] for p in pending]).float().cpu()  # (k, B)
-        ts = torch.stack([p[1] for p in pending]).cpu()  # (k, B)
+        losses, ts = torch.stack([p[0] for p in pending]).float(), torch.stack([p[1] for p in pending])  # (k, b)
+        if self.dist:  # every rank sees every rank's losses: one logged loss, one verdict on NaN and explosions
+            self.rank_losses = losses.mean(dim=1).tolist()  # this rank's own mean loss per step
+            losses, ts = distributed.gather(self.dist, losses), distributed.gather(self.dist, ts)  # (k, B)
+        losses, ts = losses.cpu(), ts.cpu()
         if not torch.isfinite(losses).all():
             raise TrainingDiverged(self._diverged(f"the loss became NaN or infinite by step {self.step}"))
         self._check_explosion(losses.mean(dim=1).tolist(), self.step - len(pending) + 1)
@@ -376,7 +438,9 @@ class Trainer:
         for j, (l_row, t_row, lr) in enumerate(zip(losses, ts, (p[2] for p in pending))):
             m = StepMetrics(first + j, self.config.steps, float(l_row.mean()), lr, ips,
                             self.elapsed, _band_losses(l_row, t_row, self.schedule.T))
-            self._log_rows.append([m.step, f"{m.loss:.6f}", f"{lr:.3e}", f"{ips:.1f}", *(f"{v:.6f}" for v in m.band_loss)])
+            if self.is_main:
+                self._log_rows.append([m.step, f"{m.loss:.6f}", f"{lr:.3e}", f"{ips:.1f}",
+                                       *(f"{v:.6f}" for v in m.band_loss)])
             if m.step % self.config.checkpoint_every == 0 or m.step == self.config.steps:
                 self.save()
             yield m
@@ -411,22 +475,34 @@ class Trainer:
         """Write the loss log, then resume.safetensors (the commit: weights, EMA, optimizer, RNG, step), then
         model.safetensors (the EMA for sampling, re-derived on resume if a crash left it behind). Never
         writes non-finite weights: a poisoned state raises TrainingDiverged and the files on disk stay."""
-        if not self.state_is_finite():
+        if not self.state_is_finite():  # the weights are the same on every rank, and so is this verdict
             raise TrainingDiverged(self._diverged(f"the weights became NaN or infinite by step {self.step}"))
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._write_log()  # rows past the commit are cut again on resume
         info = {"dataset": self.dataset.name, "dataset_fingerprint": self.dataset.fingerprint(), "elapsed": self.elapsed,
                 "run_id": self.run_id, "train_config": self.config.to_dict()}
+        if self.dist:  # all ranks take part; rank 0 writes
+            info["world_size"] = self.dist.world_size
+            info["rank_rng_states"] = distributed.gather_objects(self.dist, distributed.pack_state(self.rank_gen.get_state()))
+            if not self.is_main:
+                distributed.barrier(self.dist, "waiting for rank 0 to save")
+                self._saved_step = self.step
+                return self.out_dir / MODEL_FILE
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._write_log()  # rows past the commit are cut again on resume
         save_resume_state(self.out_dir / RESUME_FILE, model_state=self.net.state_dict(),
                           optimizer_state=self.opt.state_dict(), rng_state=self.gen.get_state(),
                           step=self.step, info=info, ema_state=self.ema.state_dict())
         path = self._save_model()
         self._saved_step = self.step
+        if self.dist:
+            distributed.barrier(self.dist, "saving")
         return path
 
     def close(self) -> None:
-        """Release the run folder's lock (the files stay)."""
-        self._lock.release()
+        """Release the run folder's lock (the files stay) and leave the process group."""
+        if self._lock is not None:
+            self._lock.release()
+        if self.dist:
+            distributed.stop()
 
     def _save_model(self) -> Path:
         return save_checkpoint(

@@ -4,8 +4,12 @@
     python tools/recipe_study.py --minutes 20 --only v_zsnr  # one recipe
     python tools/recipe_study.py --report                    # measure the trained ones, write docs/recipes.md
 
-Equal budgets: before each run, 30 steps are timed and the step count is set so the run (with its
-linear learning-rate decay) ends at the budget; nothing else should run on the machine meanwhile.
+Equal budgets: `--calibrate` times 30 steps of every recipe (after 5 warm-up steps) on an idle
+machine and stores the seconds per step in runs/study/calibration.json; each run's step count is
+then budget / (seconds per step), so the run (with its linear learning-rate decay) ends at the
+budget on an idle machine. Budgets are therefore idle-machine CPU time converted to steps once:
+the runs themselves may share the machine (they are slower then, but their results are the same,
+step for step). Without a calibration file each run times itself first (then nothing else may run).
 Every recipe starts from seed 0. Measurement is `python main.py bench quality` on each run (the same
 evaluation classifier as docs/benchmarks.md), with the sampler list below; results land in
 runs/study/<recipe>/quality.json and a DDPM and a fast-sampler grid per recipe in docs/recipes/.
@@ -32,8 +36,8 @@ RECIPES = {  # name: (TrainConfig overrides, what it is)
     "cosine": ({"schedule": "cosine"}, "eps target, cosine schedule, plain MSE"),
     "course64": ({"n_feat": 64}, "the course's recipe at the course's width n_feat 64"),
 }
-SAMPLERS = ("ddpm:500,ddim:25,dpmpp2m:10,dpmpp2m:20,dpmpp3m:10+sp=logsnr,dpmpp3m:20+sp=logsnr,"
-            "dpmpp2m:10+sp=logsnr,heun:10+sp=karras")
+SAMPLERS = ("ddpm:500,ddim:25,dpmpp2m:10,dpmpp2m:20,dpmpp3m:10+sp=karras,dpmpp3m:20+sp=karras,"
+            "dpmpp3m:10+sp=logsnr,heun:10+sp=karras")
 
 
 def _config(name: str, steps: int):
@@ -43,8 +47,8 @@ def _config(name: str, steps: int):
     return TrainConfig.from_dict({**base.to_dict(), **RECIPES[name][0], "steps": steps})
 
 
-def _steps_for_budget(ds, name: str, minutes: float) -> int:
-    """Time 30 steps of this recipe (after 5 warm-up steps) and size the run to the budget."""
+def _seconds_per_step(ds, name: str) -> float:
+    """Time 30 steps of this recipe after 5 warm-up steps."""
     from core.train import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,7 +61,30 @@ def _steps_for_budget(ds, name: str, minutes: float) -> int:
             next(it)
         per_step = (time.perf_counter() - t0) / 30
         tr.close()
-    return max(100, int(minutes * 60 / per_step))
+    return per_step
+
+
+def _steps_for_budget(ds, name: str, minutes: float) -> int:
+    return max(100, int(minutes * 60 / _seconds_per_step(ds, name)))
+
+
+def calibrate(out: Path) -> None:
+    from core.data import load_builtin
+    from core.device import configure_threads
+
+    configure_threads()
+    ds = load_builtin("emoji16")
+    timed = {name: _seconds_per_step(ds, name) for name in RECIPES}
+    # Recipes of one width cost the same per step (target, weighting and schedule are a few
+    # elementwise ops); their timings differ only by noise, so each width gets its recipes' mean
+    # and recipes of one width get exactly the same number of steps.
+    width = {name: _config(name, 1).n_feat for name in RECIPES}
+    per_step = {name: sum(timed[m] for m in RECIPES if width[m] == width[name])
+                / sum(1 for m in RECIPES if width[m] == width[name]) for name in RECIPES}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "calibration.json").write_text(json.dumps(per_step, indent=1))
+    for name, s in per_step.items():
+        print(f"{name}: {s * 1000:.0f} ms/step ({100 / s:.0f} img/s)")
 
 
 def train(name: str, minutes: float, out: Path) -> None:
@@ -67,18 +94,25 @@ def train(name: str, minutes: float, out: Path) -> None:
 
     configure_threads()
     run = out / name
-    if (run / "model.safetensors").is_file():
+    done = run / "trained.txt"
+    if done.is_file():
         print(f"{name}: already trained ({run})")
         return
     ds = load_builtin("emoji16")
-    steps = _steps_for_budget(ds, name, minutes)
+    cal = out / "calibration.json"
+    per_step = json.loads(cal.read_text())[name] if cal.is_file() else None
+    steps = max(100, int(minutes * 60 / per_step)) if per_step else _steps_for_budget(ds, name, minutes)
     print(f"{name}: {RECIPES[name][1]}; {steps} steps for {minutes:g} min", flush=True)
-    tr = Trainer(ds, _config(name, steps), run)
+    if (run / "resume.safetensors").is_file():  # an interrupted run continues exactly where it stopped
+        tr = Trainer.from_run(ds, run)
+    else:
+        tr = Trainer(ds, _config(name, steps), run)
     for m in tr.run():
         if m.step % 250 == 0:
             print(f"{name}: step {m.step}/{m.total_steps} loss {m.loss:.4f} {m.images_per_s:.0f} img/s", flush=True)
     tr.save()
     tr.close()
+    done.write_text(f"{steps} steps, budget {minutes:g} min\n")
 
 
 def measure(name: str, out: Path, n: int, seeds: int) -> dict:
@@ -94,7 +128,7 @@ def measure(name: str, out: Path, n: int, seeds: int) -> dict:
 def report(out: Path, docs: Path, n: int, seeds: int) -> None:
     rows = []
     for name in RECIPES:
-        if (out / name / "model.safetensors").is_file():
+        if (out / name / "trained.txt").is_file():
             rows.append((name, measure(name, out, n, seeds)))
     lines = ["| recipe | steps | " + " | ".join(r["entry"] for r in rows[0][1]["results"]) + " |",
              "|---|---|" + "---|" * len(rows[0][1]["results"])] if rows else []
@@ -114,11 +148,15 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=20.0, help="wall-clock budget per recipe (default 20)")
     ap.add_argument("--only", choices=list(RECIPES), action="append", help="train only these recipes")
     ap.add_argument("--out", default=str(ROOT / "runs" / "study"))
+    ap.add_argument("--calibrate", action="store_true", help="time every recipe on an idle machine first")
     ap.add_argument("--report", action="store_true", help="measure the trained recipes and update docs/recipes.md")
     ap.add_argument("--n", type=int, default=1000, help="images per quality figure (default 1000)")
     ap.add_argument("--seeds", type=int, default=3)
     args = ap.parse_args()
     out = Path(args.out)
+    if args.calibrate:
+        calibrate(out)
+        return 0
     if args.report:
         report(out, ROOT / "docs", args.n, args.seeds)
         return 0
