@@ -92,8 +92,15 @@ def _app_run(app, window, config: dict, seconds: float, preview_every: int,
     stamps: list[tuple[float, int]] = []
     threads: list[int] = []
     panel.start()
-    panel._worker.threads_changed.connect(threads.append)
-    panel._worker.progress.connect(lambda rows: stamps.append((time.perf_counter(), int(rows[-1][0]))))
+    from desktop.jobs.training import ThreadsChosen
+
+    def on_item(item) -> None:
+        if isinstance(item, ThreadsChosen):
+            threads.append(item.threads)
+        elif isinstance(item, list):  # a batch of core.train.StepMetrics
+            stamps.append((time.perf_counter(), int(item[-1].step)))
+
+    panel._worker.progress.connect(on_item)
     probe = EventLoopProbe()
     _pump(app, lambda: len(stamps) >= 1, 120)
     probe.start()
@@ -135,7 +142,7 @@ def main(argv=None) -> int:
     ap.add_argument("--app-threads", type=int, default=None, help="torch threads in the app only")
     args = ap.parse_args(argv)
     os.environ.setdefault("DIFFUSION_DESK_HOME", tempfile.mkdtemp(prefix="dd-probe-"))
-    from desktop import services
+    from desktop import engine
     from desktop.app import make_application
     from desktop.main_window import MainWindow
 
@@ -145,8 +152,8 @@ def main(argv=None) -> int:
     window.show()
     window.start_loading()
     _pump(app, lambda: window.loaded, 120)
-    services.warm_up_training()
-    config = services.train_presets()[args.preset].to_dict() | {"steps": 1_000_000, "checkpoint_every": 1_000_000}
+    engine.warm_up_training()
+    config = engine.train_presets()[args.preset].to_dict() | {"steps": 1_000_000, "checkpoint_every": 1_000_000}
     ds = window.state.dataset
     for r in range(args.rounds):
         direct = _direct_run(ds, config, args.seconds, tempfile.mkdtemp(prefix="dd-direct-"), args.threads)

@@ -1,2 +1,2 @@
-"""The desktop app (PySide6 + pyqtgraph). Widgets never import torch: they go through
-`desktop.services` and the QThread workers, which call `core`."""
+"""The desktop app (PySide6 + pyqtgraph). Widgets never import torch: they go through `desktop.engine`
+(lazy core calls) and `desktop.jobs` (core work run through `desktop.threads`)."""

@@ -11,7 +11,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt, QTimer
 from PySide6.QtGui import QBrush, QColor, QIcon, QLinearGradient, QPainter, QPainterPath, QPen, QPixmap
 from PySide6.QtWidgets import QApplication
 
-from desktop.services import APP_NAME, ORG_NAME
+from desktop.settings import APP_NAME, ORG_NAME
 
 
 def draw_app_icon(size: int = 256) -> QPixmap:
@@ -63,7 +63,7 @@ def _draw_smiley(p: QPainter, size: int, c: QPointF, r: float) -> None:
 
 
 def app_icon() -> QIcon:
-    from core.paths import resource_path  # no torch: core.paths only knows folders
+    from desktop.engine import resource_path
 
     path = resource_path("icons", "app_icon.png")
     return QIcon(str(path)) if path.is_file() else QIcon(draw_app_icon())

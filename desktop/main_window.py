@@ -12,7 +12,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QFileDialog, QLabel, QMainWindow, QMessageBox,
                                QTabWidget, QTextBrowser, QVBoxLayout, QWidget)
 
-from desktop import services
+from desktop import engine, settings, threads
 from desktop.app_state import AppState
 from desktop.help import ABOUT, HOW_IT_WORKS
 from desktop.qt_data_panel import QtDataPanel
@@ -35,21 +35,21 @@ def _make_sample_panel(state: AppState) -> QWidget:
 
 def startup_job(dataset_spec: str | None, checkpoint: str | None) -> dict:
     """Runs on a worker thread: torch import, runtime, presets, the data set and the model."""
-    out: dict = {"runtime": services.runtime_label(), "errors": []}
-    out["presets"] = {k: cfg.to_dict() for k, cfg in services.train_presets().items()}
+    out: dict = {"runtime": engine.runtime_label(), "errors": []}
+    out["presets"] = {k: cfg.to_dict() for k, cfg in engine.train_presets().items()}
     out["dataset"], out["dataset_spec"] = None, None
     for spec in [s for s in (dataset_spec, "emoji16") if s]:
         try:
-            out["dataset"], out["dataset_spec"] = services.load_dataset(spec), spec
+            out["dataset"], out["dataset_spec"] = engine.load_dataset(spec), spec
             break
         except Exception as e:  # noqa: BLE001 - a vanished last data set falls back to the built-in one
-            out["errors"].append(f"Could not reopen the last data set: {services.user_message(e)}")
+            out["errors"].append(f"Could not reopen the last data set: {engine.user_message(e)}")
     out["model"] = None
     if checkpoint:
         try:
-            out["model"] = services.load_checkpoint(checkpoint)
+            out["model"] = engine.load_checkpoint(checkpoint)
         except Exception as e:  # noqa: BLE001
-            out["errors"].append(f"Could not load the model {checkpoint}: {services.user_message(e)}")
+            out["errors"].append(f"Could not load the model {checkpoint}: {engine.user_message(e)}")
     return out
 
 
@@ -151,14 +151,14 @@ class MainWindow(QMainWindow):
     # --- startup ---------------------------------------------------------------------------------------
     def start_loading(self) -> None:
         """Load the runtime, presets, last (or built-in) data set and last (or default) model off-thread."""
-        st = services.settings()
+        st = settings.qsettings()
         spec = st.value("data/last", "") or None
         ckpt = st.value("model/last", "") or None
         if ckpt and not Path(ckpt).is_file():
             ckpt = None
-        ckpt = ckpt or services.default_checkpoint()
+        ckpt = ckpt or engine.default_checkpoint()
         self.statusBar().showMessage("Loading the engine and the built-in data set…")
-        services.run_in_background(startup_job, spec, ckpt, on_done=self._on_startup_done,
+        threads.run_in_background(startup_job, spec, ckpt, on_done=self._on_startup_done,
                                    on_error=self._on_startup_failed)
 
     def _on_startup_done(self, out: dict) -> None:
@@ -169,7 +169,7 @@ class MainWindow(QMainWindow):
         self.loaded = True
         if out["model"] is not None:
             self.state.set_model(out["model"])
-        services.run_in_background(services.warm_up_training)
+        threads.run_in_background(engine.warm_up_training)
         if out["errors"]:
             self.statusBar().showMessage(" ".join(out["errors"]), 15000)
         else:
@@ -184,7 +184,7 @@ class MainWindow(QMainWindow):
     # --- opening things -----------------------------------------------------------------------------------
     @Slot()
     def _on_open_dataset(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open a data set", str(services.datasets_dir()),
+        path, _ = QFileDialog.getOpenFileName(self, "Open a data set", str(settings.datasets_dir()),
                                               "Diffusion Desk data sets (*.npz);;All files (*)")
         if path:
             self.open_dataset_spec(path)
@@ -192,14 +192,14 @@ class MainWindow(QMainWindow):
     @Slot(str)
     def open_dataset_spec(self, spec: str) -> None:
         self.statusBar().showMessage(f"Loading {spec}…")
-        services.run_in_background(services.load_dataset, spec,
+        threads.run_in_background(engine.load_dataset, spec,
                                    on_done=lambda ds: self._use_dataset(ds, spec),
                                    on_error=lambda msg: self._error("Could not open the data set", msg))
 
     def _use_dataset(self, ds, spec: str) -> None:
         self.state.set_dataset(ds)
-        services.add_recent("dataset", spec)
-        services.settings().setValue("data/last", spec)
+        settings.add_recent("dataset", spec)
+        settings.qsettings().setValue("data/last", spec)
         self.statusBar().showMessage(f"Opened {ds.name}.", 5000)
 
     def _import(self, kind: str) -> None:
@@ -209,7 +209,7 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def _on_open_checkpoint(self) -> None:
-        start = str(services.runs_dir()) if services.runs_dir().is_dir() else str(services.user_data_dir())
+        start = str(settings.runs_dir()) if settings.runs_dir().is_dir() else str(settings.user_data_dir())
         path, _ = QFileDialog.getOpenFileName(
             self, "Open a model checkpoint", start,
             "Models (*.safetensors *.pth *.pt);;Diffusion Desk models (*.safetensors);;Course weights (*.pth)")
@@ -218,19 +218,19 @@ class MainWindow(QMainWindow):
 
     def open_checkpoint(self, path: str) -> None:
         self.statusBar().showMessage(f"Loading the model {path}…")
-        services.run_in_background(services.load_checkpoint, path,
+        threads.run_in_background(engine.load_checkpoint, path,
                                    on_done=lambda b: self._use_model(b, path),
                                    on_error=lambda msg: self._error("Could not open the model", msg))
 
     def _use_model(self, bundle, path: str) -> None:
         self.state.set_model(bundle)
-        services.add_recent("checkpoint", path)
+        settings.add_recent("checkpoint", path)
         self.statusBar().showMessage(f"Loaded the model {Path(path).name}.", 5000)
 
     def _fill_recent_menu(self) -> None:
         menu = self.recent_menu
         menu.clear()
-        items = services.recent_items()
+        items = settings.recent_items()
         if not items:
             menu.addAction("(nothing yet)").setEnabled(False)
             return
@@ -241,13 +241,13 @@ class MainWindow(QMainWindow):
             else:
                 act.triggered.connect(lambda _=False, s=it.spec: self.open_checkpoint(s))
         menu.addSeparator()
-        menu.addAction("Clear the list").triggered.connect(services.clear_recent)
+        menu.addAction("Clear the list").triggered.connect(settings.clear_recent)
 
     def _on_show_data_folder(self) -> None:
         from PySide6.QtCore import QUrl
         from PySide6.QtGui import QDesktopServices
 
-        folder = services.user_data_dir()
+        folder = settings.user_data_dir()
         if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
             QMessageBox.information(self, "Your data folder", f"Runs and imported data sets are kept in:\n{folder}")
 
@@ -274,9 +274,9 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Sample & compare now uses {text} (was {before}). Pick another in "
                                          "its Model menu.", 12000)
         if hasattr(self.sample_panel, "refresh_model_choices") and self.loaded:
-            services.run_in_background(services.model_choices, on_done=self.sample_panel.refresh_model_choices)
+            threads.run_in_background(engine.model_choices, on_done=self.sample_panel.refresh_model_choices)
         if bundle.path is not None and not live and Path(bundle.path).is_file():
-            services.settings().setValue("model/last", str(bundle.path))
+            settings.qsettings().setValue("model/last", str(bundle.path))
 
     def _on_teach(self) -> None:
         self.tabs.setCurrentIndex(TAB_TRAIN)  # the loss and the previews of the new labels show there
@@ -293,7 +293,7 @@ class MainWindow(QMainWindow):
         return self._text_dialog("How diffusion works here", HOW_IT_WORKS)
 
     def show_licences(self) -> QDialog:
-        return self._text_dialog("Data licences", services.licences_text(), markdown=True)
+        return self._text_dialog("Data licences", engine.licences_text(), markdown=True)
 
     def _show_about(self) -> None:
         QMessageBox.about(self, "About Diffusion Desk", ABOUT)
@@ -320,7 +320,7 @@ class MainWindow(QMainWindow):
 
     # --- layout memory and closing ----------------------------------------------------------------------------
     def _restore_layout(self) -> None:
-        st = services.settings()
+        st = settings.qsettings()
         geom = st.value("window/geometry")
         if isinstance(geom, QByteArray) and not geom.isEmpty():
             self.restoreGeometry(geom)
@@ -347,7 +347,7 @@ class MainWindow(QMainWindow):
             self.move(x, y)
 
     def _save_layout(self) -> None:
-        st = services.settings()
+        st = settings.qsettings()
         st.setValue("window/geometry", self.saveGeometry())
         st.setValue("window/state", self.saveState())
         st.setValue("window/tab", self.tabs.currentIndex())
@@ -364,7 +364,7 @@ class MainWindow(QMainWindow):
             return
         if self._sampling_busy():
             # Cancel cooperatively and close when the sampler's thread has ended: a blocking
-            # QThread.wait() here would keep the GIL from the worker (see services.retire_thread).
+            # QThread.wait() here would keep the GIL from the worker (see threads.retire_thread).
             event.ignore()
             self._close_after_stop = True
             self.sample_panel.cancel()
@@ -376,7 +376,7 @@ class MainWindow(QMainWindow):
             shutdown()
         self.data_panel.flush_pending_save()
         self._save_layout()
-        services.wait_for_background()
+        threads.wait_for_background()
         event.accept()
 
     def _sampling_busy(self) -> bool:

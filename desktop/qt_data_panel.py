@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QDialogBut
                                QPlainTextEdit, QPushButton, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem,
                                QVBoxLayout, QWidget)
 
-from desktop import services
+from desktop import engine, settings, threads
 from desktop.qt_composer import QtComposer
 from desktop.widgets import HintLabel, ImageGridView, as_grid, pixmap_from_rgb
 
@@ -357,7 +357,7 @@ class QtDataPanel(QWidget):
         if self._refreshing:
             return
         self._save_path = None
-        if ds is not None and Path(ds.source).parent == services.datasets_dir():
+        if ds is not None and Path(ds.source).parent == settings.datasets_dir():
             self._save_path = Path(ds.source)  # edits of a saved copy go back into it
         self.model.set_dataset(ds, self._filtered_rows(ds, FILTER_ALL))
         self.filter_combo.blockSignals(True)
@@ -519,7 +519,7 @@ class QtDataPanel(QWidget):
         try:
             new = ds.with_labels(labels, names)
         except Exception as e:  # noqa: BLE001 - DataError: empty or repeated names
-            QMessageBox.warning(self, "Cannot change the labels", services.user_message(e).split(": ", 1)[-1])
+            QMessageBox.warning(self, "Cannot change the labels", engine.user_message(e).split(": ", 1)[-1])
             self._refresh_labels()
             return False
         if ds.source.startswith("builtin:"):  # never write over the built-in files
@@ -568,7 +568,7 @@ class QtDataPanel(QWidget):
     # --- saving ---------------------------------------------------------------------------------------------------
     def _target_path(self, ds) -> Path:
         if self._save_path is None:
-            self._save_path = _unique(services.imported_copy_path(ds))
+            self._save_path = _unique(settings.imported_copy_path(ds))
         return self._save_path
 
     def _save_now(self) -> None:
@@ -577,7 +577,7 @@ class QtDataPanel(QWidget):
             return
         path = self._target_path(ds)
         self.save_info.setText("Saving the label edits…")
-        services.run_in_background(services.save_dataset, ds, path, on_done=self._on_saved,
+        threads.run_in_background(engine.save_dataset, ds, path, on_done=self._on_saved,
                                    on_error=lambda m: self._on_save_failed(m, path))
 
     def flush_pending_save(self) -> None:
@@ -585,15 +585,15 @@ class QtDataPanel(QWidget):
         if self._save_timer.isActive() and self.state.dataset is not None:
             self._save_timer.stop()
             try:
-                self._on_saved(services.save_dataset(self.state.dataset, self._target_path(self.state.dataset)))
+                self._on_saved(engine.save_dataset(self.state.dataset, self._target_path(self.state.dataset)))
             except Exception as e:  # noqa: BLE001
-                QMessageBox.warning(self, "Could not save the label edits", services.user_message(e))
+                QMessageBox.warning(self, "Could not save the label edits", engine.user_message(e))
 
     def _on_saved(self, path) -> None:
         path = str(path)
         self.save_info.setText(f"Edits saved to {path}")
-        services.settings().setValue("data/last", path)
-        services.add_recent("dataset", path)
+        settings.qsettings().setValue("data/last", path)
+        settings.add_recent("dataset", path)
         self.dataset_saved.emit(path)
 
     def _on_save_failed(self, message: str, path: Path) -> None:
@@ -621,7 +621,7 @@ class QtDataPanel(QWidget):
                                                   "Course sprites (*.npy)")
             if not path:
                 return
-        self._load_import(services.load_dataset, f"course:{path}")
+        self._load_import(engine.load_dataset, f"course:{path}")
 
     def import_sprite_sheet(self, path: str | None = None, options: dict | None = None) -> None:
         if path is None:
@@ -638,7 +638,7 @@ class QtDataPanel(QWidget):
 
     def _load_import(self, fn, *args) -> None:
         self.state.status_message.emit("Reading the files…")
-        services.run_in_background(fn, *args, on_done=self._show_import_preview,
+        threads.run_in_background(fn, *args, on_done=self._show_import_preview,
                                    on_error=lambda m: QMessageBox.warning(self, "Could not import", m))
 
     def _show_import_preview(self, ds) -> None:
@@ -651,11 +651,11 @@ class QtDataPanel(QWidget):
 
     def _use_import(self, ds) -> None:
         self.last_import_dialog = None
-        path = _unique(services.imported_copy_path(ds))
+        path = _unique(settings.imported_copy_path(ds))
         self.state.set_dataset(ds)
         self._save_path = path
         self.save_info.setText("Saving a copy of the imported data set…")
-        services.run_in_background(services.save_dataset, ds, path, on_done=self._on_saved,
+        threads.run_in_background(engine.save_dataset, ds, path, on_done=self._on_saved,
                                    on_error=lambda m: self._on_save_failed(m, path))
 
     # --- layout memory ----------------------------------------------------------------------------------------------
@@ -669,11 +669,11 @@ class QtDataPanel(QWidget):
 
 
 def _load_folder(path: str, size: int):
-    return services.load_dataset(path, size=size)
+    return engine.load_dataset(path, size=size)
 
 
 def _load_sheet(path: str, options: dict):
-    return services.load_sprite_sheet(path, **options)
+    return engine.load_sprite_sheet(path, **options)
 
 
 def _unique(path: Path) -> Path:

@@ -10,23 +10,24 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import threading
 from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFrame, QHBoxLayout, QHeaderView,
                                QLabel, QMessageBox, QPushButton, QScrollArea, QSpinBox, QSplitter, QTableWidget,
                                QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
-from desktop import services
+from core.catalog import SAMPLER_CATALOG, T_DEFAULT
+from desktop import engine, settings, threads
 from desktop.app_state import AppState, Composition
 from desktop.qt_sampler_column import VIEW_BOTH, VIEW_X0, VIEW_XT, QtSamplerColumn, column_color
 from desktop.qt_schedule_view import QtScheduleView
 from desktop.qt_trajectory import (QtTrajectoryBar, frame_index, gif_positions, position_text,
                                    slider_max)
-from desktop import sampling_worker as sw
+from desktop.jobs import export as ex
+from desktop.jobs import sampling as sw
 from desktop.widgets import HintLabel
 
 # The course's DDPM (None: all T steps), its DDIM-25, and the best 10-call solver measured on the shipped
@@ -34,7 +35,6 @@ from desktop.widgets import HintLabel
 DEFAULT_COLUMNS = (("ddpm", None, "trailing"), ("ddim", 25, "trailing"), ("dpmpp3m", 10, "karras"))
 MIN_COLUMNS, MAX_COLUMNS = 2, 4
 REDRAW_MS = 100  # live grids repaint at most 10 times a second
-SHUTDOWN_WAIT_MS = 10000
 
 PRECISION_TEXT = {"auto": "Auto (fastest here)", "fp32": "fp32 (reference)", "bf16": "bf16", "fp16": "fp16"}
 
@@ -54,18 +54,16 @@ class QtSamplePanel(QWidget):
     def __init__(self, state: AppState, parent=None):
         super().__init__(parent)
         self.state = state
-        self._catalog = sw.sampler_catalog()
+        self._catalog = list(SAMPLER_CATALOG)
         self.columns: list[QtSamplerColumn] = []
         self.summary: sw.RunSummary | None = None  # the last run: results of the columns that finished
         self._run_row_names: list[str] = []
         self._run_per_row = 4
-        self._thread: QThread | None = None
-        self._worker = None
-        self._cancel = threading.Event()
+        self._worker: threads.GeneratorWorker | None = None
         self._pending: dict[int, sw.Frame] = {}
         self._quality: dict[int, sw.QualityPoint] = {}
         self._quality_ok, self._quality_reason = False, "Load a model first."
-        self._T = 500
+        self._T = T_DEFAULT
         self._build()
         self._redraw_timer = QTimer(self)
         self._redraw_timer.setInterval(REDRAW_MS)
@@ -155,7 +153,7 @@ class QtSamplePanel(QWidget):
         row.addWidget(QLabel("Seed"))
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)
-        self.seed_spin.setValue(1234)
+        self.seed_spin.setValue(settings.DEFAULT_SEED)
         self.seed_spin.setToolTip("Picks the starting noise. Every column starts from the same noise, so the "
                                   "differences you see come from the samplers alone.\nThe same seed gives the "
                                   "same pictures again.")
@@ -241,7 +239,7 @@ class QtSamplePanel(QWidget):
         self.quality_n = QSpinBox()
         self.quality_n.setRange(60, 2000)
         self.quality_n.setSingleStep(60)
-        self.quality_n.setValue(240)
+        self.quality_n.setValue(settings.QUALITY_IMAGES)
         self.quality_n.setToolTip("More images give steadier numbers but take longer. Numbers are only comparable "
                                   "at the same count.")
         self.quality_button = QPushButton("Measure quality")
@@ -376,13 +374,12 @@ class QtSamplePanel(QWidget):
         else:
             self.model_label.setText(bundle.description)
             self.model_label.setToolTip(str(bundle.path or ""))
-            self._catalog = sw.sampler_catalog()  # torch is loaded now that a model exists
             self._T = int(bundle.schedule_config.T)
             for c in self.columns:
-                c.set_catalog(self._catalog)
+                c.set_catalog(self._catalog)  # keeps each column's sampler, clamps its steps to the new T
                 c.set_T(self._T)
             self._fill_precisions(bundle)
-            self.schedule_view.set_curves(sw.schedule_curves(bundle.schedule_config))
+            self.schedule_view.set_curves(engine.schedule_curves(bundle.schedule_config))
             self._quality_ok, self._quality_reason = self._check_quality(bundle)
         self._update_rows_text()
         self._update_schedule_markers()
@@ -392,7 +389,7 @@ class QtSamplePanel(QWidget):
         current = self.precision_box.currentData() or "auto"
         self.precision_box.blockSignals(True)
         self.precision_box.clear()
-        for p in sw.precision_choices(bundle):
+        for p in engine.precision_choices(bundle):
             self.precision_box.addItem(PRECISION_TEXT[p], p)
         i = self.precision_box.findData(current)
         self.precision_box.setCurrentIndex(max(0, i))
@@ -405,16 +402,16 @@ class QtSamplePanel(QWidget):
         if bundle is None:
             return
         try:
-            _, label = sw.runtime_for(bundle, self.precision_box.currentData() or "auto")
+            _, label = engine.runtime_for(bundle, self.precision_box.currentData() or "auto")
         except ValueError as e:
             label = f"cannot run: {e}"
         self.runtime_label.setText(f"<b>Runs on:</b> {label}")
 
     def _check_quality(self, bundle) -> tuple[bool, str]:
-        ok, reason = sw.quality_available()
+        ok, reason = engine.quality_available()
         if not ok:
             return ok, reason
-        return sw.quality_fits(bundle)
+        return engine.quality_fits(bundle)
 
     @Slot(object)
     def _on_dataset_changed(self, dataset) -> None:
@@ -460,7 +457,7 @@ class QtSamplePanel(QWidget):
             self.schedule_view.set_columns([])
             return
         sched = self.state.model.schedule_config
-        cols = [(c.spec().title, c.color, sw.timesteps_for(c.spec(), sched)) for c in self.columns]
+        cols = [(c.spec().title, c.color, engine.timesteps_for(c.spec(), sched)) for c in self.columns]
         self.schedule_view.set_columns(cols)
 
     def _update_buttons(self) -> None:
@@ -486,7 +483,7 @@ class QtSamplePanel(QWidget):
 
     # ============================================================================ running
     def is_busy(self) -> bool:
-        return self._thread is not None
+        return self._worker is not None
 
     def make_job(self) -> sw.SampleJob:
         ctx, names, _ = self._contexts()
@@ -510,29 +507,14 @@ class QtSamplePanel(QWidget):
             c.show_frame(None, None)
             c.set_waiting("warming up" if c.index == 0 else "waiting for its turn")
         self.timing_note.setText("Warming up…")
-        worker = sw.SamplingWorker(bundle, job, self._cancel)
-        worker.started.connect(self._on_run_started)
-        worker.noise_ready.connect(self._on_noise_ready)
-        worker.column_started.connect(self._on_column_started)
-        worker.progress.connect(self._on_progress)
-        worker.column_finished.connect(self._on_column_finished)
-        worker.finished.connect(self._on_run_finished)
-        worker.errored.connect(self._on_run_error)
-        self._start(worker)
+        self._start(threads.GeneratorWorker(sw.run_columns, bundle, job, control=True), self._on_run_item,
+                    self._on_run_finished, self._on_run_error)
         self._redraw_timer.start()
 
-    def _start(self, worker) -> None:
-        self._cancel.clear()
-        thread = QThread()
-        worker.moveToThread(thread)
-        thread.started.connect(worker.run)
-        # Direct: quit from the worker thread itself, so shutdown() can wait without the event loop.
-        worker.finished.connect(thread.quit, Qt.ConnectionType.DirectConnection)
-        worker.errored.connect(thread.quit, Qt.ConnectionType.DirectConnection)
-        thread.finished.connect(worker.deleteLater)
-        thread.finished.connect(self._on_thread_finished)
-        self._thread, self._worker = thread, worker
-        thread.start()
+    def _start(self, worker, on_item, on_result, on_failed) -> None:
+        self._worker = worker
+        threads.start(worker, on_progress=on_item, on_result=on_result, on_failed=on_failed,
+                      on_finished=self._on_thread_finished)
         self._update_buttons()
         self.busy_changed.emit(True)
 
@@ -540,33 +522,36 @@ class QtSamplePanel(QWidget):
     def cancel(self) -> None:
         """Stop within one model call (button: Cancel); finished columns are kept."""
         if self.is_busy():
-            self._cancel.set()
+            self._worker.request_stop()
             self.cancel_button.setEnabled(False)
             self.state.status_message.emit("Stopping after the current model call…")
 
-    def shutdown(self, timeout_ms: int = SHUTDOWN_WAIT_MS) -> None:
-        """Window closing: cancel and wait for the worker thread (never terminate it)."""
-        if self._thread is None:
-            return
-        self._cancel.set()
-        self._thread.quit()
-        self._thread.wait(timeout_ms)
+    def shutdown(self) -> None:
+        """Window closing: cancel a run cooperatively; threads.py keeps the worker until its thread has ended
+        (never QThread.wait() on the GUI thread: PySide's wait() keeps the GIL the ending worker needs)."""
+        if self._worker is not None:
+            self._worker.request_stop()
         self._redraw_timer.stop()
 
-    @Slot()
     def _on_thread_finished(self) -> None:
-        thread, worker = self._thread, self._worker
-        if thread is not None:
-            # Keep the thread and the worker referenced until the thread has really ended. Dropping the
-            # worker's last Python reference here deleted it on the GUI thread while the ending worker
-            # thread ran its deleteLater: a double delete, the suite's rare SIGBUS/SIGSEGV. And never
-            # QThread.wait() on the GUI thread (PySide's wait() keeps the GIL the ending worker needs).
-            services.retire_thread(thread, worker)
-        self._thread, self._worker = None, None
+        self._worker = None
         self._redraw_timer.stop()
         self._flush_frames()
         self._update_buttons()
         self.busy_changed.emit(False)
+
+    def _on_run_item(self, item) -> None:
+        """One of run_columns' progress items (see desktop.jobs.sampling)."""
+        if isinstance(item, sw.Frame):
+            self._on_progress(item)
+        elif isinstance(item, sw.ColumnResult):
+            self._on_column_finished(item)
+        elif isinstance(item, sw.ColumnStarted):
+            self._on_column_started(item.index)
+        elif isinstance(item, sw.NoiseReady):
+            self._on_noise_ready(item.noise)
+        elif isinstance(item, sw.RunStarted):
+            self._on_run_started(item.runtime_label, item.warmup_seconds)
 
     @Slot(str, float)
     def _on_run_started(self, runtime_label: str, warmup: float) -> None:
@@ -623,8 +608,8 @@ class QtSamplePanel(QWidget):
             self.state.status_message.emit(f"Sampled {n} columns from seed {summary.seed}.")
         self._setup_scrubber()
 
-    @Slot(str)
-    def _on_run_error(self, message: str) -> None:
+    def _on_run_error(self, error: BaseException) -> None:
+        message = f"Sampling stopped: {engine.user_message(error)[:300]}"
         for c in self.columns:
             if c.index not in {r.index for r in self.summary.results}:
                 c.set_stopped("stopped by an error")
@@ -712,14 +697,18 @@ class QtSamplePanel(QWidget):
                            self.precision_box.currentData() or "auto")
         self._quality.clear()
         self._update_quality()
-        worker = sw.QualityWorker(bundle, job, dataset, self._cancel, n=n)
-        worker.started.connect(self._on_quality_started)
-        worker.column_started.connect(self._on_quality_column)
-        worker.column_finished.connect(self._on_quality_point)
-        worker.finished.connect(self._on_quality_finished)
-        worker.errored.connect(self._on_quality_error)
-        self._start(worker)
+        worker = threads.GeneratorWorker(sw.measure_quality, bundle, job, dataset, n=n, control=True)
+        self._start(worker, self._on_quality_item, self._on_quality_finished, self._on_quality_error)
         self.tabs.setCurrentIndex(1)
+
+    def _on_quality_item(self, item) -> None:
+        """One of measure_quality's progress items (see desktop.jobs.sampling)."""
+        if isinstance(item, sw.QualityPoint):
+            self._on_quality_point(item)
+        elif isinstance(item, sw.ColumnStarted):
+            self._on_quality_column(item.index)
+        elif isinstance(item, sw.QualityStarted):
+            self._on_quality_started(item.info)
 
     @Slot(dict)
     def _on_quality_started(self, info: dict) -> None:
@@ -753,8 +742,8 @@ class QtSamplePanel(QWidget):
         self.quality_button.setText("Measure quality")
         self.state.status_message.emit("Quality measurement cancelled." if cancelled else "Quality measured.")
 
-    @Slot(str)
-    def _on_quality_error(self, message: str) -> None:
+    def _on_quality_error(self, error: BaseException) -> None:
+        message = f"Measuring quality stopped: {engine.user_message(error)[:300]}"
         self.quality_button.setText("Measure quality")
         QMessageBox.warning(self, "Measuring quality stopped", message)
 
@@ -814,22 +803,22 @@ class QtSamplePanel(QWidget):
         results = self._results()
         meta = self._export_meta(results)
         grids = [[r.images] for r in results]
-        self._export(sw.export_png, path, grids, [r.spec.title for r in results], self._run_per_row,
-                     self._run_row_names, sw.export_text(meta), None)
+        self._export(ex.export_png, path, grids, [r.spec.title for r in results], self._run_per_row,
+                     self._run_row_names, ex.export_text(meta), None)
 
     def export_column_png(self, index: int, path: str) -> None:
         results = [r for r in self._results() if r.index == index]
         meta = self._export_meta(results)
-        self._export(sw.export_png, path, [[results[0].images]], [results[0].spec.title], self._run_per_row,
-                     self._run_row_names, sw.export_text(meta), None)
+        self._export(ex.export_png, path, [[results[0].images]], [results[0].spec.title], self._run_per_row,
+                     self._run_row_names, ex.export_text(meta), None)
 
     def export_frame_png(self, path: str) -> None:
         results = self._results()
         pos = self.trajectory.slider.value()
         meta = self._export_meta(results)
         meta["position"] = position_text(pos, self.trajectory.slider.maximum(), self.trajectory.mode)
-        self._export(sw.export_png, path, self._grids_at(results, pos), [r.spec.title for r in results],
-                     self._run_per_row, self._run_row_names, sw.export_text(meta), meta["position"])
+        self._export(ex.export_png, path, self._grids_at(results, pos), [r.spec.title for r in results],
+                     self._run_per_row, self._run_row_names, ex.export_text(meta), meta["position"])
 
     def export_gif(self, path: str) -> None:
         results = self._results()
@@ -838,8 +827,8 @@ class QtSamplePanel(QWidget):
         frames = [self._grids_at(results, p) for p in positions]
         captions = [position_text(p, maximum, self.trajectory.mode) for p in positions]
         meta = self._export_meta(results)
-        self._export(sw.export_gif, path, frames, [r.spec.title for r in results], self._run_per_row,
-                     self._run_row_names, sw.export_text(meta)["settings"], captions)
+        self._export(ex.export_gif, path, frames, [r.spec.title for r in results], self._run_per_row,
+                     self._run_row_names, ex.export_text(meta)["settings"], captions)
 
     def _export(self, fn, path: str, *args) -> None:
         def done(p):
@@ -850,12 +839,12 @@ class QtSamplePanel(QWidget):
             QMessageBox.warning(self, "Could not save", f"{path}: {message}")
             self.export_failed.emit(message)
 
-        services.run_in_background(fn, path, *args, on_done=done, on_error=failed)
+        threads.run_in_background(fn, path, *args, on_done=done, on_error=failed)
 
     def _ask_path(self, title: str, name: str, filt: str) -> str | None:
-        path, _ = QFileDialog.getSaveFileName(self, title, str(services.export_dir() / name), filt)
+        path, _ = QFileDialog.getSaveFileName(self, title, str(settings.export_dir() / name), filt)
         if path:
-            services.remember_export_dir(path)
+            settings.remember_export_dir(path)
         return path or None
 
     @Slot()

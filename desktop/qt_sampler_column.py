@@ -6,8 +6,8 @@ from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QHBoxLayout, QLabel,
                                QProgressBar, QPushButton, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
-from core.catalog import SPACING_SUMMARY, SPACINGS
-from desktop.sampling_worker import ColumnSpec, SamplerChoice
+from core.catalog import SPACING_SUMMARY, SPACINGS, SamplerChoice
+from desktop.jobs.sampling import ColumnSpec
 from desktop.widgets import HintLabel, ImageGridView, as_grid
 
 COLUMN_COLORS = ("#1f77b4", "#e8710a", "#2ca02c", "#9467bd")  # column i keeps its colour in every chart

@@ -121,7 +121,7 @@ class QtScheduleView(QWidget):
 
     # --- inputs ------------------------------------------------------------------------------------
     def set_curves(self, curves: dict | None) -> None:
-        """{'T', 't', 'alpha_bar', 'log_snr'} from sampling_worker.schedule_curves, or None without a model."""
+        """{'T', 't', 'alpha_bar', 'log_snr'} from engine.schedule_curves, or None without a model."""
         self._curves = curves
         if curves is None:
             self._ab_curve.setData([], [])

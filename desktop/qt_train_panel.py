@@ -1,8 +1,8 @@
 """The Train tab: data set, presets and a form bound to core.train.TrainConfig, start / pause / resume /
 stop, a live loss plot, progress, and sample previews made during training.
 
-Training runs in `desktop.workers.TrainingWorker` on its own QThread. The worker's signals only fill
-buffers here; a 10 Hz QTimer redraws, so the GUI thread's cost does not grow with the step rate.
+Training runs as `desktop.jobs.training.TrainingJob` on a `threads.GeneratorWorker`. Its progress
+items only fill buffers here; a 10 Hz QTimer redraws, so the GUI thread's cost does not grow with the step rate.
 """
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
                                QHBoxLayout, QInputDialog, QLabel, QMessageBox, QProgressBar, QPushButton,
                                QScrollArea, QSlider, QSpinBox, QSplitter, QToolButton, QVBoxLayout, QWidget)
 
 from core.catalog import LOSS_WEIGHTINGS, PREDICTIONS, SCHEDULE_KINDS
-from desktop import services
+from desktop import engine, settings, threads
+from desktop.jobs import training as jobs
 from desktop.widgets import HintLabel, ImageGridView, error_text, format_duration
 
 # --------------------------------------------------------------------------------------------
@@ -316,17 +317,17 @@ class LossPlot(QWidget):
         self.lr_box.linkedViewChanged(self.item.vb, self.lr_box.XAxis)
 
     # --- data ------------------------------------------------------------------------------------------
-    def append(self, rows: list[tuple]) -> None:
-        """rows: (step, loss, lr, images_per_s, elapsed, eta, low, mid, high) tuples."""
-        if not rows:
+    def append(self, metrics: list) -> None:
+        """metrics: core.train.StepMetrics (step, loss, lr, band_loss are read)."""
+        if not metrics:
             return
-        a = np.asarray(rows, np.float64)
+        a = np.array([(m.step, m.loss, m.lr, *m.band_loss) for m in metrics], np.float64)
         self.steps.extend(a[:, 0])
         self.loss.extend(a[:, 1])
         self.lr.extend(a[:, 2])
         self.smooth_y.extend(ema_smooth(a[:, 1], self._smooth_state))
         for k in range(3):
-            self.band_y[k].extend(ema_smooth(a[:, 6 + k], self._band_state[k]))
+            self.band_y[k].extend(ema_smooth(a[:, 3 + k], self._band_state[k]))
         self._dirty = True
 
     def clear(self) -> None:
@@ -428,13 +429,13 @@ class QtTrainPanel(QWidget):
         super().__init__(parent)
         self.state = state
         self.run_state = "idle"
-        self._thread: QThread | None = None
-        self._worker = None
+        self._job: jobs.TrainingJob | None = None
+        self._worker: threads.GeneratorWorker | None = None
         self._presets: dict[str, dict] = {}
         self._last_run_dir: str | None = None
         self._run_labels: list[str] = []
-        self._latest: tuple | None = None
-        self._run_info: dict = {}
+        self._latest = None  # the last core.train.StepMetrics
+        self._run_info: jobs.RunStarted | None = None
         self.previews: list[tuple[int, np.ndarray]] = []
         self._progress_dirty = False
         self._ticks = 0
@@ -482,7 +483,7 @@ class QtTrainPanel(QWidget):
         self.dataset_combo = QComboBox()
         self.dataset_combo.setToolTip("The images the model learns to draw. The built-in emoji set is a good "
                                       "start; open your own images from the File menu or the Data & labels tab.")
-        for name in services.builtin_names():
+        for name in engine.builtin_names():
             self.dataset_combo.addItem(f"Built-in: {name}", name)
         self.dataset_combo.addItem("Open another data set…", "__open__")
         self.dataset_combo.activated.connect(self._on_dataset_combo_activated)
@@ -629,7 +630,7 @@ class QtTrainPanel(QWidget):
             self._select_preset(saved.get("preset", "quick") if saved else "quick", apply=True)
         if saved and "preview_every" in saved:
             self.preview_every.setValue(int(saved["preview_every"]))
-        last_run = services.settings().value("train/last_run", "")
+        last_run = settings.qsettings().value("train/last_run", "")
         if last_run and (Path(last_run) / "resume.safetensors").is_file():
             self._last_run_dir = last_run
         self._update_buttons()
@@ -654,7 +655,7 @@ class QtTrainPanel(QWidget):
     def _on_start_from(self, index: int) -> None:
         if self.start_from.itemData(index) != START_FILE:
             return
-        path, _ = QFileDialog.getOpenFileName(self, "Start from a model", str(services.runs_dir()),
+        path, _ = QFileDialog.getOpenFileName(self, "Start from a model", str(settings.runs_dir()),
                                               "Diffusion Desk models (*.safetensors)")
         if path:
             self._start_file = path
@@ -678,7 +679,7 @@ class QtTrainPanel(QWidget):
         """The checkpoint a new run starts from ('' = from scratch)."""
         key = self.start_from.currentData()
         if key == START_SHIPPED:
-            return services.default_checkpoint() or ""
+            return engine.default_checkpoint() or ""
         return self._start_file if key == START_FILE else ""
 
     def _on_form_changed(self) -> None:
@@ -703,7 +704,7 @@ class QtTrainPanel(QWidget):
         self.form.set_values({**base, **values})
 
     def _saved_choices(self) -> dict:
-        raw = services.settings().value("train/last", "")
+        raw = settings.qsettings().value("train/last", "")
         try:
             return json.loads(raw) if raw else {}
         except (TypeError, ValueError):
@@ -712,7 +713,7 @@ class QtTrainPanel(QWidget):
     def _save_choices(self) -> None:
         choice = {"preset": self.preset_combo.currentData(), "config": self.form.values(),
                   "preview_every": self.preview_every.value()}
-        services.settings().setValue("train/last", json.dumps(choice))
+        settings.qsettings().setValue("train/last", json.dumps(choice))
 
     # --- data set -----------------------------------------------------------------------------------------
     def _on_dataset_combo_activated(self, index: int) -> None:
@@ -721,7 +722,7 @@ class QtTrainPanel(QWidget):
         if key == "__open__":
             self._sync_dataset_combo()  # stay on the current set until another one is opened
             self.open_dataset_requested.emit()
-        elif key in services.builtin_names() and (ds is None or ds.source != f"builtin:{key}"):
+        elif key in engine.builtin_names() and (ds is None or ds.source != f"builtin:{key}"):
             if ds is not None and not self._confirm_leave_dataset(ds, key):
                 self._sync_dataset_combo()
                 return
@@ -777,7 +778,7 @@ class QtTrainPanel(QWidget):
         if self.run_state != "idle" or self.state.dataset is None:
             return False
         try:
-            config = services.train_config_class()(**{**self.form.values(), "init": self.init_checkpoint()})
+            config = engine.train_config_class()(**{**self.form.values(), "init": self.init_checkpoint()})
         except (TypeError, ValueError) as e:
             self._error("These settings cannot be used", f"{e}. Fix the value and press Start again.")
             return False
@@ -785,18 +786,18 @@ class QtTrainPanel(QWidget):
         self._save_choices()
         self.loss_plot.clear()
         self._clear_previews()
-        self._launch(ds, config=config, out_dir=services.new_run_dir(ds.name), resume=False)
+        self._launch(ds, config=config, out_dir=settings.new_run_dir(ds.name), resume=False)
         return True
 
     def pause(self) -> None:
-        if self.run_state == "running" and self._worker is not None:
-            self._worker.request_pause()
+        if self.run_state == "running" and self._job is not None:
+            self._job.request_pause()
             self._set_state("pausing")
             self.status.setText("Pausing after the current step…")
 
     def resume(self) -> None:
-        if self.run_state == "paused" and self._worker is not None:
-            self._worker.request_resume()
+        if self.run_state == "paused" and self._job is not None:
+            self._job.request_resume()
             self._set_state("running")
         elif self.run_state == "idle" and self._last_run_dir:
             self.resume_from_folder(self._last_run_dir)
@@ -808,10 +809,10 @@ class QtTrainPanel(QWidget):
             self.status.setText("Stopping: saving a checkpoint…")
 
     def is_busy(self) -> bool:
-        return self._thread is not None
+        return self._worker is not None
 
     def _on_resume_folder_clicked(self) -> None:
-        start = str(services.runs_dir()) if services.runs_dir().is_dir() else str(services.user_data_dir())
+        start = str(settings.runs_dir()) if settings.runs_dir().is_dir() else str(settings.user_data_dir())
         folder = QFileDialog.getExistingDirectory(self, "Choose the folder of the run to resume", start)
         if folder:
             self.resume_from_folder(folder)
@@ -821,9 +822,9 @@ class QtTrainPanel(QWidget):
         if self.run_state != "idle":
             return False
         try:
-            info = services.read_run_info(folder)
+            info = engine.read_run_info(folder)
         except Exception as e:  # noqa: BLE001 - CheckpointError and friends: say it in a dialog
-            self._error("Cannot resume this run", services.user_message(e))
+            self._error("Cannot resume this run", engine.user_message(e))
             return False
         ds = self.state.dataset
         if ds is None or ds.fingerprint() != info["dataset_fingerprint"]:
@@ -836,7 +837,7 @@ class QtTrainPanel(QWidget):
             return False
         self.loss_plot.clear()
         self._clear_previews()
-        self.loss_plot.append(self._logged_rows(folder))
+        self.loss_plot.append(jobs.logged_metrics(folder))
         self._launch(ds, out_dir=Path(folder), resume=True, total_steps=total)
         return True
 
@@ -849,69 +850,55 @@ class QtTrainPanel(QWidget):
             planned * 2, planned + 1, 100_000_000, 100)
         return value if ok else None
 
-    @staticmethod
-    def _logged_rows(folder) -> list[tuple]:
-        """The run's loss.csv as progress tuples, so a resumed plot continues the old curve."""
-        try:
-            log = services.read_loss_log(folder)
-        except Exception:  # noqa: BLE001 - a damaged log only costs the old curve
-            return []
-        if not log or "step" not in log:
-            return []
-        n = len(log["step"])
-        nan = np.full(n, np.nan)
-        cols = [log.get(k, nan) for k in ("step", "loss", "lr", "images_per_s")]
-        cols += [nan, nan] + [log.get(k, nan) for k in ("loss_low_noise", "loss_mid_noise", "loss_high_noise")]
-        return list(zip(*cols))
-
     # --- the worker -------------------------------------------------------------------------------------------
     def _launch(self, ds, **kwargs) -> None:
-        from desktop.workers import TrainingWorker
-
         self._run_labels = list(ds.label_names) or ["(no label)"]
-        worker = TrainingWorker(ds, preview_every=self.preview_every.value(), threads=self.train_threads, **kwargs)
-        thread = QThread()
-        worker.moveToThread(thread)
-        thread.started.connect(worker.run)
-        worker.started.connect(self._on_started)
-        worker.progress.connect(self._on_progress)
-        worker.preview_ready.connect(self._on_preview)
-        worker.paused.connect(self._on_paused)
-        worker.resumed.connect(self._on_resumed)
-        worker.saved.connect(self._on_saved)
-        worker.threads_changed.connect(self._on_threads_changed)
-        worker.run_ended.connect(self._on_run_ended)
-        worker.failed.connect(self._on_failed)
-        worker.finished.connect(thread.quit)
-        worker.finished.connect(worker.deleteLater)
-        thread.finished.connect(self._on_thread_finished)
-        self._thread, self._worker = thread, worker
+        job = jobs.TrainingJob(ds, preview_every=self.preview_every.value(), threads=self.train_threads, **kwargs)
+        worker = threads.GeneratorWorker(job.run, control=True)
+        self._job, self._worker = job, worker
         self._end_message, self._threads_text = "", ""
         self._set_state("starting")
         self.status.setText("Preparing the run (building the network, loading the images)…")
-        thread.start()
+        threads.start(worker, on_progress=self._on_item, on_failed=self._on_failed, on_finished=self._on_thread_finished)
         self._timer.start()
 
-    @Slot(dict)
-    def _on_started(self, info: dict) -> None:
+    def _on_item(self, item) -> None:
+        """One of the job's progress items (see desktop.jobs.training)."""
+        if isinstance(item, list):
+            self._on_progress(item)
+        elif isinstance(item, jobs.RunStarted):
+            self._on_started(item)
+        elif isinstance(item, jobs.Preview):
+            self._on_preview(item.step, item.grid)
+        elif isinstance(item, jobs.Paused):
+            self._on_paused(item.bundle)
+        elif isinstance(item, jobs.Resumed):
+            self._on_resumed()
+        elif isinstance(item, jobs.Saved):
+            self._on_saved(item.step, item.path)
+        elif isinstance(item, jobs.ThreadsChosen):
+            self._on_threads_changed(item.threads)
+        elif isinstance(item, jobs.RunEnded):
+            self._on_run_ended(item.how, item.bundle)
+
+    def _on_started(self, info: jobs.RunStarted) -> None:
         self._run_info = info
-        self._last_run_dir = info["out_dir"]
-        self.form.set_values(info["config"])  # show what is running (a resumed run brings its own settings)
-        services.settings().setValue("train/last_run", info["out_dir"])  # Resume works after a crash too
+        self._last_run_dir = info.out_dir
+        self.form.set_values(info.config)  # show what is running (a resumed run brings its own settings)
+        settings.qsettings().setValue("train/last_run", info.out_dir)  # Resume works after a crash too
         self.progress.setFormat("step %v of %m")
-        self.progress.setMaximum(info["total_steps"])
-        self.progress.setValue(info["step"])
+        self.progress.setMaximum(info.total_steps)
+        self.progress.setValue(info.step)
         if self.run_state == "starting":
             self._set_state("running")
-        verb = "Resumed" if info["resumed"] else "Started"
-        self.status.setText(f"{verb} at step {info['step']:,} on {info['device']} ({info['precision']}). "
-                            f"Run folder: {info['out_dir']}")
-        self.state.status_message.emit(f"Training in {info['out_dir']}")
+        verb = "Resumed" if info.resumed else "Started"
+        self.status.setText(f"{verb} at step {info.step:,} on {info.device} ({info.precision}). "
+                            f"Run folder: {info.out_dir}")
+        self.state.status_message.emit(f"Training in {info.out_dir}")
 
-    @Slot(object)
-    def _on_progress(self, rows: list) -> None:
-        self.loss_plot.append(rows)
-        self._latest = rows[-1]
+    def _on_progress(self, metrics: list) -> None:
+        self.loss_plot.append(metrics)
+        self._latest = metrics[-1]
         self._progress_dirty = True
 
     def _on_redraw_timer(self) -> None:
@@ -923,18 +910,17 @@ class QtTrainPanel(QWidget):
         self._progress_dirty = False
 
     def _show_progress(self) -> None:
-        step, loss, _lr, ips, elapsed, eta = self._latest[:6]
-        total = self._run_info.get("total_steps", self.progress.maximum())
-        self.progress.setValue(int(step))
-        self.status.setText(f"Step {int(step):,} of {total:,}  ·  {ips:,.0f} images/s  ·  loss {loss:.4f}  ·  "
-                            f"{format_duration(elapsed)} elapsed  ·  about {format_duration(eta)} left"
+        m = self._latest
+        total = self._run_info.total_steps if self._run_info is not None else self.progress.maximum()
+        self.progress.setValue(int(m.step))
+        self.status.setText(f"Step {int(m.step):,} of {total:,}  ·  {m.images_per_s:,.0f} images/s  ·  "
+                            f"loss {m.loss:.4f}  ·  {format_duration(m.elapsed)} elapsed  ·  "
+                            f"about {format_duration(m.eta)} left"
                             f"{self._threads_text}")
 
-    @Slot(int)
     def _on_threads_changed(self, n: int) -> None:
         self._threads_text = f"  ·  {n} CPU thread{'s' if n > 1 else ''}"
 
-    @Slot(int, object)
     def _on_preview(self, step: int, grid) -> None:
         follow = self.preview_slider.value() == self.preview_slider.maximum()
         self.previews.append((step, grid))
@@ -958,7 +944,6 @@ class QtTrainPanel(QWidget):
         self.preview_view.set_grid(None)
         self.preview_caption.setText("")
 
-    @Slot(object)
     def _on_paused(self, bundle) -> None:
         self._set_state("paused")
         self._on_redraw_timer()  # the last steps' progress first, so the bar and the text agree on the step
@@ -967,19 +952,16 @@ class QtTrainPanel(QWidget):
                             "press Resume to continue training.")
         self.state.set_model(bundle)
 
-    @Slot()
     def _on_resumed(self) -> None:
         if self.run_state in ("paused", "running"):
             self._set_state("running")
 
-    @Slot(int, str)
     def _on_saved(self, step: int, path: str) -> None:
         self._saved_text = f"Saved at step {step:,} to {path}."
 
-    @Slot(str, object)
     def _on_run_ended(self, how: str, bundle) -> None:
-        elapsed = self._latest[4] if self._latest else 0.0
-        loss = f" Final loss {self._latest[1]:.4f} (smoothed {self.loss_plot.smooth_y.view()[-1]:.4f})." \
+        elapsed = self._latest.elapsed if self._latest else 0.0
+        loss = f" Final loss {self._latest.loss:.4f} (smoothed {self.loss_plot.smooth_y.view()[-1]:.4f})." \
             if self._latest and self.loss_plot.n_points else ""
         head = "Finished" if how == "finished" else "Stopped"
         self._end_message = (f"{head} after {format_duration(elapsed)} of training.{loss} "
@@ -988,21 +970,18 @@ class QtTrainPanel(QWidget):
             self._end_message += " Press Resume to continue it later."
         self.state.set_model(bundle)
 
-    @Slot(str)
-    def _on_failed(self, message: str) -> None:
+    def _on_failed(self, error: BaseException) -> None:
+        message = self._job.failure_message(error)
         self._end_message = f"Training stopped with an error. {message}"
         self._error("Training stopped", message)
 
-    @Slot()
     def _on_thread_finished(self) -> None:
-        if self._thread is not None:
-            services.retire_thread(self._thread, self._worker)  # never wait(): it would hold the GIL
-        self._thread, self._worker = None, None
+        self._job, self._worker = None, None  # threads.py keeps the worker until its thread has ended
         self._timer.stop()
         self._on_redraw_timer()
         self.loss_plot.refresh()
         if self._latest is not None:
-            self.progress.setValue(int(self._latest[0]))
+            self.progress.setValue(int(self._latest.step))
         self.status.setText(self._end_message or "Ready.")
         self._set_state("idle")
 

@@ -131,54 +131,8 @@ def check_grid(images: np.ndarray, *, n: int, height: int, finite: bool = True) 
 
 
 # ----------------------------------------------------------------------------------------------
-# Work done on worker threads (through desktop.services.run_in_background)
+# The Qt binding's reference counting
 # ----------------------------------------------------------------------------------------------
-
-def sample_grid(bundle, *, steps: int, per_label: int, seed: int) -> dict:
-    """DDIM grid from the model, one row per label; numbers for the report. Runs off the GUI thread."""
-    import torch
-
-    from core.device import describe, resolve_precision
-    from core.samplers import generate
-    from core.schedule import Schedule
-
-    net = bundle.net
-    n_labels = net.config.n_cfeat
-    context = np.repeat(np.eye(n_labels, dtype=np.float32), per_label, axis=0)  # (n, L)
-    device = next(net.parameters()).device
-    precision = resolve_precision("auto", device)
-    finite = [True]
-
-    def watch(info):
-        finite[0] = finite[0] and bool(torch.isfinite(info["x"]).all())
-
-    res = generate(net, Schedule(bundle.schedule_config), sampler="ddim", steps=steps, n=len(context),
-                   context=context, seed=seed, precision=precision, callback=watch)
-    return {"images": res.images, "finite": finite[0], "seconds": res.seconds, "nfe": res.nfe,
-            "n": len(context), "height": net.config.height, "context": context,
-            "runtime": f"{describe(device)}, {precision}", "ms_per_call": res.ms_per_call}
-
-
-def label_accuracy(images: np.ndarray, context: np.ndarray, label_names: list[str]) -> float | None:
-    """Share of images the shipped emoji classifier assigns to the label asked for (None: not applicable)."""
-    from core.metrics import label_accuracy as core_accuracy
-    from core.metrics import load_classifier
-
-    try:
-        clf = load_classifier()
-    except Exception:  # noqa: BLE001 - no classifier in this build: the check is skipped, not failed
-        return None
-    if list(clf.label_names) != list(label_names) or images.shape[1] != clf.image_size:
-        return None
-    return float(core_accuracy(images, context.argmax(axis=1), clf))
-
-
-def save_grid_png(images: np.ndarray, per_label: int, path: str) -> str:
-    from core.export import make_grid, save_png
-
-    save_png(make_grid(images, ncols=per_label), path, {"software": "Diffusion Desk self-test"})
-    return path
-
 
 def binding_reference_drift(n: int = 100) -> dict[str, int]:
     """Change in the reference counts of None and True over n emits of a Python-connected Qt signal.
@@ -283,10 +237,10 @@ class _Driver:
 
     def background(self, what: str, fn, *args, timeout_s: float):
         """fn(*args) on a worker thread (the app's own service), waiting with the event loop running."""
-        from desktop import services
+        from desktop import threads
 
         box: dict = {}
-        services.run_in_background(fn, *args, on_done=lambda r: box.setdefault("ok", r),
+        threads.run_in_background(fn, *args, on_done=lambda r: box.setdefault("ok", r),
                                    on_error=lambda m: box.setdefault("error", m))
         self.wait(what, lambda: bool(box), timeout_s)
         if "error" in box:
@@ -347,7 +301,7 @@ def run_self_test(argv: list[str]) -> int:
 
 
 def _run(args, report: Report, t0: float, t0_source: str, home: Path) -> int:
-    from core.paths import app_root
+    from desktop.engine import app_root
 
     root = _install_folder(app_root())
     before = _snapshot(root) if getattr(sys, "frozen", False) else None
@@ -444,10 +398,10 @@ def _steps(args, report: Report, driver: _Driver, window) -> None:
 def _check_binding(report: Report, driver: _Driver) -> None:
     import PySide6
 
-    from desktop import services
+    from desktop import threads
 
     # other threads' work (the app's start-up jobs) moves the counts too: let it finish first
-    driver.wait("the app's background jobs", lambda: not services.background_busy(), 120)
+    driver.wait("the app's background jobs", lambda: not threads.background_busy(), 120)
     n = 200
     drift = binding_reference_drift(n)
     ok = drift["True"] > -n // 2  # the bug loses about one reference per emit
@@ -459,6 +413,8 @@ def _check_binding(report: Report, driver: _Driver) -> None:
 
 
 def _check_sampling(args, report: Report, driver: _Driver, bundle) -> None:
+    from desktop.jobs.sampling import label_accuracy, sample_grid
+
     job = lambda: sample_grid(bundle, steps=args.steps, per_label=args.per_label, seed=args.seed)  # noqa: E731
     out = driver.background("sampling with DDIM", job, timeout_s=args.timeout)
     report.numbers.update(sample_s=round(out["seconds"], 3), sample_n=out["n"], sample_nfe=out["nfe"])
@@ -479,6 +435,8 @@ def _check_sampling(args, report: Report, driver: _Driver, bundle) -> None:
         if bad:
             report.failures.append(f"label accuracy {acc:.0%} below {args.min_accuracy:.0%}")
     if args.save:
+        from desktop.jobs.export import save_grid_png
+
         save_grid_png(out["images"], args.per_label, args.save)
         report.say(f"  grid  {args.save}")
 
@@ -523,7 +481,7 @@ def _click_sample_tab(args, report: Report, driver: _Driver, window) -> None:
 
 def _tiny_training(args, report: Report, driver: _Driver, window) -> None:
     """Start a tiny run from the Train tab; it must end by saving a checkpoint in the data folder."""
-    from desktop import services
+    from desktop import settings
     from desktop.main_window import TAB_TRAIN
 
     panel = window.train_panel
@@ -537,10 +495,10 @@ def _tiny_training(args, report: Report, driver: _Driver, window) -> None:
         raise SelfTestFailed(f"tiny training: the Train tab did not start ({report.dialogs or 'no reason given'})")
     driver.wait("the tiny training run", lambda: not panel.is_busy(), args.timeout)
     seconds = time.time() - start
-    runs = sorted(services.runs_dir().glob("*/model.safetensors")) if services.runs_dir().is_dir() else []
+    runs = sorted(settings.runs_dir().glob("*/model.safetensors")) if settings.runs_dir().is_dir() else []
     ok = bool(runs) and not report.dialogs
     report.numbers["train_s"] = round(seconds, 3)
-    where = runs[-1].parent if runs else services.runs_dir()
+    where = runs[-1].parent if runs else settings.runs_dir()
     report.say(f"  {'ok  ' if ok else 'FAIL'}  tiny training ({TINY_TRAIN['steps']} steps, n_feat "
                f"{TINY_TRAIN['n_feat']}) in {seconds:.1f} s, saved to {where}")
     if not ok:

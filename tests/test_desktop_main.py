@@ -61,7 +61,7 @@ def test_help_and_licences_open(window):
 
 
 def test_open_checkpoint_updates_model_and_recents(qtbot, window, tiny_config, tmp_path):
-    from desktop import services
+    from desktop import settings
 
     tp = window.train_panel
     tp.apply_config(tiny_config | {"steps": 10})
@@ -74,7 +74,7 @@ def test_open_checkpoint_updates_model_and_recents(qtbot, window, tiny_config, t
     window.open_checkpoint(path)
     qtbot.waitUntil(lambda: window.state.model is not None, timeout=10000)
     assert "step 10" in window.model_label.text()
-    assert services.recent_items()[0].spec == path
+    assert settings.recent_items()[0].spec == path
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"nope")
     window.open_checkpoint(str(bad))

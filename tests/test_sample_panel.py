@@ -225,10 +225,10 @@ def test_quality_button_scores_every_column(qtbot, panel):
 
 
 def test_quality_button_disabled_with_reason_when_unavailable(qtbot, state, monkeypatch):
-    from desktop import sampling_worker
+    from desktop import engine
     from desktop.qt_sample_panel import QtSamplePanel
 
-    monkeypatch.setattr(sampling_worker, "quality_available", lambda: (False, "No classifier in this build."))
+    monkeypatch.setattr(engine, "quality_available", lambda: (False, "No classifier in this build."))
     p = QtSamplePanel(state)
     qtbot.addWidget(p)
     assert not p.quality_button.isEnabled()
@@ -308,7 +308,7 @@ def test_every_catalogue_sampler_is_offered_with_its_summary_and_spacing_reaches
 
 
 def test_torch_cpu_out_of_memory_is_said_in_plain_words():
-    from desktop.services import user_message
+    from desktop.engine import user_message
 
     err = RuntimeError("[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: not enough memory: "
                        "you tried to allocate 98304000000 bytes.")
@@ -333,23 +333,23 @@ def test_removing_a_column_keeps_the_others_results_and_a_changed_column_is_mark
 
 
 def test_save_dialogs_remember_the_last_folder_and_never_open_in_the_install_folder(user_home, tmp_path):
-    from desktop import services
+    from desktop import settings
 
     root = Path(__file__).resolve().parents[1]
-    first = services.export_dir()
+    first = settings.export_dir()
     assert first.is_dir() and root not in first.resolve().parents and first.resolve() != root
     (tmp_path / "grids").mkdir()
-    services.remember_export_dir(str(tmp_path / "grids" / "a.png"))
-    assert services.export_dir() == tmp_path / "grids"
+    settings.remember_export_dir(str(tmp_path / "grids" / "a.png"))
+    assert settings.export_dir() == tmp_path / "grids"
 
 
 def test_gif_export_shares_one_palette_and_stays_small(tmp_path):
-    from desktop import sampling_worker as sw
+    from desktop.jobs import export as ex
 
     rng = np.random.default_rng(0)
     base = rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
     frames = [[[np.clip(base.astype(int) + k, 0, 255).astype(np.uint8)]] for k in range(60)]
-    path = sw.export_gif(str(tmp_path / "a.gif"), frames, ["DDIM"], 3, ["a", "b"], "settings", [f"{k}" for k in range(60)])
+    path = ex.export_gif(str(tmp_path / "a.gif"), frames, ["DDIM"], 3, ["a", "b"], "settings", [f"{k}" for k in range(60)])
     from PIL import Image
 
     with Image.open(path) as im:

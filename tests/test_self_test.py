@@ -38,9 +38,11 @@ def _json_line(out: str) -> dict:
     return json.loads(line.split(" ", 1)[1])
 
 
-def test_self_test_passes_on_a_working_app(qapp, capsys, tmp_path, tiny_checkpoint):
+def test_self_test_passes_on_a_working_app(qapp, capsys, tmp_path, tiny_checkpoint, monkeypatch):
     from desktop.self_test import run_self_test
 
+    # Time from here, as a launcher does: this process (pytest) started long before the app did.
+    monkeypatch.setenv("DIFFUSION_DESK_T0", str(time.time()))
     grid = tmp_path / "grid.png"
     home = tmp_path / "home"
     rc = run_self_test(["--checkpoint", str(tiny_checkpoint), "--steps", "4", "--per-label", "2", "--no-train",

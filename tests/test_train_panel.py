@@ -13,7 +13,7 @@ pytest.importorskip("pytestqt")
 
 @pytest.fixture
 def panel(qtbot, user_home, dialogs, emoji_small, tiny_config):
-    from desktop import services
+    from desktop import engine
     from desktop.app_state import AppState
     from desktop.qt_train_panel import QtTrainPanel
 
@@ -21,7 +21,7 @@ def panel(qtbot, user_home, dialogs, emoji_small, tiny_config):
     p = QtTrainPanel(state)
     p.train_threads = 1  # the test machine is shared; one torch thread avoids oversubscription
     qtbot.addWidget(p)
-    p.set_presets({k: c.to_dict() for k, c in services.train_presets().items()})
+    p.set_presets({k: c.to_dict() for k, c in engine.train_presets().items()})
     state.set_dataset(emoji_small)
     p.apply_config(tiny_config)
     p.preview_every.setValue(10)
@@ -42,8 +42,8 @@ def test_presets_fill_the_form_and_edits_switch_to_custom(panel):
     panel.preset_combo.setCurrentIndex(panel.preset_combo.findData("quick"))
     values = panel.form.values()
     assert values["n_feat"] == 32 and values["batch_size"] == 100
-    from desktop import services
-    assert services.train_config_class()(**values).steps == values["steps"]  # the form binds to TrainConfig
+    from desktop import engine
+    assert engine.train_config_class()(**values).steps == values["steps"]  # the form binds to TrainConfig
 
 
 def test_every_field_has_a_tooltip(panel):
@@ -77,12 +77,12 @@ def test_tiny_run_plots_loss_previews_and_publishes_the_model(qtbot, panel, tiny
 
 
 def test_progress_signals_are_throttled(qtbot, panel, monkeypatch):
-    from desktop import workers
+    from desktop.jobs import training
 
-    monkeypatch.setattr(workers, "PROGRESS_INTERVAL_S", 10.0)  # one emit per 10 s: only the last step flushes
+    monkeypatch.setattr(training, "PROGRESS_INTERVAL_S", 10.0)  # one emit per 10 s: only the last step flushes
     batches = []
     panel.start()
-    panel._worker.progress.connect(lambda rows: batches.append(len(rows)))
+    panel._worker.progress.connect(lambda item: isinstance(item, list) and batches.append(len(item)))
     qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=30000)
     assert sum(batches) >= 1 and len(batches) <= 8  # previews and the end flush, not one signal per step
     assert panel.loss_plot.n_points == 30
@@ -180,10 +180,11 @@ def test_loss_plot_stays_cheap_for_long_runs(qtbot):
     plot.resize(800, 400)
     plot.show()
     n = 200_000  # ~8 hours at 7 steps/s
-    rows = np.column_stack([np.arange(1, n + 1), 1 / np.sqrt(np.arange(1, n + 1)), np.full(n, 1e-3),
-                            np.zeros(n), np.zeros(n), np.zeros(n), np.ones(n), np.ones(n), np.ones(n)])
-    plot.append([tuple(r) for r in rows[:1000]])
-    plot.append(rows[1000:].tolist())
+    from core.train import StepMetrics
+
+    metrics = [StepMetrics(s, n, 1 / np.sqrt(s), 1e-3, 0.0, 0.0, (1.0, 1.0, 1.0)) for s in range(1, n + 1)]
+    plot.append(metrics[:1000])
+    plot.append(metrics[1000:])
     t = time.perf_counter()
     plot.refresh()
     plot.plot.grab()
@@ -265,14 +266,14 @@ def test_an_edited_set_is_offered_first_and_going_back_to_the_original_asks(qtbo
 def shipped(tiny_config, emoji_small, tmp_path, monkeypatch):
     """A tiny trained model standing in for the shipped default model."""
     from core.train import Trainer, TrainConfig
-    from desktop import services
+    from desktop import engine
 
     base = Trainer(emoji_small, TrainConfig(**{**tiny_config, "steps": 2}), tmp_path / "shipped", device="cpu")
     for _ in base.run():
         pass
     base.close()
     path = str(tmp_path / "shipped" / "model.safetensors")
-    monkeypatch.setattr(services, "default_checkpoint", lambda: path)
+    monkeypatch.setattr(engine, "default_checkpoint", lambda: path)
     return path
 
 

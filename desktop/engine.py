@@ -1,0 +1,228 @@
+"""The app's door to the core: every call the widgets make into `core`, each importing it lazily.
+
+Widgets call the functions here instead of importing `core` (which pulls in torch, ~1-2 s), so the
+window is on screen before torch has loaded; the slow calls run through `threads.run_in_background`.
+Longer core work with progress (training, sampling, exports) lives in `desktop.jobs`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from desktop.settings import runs_dir
+
+# --------------------------------------------------------------------------------------------
+# Core calls (each imports core lazily; the slow ones are meant for threads.run_in_background)
+# --------------------------------------------------------------------------------------------
+
+
+def runtime_label(device: str = "auto", precision: str = "auto") -> str:
+    """'CPU (2 threads), bf16' or 'CUDA: <card>, bf16'. Imports torch: call it off the GUI thread."""
+    from core.device import configure_threads, runtime
+
+    configure_threads()
+    return runtime(device, precision).label
+
+
+def warm_up_training() -> None:
+    """Import what the first training run needs but torch loads lazily (torch._dynamo, pulled in by the
+    optimizer: ~3 s once), so pressing Start does not wait for it. Meant for run_in_background."""
+    import torch._dynamo  # noqa: F401
+
+
+def builtin_names() -> list[str]:
+    return ["emoji16", "emoji32"]  # mirrors core.data.BUILTIN_DATASETS without importing torch
+
+
+def load_dataset(spec: str, *, size: int = 16):
+    """A data set from a built-in name, a folder, an .npz, or 'course:<sprites.npy>[|<labels.npy>]'."""
+    from core.data import load_course_npy, load_dataset as core_load
+
+    if spec.startswith("course:"):
+        images, _, labels = spec[len("course:"):].partition("|")
+        return load_course_npy(images, labels or None)
+    return core_load(spec, size=size)
+
+
+def load_sprite_sheet(path: str, *, cell: int, size: int, margin: int = 0, spacing: int = 0):
+    from core.data import load_sprite_sheet as core_sheet
+
+    return core_sheet(path, cell=cell, size=size, margin=margin, spacing=spacing)
+
+
+def save_dataset(dataset, path: str | Path) -> Path:
+    from core.data import save_npz
+
+    return save_npz(dataset, path)
+
+
+def load_checkpoint(path: str):
+    from core.checkpoint import load_checkpoint as core_load
+    from core.device import pick_device
+
+    return core_load(path, pick_device("auto"))
+
+
+def model_choices() -> list[tuple[str, str]]:
+    """(label, path) of the models a user can switch to: the shipped one, then each run (newest first)."""
+    import time as _time
+
+    from core.checkpoint import CheckpointError, read_metadata
+
+    out = []
+    shipped = default_checkpoint()
+    if shipped:
+        out.append(("Shipped default model", shipped))
+    runs = sorted(runs_dir().glob("*/model.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True) \
+        if runs_dir().is_dir() else []
+    for path in runs[:30]:
+        try:
+            step = read_metadata(path)["step"]
+        except CheckpointError:
+            continue
+        when = _time.strftime("%d %b %H:%M", _time.localtime(path.stat().st_mtime))
+        out.append((f"Run {path.parent.name} (step {step:,}, {when})", str(path)))
+    return out
+
+
+def default_checkpoint() -> str | None:
+    from core.paths import default_checkpoint as core_default  # no torch in core.paths
+
+    path = core_default()
+    return str(path) if path else None
+
+
+def licences_text() -> str:
+    from core.paths import resource_path
+
+    path = resource_path("LICENSES.md")
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return f"The licence file ({path}) is missing from this installation."
+
+
+def _is_out_of_memory(text: str) -> bool:
+    """torch reports CPU and GPU exhaustion as RuntimeError ('[enforce fail at alloc_cpu.cpp...]', 'CUDA out of memory')."""
+    low = text.lower()
+    return "alloc_cpu" in low or "out of memory" in low or "not enough memory" in low or "failed to allocate" in low
+
+
+def user_message(error: BaseException) -> str:
+    """One readable line for a dialog: our own errors already are one; others get their type named."""
+    from_core = type(error).__module__.startswith("core.")
+    text = " ".join(str(error).split())
+    if isinstance(error, MemoryError) or _is_out_of_memory(text):
+        return ("Not enough memory for this. Use fewer images per sampler, a smaller batch size, a narrower "
+                "network or a smaller data set.")
+    if isinstance(error, OSError) and getattr(error, "errno", None) == 28:
+        return f"The disk is full ({error.filename or 'while writing'}). Free some space and try again."
+    if from_core or isinstance(error, (ValueError, OSError)):
+        return text or type(error).__name__
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+# --------------------------------------------------------------------------------------------
+# Training runs
+# --------------------------------------------------------------------------------------------
+
+
+def train_presets() -> dict:
+    """{'quick': TrainConfig, 'course': ..., 'tiny': ...} (imports torch)."""
+    from core.train import TRAIN_PRESETS
+
+    return dict(TRAIN_PRESETS)
+
+
+def train_config_class():
+    from core.train import TrainConfig
+
+    return TrainConfig
+
+
+def read_run_info(folder: str | Path) -> dict:
+    """{'step', 'train_config' (dict), 'dataset', 'label_names'} of a run folder, or CheckpointError."""
+    from core.checkpoint import CheckpointError, read_metadata
+
+    folder = Path(folder)
+    model, resume = folder / "model.safetensors", folder / "resume.safetensors"
+    if not model.is_file() or not resume.is_file():
+        raise CheckpointError(f"{folder}: not a training run folder (model.safetensors and resume.safetensors "
+                              "are written at the first checkpoint)")
+    meta = read_metadata(model)
+    return {"step": meta["step"], "train_config": meta["train_config"], "dataset": meta["dataset"],
+            "dataset_fingerprint": meta["dataset_fingerprint"], "label_names": meta["label_names"]}
+
+
+def resource_path(*parts: str) -> Path:
+    from core.paths import resource_path as core_resource  # no torch: core.paths only knows folders
+
+    return core_resource(*parts)
+
+
+def app_root() -> Path:
+    from core.paths import app_root as core_root
+
+    return core_root()
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling: what the Sample & compare panel asks about a model (quick; on the GUI thread)
+# --------------------------------------------------------------------------------------------
+
+
+def runtime_for(bundle, precision_pref: str = "auto") -> tuple[str, str]:
+    """(precision, label) for sampling `bundle` where its weights live, e.g. ('bf16', 'CPU (2 threads), bf16')."""
+    from core.device import describe, resolve_precision
+
+    device = next(bundle.net.parameters()).device
+    precision = resolve_precision(precision_pref, device)
+    return precision, f"{describe(device)}, {precision}"
+
+
+def precision_choices(bundle) -> list[str]:
+    """Precisions the model's device can run: fp16 only on CUDA."""
+    from core.catalog import PRECISIONS
+
+    device = next(bundle.net.parameters()).device
+    return list(PRECISIONS) if device.type == "cuda" else [p for p in PRECISIONS if p != "fp16"]
+
+
+def schedule_curves(schedule_config) -> dict:
+    """alpha_bar and log-SNR over t = 0..T as numpy arrays (log-SNR at t = 0 is infinite: left out)."""
+    import numpy as np
+
+    from core.schedule import Schedule
+
+    sched = Schedule(schedule_config)
+    ab = sched.ab_t.numpy().copy()
+    return {"T": sched.T, "t": np.arange(sched.T + 1), "alpha_bar": ab, "log_snr": sched.log_snr().numpy().copy()}
+
+
+def timesteps_for(spec, schedule_config) -> list:
+    """The timesteps a column (a jobs.sampling.ColumnSpec) visits, for its steps and spacing on the model's schedule."""
+    from core.schedule import Schedule, spaced_timesteps
+
+    return spaced_timesteps(spec.steps, Schedule(schedule_config), spec.spacing)
+
+
+def quality_available() -> tuple[bool, str]:
+    """Whether core.metrics and its classifier can be used here; the reason in plain words when not."""
+    try:
+        from core import metrics
+
+        metrics.load_classifier()
+    except Exception as e:  # missing module, missing or damaged classifier file: the button says why
+        return False, f"The quality measure is not available in this installation ({user_message(e)[:300]})."
+    return True, ""
+
+
+def quality_fits(bundle) -> tuple[bool, str]:
+    """Whether the evaluation classifier can read this model's images (it was trained at one size)."""
+    from core import metrics
+
+    size = metrics.load_classifier().image_size
+    if bundle.net.config.height != size:
+        return False, (f"The quality measure reads {size}×{size} images; this model draws "
+                       f"{bundle.net.config.height}×{bundle.net.config.height}.")
+    return True, ""
+

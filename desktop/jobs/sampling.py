@@ -1,0 +1,380 @@
+"""Sample & compare's core work: sampler columns from one shared noise, and the quality measure.
+
+Both jobs are generators run by `threads.GeneratorWorker(..., control=True)`: what they yield (and
+the live frames they report from the sampler's callback) reaches the panel as progress; they return
+the run's summary. The worker's stop event is the sampler's cancel event, checked before every model
+call. core and torch are imported inside the functions, on the worker thread; the data types at the
+top are plain (numpy only), so the panel and its widgets use them before torch has loaded.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.catalog import model_calls
+from desktop.settings import QUALITY_IMAGES
+
+PROGRESS_HZ = 15  # live frames per second sent to the GUI, at most
+TRAJECTORY_BUDGET = 160 * 2**20  # bytes of stored x_t + x0 frames per column; beyond it, keep every k-th step
+
+
+# --- what the GUI can know before torch loads ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One column of the comparison: a sampler and its settings."""
+
+    sampler: str
+    steps: int
+    eta: float = 0.0
+    guidance: float = 1.0
+    label: str = ""  # display name of the sampler
+    spacing: str = "trailing"  # which timesteps the steps visit (core.catalog.SPACINGS)
+
+    @property
+    def title(self) -> str:
+        name = self.label or self.sampler
+        text = f"{name}, {self.steps} steps"
+        text += f", eta {self.eta:g}" if self.sampler == "ddim" else ""
+        return text + (f", {self.spacing}" if self.spacing != "trailing" else "")
+
+    @property
+    def calls_per_step(self) -> int:
+        """Batch multiplier of one model call: guidance runs the conditional and unconditional pass together."""
+        return 1 if self.guidance == 1.0 else 2
+
+    @property
+    def calls(self) -> int:
+        """Model calls per image (Heun makes two per step)."""
+        return model_calls(self.sampler, self.steps, guided=self.guidance != 1.0)
+
+
+@dataclass
+class SampleJob:
+    """Everything a run needs besides the model: the same noise and contexts for every column."""
+
+    columns: list[ColumnSpec]
+    seed: int
+    context: np.ndarray  # (R, L) float32: one row of the grid per context
+    per_row: int  # images per context row
+    precision: str = "auto"
+
+    @property
+    def n(self) -> int:
+        return len(self.context) * self.per_row
+
+    def context_batch(self) -> np.ndarray:
+        """(n, L): image k gets row k // per_row, so the grid reads row by row."""
+        return np.repeat(np.asarray(self.context, np.float32), self.per_row, axis=0)
+
+
+@dataclass
+class Frame:
+    """A live look at one column mid-run (small uint8 copies, safe to hand across threads)."""
+
+    column: int
+    step: int  # steps done
+    steps: int
+    t: int  # the noise level x has reached
+    x: np.ndarray  # (n, H, W, 3) uint8, current x_t
+    x0: np.ndarray  # (n, H, W, 3) uint8, predicted clean image
+
+
+@dataclass
+class ColumnResult:
+    """A finished column: final images, honest timing and the stored trajectory."""
+
+    index: int
+    spec: ColumnSpec
+    images: np.ndarray  # (n, H, W, 3) uint8
+    nfe: int  # model evaluations per image
+    seconds: float
+    timesteps: list[int]
+    frames_x: np.ndarray  # (F, n, H, W, 3) uint8; frame 0 is the starting noise
+    frames_x0: np.ndarray  # (F, n, H, W, 3) uint8; frame 0 is grey (no prediction yet)
+    frame_t: list[int]  # noise level reached at each frame (T for frame 0, 0 for the last)
+    frame_calls: list[int]  # steps done at each frame (0 for frame 0)
+    precision: str = "fp32"
+
+    @property
+    def ms_per_call(self) -> float:
+        return 1000 * self.seconds / max(self.nfe, 1)
+
+
+@dataclass
+class RunSummary:
+    results: list[ColumnResult] = field(default_factory=list)
+    runtime_label: str = ""
+    precision: str = ""
+    warmup_seconds: float = 0.0
+    cancelled: bool = False
+    seed: int = 0
+    model: str = ""
+
+
+@dataclass
+class QualityPoint:
+    index: int
+    spec: ColumnSpec
+    fid: float
+    accuracy: float | None
+    n: int
+    seconds: float
+
+# --- what the jobs yield --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunStarted:
+    runtime_label: str
+    warmup_seconds: float
+
+
+@dataclass(frozen=True)
+class NoiseReady:
+    noise: np.ndarray  # (n, H, W, 3) uint8: the starting noise every column shares
+
+
+@dataclass(frozen=True)
+class ColumnStarted:
+    index: int
+
+
+@dataclass(frozen=True)
+class QualityStarted:
+    info: dict  # {"n", "mix", "floor", "accuracy", "classifier_labels"}
+
+
+# --- torch-side helpers (lazy imports) ------------------------------------------------------------------
+
+def target_labels(context: np.ndarray, per_row: int) -> np.ndarray | None:
+    """Label index per image when every context row is a single label (one-hot), else None."""
+    ctx = np.asarray(context, np.float32)
+    if len(ctx) == 0:
+        return None
+    one_hot = ((ctx == 0) | (ctx == 1)).all(axis=1) & (ctx.sum(axis=1) == 1)
+    if not one_hot.all():
+        return None
+    return np.repeat(ctx.argmax(axis=1), per_row).astype(np.int64)
+
+
+def _u8(x):
+    """(B, C, H, W) in [-1, 1] -> uint8 on the same device: no host sync inside the timed loop."""
+    import torch
+
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def _host(x_u8) -> np.ndarray:
+    """Device uint8 (..., C, H, W) -> host (..., H, W, C)."""
+    return x_u8.movedim(-3, -1).cpu().numpy()
+
+
+def _snapshot(bundle):
+    """A private copy of the network: a model still training on another thread cannot change mid-run."""
+    net = copy.deepcopy(bundle.net)
+    net.eval()
+    return net
+
+
+def _warm_up(net, job: SampleJob, precision: str) -> float:
+    """One untimed model call per batch shape the run will use (oneDNN/cuDNN build kernels on first use)."""
+    import torch
+
+    from core.device import autocast, synchronize
+
+    device = next(net.parameters()).device
+    cfg = net.config
+    start = time.perf_counter()
+    shapes = sorted({job.n * c.calls_per_step for c in job.columns})
+    with torch.inference_mode():
+        for b in shapes:
+            x = torch.zeros((b, cfg.in_channels, cfg.height, cfg.height), device=device)
+            c = torch.zeros((b, cfg.n_cfeat), device=device)
+            with autocast(device, precision):
+                net(x, torch.full((1,), 0.5, device=device), c)
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+class _TrajectoryRecorder:
+    """Sampler callback: keeps x_t and x0 per step (on the device) and sends throttled live frames."""
+
+    def __init__(self, column: int, steps: int, T: int, x_T, emit, *, stride: int = 1):
+        self.column, self.steps, self.stride, self.emit = column, steps, stride, emit
+        self.xs, self.x0s = [_u8(x_T)], [None]  # frame 0: the starting noise, no prediction yet
+        self.frame_t, self.frame_calls = [T], [0]
+        self._last_emit = 0.0
+        self._interval = 1.0 / PROGRESS_HZ
+
+    def __call__(self, info: dict) -> None:
+        i = info["i"]
+        last = i == self.steps - 1
+        if (i + 1) % self.stride == 0 or last:
+            self.xs.append(_u8(info["x"]))
+            self.x0s.append(_u8(info["denoised"]))
+            self.frame_t.append(int(info["s"]))
+            self.frame_calls.append(i + 1)
+        now = time.perf_counter()
+        if last or now - self._last_emit >= self._interval:
+            self._last_emit = now
+            self.emit(Frame(self.column, i + 1, self.steps, int(info["s"]), _host(_u8(info["x"])),
+                            _host(_u8(info["denoised"]))))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        grey = torch.full_like(self.xs[0], 127)
+        x0s = [grey] + self.x0s[1:]
+        return _host(torch.stack(self.xs)), _host(torch.stack(x0s))
+
+
+def _stride(job: SampleJob, steps: int, net) -> int:
+    cfg = net.config
+    per_frame = 2 * job.n * cfg.in_channels * cfg.height * cfg.height
+    return max(1, -(-(steps + 1) * per_frame // TRAJECTORY_BUDGET))
+
+
+def sample_column(net, schedule, job: SampleJob, index: int, noise, precision: str, cancel,
+                  emit=lambda frame: None) -> ColumnResult:
+    """Run one column from the shared noise; raises core.samplers.SamplingCancelled when cancelled."""
+    from core.samplers import generate
+
+    spec = job.columns[index]
+    rec = _TrajectoryRecorder(index, spec.steps, schedule.T, noise, emit, stride=_stride(job, spec.steps, net))
+    res = generate(net, schedule, sampler=spec.sampler, steps=spec.steps, context=job.context_batch(),
+                   guidance=spec.guidance, eta=spec.eta, seed=job.seed, precision=precision, callback=rec,
+                   cancel=cancel, noise=noise, spacing=spec.spacing)
+    frames_x, frames_x0 = rec.arrays()
+    return ColumnResult(index, spec, res.images, res.nfe, res.seconds, list(res.timesteps), frames_x, frames_x0,
+                        rec.frame_t, rec.frame_calls, precision)
+
+
+# --- the jobs -------------------------------------------------------------------------------------------
+
+def run_columns(bundle, job: SampleJob, *, control):
+    """Run the columns one after another (each timed alone) from one shared starting noise.
+
+    Yields RunStarted, NoiseReady, then ColumnStarted and ColumnResult per column (Frames go through
+    control.report); returns the RunSummary, also after a cancel (the finished columns are kept).
+    """
+    from core.samplers import SamplingCancelled, initial_noise
+    from core.schedule import Schedule
+    from desktop.engine import runtime_for
+
+    summary = RunSummary(seed=job.seed, model=getattr(bundle, "description", ""))
+    try:
+        summary.precision, summary.runtime_label = runtime_for(bundle, job.precision)
+        net = _snapshot(bundle)
+        schedule = Schedule(bundle.schedule_config)
+        summary.warmup_seconds = _warm_up(net, job, summary.precision)
+        yield RunStarted(summary.runtime_label, summary.warmup_seconds)
+        cfg = net.config
+        device = next(net.parameters()).device
+        noise = initial_noise(job.n, (cfg.in_channels, cfg.height, cfg.height), job.seed, device)
+        yield NoiseReady(_host(_u8(noise)))
+        for index in range(len(job.columns)):
+            yield ColumnStarted(index)
+            result = sample_column(net, schedule, job, index, noise, summary.precision, control.stop,
+                                   control.report)
+            summary.results.append(result)
+            yield result
+    except SamplingCancelled:
+        summary.cancelled = True
+    return summary
+
+
+def measure_quality(bundle, job: SampleJob, reference, *, n: int = QUALITY_IMAGES, control):
+    """Sample a larger batch per column and score it with core.metrics (feature-FID, label accuracy).
+
+    When the model's labels are the data set's, the batch follows the data set's label mix
+    (metrics.reference_targets), so the FID compares like with like; otherwise it repeats the
+    composer's rows. Accuracy needs the model's labels to be the classifier's. Yields QualityStarted,
+    then ColumnStarted and QualityPoint per column; returns True when cancelled.
+    """
+    from core import metrics
+    from core.samplers import SamplingCancelled, generate
+    from core.schedule import Schedule
+    from desktop.engine import runtime_for
+
+    try:
+        clf = metrics.load_classifier()
+        ds = reference
+        if ds.size != clf.image_size:
+            raise ValueError(f"the quality measure reads {clf.image_size}x{clf.image_size} images; the loaded data "
+                             f"set has {ds.size}x{ds.size}. Load the data set the model was trained on.")
+        precision, _ = runtime_for(bundle, job.precision)
+        net = _snapshot(bundle)
+        schedule = Schedule(bundle.schedule_config)
+        ctx, targets, mix = _quality_contexts(bundle, job, reference, n, metrics)
+        with_acc = clf.label_names == list(bundle.label_names)
+        floor = metrics.real_vs_real_fid(ds, clf, seed=job.seed, n=n) if ds.n >= n + 2 else None
+        yield QualityStarted({"n": len(ctx), "mix": mix, "floor": floor, "accuracy": with_acc,
+                              "classifier_labels": clf.label_names})
+        _warm_up(net, SampleJob(job.columns, job.seed, ctx, 1), precision)
+        for index, spec in enumerate(job.columns):
+            yield ColumnStarted(index)
+            res = generate(net, schedule, sampler=spec.sampler, steps=spec.steps, n=len(ctx), context=ctx,
+                           guidance=spec.guidance, eta=spec.eta, seed=job.seed, precision=precision,
+                           cancel=control.stop, spacing=spec.spacing)
+            report = metrics.evaluate(res.images, targets if with_acc else None, reference=ds, classifier=clf)
+            acc = None if report.accuracy is None else float(report.accuracy)
+            yield QualityPoint(index, spec, float(report.fid), acc, int(report.n), res.seconds)
+    except SamplingCancelled:
+        return True
+    return False
+
+
+def _quality_contexts(bundle, job: SampleJob, ds, n: int, metrics) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """(n, L) contexts, target label per image (or None), and how they were chosen."""
+    names = list(bundle.label_names)
+    L = bundle.net.config.n_cfeat
+    if list(ds.label_names) == names and ds.n_labels == L and ds.labels.max(initial=0) > 0:
+        targets = metrics.reference_targets(ds, n, seed=job.seed)
+        return np.eye(L, dtype=np.float32)[targets], targets, "labels in the data set's proportions"
+    targets = target_labels(job.context, job.per_row)
+    return (job.context_batch()[: n], None if targets is None else targets[: n],
+            "the context composer's rows")
+
+
+# --- the self-test's check (desktop.diagnostics) -----------------------------------------------------------
+
+def sample_grid(bundle, *, steps: int, per_label: int, seed: int) -> dict:
+    """DDIM grid from the model, one row per label; numbers for the report. Runs off the GUI thread."""
+    import torch
+
+    from core.device import describe, resolve_precision
+    from core.samplers import generate
+    from core.schedule import Schedule
+
+    net = bundle.net
+    n_labels = net.config.n_cfeat
+    context = np.repeat(np.eye(n_labels, dtype=np.float32), per_label, axis=0)  # (n, L)
+    device = next(net.parameters()).device
+    precision = resolve_precision("auto", device)
+    finite = [True]
+
+    def watch(info):
+        finite[0] = finite[0] and bool(torch.isfinite(info["x"]).all())
+
+    res = generate(net, Schedule(bundle.schedule_config), sampler="ddim", steps=steps, n=len(context),
+                   context=context, seed=seed, precision=precision, callback=watch)
+    return {"images": res.images, "finite": finite[0], "seconds": res.seconds, "nfe": res.nfe,
+            "n": len(context), "height": net.config.height, "context": context,
+            "runtime": f"{describe(device)}, {precision}", "ms_per_call": res.ms_per_call}
+
+
+def label_accuracy(images: np.ndarray, context: np.ndarray, label_names: list[str]) -> float | None:
+    """Share of images the shipped emoji classifier assigns to the label asked for (None: not applicable)."""
+    from core.metrics import label_accuracy as core_accuracy
+    from core.metrics import load_classifier
+
+    try:
+        clf = load_classifier()
+    except Exception:  # noqa: BLE001 - no classifier in this build: the check is skipped, not failed
+        return None
+    if list(clf.label_names) != list(label_names) or images.shape[1] != clf.image_size:
+        return None
+    return float(core_accuracy(images, context.argmax(axis=1), clf))

@@ -1,0 +1,224 @@
+"""The Train tab's core work: `core.train.Trainer.run()` as a generator job for `threads.GeneratorWorker`.
+
+`TrainingJob(...).run` is started with control=True. It yields, in order: RunStarted; lists of
+core.train.StepMetrics (everything since the previous batch, at most ~10 a second); Preview grids;
+ThreadsChosen when the thread tuner settles; Paused / Resumed; Saved; RunEnded. A stop request
+(the worker's stop event) ends the loop between two steps and saves a checkpoint; pause and resume
+are this job's own events, checked between steps. core and torch are imported inside `run`.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from desktop.settings import DEFAULT_SEED
+
+PROGRESS_INTERVAL_S = 0.1  # at most ~10 progress batches a second, however fast the steps are
+PREVIEW_PER_LABEL, PREVIEW_STEPS = 6, 20  # a preview: 6 images per label, DDIM with 20 steps
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    out_dir: str
+    step: int
+    total_steps: int
+    device: str
+    precision: str
+    resumed: bool
+    config: dict  # the TrainConfig as a dict (a resumed run brings its own)
+
+
+@dataclass(frozen=True)
+class Preview:
+    step: int
+    grid: np.ndarray  # (rows, per_label, H, W, 3) uint8
+
+
+@dataclass(frozen=True)
+class ThreadsChosen:
+    threads: int  # torch CPU threads chosen by the ThreadTuner
+
+
+@dataclass(frozen=True)
+class Paused:
+    bundle: object  # a snapshot ModelBundle of the EMA model (meta["live"] = True)
+
+
+@dataclass(frozen=True)
+class Resumed:
+    pass
+
+
+@dataclass(frozen=True)
+class Saved:
+    step: int
+    path: str  # the checkpoint written after stop / finish
+
+
+@dataclass(frozen=True)
+class RunEnded:
+    how: str  # "finished" or "stopped"
+    bundle: object  # snapshot ModelBundle (meta["live"] = False)
+
+
+class TrainingJob:
+    """One training run: a new one from (dataset, config, out_dir), or `resume=True` from out_dir's checkpoint."""
+
+    def __init__(self, dataset, config=None, out_dir: str | Path = "", *, resume: bool = False,
+                 total_steps: int | None = None, preview_every: int = 200, device: str = "auto",
+                 threads: int | None = None):
+        self.dataset, self.config, self.out_dir = dataset, config, Path(out_dir)
+        self.resume, self.total_steps, self.device = resume, total_steps, device
+        self.preview_every, self.threads = preview_every, threads  # threads None: one per core
+        self._pause = threading.Event()
+        self._stop: threading.Event | None = None
+        self._tuner = None
+
+    # --- control, called from the GUI thread (events only: thread-safe) ---------------------------
+    def request_pause(self) -> None:
+        self._pause.set()
+
+    def request_resume(self) -> None:
+        self._pause.clear()
+
+    # --- the thread's body -------------------------------------------------------------------------
+    def run(self, *, control):
+        from core.device import ThreadTuner, configure_threads
+        from core.train import Trainer
+
+        self._stop = control.stop
+        n = configure_threads(self.threads)
+        # Tune only when the thread count is the app's choice and the run is on the CPU.
+        self._tuner = ThreadTuner(n) if self.threads is None else None
+        if self.resume:
+            tr = Trainer.from_run(self.dataset, self.out_dir, device=self.device, steps=self.total_steps)
+        else:
+            tr = Trainer(self.dataset, self.config, self.out_dir, device=self.device)
+        yield RunStarted(str(tr.out_dir), tr.step, tr.config.steps, str(tr.device), tr.precision, self.resume,
+                         tr.config.to_dict())
+        stopped = yield from self._loop(tr)
+        if stopped or tr.step < tr.config.steps:
+            path = tr.save()  # "Stop saves a checkpoint"; a finished run saved on its last step already
+        else:
+            path = tr.out_dir / "model.safetensors"
+        yield Saved(tr.step, str(path))
+        yield self._preview(tr)
+        yield RunEnded("stopped" if stopped else "finished", self._snapshot(tr, live=False))
+
+    def _stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
+
+    def _loop(self, tr):
+        """Iterate the trainer; returns True when stopped by the user."""
+        pending, last_emit = [], time.monotonic()
+        tuner = self._tuner if tr.device.type == "cpu" else None
+        first, threads, best = tr.step, None, None
+        if tuner is not None:
+            threads = self._set_threads(tuner.threads_for(0), None)
+        for m in tr.run():
+            if tuner is not None:
+                i = m.step - first - 1
+                tuner.record(i, tr.config.batch_size / max(m.images_per_s, 1e-9))
+                threads = self._set_threads(tuner.threads_for(i + 1), threads)
+                if tuner.best != best:
+                    best = tuner.best
+                    yield ThreadsChosen(best)
+            pending.append(m)
+            now = time.monotonic()
+            if now - last_emit >= PROGRESS_INTERVAL_S or m.step == m.total_steps:
+                yield pending
+                pending, last_emit = [], now
+            if self.preview_every and m.step % self.preview_every == 0 and m.step < m.total_steps:
+                yield self._preview(tr)
+            if self._pause.is_set() and not self._stopping():
+                if pending:
+                    yield pending
+                    pending = []
+                yield from self._wait_while_paused(tr)
+            if self._stopping():
+                break
+        if pending:
+            yield pending
+        return self._stopping()
+
+    @staticmethod
+    def _set_threads(n: int, current: int | None) -> int:
+        if n != current:
+            import torch
+
+            torch.set_num_threads(n)
+        return n
+
+    def _wait_while_paused(self, tr):
+        """Block this worker thread (not the GUI) until resume or stop; the model stays in memory."""
+        yield Paused(self._snapshot(tr, live=True))
+        while self._pause.is_set() and not self._stopping():
+            time.sleep(0.05)
+        if not self._stopping():
+            yield Resumed()
+
+    @staticmethod
+    def _preview(tr) -> Preview:
+        return Preview(tr.step, tr.preview(per_label=PREVIEW_PER_LABEL, steps=PREVIEW_STEPS, seed=DEFAULT_SEED))
+
+    @staticmethod
+    def _snapshot(tr, *, live: bool):
+        """The EMA model copied out, so sampling on another thread never sees weights change under it."""
+        import copy
+
+        from core.checkpoint import ModelBundle
+
+        b = tr.bundle()
+        meta = dict(b.meta, live=live, run_dir=str(tr.out_dir), train_config=tr.config.to_dict())
+        return ModelBundle(copy.deepcopy(b.net).eval(), b.schedule_config, list(b.label_names), meta, b.path)
+
+    # --- when it fails --------------------------------------------------------------------------------
+    def failure_message(self, e: BaseException) -> str:
+        """What happened and what was kept, for the dialog."""
+        from core.train import TrainingDiverged
+        from desktop.engine import user_message
+
+        kept = self._kept_text()
+        if isinstance(e, TrainingDiverged):
+            return str(e)  # already says what happened and what was kept
+        if isinstance(e, OSError):
+            return f"Could not write to the run folder {self.out_dir}: {user_message(e)} {kept}"
+        return f"Training stopped: {user_message(e)} {kept}"
+
+    def _kept_text(self) -> str:
+        model = self.out_dir / "model.safetensors"
+        if not model.is_file():
+            return "No checkpoint had been saved yet."
+        try:
+            from core.checkpoint import read_metadata
+
+            step = read_metadata(model)["step"]
+        except Exception:  # noqa: BLE001 - a damaged file is reported as such
+            return f"The checkpoint file in {self.out_dir} could not be read back."
+        return f"The last checkpoint (step {step}) in {self.out_dir} was kept; you can resume from it."
+
+
+def logged_metrics(folder) -> list:
+    """A run's loss.csv as StepMetrics, so a resumed plot continues the old curve ([] when unreadable)."""
+    from core.train import StepMetrics, read_loss_log
+
+    path = Path(folder) / "loss.csv"
+    try:
+        log = read_loss_log(path) if path.is_file() else {}
+    except Exception:  # noqa: BLE001 - a damaged log only costs the old curve
+        return []
+    if not log or "step" not in log:
+        return []
+    n = len(log["step"])
+    nan = np.full(n, np.nan)
+    col = {k: log.get(k, nan) for k in ("loss", "lr", "images_per_s", "loss_low_noise", "loss_mid_noise",
+                                         "loss_high_noise")}
+    return [StepMetrics(int(log["step"][i]), int(log["step"][-1]), float(col["loss"][i]), float(col["lr"][i]),
+                        float(col["images_per_s"][i]), float("nan"),
+                        (float(col["loss_low_noise"][i]), float(col["loss_mid_noise"][i]),
+                         float(col["loss_high_noise"][i])))
+            for i in range(n)]
