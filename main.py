@@ -10,7 +10,7 @@ import sys
 def main() -> int:
     argv = sys.argv[1:]
     if argv and argv[0] == "--self-test":
-        from desktop.self_test import run_self_test  # packaged-app smoke test (build.spec, tools/build_app.py)
+        from desktop.diagnostics.self_test import run_self_test  # the packaged app's smoke test (build_app.py)
         return run_self_test(argv[1:])
     if not argv or argv[0].startswith("-psn_"):  # no arguments (macOS Finder adds -psn_...): the app
         try:

@@ -13,11 +13,11 @@ from PySide6.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QFileDia
                                QTabWidget, QTextBrowser, QVBoxLayout, QWidget)
 
 from desktop import engine, settings, threads
-from desktop.app_state import AppState
+from desktop.state import AppState
 from desktop.help import ABOUT, HOW_IT_WORKS
-from desktop.qt_data_panel import QtDataPanel
-from desktop.qt_train_panel import QtTrainPanel
-from desktop.widgets import error_text
+from desktop.panels.data_panel import DataPanel
+from desktop.panels.train_panel import TrainPanel
+from desktop.widgets.common import error_text
 
 TAB_DATA, TAB_TRAIN, TAB_SAMPLE = 0, 1, 2
 
@@ -25,12 +25,12 @@ TAB_DATA, TAB_TRAIN, TAB_SAMPLE = 0, 1, 2
 def _make_sample_panel(state: AppState) -> QWidget:
     """The Sample & compare tab (another module); a short note when it is not installed."""
     try:
-        from desktop.qt_sample_panel import QtSamplePanel
+        from desktop.panels.sample_panel import SamplePanel
     except ImportError:
         note = QLabel("Sampling and sampler comparison are not available in this build.")
         note.setAlignment(Qt.AlignmentFlag.AlignCenter)
         return note
-    return QtSamplePanel(state)
+    return SamplePanel(state)
 
 
 def startup_job(dataset_spec: str | None, checkpoint: str | None) -> dict:
@@ -64,9 +64,9 @@ class MainWindow(QMainWindow):
         self._close_after_stop = False
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
-        self.data_panel = QtDataPanel(self.state)
+        self.data_panel = DataPanel(self.state)
         self.composer = self.data_panel.composer
-        self.train_panel = QtTrainPanel(self.state)
+        self.train_panel = TrainPanel(self.state)
         self.sample_panel = _make_sample_panel(self.state)
         self.tabs.addTab(self.data_panel, "Data && labels")
         self.tabs.addTab(self.train_panel, "Train")

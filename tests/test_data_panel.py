@@ -12,11 +12,11 @@ pytest.importorskip("pytestqt")
 
 @pytest.fixture
 def panel(qtbot, user_home, dialogs, emoji_small):
-    from desktop.app_state import AppState
-    from desktop.qt_data_panel import QtDataPanel
+    from desktop.state import AppState
+    from desktop.panels.data_panel import DataPanel
 
     state = AppState()
-    p = QtDataPanel(state)
+    p = DataPanel(state)
     qtbot.addWidget(p)
     p.resize(1280, 760)
     state.set_dataset(emoji_small)
@@ -58,10 +58,10 @@ def test_rename_reaches_state_composer_and_is_saved(qtbot, panel, user_home):
 
 
 def test_duplicate_name_is_refused_and_the_table_reverts(panel, monkeypatch):
-    from desktop import qt_data_panel
+    from desktop.panels import data_panel
 
     shown = []
-    monkeypatch.setattr(qt_data_panel.QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
+    monkeypatch.setattr(data_panel.QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
     panel.table.item(1, 0).setText("face")
     assert shown and "unique" in shown[0]
     assert panel.state.dataset.label_names[1] == "person"
@@ -128,12 +128,12 @@ def test_import_folder_reports_the_broken_file(qtbot, panel, user_home, tmp_path
 
 
 def test_import_of_a_bad_course_file_shows_a_dialog(qtbot, panel, monkeypatch, tmp_path):
-    from desktop import qt_data_panel
+    from desktop.panels import data_panel
 
     bad = tmp_path / "sprites_x.npy"
     bad.write_bytes(b"definitely not numpy")
     shown = []
-    monkeypatch.setattr(qt_data_panel.QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
+    monkeypatch.setattr(data_panel.QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
     panel.import_course(str(bad))
     qtbot.waitUntil(lambda: bool(shown), timeout=10000)
     assert "sprites_x.npy" in shown[0] and "Traceback" not in shown[0]
@@ -162,7 +162,7 @@ def test_browser_is_virtualised_for_90k_sprites(qtbot, panel):
 
 
 def test_composer_presets_guidance_and_course_mixes(qtbot, panel):
-    from desktop.qt_composer import preset_list
+    from desktop.widgets.composer import preset_list
 
     comp = panel.composer
     comp.set_label_names(["hero", "non-hero", "food", "spell", "side-facing"])
@@ -206,11 +206,11 @@ def test_composer_says_which_labels_the_model_does_not_know(qtbot, emoji_small):
     from core.checkpoint import ModelBundle
     from core.schedule import ScheduleConfig
     from core.unet import ContextUnet, UNetConfig
-    from desktop.app_state import AppState
-    from desktop.qt_composer import QtComposer
+    from desktop.state import AppState
+    from desktop.widgets.composer import Composer
 
     state = AppState()
-    composer = QtComposer(state)
+    composer = Composer(state)
     qtbot.addWidget(composer)
     names = list(emoji_small.label_names)
     torch.manual_seed(0)
@@ -227,9 +227,9 @@ def test_composer_says_which_labels_the_model_does_not_know(qtbot, emoji_small):
 
 
 def test_label_edits_reach_the_train_tab_and_a_new_set_resets_the_filter(qtbot, panel, emoji_small):
-    from desktop.qt_train_panel import QtTrainPanel
+    from desktop.panels.train_panel import TrainPanel
 
-    train = QtTrainPanel(panel.state)
+    train = TrainPanel(panel.state)
     qtbot.addWidget(train)
     panel.filter_combo.setCurrentIndex(3)  # one label's images
     assert panel.rename_label(3, "snacks")

@@ -88,7 +88,7 @@ def test_layout_and_choices_are_remembered(qtbot, window, user_home):
 
     window.tabs.setCurrentIndex(0)
     window.train_panel.preset_combo.setCurrentIndex(window.train_panel.preset_combo.findData("course"))
-    window.train_panel._save_choices()
+    window.train_panel.settings_box.save_choices()
     window.close()
     assert (user_home / "settings.ini").is_file()
     again = MainWindow()
@@ -173,25 +173,26 @@ def test_first_launch_opens_on_sample_and_the_window_fits_the_screen(qtbot, tmp_
 
 
 def test_model_menu_lists_the_shipped_model_runs_and_open_file(qtbot):
-    from desktop.app_state import AppState
-    from desktop.qt_sample_panel import OPEN_FILE, QtSamplePanel
+    from desktop.state import AppState
+    from desktop.panels.model_bar import OPEN_FILE
+    from desktop.panels.sample_panel import SamplePanel
 
-    panel = QtSamplePanel(AppState())  # alone: the main window would really open the files
+    panel = SamplePanel(AppState())  # alone: the main window would really open the files
     qtbot.addWidget(panel)
     panel.refresh_model_choices([("Shipped default model", "/x/default.safetensors"),
                                  ("Run a (step 10, today)", "/runs/a/model.safetensors")])
     items = [panel.model_picker.itemData(i) for i in range(panel.model_picker.count())]
     assert items == ["/x/default.safetensors", "/runs/a/model.safetensors", OPEN_FILE]
     with qtbot.waitSignal(panel.model_requested, timeout=1000) as sig:
-        panel._on_model_picked(1)
+        panel.model_bar.picked(1)
     assert sig.args == ["/runs/a/model.safetensors"]
     with qtbot.waitSignal(panel.open_model_requested, timeout=1000):
-        panel._on_model_picked(2)
+        panel.model_bar.picked(2)
     panel.shutdown()
 
 
 def test_load_errors_keep_the_library_text_out_of_the_headline():
-    from desktop.widgets import error_text, split_details
+    from desktop.widgets.common import error_text, split_details
 
     msg = "/x/model.safetensors: not a readable .safetensors file (header too large)"
     assert split_details(msg) == ("/x/model.safetensors: not a readable .safetensors file", "header too large")

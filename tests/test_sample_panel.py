@@ -17,7 +17,7 @@ RUN_TIMEOUT_MS = 30000
 
 def three_rows(guidance: float = 1.0):
     """The first three labels, one row each, as the context composer hands them over."""
-    from desktop.app_state import Composition, ContextRow
+    from desktop.state import Composition, ContextRow
 
     eye = np.eye(len(LABELS)).tolist()
     return Composition([ContextRow(LABELS[i], eye[i]) for i in range(3)], guidance)
@@ -37,7 +37,7 @@ def tiny_bundle(net_class=None):
 
 @pytest.fixture
 def state(emoji_small):
-    from desktop.app_state import AppState
+    from desktop.state import AppState
 
     s = AppState()
     s.set_dataset(emoji_small)
@@ -48,9 +48,9 @@ def state(emoji_small):
 
 @pytest.fixture
 def panel(qtbot, state):
-    from desktop.qt_sample_panel import QtSamplePanel
+    from desktop.panels.sample_panel import SamplePanel
 
-    p = QtSamplePanel(state)
+    p = SamplePanel(state)
     qtbot.addWidget(p)
     p.per_row_spin.setValue(2)  # 3 rows x 2 = 6 images per column
     p.precision_box.setCurrentIndex(p.precision_box.findData("fp32"))
@@ -68,7 +68,7 @@ def run_and_wait(qtbot, panel):
 
 
 def test_panel_import_does_not_load_torch():
-    code = ("import sys; import desktop.qt_sample_panel; "
+    code = ("import sys; import desktop.panels.sample_panel; "
             "sys.exit(1 if 'torch' in sys.modules or any(m.startswith('core.') and m != 'core.catalog' "
                 "for m in sys.modules) else 0)")  # core.catalog is the torch-free list both sides share
     root = Path(__file__).resolve().parent.parent
@@ -77,9 +77,9 @@ def test_panel_import_does_not_load_torch():
 
 
 def test_default_columns_are_ddpm_all_steps_ddim25_dpmpp3m10_karras(qtbot, state):
-    from desktop.qt_sample_panel import QtSamplePanel
+    from desktop.panels.sample_panel import SamplePanel
 
-    p = QtSamplePanel(state)
+    p = SamplePanel(state)
     qtbot.addWidget(p)
     specs = p.specs()
     assert [(s.sampler, s.steps, s.spacing) for s in specs] == [("ddpm", 500, "trailing"), ("ddim", 25, "trailing"),
@@ -148,7 +148,7 @@ def test_cancel_stops_within_one_model_call_and_keeps_finished_columns(qtbot, pa
 
 
 def test_scrubber_shows_noise_at_the_start_and_the_result_at_the_end(qtbot, panel):
-    from desktop.qt_trajectory import BY_CALLS, BY_T, frame_index
+    from desktop.widgets.trajectory import BY_CALLS, BY_T, frame_index
 
     summary = run_and_wait(qtbot, panel)
     slider = panel.trajectory.slider
@@ -177,8 +177,8 @@ def test_exports_write_png_and_gif_with_settings(qtbot, panel, tmp_path):
 
     summary = run_and_wait(qtbot, panel)
     exports = {
-        "final.png": panel.export_final_png, "frame.png": panel.export_frame_png, "anim.gif": panel.export_gif,
-        "column.png": lambda p: panel.export_column_png(1, p),
+        "final.png": panel.exports.final_png, "frame.png": panel.exports.frame_png, "anim.gif": panel.exports.gif,
+        "column.png": lambda p: panel.exports.column_png(1, p),
     }
     for name, fn in exports.items():
         with qtbot.waitSignal(panel.export_finished, timeout=RUN_TIMEOUT_MS):
@@ -216,7 +216,7 @@ def test_quality_button_scores_every_column(qtbot, panel):
     panel.quality_n.setValue(60)
     with qtbot.waitSignal(panel.busy_changed, timeout=60000, check_params_cb=lambda busy: not busy):
         panel.measure_quality()
-    points = panel._quality
+    points = panel.quality_tab.points
     assert sorted(points) == [0, 1, 2]
     for p in points.values():
         assert np.isfinite(p.fid) and p.fid >= 0 and p.n == 60
@@ -226,10 +226,10 @@ def test_quality_button_scores_every_column(qtbot, panel):
 
 def test_quality_button_disabled_with_reason_when_unavailable(qtbot, state, monkeypatch):
     from desktop import engine
-    from desktop.qt_sample_panel import QtSamplePanel
+    from desktop.panels.sample_panel import SamplePanel
 
     monkeypatch.setattr(engine, "quality_available", lambda: (False, "No classifier in this build."))
-    p = QtSamplePanel(state)
+    p = SamplePanel(state)
     qtbot.addWidget(p)
     assert not p.quality_button.isEnabled()
     assert "No classifier" in p.quality_button.toolTip()
@@ -238,14 +238,14 @@ def test_quality_button_disabled_with_reason_when_unavailable(qtbot, state, monk
 def test_a_failing_model_gives_a_dialog_not_a_traceback(qtbot, state, panel, monkeypatch):
     from core.unet import ContextUnet
 
-    from desktop import qt_sample_panel
+    from desktop.panels import sample_panel
 
     class Broken(ContextUnet):
         def forward(self, x, t, c=None):
             raise RuntimeError("a layer failed while sampling")
 
     shown = []
-    monkeypatch.setattr(qt_sample_panel.QMessageBox, "warning", lambda *a: shown.append(a[2]))
+    monkeypatch.setattr(sample_panel.QMessageBox, "warning", lambda *a: shown.append(a[2]))
     state.set_model(tiny_bundle(Broken))
     with qtbot.waitSignal(panel.busy_changed, timeout=RUN_TIMEOUT_MS, check_params_cb=lambda busy: not busy):
         panel.run()
@@ -270,10 +270,10 @@ def test_a_course_pth_model_samples_one_row_per_course_label(qtbot, panel, state
 
 
 def test_no_model_disables_run(qtbot, state):
-    from desktop.qt_sample_panel import QtSamplePanel
+    from desktop.panels.sample_panel import SamplePanel
 
     state.set_model(None)
-    p = QtSamplePanel(state)
+    p = SamplePanel(state)
     qtbot.addWidget(p)
     assert not p.run_button.isEnabled()
     assert "No model" in p.model_label.text()

@@ -39,7 +39,7 @@ def _json_line(out: str) -> dict:
 
 
 def test_self_test_passes_on_a_working_app(qapp, capsys, tmp_path, tiny_checkpoint, monkeypatch):
-    from desktop.self_test import run_self_test
+    from desktop.diagnostics.self_test import run_self_test
 
     # Time from here, as a launcher does: this process (pytest) started long before the app did.
     monkeypatch.setenv("DIFFUSION_DESK_T0", str(time.time()))
@@ -65,7 +65,7 @@ def test_self_test_passes_on_a_working_app(qapp, capsys, tmp_path, tiny_checkpoi
 
 
 def test_self_test_fails_with_the_reason_on_a_broken_model(qapp, capsys, tmp_path):
-    from desktop.self_test import run_self_test
+    from desktop.diagnostics.self_test import run_self_test
 
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"this is not a model")
@@ -87,7 +87,7 @@ def _binding_is_broken() -> bool:
 
 
 def test_binding_probe_tells_a_sound_pyside_from_the_broken_one(qapp):
-    from desktop.self_test import binding_reference_drift
+    from desktop.diagnostics.checks import binding_reference_drift
 
     drift = binding_reference_drift(200)
     if _binding_is_broken():
@@ -97,7 +97,7 @@ def test_binding_probe_tells_a_sound_pyside_from_the_broken_one(qapp):
 
 
 def test_check_grid_catches_what_a_broken_build_produces():
-    from desktop.self_test import check_grid
+    from desktop.diagnostics.checks import check_grid
 
     def failed(images, **kw):
         return {c.name for c in check_grid(images, **{"n": len(images), "height": 16, **kw}) if not c.ok}
@@ -113,7 +113,7 @@ def test_check_grid_catches_what_a_broken_build_produces():
 
 
 def test_process_start_time(monkeypatch):
-    from desktop.self_test import process_start_time
+    from desktop.diagnostics.checks import process_start_time
 
     monkeypatch.setenv("DIFFUSION_DESK_T0", "1234.5")
     assert process_start_time() == (1234.5, "launcher")

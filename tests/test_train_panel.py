@@ -14,11 +14,11 @@ pytest.importorskip("pytestqt")
 @pytest.fixture
 def panel(qtbot, user_home, dialogs, emoji_small, tiny_config):
     from desktop import engine
-    from desktop.app_state import AppState
-    from desktop.qt_train_panel import QtTrainPanel
+    from desktop.state import AppState
+    from desktop.panels.train_panel import TrainPanel
 
     state = AppState()
-    p = QtTrainPanel(state)
+    p = TrainPanel(state)
     p.train_threads = 1  # the test machine is shared; one torch thread avoids oversubscription
     qtbot.addWidget(p)
     p.set_presets({k: c.to_dict() for k, c in engine.train_presets().items()})
@@ -128,7 +128,7 @@ def test_nan_loss_shows_a_dialog_that_says_what_was_kept(qtbot, panel, monkeypat
     import torch
 
     from core import train
-    from desktop import qt_train_panel
+    from desktop.panels import train_panel
 
     real_step = train.Trainer._train_step
 
@@ -138,7 +138,7 @@ def test_nan_loss_shows_a_dialog_that_says_what_was_kept(qtbot, panel, monkeypat
 
     monkeypatch.setattr(train.Trainer, "_train_step", poisoned)
     shown = []
-    monkeypatch.setattr(qt_train_panel.QMessageBox, "warning", lambda *a, **k: shown.append(a[1:3]))
+    monkeypatch.setattr(train_panel.QMessageBox, "warning", lambda *a, **k: shown.append(a[1:3]))
     panel.start()
     qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=20000)
     assert len(shown) == 1
@@ -149,10 +149,10 @@ def test_nan_loss_shows_a_dialog_that_says_what_was_kept(qtbot, panel, monkeypat
 
 
 def test_bad_settings_are_refused_with_a_dialog(qtbot, panel, monkeypatch):
-    from desktop import qt_train_panel
+    from desktop.panels import train_panel
 
     shown = []
-    monkeypatch.setattr(qt_train_panel.QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
+    monkeypatch.setattr(train_panel.QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
     panel.form.widgets["n_feat"].setValue(12)  # not a multiple of 8: TrainConfig refuses it
     assert not panel.start()
     assert shown and "multiple of 8" in shown[0]
@@ -160,20 +160,20 @@ def test_bad_settings_are_refused_with_a_dialog(qtbot, panel, monkeypatch):
 
 
 def test_resume_from_a_folder_of_another_data_set_is_refused(qtbot, panel, monkeypatch, emoji_small):
-    from desktop import qt_train_panel
+    from desktop.panels import train_panel
 
     panel.start()
     qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=30000)
     run = panel.models[-1].meta["run_dir"]
     panel.state.set_dataset(emoji_small.subset(np.arange(20)))
     shown = []
-    monkeypatch.setattr(qt_train_panel.QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
+    monkeypatch.setattr(train_panel.QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
     assert not panel.resume_from_folder(run, total_steps=40)
     assert "emoji16" in shown[0]
 
 
 def test_loss_plot_stays_cheap_for_long_runs(qtbot):
-    from desktop.qt_train_panel import LossPlot
+    from desktop.widgets.loss_plot import LossPlot
 
     plot = LossPlot()
     qtbot.addWidget(plot)
@@ -255,10 +255,10 @@ def test_an_edited_set_is_offered_first_and_going_back_to_the_original_asks(qtbo
     panel.dataset_requested.connect(requested.append)
     builtin = combo.findData("emoji16")
     dialogs.answer = QMessageBox.StandardButton.No
-    panel._on_dataset_combo_activated(builtin)
+    panel.dataset_box.activated(builtin)
     assert requested == [] and dialogs[-1][0] == "question" and combo.currentIndex() == 0  # kept the edits
     dialogs.answer = QMessageBox.StandardButton.Yes
-    panel._on_dataset_combo_activated(builtin)
+    panel.dataset_box.activated(builtin)
     assert requested == ["emoji16"]
 
 
@@ -292,7 +292,7 @@ def test_fine_tune_preset_starts_from_the_shipped_model(qtbot, panel, tiny_confi
 
 
 def test_smoothed_loss_is_bias_corrected_from_the_first_step():
-    from desktop.qt_train_panel import ema_smooth
+    from desktop.widgets.loss_plot import ema_smooth
 
     state = [0.0, 0]
     out = ema_smooth(np.array([0.15, 0.15, 0.15]), state)
@@ -305,7 +305,7 @@ def test_smoothed_loss_is_bias_corrected_from_the_first_step():
 
 
 def test_teach_starts_the_fine_tune_from_the_shipped_model(qtbot, panel, tiny_config, shipped):
-    panel._presets["finetune"] = {**panel._presets["finetune"], **tiny_config, "steps": 3, "batch_size": 8}
+    panel.settings_box.presets["finetune"] = {**panel.settings_box.presets["finetune"], **tiny_config, "steps": 3, "batch_size": 8}
     assert panel.teach()
     assert panel.preset_combo.currentData() == "finetune" and panel.start_from.currentData() == "<shipped>"
     qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=30000)

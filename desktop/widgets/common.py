@@ -6,7 +6,8 @@ import math
 import numpy as np
 from PySide6.QtCore import QRect, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPixmap
-from PySide6.QtWidgets import QFrame, QLabel, QSizePolicy, QWidget
+from PySide6.QtWidgets import (QAbstractItemView, QFrame, QHeaderView, QLabel, QSizePolicy, QTableWidget,
+                               QWidget)
 
 GAP = 2  # pixels between tiles, in image pixels before scaling
 
@@ -173,3 +174,15 @@ def error_text(message: str) -> str:
     """A dialog's text: the plain-words headline, then the library's own words under 'Details'."""
     head, detail = split_details(message)
     return f"{head}\n\nDetails: {detail}" if detail else head
+
+
+def results_table(headers: list[str]) -> QTableWidget:
+    """A read-only table of results: no selection, the first column stretches."""
+    t = QTableWidget(0, len(headers))
+    t.setHorizontalHeaderLabels(headers)
+    t.verticalHeader().setVisible(False)
+    t.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    t.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+    t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    t.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+    return t

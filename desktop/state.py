@@ -37,6 +37,24 @@ class Composition:
             m[i, : len(w)] = w
         return m
 
+    def contexts_for(self, label_names: list[str], n_labels: int | None = None) -> tuple[np.ndarray, list[str], str]:
+        """(R, L) context rows for a model with these labels (n_labels None: no model yet), their names, a note.
+
+        These rows when they fit the model's labels; otherwise (no composition, or one made for a data set
+        with other labels, e.g. a course model over the emoji set) one row per label of the model.
+        """
+        names, known = list(label_names), n_labels is not None
+        n_labels = n_labels if known else max(1, len(names))
+        if self.rows and (not known or max(len(r.weights) for r in self.rows) == n_labels):
+            return self.matrix(n_labels), [r.name for r in self.rows], f"{len(self.rows)} rows from the context composer"
+        if not names:
+            return np.zeros((1, n_labels), np.float32), ["no label"], "1 row without a label"
+        note = "one row per label of the model"
+        if self.rows:
+            note += (f" (the composer's rows are for {max(len(r.weights) for r in self.rows)} labels, "
+                     f"the model knows {n_labels})")
+        return Composition.one_per_label(names).matrix(n_labels), names, note
+
     @staticmethod
     def one_per_label(label_names: list[str]) -> "Composition":
         eye = np.eye(len(label_names), dtype=np.float32)

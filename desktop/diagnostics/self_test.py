@@ -30,222 +30,15 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-_T_IMPORT = time.time()  # fallback "process start" where the OS cannot tell us
+from desktop.diagnostics.checks import (binding_reference_drift, changed_files, check_grid,
+                                        folder_snapshot, install_folder, process_start_time)
+from desktop.diagnostics.driver import Driver, Report, SelfTestFailed
 
 TINY_TRAIN = {"n_feat": 8, "steps": 12, "batch_size": 16, "checkpoint_every": 6, "log_every": 1,
               "precision": "fp32", "warmup_steps": 0}
 LENIENT_CHECKS = {"plausible colours"}  # what an untrained model fails (its samples are saturated noise)
-
-
-# ----------------------------------------------------------------------------------------------
-# Timing
-# ----------------------------------------------------------------------------------------------
-
-def process_start_time() -> tuple[float, str]:
-    """(Unix time at which this process started, how it was found).
-
-    DIFFUSION_DESK_T0 (set by a launcher such as tools/build_app.py just before it starts the
-    executable) wins; else the OS's record of the process start (Linux /proc, Windows
-    GetProcessTimes); else the moment this module was imported.
-    """
-    env = os.environ.get("DIFFUSION_DESK_T0")
-    if env:
-        try:
-            return float(env), "launcher"
-        except ValueError:
-            pass
-    for probe in (_linux_start_time, _windows_start_time):
-        try:
-            t = probe()
-        except (OSError, ValueError, AttributeError, IndexError):
-            t = None
-        if t is not None:
-            return t, "os"
-    return _T_IMPORT, "import"
-
-
-def _linux_start_time() -> float | None:
-    stat = Path("/proc/self/stat")
-    if not stat.is_file():
-        return None
-    fields = stat.read_text().rsplit(")", 1)[1].split()  # the command name may contain spaces
-    ticks = int(fields[19])  # field 22 of stat(5): start time in clock ticks after boot
-    btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                 if line.startswith("btime "))
-    return btime + ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _windows_start_time() -> float | None:
-    if sys.platform != "win32":
-        return None
-    import ctypes
-    from ctypes import wintypes
-
-    k32 = ctypes.windll.kernel32
-    times = [wintypes.FILETIME() for _ in range(4)]
-    if not k32.GetProcessTimes(k32.GetCurrentProcess(), *[ctypes.byref(t) for t in times]):
-        return None
-    created = (times[0].dwHighDateTime << 32) | times[0].dwLowDateTime  # 100 ns since 1601
-    return created / 1e7 - 11644473600.0
-
-
-# ----------------------------------------------------------------------------------------------
-# Checking a sampled grid (pure numpy, so tests can feed it anything)
-# ----------------------------------------------------------------------------------------------
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
-
-
-def check_grid(images: np.ndarray, *, n: int, height: int, finite: bool = True) -> list[Check]:
-    """Sanity checks of sampled images (n, H, W, 3) uint8: what a broken build or model would fail."""
-    checks = [Check("shape", images.shape == (n, height, height, 3) and images.dtype == np.uint8,
-                    f"{images.shape} {images.dtype}, expected ({n}, {height}, {height}, 3) uint8"),
-              Check("finite", bool(finite), "no NaN/inf in the sampler's output" if finite
-                    else "the sampler produced NaN or inf")]
-    if images.ndim != 4 or images.size == 0:
-        return checks
-    x = images.astype(np.float32)
-    std = float(x.std())
-    checks.append(Check("not constant", std > 4.0, f"pixel std {std:.1f} (needs > 4)"))
-    flat = x.reshape(len(x), -1)
-    per_image = flat.std(axis=1)
-    blank = float(np.mean(per_image < 1.0))
-    checks.append(Check("no blank images", blank <= 0.25, f"{blank:.0%} of images are one flat colour"))
-    if len(flat) > 1:
-        diff = float(np.abs(flat[1:] - flat[:-1]).mean())
-        checks.append(Check("images differ", diff > 2.0, f"mean difference between neighbours {diff:.1f}"))
-    clipped = float(np.mean((images == 0) | (images == 255)))
-    mean = float(x.mean())
-    checks.append(Check("plausible colours", clipped < 0.9 and 8.0 < mean < 250.0,
-                        f"mean {mean:.0f}/255, {clipped:.0%} of values at 0 or 255"))
-    return checks
-
-
-# ----------------------------------------------------------------------------------------------
-# The Qt binding's reference counting
-# ----------------------------------------------------------------------------------------------
-
-def binding_reference_drift(n: int = 100) -> dict[str, int]:
-    """Change in the reference counts of None and True over n emits of a Python-connected Qt signal.
-
-    Both stay put with a sound Qt binding. PySide6 6.12.0 on Python < 3.12 drops one reference per
-    emit, and the app dies with "Fatal Python error: none_dealloc/bool_dealloc" once a count reaches
-    zero (about a minute of training); n is kept small so the probe itself cannot get there.
-    """
-    import gc
-
-    from PySide6.QtCore import QObject, Signal
-
-    class _Emitter(QObject):
-        ping = Signal()
-
-    emitter = _Emitter()
-    emitter.ping.connect(lambda: None)
-    gc.collect()
-    none0, true0 = sys.getrefcount(None), sys.getrefcount(True)
-    for _ in range(min(n, true0 // 4, none0 // 4)):
-        emitter.ping.emit()
-    gc.collect()
-    return {"None": sys.getrefcount(None) - none0, "True": sys.getrefcount(True) - true0}
-
-
-# ----------------------------------------------------------------------------------------------
-# Driving the window
-# ----------------------------------------------------------------------------------------------
-
-class SelfTestFailed(Exception):
-    """A step of the self-test failed; str() is the reason."""
-
-
-@dataclass
-class Report:
-    lines: list[str] = field(default_factory=list)
-    numbers: dict = field(default_factory=dict)
-    failures: list[str] = field(default_factory=list)
-    dialogs: list[str] = field(default_factory=list)
-
-    def say(self, text: str) -> None:
-        self.lines.append(text)
-        if sys.stdout is not None:  # a windowed Windows build has no console: see --report
-            print(text, flush=True)
-
-    def fail(self, text: str) -> None:
-        self.failures.append(text)
-        self.say(f"  FAIL  {text}")
-
-
-class _Driver:
-    """Owns the window during the test: timings, the dialog watchdog, waiting without blocking Qt."""
-
-    def __init__(self, args, report: Report, t0: float):
-        from PySide6.QtCore import QEvent, QObject, QTimer
-
-        self.args, self.report, self.t0 = args, report, t0
-        self.t_shown: float | None = None
-        self.t_model: float | None = None
-        self.watchdog = QTimer()
-        self.watchdog.setInterval(100)
-        self.watchdog.timeout.connect(self._close_dialogs)
-        outer = self
-
-        class _ShownFilter(QObject):
-            def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
-                if outer.t_shown is None and event.type() in (QEvent.Type.Paint, QEvent.Type.Expose):
-                    outer.t_shown = time.time()
-                return False
-
-        self._filter = _ShownFilter()
-
-    def _close_dialogs(self) -> None:
-        """An app error dialog (QMessageBox) is a failure: record what it says and close it."""
-        from PySide6.QtWidgets import QApplication, QDialog, QMessageBox
-
-        for w in QApplication.topLevelWidgets():
-            if isinstance(w, QMessageBox) and w.isVisible():
-                text = " ".join(f"{w.windowTitle()}: {w.text()}".split())
-                self.report.dialogs.append(text)
-                w.done(0)
-            elif isinstance(w, QDialog) and w.isVisible() and w.isModal():
-                self.report.dialogs.append(f"unexpected dialog: {w.windowTitle()}")
-                w.reject()
-
-    def wait(self, what: str, predicate, timeout_s: float) -> float:
-        """Run the event loop until predicate() is true; seconds waited, or SelfTestFailed on timeout."""
-        from PySide6.QtCore import QEventLoop, QTimer
-
-        start = time.time()
-        loop = QEventLoop()
-        poll = QTimer()
-        poll.setInterval(20)
-        poll.timeout.connect(lambda: (predicate() or time.time() - start > timeout_s) and loop.quit())
-        poll.start()
-        if not predicate():
-            loop.exec()
-        poll.stop()
-        if not predicate():
-            raise SelfTestFailed(f"{what}: nothing after {timeout_s:.0f} s")
-        return time.time() - start
-
-    def background(self, what: str, fn, *args, timeout_s: float):
-        """fn(*args) on a worker thread (the app's own service), waiting with the event loop running."""
-        from desktop import threads
-
-        box: dict = {}
-        threads.run_in_background(fn, *args, on_done=lambda r: box.setdefault("ok", r),
-                                   on_error=lambda m: box.setdefault("error", m))
-        self.wait(what, lambda: bool(box), timeout_s)
-        if "error" in box:
-            raise SelfTestFailed(f"{what}: {box['error']}")
-        return box["ok"]
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -303,8 +96,8 @@ def run_self_test(argv: list[str]) -> int:
 def _run(args, report: Report, t0: float, t0_source: str, home: Path) -> int:
     from desktop.engine import app_root
 
-    root = _install_folder(app_root())
-    before = _snapshot(root) if getattr(sys, "frozen", False) else None
+    root = install_folder(app_root())
+    before = folder_snapshot(root) if getattr(sys, "frozen", False) else None
     report.say(f"Diffusion Desk self-test ({'packaged app' if getattr(sys, 'frozen', False) else 'source tree'})")
     report.say(f"  app folder   {root}")
     models = ", ".join(sorted(p.name for p in (app_root() / "checkpoints").glob("*.safetensors"))) or "none"
@@ -323,7 +116,7 @@ def _run(args, report: Report, t0: float, t0_source: str, home: Path) -> int:
     finally:
         _close(args, report, driver, window)
     if before is not None:
-        changed = _diff(before, _snapshot(root))
+        changed = changed_files(before, folder_snapshot(root))
         ok = not changed
         report.say(f"  {'ok  ' if ok else 'FAIL'}  app folder unchanged" + ("" if ok else f": {changed[:5]}"))
         if not ok:
@@ -337,7 +130,7 @@ def _open_window(args, report: Report, t0: float):
 
     app = make_application([])
     window = MainWindow()
-    driver = _Driver(args, report, t0)
+    driver = Driver(args, report, t0)
     window.installEventFilter(driver._filter)
     window.state.model_changed.connect(lambda b: b is not None and driver.t_model is None
                                        and setattr(driver, "t_model", time.time()))
@@ -349,7 +142,7 @@ def _open_window(args, report: Report, t0: float):
     return app, window, driver
 
 
-def _startup(args, report: Report, driver: _Driver, window, t0: float, t0_source: str) -> None:
+def _startup(args, report: Report, driver: Driver, window, t0: float, t0_source: str) -> None:
     driver.wait("the main window", lambda: driver.t_shown is not None, args.timeout)
     shown = driver.t_shown - t0
     report.numbers["window_shown_s"] = round(shown, 3)
@@ -382,7 +175,7 @@ def _model_is(window, path: Path) -> bool:
     return m is not None and m.path is not None and Path(m.path).resolve() == path
 
 
-def _steps(args, report: Report, driver: _Driver, window) -> None:
+def _steps(args, report: Report, driver: Driver, window) -> None:
     bundle = window.state.model
     report.say(f"  model {bundle.description}")
     _check_binding(report, driver)
@@ -395,7 +188,7 @@ def _steps(args, report: Report, driver: _Driver, window) -> None:
         raise SelfTestFailed(f"error dialog: {report.dialogs[0]}")
 
 
-def _check_binding(report: Report, driver: _Driver) -> None:
+def _check_binding(report: Report, driver: Driver) -> None:
     import PySide6
 
     from desktop import threads
@@ -412,7 +205,7 @@ def _check_binding(report: Report, driver: _Driver) -> None:
                                "after about a minute of use (rebuild with PySide6-Essentials 6.11.3)")
 
 
-def _check_sampling(args, report: Report, driver: _Driver, bundle) -> None:
+def _check_sampling(args, report: Report, driver: Driver, bundle) -> None:
     from desktop.jobs.sampling import label_accuracy, sample_grid
 
     job = lambda: sample_grid(bundle, steps=args.steps, per_label=args.per_label, seed=args.seed)  # noqa: E731
@@ -441,7 +234,7 @@ def _check_sampling(args, report: Report, driver: _Driver, bundle) -> None:
         report.say(f"  grid  {args.save}")
 
 
-def _click_sample_tab(args, report: Report, driver: _Driver, window) -> None:
+def _click_sample_tab(args, report: Report, driver: Driver, window) -> None:
     """The user's one click: Run in the Sample & compare tab, every column to the end, no dialog."""
     panel = window.sample_panel
     needed = ("run_button", "per_row_spin", "is_busy", "columns")
@@ -479,7 +272,7 @@ def _click_sample_tab(args, report: Report, driver: _Driver, window) -> None:
                                + (f" ({report.dialogs[0]})" if report.dialogs else ""))
 
 
-def _tiny_training(args, report: Report, driver: _Driver, window) -> None:
+def _tiny_training(args, report: Report, driver: Driver, window) -> None:
     """Start a tiny run from the Train tab; it must end by saving a checkpoint in the data folder."""
     from desktop import settings
     from desktop.main_window import TAB_TRAIN
@@ -506,7 +299,7 @@ def _tiny_training(args, report: Report, driver: _Driver, window) -> None:
                                + (f" ({report.dialogs[0]})" if report.dialogs else ""))
 
 
-def _close(args, report: Report, driver: _Driver, window) -> None:
+def _close(args, report: Report, driver: Driver, window) -> None:
     if args.screenshot:
         try:
             window.grab().save(args.screenshot)
@@ -526,7 +319,7 @@ def _close(args, report: Report, driver: _Driver, window) -> None:
     window.deleteLater()
 
 
-def _close_leftovers(driver: _Driver) -> None:
+def _close_leftovers(driver: Driver) -> None:
     from PySide6.QtCore import QCoreApplication, QEvent
 
     driver._close_dialogs()
@@ -542,29 +335,3 @@ def _finish(args, report: Report) -> int:
     if args.report:
         Path(args.report).write_text("\n".join(report.lines) + "\n", encoding="utf-8")
     return 1 if failed else 0
-
-
-# ----------------------------------------------------------------------------------------------
-# "The app never writes inside its own folder"
-# ----------------------------------------------------------------------------------------------
-
-def _install_folder(root: Path) -> Path:
-    """The folder a user installed: the executable's folder when frozen (it holds _internal/)."""
-    return Path(sys.executable).resolve().parent if getattr(sys, "frozen", False) else root
-
-
-def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    out = {}
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            p = Path(dirpath, name)
-            try:
-                st = p.stat()
-            except OSError:
-                continue
-            out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns)
-    return out
-
-
-def _diff(before: dict, after: dict) -> list[str]:
-    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))

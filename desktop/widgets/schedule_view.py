@@ -10,7 +10,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox, QSplitter, QVBoxLayout, QWidget)
 
-from desktop.widgets import HintLabel, ImageGridView, heading
+from desktop.widgets.common import HintLabel, ImageGridView, heading
 
 SYMBOLS = ("o", "t", "s", "d")
 MAX_COLUMNS = len(SYMBOLS)
@@ -24,7 +24,7 @@ def noised(image: np.ndarray, noise: np.ndarray, alpha_bar: float) -> np.ndarray
     return ((np.clip(xt, -1, 1) + 1) * 127.5).round().astype(np.uint8)
 
 
-class QtScheduleView(QWidget):
+class ScheduleView(QWidget):
     """Left: the noise schedule and the timesteps each column visits. Right: forward noising of a real image."""
 
     t_changed = Signal(int)

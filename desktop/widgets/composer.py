@@ -1,6 +1,6 @@
 """The context composer: rows of context vectors (a slider per label) and the guidance scale.
 
-What it builds is an `app_state.Composition`, handed to the Sample & compare tab through
+What it builds is an `state.Composition`, handed to the Sample & compare tab through
 `AppState.set_composition`. Labels follow the loaded model (or the data set it was trained on,
 so renaming a label on the Data & labels tab renames it here too).
 """
@@ -11,8 +11,8 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFrame, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
                                QPushButton, QScrollArea, QSlider, QToolButton, QVBoxLayout, QWidget)
 
-from desktop.app_state import Composition, ContextRow
-from desktop.widgets import HintLabel
+from desktop.state import Composition, ContextRow
+from desktop.widgets.common import HintLabel
 
 MAX_ROWS = 16
 SLIDER_STEPS = 100  # a weight slider moves in steps of 0.01
@@ -122,7 +122,7 @@ class ContextRowWidget(QFrame):
         self.title.setText(row_title(self.weights(), self.names))
 
 
-class QtComposer(QWidget):
+class Composer(QWidget):
     """Rows of context vectors + guidance; publishes `Composition`s to the AppState (debounced)."""
 
     composition_built = Signal(object)

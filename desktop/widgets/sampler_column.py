@@ -4,12 +4,14 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QHBoxLayout, QLabel,
-                               QProgressBar, QPushButton, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout, QWidget)
+                               QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout,
+                               QWidget)
 
 from core.catalog import SPACING_SUMMARY, SPACINGS, SamplerChoice
 from desktop.jobs.sampling import ColumnSpec
-from desktop.widgets import HintLabel, ImageGridView, as_grid
+from desktop.widgets.common import HintLabel, ImageGridView, as_grid
 
+MIN_COLUMNS, MAX_COLUMNS = 2, 4  # Sample & compare shows two to four sampler columns
 COLUMN_COLORS = ("#1f77b4", "#e8710a", "#2ca02c", "#9467bd")  # column i keeps its colour in every chart
 
 VIEW_X0, VIEW_XT, VIEW_BOTH = "x0", "xt", "both"
@@ -29,7 +31,7 @@ def column_color(index: int) -> str:
     return COLUMN_COLORS[index % len(COLUMN_COLORS)]
 
 
-class QtSamplerColumn(QFrame):
+class SamplerColumn(QFrame):
     """Settings on top, the image grid(s) in the middle, progress and timing at the bottom."""
 
     settings_changed = Signal()
@@ -210,26 +212,6 @@ class QtSamplerColumn(QFrame):
         spec = self.spec()
         self._title.setText(f"{spec.calls} calls")
 
-    def set_catalog(self, catalog: list[SamplerChoice]) -> None:
-        """Refresh the sampler list (once core.samplers has loaded), keeping the current choice."""
-        if [c.name for c in catalog] == [c.name for c in self._catalog]:
-            self._catalog = list(catalog)
-            self._on_sampler_changed_keep_steps()
-            return
-        current, steps = self.sampler_box.currentData(), self.steps_spin.value()
-        self._catalog = list(catalog)
-        self.sampler_box.blockSignals(True)
-        self.sampler_box.clear()
-        for c in catalog:
-            self.sampler_box.addItem(c.label, c.name)
-        self.sampler_box.blockSignals(False)
-        self.set_spec(current if current in [c.name for c in catalog] else catalog[0].name, steps)
-
-    def _on_sampler_changed_keep_steps(self) -> None:
-        choice = self._choice()
-        self._summary.setText(choice.summary)
-        self.sampler_box.setToolTip(choice.summary)
-
     def set_T(self, T: int) -> None:
         """The model's number of training steps: the most steps any sampler can take (DDPM's default)."""
         was_full = self.steps_spin.value() == self._T
@@ -331,3 +313,33 @@ class QtSamplerColumn(QFrame):
 
     def set_stopped(self, text: str) -> None:
         self._progress.setFormat(text)
+
+
+class ColumnStrip(QScrollArea):
+    """The sampler columns side by side. They scroll sideways rather than widen the window: a fourth
+    sampler must not push it off-screen. `columns` is the list, in order; each knows its index."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.columns: list[SamplerColumn] = []
+        inner = QWidget()
+        self._box = QHBoxLayout(inner)
+        self._box.setContentsMargins(0, 0, 0, 0)
+        self._box.setSpacing(6)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWidget(inner)
+
+    def add(self, col: SamplerColumn) -> None:
+        col.set_index(len(self.columns))
+        self.columns.append(col)
+        self._box.addWidget(col, 1)
+
+    def remove(self, col: SamplerColumn) -> None:
+        """Take `col` out (deleted later); the columns after it move up one index."""
+        self.columns.remove(col)
+        self._box.removeWidget(col)
+        col.deleteLater()
+        for i, c in enumerate(self.columns):
+            c.set_index(i)

@@ -42,7 +42,7 @@ def gif_positions(maximum: int, frames: int = GIF_FRAMES) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, maximum, min(frames, maximum + 1))})
 
 
-class QtTrajectoryBar(QWidget):
+class TrajectoryBar(QWidget):
     """Play/pause, the slider, 'line up by', and the export buttons. The panel does the drawing."""
 
     position_changed = Signal(int)

@@ -1,0 +1,167 @@
+"""Sample & compare's Quality tab: feature-FID and label accuracy of each column on a larger batch."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QMessageBox, QPushButton, QSpinBox, QTableWidgetItem,
+                               QVBoxLayout, QWidget)
+
+from desktop import engine, settings
+from desktop.jobs import sampling as sw
+from desktop.widgets.common import HintLabel, results_table
+from desktop.widgets.sampler_column import MAX_COLUMNS, column_color
+
+
+class QualityTab(QWidget):
+    """The count, the button (the panel connects it), the table and the quality-against-time plot."""
+
+    def __init__(self, state, parent=None):
+        super().__init__(parent)
+        self.state = state
+        self.points: dict = {}  # column index -> jobs.sampling.QualityPoint
+        self.titles: list[str] = []
+        self.available, self._reason = False, "Load a model first."
+        lay = QHBoxLayout(self)
+        left = QVBoxLayout()
+        ctl = QHBoxLayout()
+        ctl.addWidget(QLabel("Images per sampler"))
+        self.quality_n = QSpinBox()
+        self.quality_n.setRange(60, 2000)
+        self.quality_n.setSingleStep(60)
+        self.quality_n.setValue(settings.QUALITY_IMAGES)
+        self.quality_n.setToolTip("More images give steadier numbers but take longer. Numbers are only comparable "
+                                  "at the same count.")
+        self.quality_button = QPushButton("Measure quality")
+        ctl.addWidget(self.quality_n)
+        ctl.addWidget(self.quality_button)
+        ctl.addStretch(1)
+        left.addLayout(ctl)
+        self.quality_note = HintLabel(
+            "Feature-FID compares the generated images with the data set through a small image classifier: lower is "
+            "better. Label accuracy: how often that classifier recognises the label each image was asked for.")
+        left.addWidget(self.quality_note)
+        self.quality_table = results_table(["Sampler", "Feature-FID", "Label accuracy", "Seconds", "Images"])
+        left.addWidget(self.quality_table, 1)
+        lay.addLayout(left, 3)
+        self.quality_plot = pg.PlotWidget(background="w")
+        self.quality_plot.setTitle("Quality against time")
+        self.quality_plot.setLabel("bottom", "seconds (log scale)")
+        self.quality_plot.setLabel("left", "feature-FID (lower is better)")
+        self.quality_plot.setLogMode(x=True, y=False)
+        self.quality_plot.setMouseEnabled(x=False, y=False)
+        self.quality_plot.hideButtons()
+        self.quality_plot.setMenuEnabled(False)
+        self.quality_plot.showGrid(x=True, y=True, alpha=0.25)
+        # A PlotDataItem (not a bare ScatterPlotItem): it follows the plot's log-x mode.
+        self._quality_points = self.quality_plot.plot([], [], pen=None, symbol="o", symbolSize=12, symbolPen=None)
+        self._quality_texts = [pg.TextItem(anchor=(0, 1 - k % 2), color="#222") for k in range(MAX_COLUMNS)]
+        for t in self._quality_texts:
+            self.quality_plot.addItem(t)
+        self._floor_line = pg.InfiniteLine(angle=0, pen=pg.mkPen("#888", style=Qt.PenStyle.DashLine),
+                                           label="real vs real", labelOpts={"position": 0.1, "color": "#666"})
+        self._floor_line.setVisible(False)
+        self.quality_plot.addItem(self._floor_line)
+        lay.addWidget(self.quality_plot, 2)
+
+    def set_model(self, bundle) -> None:
+        """Whether this installation's quality measure can score `bundle`'s images, and why not."""
+        if bundle is None:
+            self.available, self._reason = False, "Load a model first."
+            return
+        self.available, self._reason = engine.quality_available()
+        if self.available:
+            self.available, self._reason = engine.quality_fits(bundle)
+
+    def update_button(self, busy: bool) -> None:
+        ok = self.available and self.state.dataset is not None
+        self.quality_button.setEnabled(ok and not busy)
+        self.quality_button.setToolTip(
+            "Sample a larger batch with every column and score it (feature-FID, label accuracy)" if ok
+            else (self._reason if not self.available else "Load the data set the model was trained on"))
+
+    def begin(self, titles: list[str]) -> None:
+        """A measurement of the columns titled `titles` starts: forget the old points."""
+        self.titles = list(titles)
+        self.points.clear()
+        self.show_points()
+
+    def on_item(self, item) -> None:
+        """One of measure_quality's progress items (see desktop.jobs.sampling)."""
+        if isinstance(item, sw.QualityPoint):
+            self.points[item.index] = item
+            self.show_points()
+        elif isinstance(item, sw.ColumnStarted):
+            self._on_column(item.index)
+        elif isinstance(item, sw.QualityStarted):
+            self._on_started(item.info)
+
+    def _on_started(self, info: dict) -> None:
+        floor = info.get("floor")
+        self._floor_line.setVisible(floor is not None)
+        if floor is not None:
+            self._floor_line.setValue(floor)
+        parts = [f"{info['n']} images per sampler, {info['mix']}."]
+        if floor is not None:
+            parts.append(f"Two sets of real images score {floor:.2f} against each other at this count "
+                         "(the dashed line): no sampler can do much better.")
+        if not info.get("accuracy", True):
+            parts.append("Label accuracy needs a model with the classifier's labels "
+                         f"({', '.join(info.get('classifier_labels', []))}).")
+        self.quality_note.setText(" ".join(parts))
+
+    def _on_column(self, index: int) -> None:
+        n = len(self.titles)
+        title = self.titles[index] if index < n else f"column {index + 1}"
+        self.state.status_message.emit(f"Measuring quality: {title} ({index + 1} of {n})…")
+        self.quality_button.setText(f"Measuring {index + 1} of {n}…")
+
+    def remove_column(self, removed: int) -> None:
+        """Column `removed` is gone: the others keep their points, renumbered."""
+        self.points = {k - (k > removed): dataclasses.replace(p, index=k - (k > removed))
+                       for k, p in self.points.items() if k != removed}
+        self.show_points()
+
+    def on_finished(self, cancelled: bool) -> None:
+        self.quality_button.setText("Measure quality")
+        self.state.status_message.emit("Quality measurement cancelled." if cancelled else "Quality measured.")
+
+    def on_failed(self, error: BaseException) -> None:
+        message = f"Measuring quality stopped: {engine.user_message(error)[:300]}"
+        self.quality_button.setText("Measure quality")
+        QMessageBox.warning(self, "Measuring quality stopped", message)
+
+    def show_points(self) -> None:
+        points = [self.points[k] for k in sorted(self.points)]
+        self.quality_table.setRowCount(len(points))
+        for row, p in enumerate(points):
+            acc = "—" if p.accuracy is None else f"{p.accuracy:.0%}"
+            cells = [p.spec.title, f"{p.fid:.2f}", acc, f"{p.seconds:.2f}", str(p.n)]
+            for k, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if k == 0:
+                    item.setForeground(pg.mkColor(column_color(p.index)))
+                self.quality_table.setItem(row, k, item)
+        secs = [max(p.seconds, 1e-4) for p in points]
+        self._quality_points.setData(secs, [p.fid for p in points],
+                                     symbolBrush=[pg.mkBrush(column_color(p.index)) for p in points])
+        # Labels alternate above and below their point, so close points stay readable.
+        for k, t in enumerate(self._quality_texts):
+            t.setVisible(k < len(points))
+            if k < len(points):
+                p = points[k]
+                acc = "" if p.accuracy is None else f", {p.accuracy:.0%} right"
+                t.setText(f" {p.spec.label}{acc}")
+                t.setPos(np.log10(secs[k]), p.fid)  # in log-x mode the view's x is log10(seconds)
+        if points:
+            lx = np.log10(secs)
+            top = max(max(p.fid for p in points), self._floor_line.value() if self._floor_line.isVisible() else 0)
+            lo, hi = lx.min() - 0.3, lx.max() + 0.9
+            self.quality_plot.setXRange(lo, hi, padding=0)
+            # 1-2-5 ticks per decade: pyqtgraph's own log ticks crowd at this width.
+            ticks = [(np.log10(v), f"{v:g}") for e in range(-3, 5) for v in (10.0**e, 2 * 10.0**e, 5 * 10.0**e)
+                     if lo <= np.log10(v) <= hi]
+            self.quality_plot.getAxis("bottom").setTicks([ticks, []])
+            self.quality_plot.setYRange(0, top * 1.2, padding=0)
