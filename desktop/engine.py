@@ -226,3 +226,38 @@ def quality_fits(bundle) -> tuple[bool, str]:
                        f"{bundle.net.config.height}×{bundle.net.config.height}.")
     return True, ""
 
+
+
+# --------------------------------------------------------------------------------------------
+# Label edits (core.data's pure functions; torch is loaded once a data set exists)
+# --------------------------------------------------------------------------------------------
+
+
+def add_label(labels, names, name=None):
+    from core.data import add_label as core_add
+
+    return core_add(labels, names, name)
+
+
+def rename_label(names, index: int, name: str) -> list[str]:
+    from core.data import rename_label as core_rename
+
+    return core_rename(names, index, name)
+
+
+def delete_label(labels, names, index: int):
+    from core.data import delete_label as core_delete
+
+    return core_delete(labels, names, index)
+
+
+def move_label(labels, names, index: int, to: int):
+    from core.data import move_label as core_move
+
+    return core_move(labels, names, index, to)
+
+
+def assign_label(labels, rows, label: int, on: bool):
+    from core.data import assign_label as core_assign
+
+    return core_assign(labels, rows, label, on)

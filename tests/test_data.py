@@ -375,3 +375,21 @@ def test_context_names_with_spaces():
 def test_context_errors(spec, message):
     with pytest.raises(DataError, match=message):
         context_from_spec(spec, course_label_names())
+
+
+def test_label_edits_are_pure_functions_of_the_label_matrix():
+    from core.data import add_label, assign_label, delete_label, free_label_name, move_label, rename_label
+
+    labels = np.array([[1, 0], [0, 1], [1, 1]], np.float32)
+    names = ["a", "New label"]
+    grown, grown_names = add_label(labels, names)
+    assert grown.shape == (3, 3) and not grown[:, 2].any() and grown_names == ["a", "New label", "new label 2"]
+    assert free_label_name(["x"]) == "new label" and add_label(labels, names, "b")[1][-1] == "b"
+    assert rename_label(names, 0, "z") == ["z", "New label"] and names == ["a", "New label"]
+    fewer, fewer_names = delete_label(labels, names, 0)
+    assert fewer_names == ["New label"] and np.array_equal(fewer, labels[:, 1:])
+    swapped, swapped_names = move_label(labels, names, 0, 1)
+    assert swapped_names == ["New label", "a"] and np.array_equal(swapped, labels[:, ::-1])
+    assigned, changed = assign_label(labels, np.array([0, 1]), 1, True)
+    assert changed == 1 and assigned[:, 1].tolist() == [1, 1, 1] and labels[0, 1] == 0  # a copy
+    assert assign_label(labels, np.array([2]), 0, False)[1] == 1

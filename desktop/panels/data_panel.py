@@ -194,12 +194,8 @@ class DataPanel(QWidget):
         ds = self.state.dataset
         if ds is None:
             return False
-        if not name:
-            taken = {n.lower() for n in ds.label_names}
-            name = next(f"new label {k}" if k > 1 else "new label" for k in range(1, 10_000)
-                        if (f"new label {k}" if k > 1 else "new label") not in taken)
-        labels = np.concatenate([ds.labels, np.zeros((ds.n, 1), np.float32)], axis=1)
-        ok = self._commit(labels, [*ds.label_names, name], names_changed=True)
+        labels, names = engine.add_label(ds.labels, list(ds.label_names), name or None)
+        ok = self._commit(labels, names, names_changed=True)
         if ok:
             self.table.setCurrentCell(ds.n_labels, 0)
         return ok
@@ -209,16 +205,13 @@ class DataPanel(QWidget):
         name = name.strip()
         if ds is None or not (0 <= index < ds.n_labels) or name == ds.label_names[index]:
             return False
-        names = list(ds.label_names)
-        names[index] = name
-        return self._commit(ds.labels, names, names_changed=True)
+        return self._commit(ds.labels, engine.rename_label(list(ds.label_names), index, name), names_changed=True)
 
     def delete_label(self, index: int) -> bool:
         ds = self.state.dataset
         if ds is None or not (0 <= index < ds.n_labels):
             return False
-        labels = np.delete(ds.labels, index, axis=1)
-        names = [n for i, n in enumerate(ds.label_names) if i != index]
+        labels, names = engine.delete_label(ds.labels, list(ds.label_names), index)
         return self._commit(labels, names, names_changed=True)
 
     def move_label(self, index: int, delta: int) -> bool:
@@ -226,9 +219,8 @@ class DataPanel(QWidget):
         j = index + delta
         if ds is None or not (0 <= index < ds.n_labels and 0 <= j < ds.n_labels):
             return False
-        order = list(range(ds.n_labels))
-        order[index], order[j] = order[j], order[index]
-        ok = self._commit(ds.labels[:, order], [ds.label_names[k] for k in order], names_changed=True)
+        labels, names = engine.move_label(ds.labels, list(ds.label_names), index, j)
+        ok = self._commit(labels, names, names_changed=True)
         if ok:
             self.table.setCurrentCell(j, 0)
         return ok
@@ -242,10 +234,7 @@ class DataPanel(QWidget):
                        np.int64)
         if idx.size == 0:
             return 0
-        labels = ds.labels.copy()
-        before = labels[idx, label].copy()
-        labels[idx, label] = 1.0 if on else 0.0
-        changed = int((before != labels[idx, label]).sum())
+        labels, changed = engine.assign_label(ds.labels, idx, label, on)
         if changed:
             self._commit(labels, list(ds.label_names), names_changed=False)
         verb = "Assigned" if on else "Removed"
