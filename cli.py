@@ -57,6 +57,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default="quick",
                    help="starting hyperparameters: quick (n_feat 32, v target, zero-terminal-SNR, min-SNR), "
                         "course (the lessons' recipe: n_feat 64, eps, linear, plain MSE), tiny (tests)")
+    p.add_argument("--config", metavar="FILE.json",
+                   help="training settings as a JSON object (TrainConfig fields, as the app writes them) over the "
+                        "preset; the flags below override it")
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--batch", type=int, help="images per step; under torchrun the global batch, split evenly "
                                              "among the processes (it must divide by their number)")
@@ -177,6 +180,17 @@ def _train_config(args):
     from core.train import TRAIN_PRESETS, TrainConfig
 
     base = TRAIN_PRESETS[args.preset].to_dict()
+    if getattr(args, "config", None):
+        given_cfg = _read_config_file(args.config)
+        unknown = sorted(set(given_cfg) - set(base))
+        if unknown:
+            raise CliError(f"--config {args.config}: unknown setting(s) {', '.join(unknown)}; "
+                           f"known: {', '.join(base)}")
+        base = {**base, **given_cfg}
+        try:
+            TrainConfig.from_dict(base)
+        except ValueError as e:
+            raise CliError(f"--config {args.config}: {e}") from None
     given = {flag: getattr(args, flag) for flag in _TRAIN_FLAGS if getattr(args, flag) is not None}
     try:
         return TrainConfig.from_dict({**base, **{_TRAIN_FLAGS[f]: v for f, v in given.items()}})
@@ -189,6 +203,18 @@ def _train_config(args):
             if "go together" not in str(e) and "linear_zsnr" not in str(e):
                 raise CliError(f"--{flag.replace('_', '-')} {value}: {e}") from None
     raise CliError(f"these settings do not go together: {combined}")
+
+
+def _read_config_file(path: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise CliError(f"--config {path}: cannot read it ({e.strerror or e})") from None
+    except ValueError as e:
+        raise CliError(f"--config {path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise CliError(f"--config {path}: must hold one JSON object of training settings")
+    return data
 
 
 class _StopRequest:

@@ -96,8 +96,25 @@ def quality_rows(quality: dict) -> tuple[list[str], list[list]]:
 
 def print_section(name: str, results: dict) -> str:
     """The terminal table(s) for one bench section."""
-    makers = {"peak": [peak_rows], "train": [train_rows, loss_rows], "sample": [sample_rows], "quality": [quality_rows]}
+    makers = {"peak": [peak_rows], "train": [train_rows, loss_rows], "sample": [sample_rows], "quality": [quality_rows],
+              "ddp": [ddp_rows, ddp_loss_rows]}
     return "\n\n".join(text_table(*m(results)) for m in makers[name])
+
+
+def ddp_rows(d: dict) -> tuple[list[str], list[list]]:
+    """1 vs 2 training processes (torchrun, gloo), course network, same global batch."""
+    return (["training processes", "images/s", "vs 1 process", "communication share"],
+            [["1 (all cores)", d["one_process_img_s"], 1.0, "-"],
+             ["2 (1 thread each)", d["two_process_img_s"], d["speedup"], f"{d['communication_share']:.0%}"],
+             ["2, no gradient all-reduce", d["two_process_no_sync_img_s"], d["two_process_no_sync_img_s"] /
+              d["one_process_img_s"], "-"]])
+
+
+def ddp_loss_rows(d: dict) -> tuple[list[str], list[list]]:
+    return ([f"held-out loss after {d['loss_steps']} steps (n_feat {d['loss_n_feat']})", "batchnorm", "seed",
+             "eval loss", "last-50 train loss", "s"],
+            [[f"{r['processes']} process(es)", r["batchnorm"], r["seed"], r["eval_loss"], r["train_loss_last50"],
+              r["seconds"]] for r in d["losses"]])
 
 
 # --- pictures --------------------------------------------------------------------------------------------

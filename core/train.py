@@ -146,6 +146,7 @@ class TrainingDiverged(UserError, RuntimeError):
 
 EXPLODE_FACTOR = 1e3  # a step loss this many times the running median means the run has diverged
 EXPLODE_HISTORY = 200  # steps in that running median
+LOG_FLUSH_S = 2.0  # between checkpoints, loss.csv is appended to at most this often
 
 
 def lr_at(config: TrainConfig, step: int) -> float:
@@ -247,8 +248,11 @@ class Trainer:
         self.loss_w = loss_weights(self.schedule, config.prediction, config.loss_weighting,
                                    config.min_snr_gamma).to(self.device, torch.float32)  # (T+1,)
         self._log_rows: list[list] = []
+        self._log_written = time.monotonic()
         if resume:
             self._load_resume()
+        elif self.is_main:
+            _truncate_log(self.out_dir / LOG_FILE, 0)  # rows an earlier, unsaved start left behind
 
     # --- setup -------------------------------------------------------------------------------------
     def _read_init(self, config: TrainConfig, dataset) -> tuple[TrainConfig, dict]:
@@ -443,6 +447,8 @@ class Trainer:
                                        *(f"{v:.6f}" for v in m.band_loss)])
             if m.step % self.config.checkpoint_every == 0 or m.step == self.config.steps:
                 self.save()
+            elif self.is_main and time.monotonic() - self._log_written >= LOG_FLUSH_S:
+                self._write_log()  # loss.csv stays live for a follower; rows past the commit are cut on resume
             yield m
 
     def _check_explosion(self, step_losses: list[float], first_step: int) -> None:
@@ -513,6 +519,8 @@ class Trainer:
         )
 
     def _write_log(self) -> None:
+        self._log_written = time.monotonic()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / LOG_FILE
         new = not path.exists()
         with path.open("a", newline="") as f:

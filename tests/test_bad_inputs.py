@@ -64,7 +64,16 @@ def _cases(tmp: Path) -> list[tuple[list[str], str]]:
     train = ["train", "--data", data, "--preset", "tiny", "--device", "cpu", "--out"]
     sample = ["sample", "--device", "cpu", "--out", str(tmp / "o.png"), "--checkpoint"]
     bad = lambda name, **kw: str(_patched_checkpoint(ck, tmp / f"{name}.safetensors", **kw))  # noqa: E731
+    cfg = {}
+    for name, text in {"typo": '{"n_feet": 8}', "list": "[8]", "broken": '{"steps": ', "neg": '{"steps": -1}'}.items():
+        cfg[name] = tmp / f"cfg_{name}.json"
+        cfg[name].write_text(text)
     return [
+        (train + [str(tmp / "a"), "--config", str(cfg["typo"])], "unknown setting(s) n_feet"),
+        (train + [str(tmp / "a"), "--config", str(cfg["list"])], "must hold one JSON object"),
+        (train + [str(tmp / "a"), "--config", str(cfg["broken"])], "not valid JSON"),
+        (train + [str(tmp / "a"), "--config", str(cfg["neg"])], "steps must be from 1"),
+        (train + [str(tmp / "a"), "--config", str(tmp / "none.json")], "cannot read it"),
         (train + [str(tmp / "a"), "--checkpoint-every", "0"], "--checkpoint-every 0"),
         (train + [str(tmp / "a"), "--checkpoint-every", "-1"], "--checkpoint-every -1"),
         (train + [str(tmp / "a"), "--n-feat", "0"], "--n-feat 0"),

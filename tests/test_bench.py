@@ -180,3 +180,17 @@ def test_merge_quality_refuses_results_measured_differently():
     old = {"checkpoint": "a", "n": 1000, "n_seeds": 3, "precision": "bf16", "guidance": 1.0, "results": []}
     with pytest.raises(bench.BenchError, match="n"):
         bench.merge_quality(old, {**old, "n": 500})
+
+
+def test_the_ddp_section_prints_speedup_communication_share_and_the_batchnorm_losses():
+    d = {"one_process_img_s": 100.0, "two_process_img_s": 150.0, "two_process_no_sync_img_s": 200.0, "speedup": 1.5,
+         "communication_share": 0.25, "loss_steps": 200, "loss_n_feat": 32,
+         "losses": [{"processes": 1, "batchnorm": "per_rank", "seed": 0, "eval_loss": 0.08, "train_loss_last50": 0.09,
+                     "seconds": 60.0},
+                    {"processes": 2, "batchnorm": "global", "seed": 0, "eval_loss": 0.081, "train_loss_last50": 0.091,
+                     "seconds": 50.0}]}
+    text = report.print_section("ddp", d)
+    rows = text.splitlines()
+    two = next(r for r in rows if r.startswith("2 (1 thread each)"))
+    assert "150" in two and "1.5" in two and "25%" in two
+    assert any(r.startswith("2 process(es)") and "global" in r and "0.081" in r for r in rows)

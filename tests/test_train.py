@@ -215,3 +215,21 @@ def test_fine_tune_takes_width_and_objective_from_the_checkpoint(blobs, tmp_path
                  tmp_path / "ft", device="cpu")
     assert (tr.config.n_feat, tr.config.prediction, tr.config.schedule) == (16, "v", "linear_zsnr")
     assert any("n_feat 8 -> 16" in n for n in tr.notes)
+
+
+def test_the_loss_log_is_live_between_checkpoints_and_a_fresh_start_drops_stale_rows(blobs, tmp_path, monkeypatch):
+    import core.train as train_mod
+
+    monkeypatch.setattr(train_mod, "LOG_FLUSH_S", 0.0)  # every step, so a follower sees each row at once
+    tr = Trainer(blobs, replace(CFG, checkpoint_every=1000), tmp_path, device="cpu")
+    seen = []
+    for m in tr.run():
+        seen.append(read_loss_log(tmp_path / "loss.csv")["step"].tolist()[-1])
+        if m.step == 5:
+            break
+    tr.close()
+    assert seen == [1, 2, 3, 4, 5] and not (tmp_path / "resume.safetensors").exists()
+    tr = Trainer(blobs, replace(CFG, checkpoint_every=1000, steps=3), tmp_path, device="cpu")  # nothing was saved
+    _run(tr)
+    tr.close()
+    assert read_loss_log(tmp_path / "loss.csv")["step"].tolist() == [1, 2, 3]
