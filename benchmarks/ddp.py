@@ -1,6 +1,6 @@
 """`bench ddp`: one training process vs two under torchrun on this machine, and the BatchNorm choice.
 
-    python main.py bench ddp [--rounds 5] [--steps-per-round 10] [--loss-steps 200]
+    python main.py bench ddp [--rounds 5] [--steps-per-round 10] [--loss-steps 200]   (0: timing only)
 
 Speed: the course network at batch 100 (the global batch), trained by 1 process with every core and
 by 2 processes (torchrun gives each one thread), in alternated rounds of timed steps; the two-process
@@ -37,7 +37,8 @@ def bench_ddp(s) -> dict:
         timing[world] = _launch(world, "time", n_feat=s.n_feat, batch=s.batch_size, rounds=s.rounds,
                                 steps=s.steps_per_round, warmup=s.warmup_steps)
     losses = []
-    for world, bn, seed in ((1, "per_rank", 0), (1, "per_rank", 1), (2, "per_rank", 0), (2, "global", 0)):
+    runs = ((1, "per_rank", 0), (1, "per_rank", 1), (2, "per_rank", 0), (2, "global", 0)) if s.loss_steps else ()
+    for world, bn, seed in runs:  # --loss-steps 0: the timing alone
         log(f"ddp: loss after {s.loss_steps} steps, {world} process(es), batchnorm {bn}, seed {seed}")
         r = _launch(world, "loss", n_feat=LOSS_N_FEAT if not s.data_limit else s.n_feat, batch=s.batch_size,
                     steps=s.loss_steps, batchnorm=bn, seed=seed, eval_n=s.loss_eval_n)
@@ -48,7 +49,7 @@ def bench_ddp(s) -> dict:
             "two_process_no_sync_img_s": two["no_sync_img_s"], "speedup": two["img_s"] / one["img_s"],
             "communication_share": 1 - two["img_s"] / two["no_sync_img_s"],
             "loss_steps": s.loss_steps, "loss_n_feat": LOSS_N_FEAT if not s.data_limit else s.n_feat, "losses": losses,
-            "seed_gap": abs(losses[0]["eval_loss"] - losses[1]["eval_loss"])}
+            "seed_gap": abs(losses[0]["eval_loss"] - losses[1]["eval_loss"]) if losses else None}
 
 
 def _launch(world: int, mode: str, **opts) -> dict:

@@ -113,8 +113,8 @@ def ddp_rows(d: dict) -> tuple[list[str], list[list]]:
 def ddp_loss_rows(d: dict) -> tuple[list[str], list[list]]:
     return ([f"held-out loss after {d['loss_steps']} steps (n_feat {d['loss_n_feat']})", "batchnorm", "seed",
              "eval loss", "last-50 train loss", "s"],
-            [[f"{r['processes']} process(es)", r["batchnorm"], r["seed"], r["eval_loss"], r["train_loss_last50"],
-              r["seconds"]] for r in d["losses"]])
+            [[f"{r['processes']} process(es)", r["batchnorm"], r["seed"], f"{r['eval_loss']:.5f}",
+              f"{r['train_loss_last50']:.5f}", r["seconds"]] for r in d["losses"]])
 
 
 # --- pictures --------------------------------------------------------------------------------------------
