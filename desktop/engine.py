@@ -72,8 +72,7 @@ def model_choices() -> list[tuple[str, str]]:
     shipped = default_checkpoint()
     if shipped:
         out.append(("Shipped default model", shipped))
-    runs = sorted(runs_dir().glob("*/model.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True) \
-        if runs_dir().is_dir() else []
+    runs = sorted(run_models(), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in runs[:30]:
         try:
             step = read_metadata(path)["step"]
@@ -139,14 +138,29 @@ def train_config_class():
     return TrainConfig
 
 
+def run_models() -> list[Path]:
+    """The model file of every training run in the user's runs folder (sorted by folder name)."""
+    from core.train import MODEL_FILE
+
+    return sorted(runs_dir().glob(f"*/{MODEL_FILE}")) if runs_dir().is_dir() else []
+
+
+def can_resume(folder: str | Path) -> bool:
+    """Whether a run folder holds the resume file Resume continues from."""
+    from core.train import RESUME_FILE
+
+    return (Path(folder) / RESUME_FILE).is_file()
+
+
 def read_run_info(folder: str | Path) -> dict:
     """{'step', 'train_config' (dict), 'dataset', 'label_names'} of a run folder, or CheckpointError."""
     from core.checkpoint import CheckpointError, read_metadata
+    from core.train import MODEL_FILE, RESUME_FILE
 
     folder = Path(folder)
-    model, resume = folder / "model.safetensors", folder / "resume.safetensors"
+    model, resume = folder / MODEL_FILE, folder / RESUME_FILE
     if not model.is_file() or not resume.is_file():
-        raise CheckpointError(f"{folder}: not a training run folder (model.safetensors and resume.safetensors "
+        raise CheckpointError(f"{folder}: not a training run folder ({MODEL_FILE} and {RESUME_FILE} "
                               "are written at the first checkpoint)")
     meta = read_metadata(model)
     return {"step": meta["step"], "train_config": meta["train_config"], "dataset": meta["dataset"],

@@ -38,7 +38,7 @@ def startup_job(dataset_spec: str | None, checkpoint: str | None) -> dict:
     out: dict = {"runtime": engine.runtime_label(), "errors": []}
     out["presets"] = {k: cfg.to_dict() for k, cfg in engine.train_presets().items()}
     out["dataset"], out["dataset_spec"] = None, None
-    for spec in [s for s in (dataset_spec, "emoji16") if s]:
+    for spec in [s for s in (dataset_spec, engine.builtin_names()[0]) if s]:
         try:
             out["dataset"], out["dataset_spec"] = engine.load_dataset(spec), spec
             break

@@ -22,6 +22,12 @@ class Report:
         if sys.stdout is not None:  # a windowed Windows build has no console: see --report
             print(text, flush=True)
 
+    def verdict(self, ok: bool, text: str, failure: str) -> None:
+        """'ok' or 'FAIL' before `text`; when not ok, `failure` (with the first error dialog, if any) is recorded."""
+        self.say(f"  {'ok  ' if ok else 'FAIL'}  {text}")
+        if not ok:
+            self.failures.append(failure + (f" ({self.dialogs[0]})" if self.dialogs else ""))
+
     def fail(self, text: str) -> None:
         self.failures.append(text)
         self.say(f"  FAIL  {text}")

@@ -32,6 +32,7 @@ import time
 import traceback
 from pathlib import Path
 
+from desktop import settings
 from desktop.diagnostics.checks import (binding_reference_drift, changed_files, check_grid,
                                         folder_snapshot, install_folder, process_start_time)
 from desktop.diagnostics.driver import Driver, Report, SelfTestFailed
@@ -49,7 +50,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--checkpoint", help="model to test instead of the shipped default (opened like File > Open)")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps for the checked grid (default 25)")
     p.add_argument("--per-label", type=int, default=4, help="images per label in the checked grid (default 4)")
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--seed", type=int, default=settings.DEFAULT_SEED)
     p.add_argument("--min-accuracy", type=float, default=None,
                    help="fail when the emoji classifier recognises fewer of the asked-for labels than this "
                         "(default: only reported)")
@@ -264,17 +265,14 @@ def _click_sample_tab(args, report: Report, driver: Driver, window) -> None:
     if args.screenshot:  # what a first-time user sees after the one click
         shot = Path(args.screenshot)
         window.grab().save(str(shot.with_name(f"{shot.stem}-sample{shot.suffix}")))
-    ok = done == n_cols and not report.dialogs
-    report.say(f"  {'ok  ' if ok else 'FAIL'}  Sample & compare, one click: {done} of {n_cols} columns "
-               f"in {seconds:.1f} s")
-    if not ok:
-        report.failures.append("the Sample & compare run did not finish every column"
-                               + (f" ({report.dialogs[0]})" if report.dialogs else ""))
+    report.verdict(done == n_cols and not report.dialogs,
+                   f"Sample & compare, one click: {done} of {n_cols} columns in {seconds:.1f} s",
+                   "the Sample & compare run did not finish every column")
 
 
 def _tiny_training(args, report: Report, driver: Driver, window) -> None:
     """Start a tiny run from the Train tab; it must end by saving a checkpoint in the data folder."""
-    from desktop import settings
+    from desktop import engine
     from desktop.main_window import TAB_TRAIN
 
     panel = window.train_panel
@@ -288,15 +286,12 @@ def _tiny_training(args, report: Report, driver: Driver, window) -> None:
         raise SelfTestFailed(f"tiny training: the Train tab did not start ({report.dialogs or 'no reason given'})")
     driver.wait("the tiny training run", lambda: not panel.is_busy(), args.timeout)
     seconds = time.time() - start
-    runs = sorted(settings.runs_dir().glob("*/model.safetensors")) if settings.runs_dir().is_dir() else []
-    ok = bool(runs) and not report.dialogs
+    runs = engine.run_models()
     report.numbers["train_s"] = round(seconds, 3)
     where = runs[-1].parent if runs else settings.runs_dir()
-    report.say(f"  {'ok  ' if ok else 'FAIL'}  tiny training ({TINY_TRAIN['steps']} steps, n_feat "
-               f"{TINY_TRAIN['n_feat']}) in {seconds:.1f} s, saved to {where}")
-    if not ok:
-        report.failures.append("the tiny training run saved no checkpoint"
-                               + (f" ({report.dialogs[0]})" if report.dialogs else ""))
+    report.verdict(bool(runs) and not report.dialogs, f"tiny training ({TINY_TRAIN['steps']} steps, n_feat "
+                   f"{TINY_TRAIN['n_feat']}) in {seconds:.1f} s, saved to {where}",
+                   "the tiny training run saved no checkpoint")
 
 
 def _close(args, report: Report, driver: Driver, window) -> None:

@@ -88,7 +88,7 @@ class TrainingJob:
     # --- the thread's body -------------------------------------------------------------------------
     def run(self, *, control):
         from core.device import ThreadTuner, configure_threads
-        from core.train import Trainer
+        from core.train import MODEL_FILE, Trainer
 
         self._stop = control.stop
         n = configure_threads(self.threads)
@@ -104,7 +104,7 @@ class TrainingJob:
         if stopped or tr.step < tr.config.steps:
             path = tr.save()  # "Stop saves a checkpoint"; a finished run saved on its last step already
         else:
-            path = tr.out_dir / "model.safetensors"
+            path = tr.out_dir / MODEL_FILE
         yield Saved(tr.step, str(path))
         yield self._preview(tr)
         yield RunEnded("stopped" if stopped else "finished", self._snapshot(tr, live=False))
@@ -190,7 +190,9 @@ class TrainingJob:
         return f"Training stopped: {user_message(e)} {kept}"
 
     def _kept_text(self) -> str:
-        model = self.out_dir / "model.safetensors"
+        from core.train import MODEL_FILE
+
+        model = self.out_dir / MODEL_FILE
         if not model.is_file():
             return "No checkpoint had been saved yet."
         try:
@@ -203,10 +205,10 @@ class TrainingJob:
 
 
 def logged_metrics(folder) -> list:
-    """A run's loss.csv as StepMetrics, so a resumed plot continues the old curve ([] when unreadable)."""
-    from core.train import StepMetrics, read_loss_log
+    """A run's loss log as StepMetrics, so a resumed plot continues the old curve ([] when unreadable)."""
+    from core.train import LOG_FILE, StepMetrics, read_loss_log
 
-    path = Path(folder) / "loss.csv"
+    path = Path(folder) / LOG_FILE
     try:
         log = read_loss_log(path) if path.is_file() else {}
     except Exception:  # noqa: BLE001 - a damaged log only costs the old curve

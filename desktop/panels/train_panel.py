@@ -162,7 +162,7 @@ class TrainPanel(QWidget):
         """Called once torch has loaded: {'quick': TrainConfig dict, 'course': ..., ...}."""
         self.settings_box.set_presets(presets)
         last_run = settings.qsettings().value("train/last_run", "")
-        if last_run and (Path(last_run) / "resume.safetensors").is_file():
+        if last_run and engine.can_resume(last_run):
             self._last_run_dir = last_run
         self._update_buttons()
 

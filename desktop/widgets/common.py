@@ -6,8 +6,7 @@ import math
 import numpy as np
 from PySide6.QtCore import QRect, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPixmap
-from PySide6.QtWidgets import (QAbstractItemView, QFrame, QHeaderView, QLabel, QSizePolicy, QTableWidget,
-                               QWidget)
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QSizePolicy, QTableWidget, QWidget
 
 GAP = 2  # pixels between tiles, in image pixels before scaling
 
@@ -69,10 +68,6 @@ class ImageGridView(QWidget):
             self._grid_shape = grid.shape[:4]
             self._pixmap = QPixmap.fromImage(qimage_from_rgb(tile_grid(grid)))
         self._row_labels = list(row_labels or [])
-        self.update()
-
-    def set_placeholder(self, text: str) -> None:
-        self._placeholder = text
         self.update()
 
     def has_image(self) -> bool:
@@ -138,13 +133,6 @@ def heading(text: str) -> QLabel:
     f.setPointSizeF(f.pointSizeF() * 1.1)
     label.setFont(f)
     return label
-
-
-def hline() -> QFrame:
-    line = QFrame()
-    line.setFrameShape(QFrame.Shape.HLine)
-    line.setFrameShadow(QFrame.Shadow.Sunken)
-    return line
 
 
 def format_duration(seconds: float) -> str:

@@ -7,7 +7,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QHB
                                QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout,
                                QWidget)
 
-from core.catalog import SPACING_SUMMARY, SPACINGS, SamplerChoice
+from core.catalog import SPACING_SUMMARY, SPACINGS, T_DEFAULT, SamplerChoice
 from desktop.jobs.sampling import ColumnSpec
 from desktop.widgets.common import HintLabel, ImageGridView, as_grid
 
@@ -42,7 +42,7 @@ class SamplerColumn(QFrame):
         super().__init__(parent)
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self._catalog = list(catalog)
-        self._T = 500
+        self._T = T_DEFAULT
         self._shared_guidance = 1.0
         self._per_row = 4
         self._row_names: list[str] = []

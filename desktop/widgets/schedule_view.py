@@ -10,6 +10,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox, QSplitter, QVBoxLayout, QWidget)
 
+from core.catalog import T_DEFAULT
 from desktop.widgets.common import HintLabel, ImageGridView, heading
 
 SYMBOLS = ("o", "t", "s", "d")
@@ -101,7 +102,7 @@ class ScheduleView(QWidget):
         slide = QHBoxLayout()
         slide.addWidget(QLabel("t"))
         self.t_slider = QSlider(Qt.Orientation.Horizontal)
-        self.t_slider.setRange(0, 500)
+        self.t_slider.setRange(0, T_DEFAULT)
         self.t_slider.setValue(250)
         self.t_slider.setToolTip("Drag to add more (right) or less (left) noise")
         self.t_slider.valueChanged.connect(self._on_t_changed)
