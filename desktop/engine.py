@@ -100,8 +100,21 @@ def licences_text() -> str:
         return f"The licence file ({path}) is missing from this installation."
 
 
+def resource_path(*parts: str) -> Path:
+    from core.paths import resource_path as core_resource  # no torch: core.paths only knows folders
+
+    return core_resource(*parts)
+
+
+def app_root() -> Path:
+    from core.paths import app_root as core_root
+
+    return core_root()
+
+
 def _is_out_of_memory(text: str) -> bool:
-    """torch reports CPU and GPU exhaustion as RuntimeError ('[enforce fail at alloc_cpu.cpp...]', 'CUDA out of memory')."""
+    """torch reports CPU and GPU exhaustion as RuntimeError ('[enforce fail at alloc_cpu.cpp...]',
+    'CUDA out of memory')."""
     low = text.lower()
     return "alloc_cpu" in low or "out of memory" in low or "not enough memory" in low or "failed to allocate" in low
 
@@ -165,18 +178,6 @@ def read_run_info(folder: str | Path) -> dict:
     meta = read_metadata(model)
     return {"step": meta["step"], "train_config": meta["train_config"], "dataset": meta["dataset"],
             "dataset_fingerprint": meta["dataset_fingerprint"], "label_names": meta["label_names"]}
-
-
-def resource_path(*parts: str) -> Path:
-    from core.paths import resource_path as core_resource  # no torch: core.paths only knows folders
-
-    return core_resource(*parts)
-
-
-def app_root() -> Path:
-    from core.paths import app_root as core_root
-
-    return core_root()
 
 
 # --------------------------------------------------------------------------------------------

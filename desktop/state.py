@@ -46,7 +46,8 @@ class Composition:
         names, known = list(label_names), n_labels is not None
         n_labels = n_labels if known else max(1, len(names))
         if self.rows and (not known or max(len(r.weights) for r in self.rows) == n_labels):
-            return self.matrix(n_labels), [r.name for r in self.rows], f"{len(self.rows)} rows from the context composer"
+            note = f"{len(self.rows)} rows from the context composer"
+            return self.matrix(n_labels), [r.name for r in self.rows], note
         if not names:
             return np.zeros((1, n_labels), np.float32), ["no label"], "1 row without a label"
         note = "one row per label of the model"

@@ -47,12 +47,10 @@ class Control:
     stop: threading.Event  # set by request_stop(), from the GUI thread
     report: Callable[[object], None]  # emits progress(item) from the worker thread
 
-    @property
-    def stopped(self) -> bool:
-        return self.stop.is_set()
-
 
 class _Worker(QObject):
+    """The shared vocabulary and stop request of FunctionWorker and GeneratorWorker."""
+
     progress = Signal(object)
     result = Signal(object)
     failed = Signal(object)

@@ -349,7 +349,8 @@ def test_gif_export_shares_one_palette_and_stays_small(tmp_path):
     rng = np.random.default_rng(0)
     base = rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
     frames = [[[np.clip(base.astype(int) + k, 0, 255).astype(np.uint8)]] for k in range(60)]
-    path = ex.export_gif(str(tmp_path / "a.gif"), frames, ["DDIM"], 3, ["a", "b"], "settings", [f"{k}" for k in range(60)])
+    path = ex.export_gif(str(tmp_path / "a.gif"), frames, ["DDIM"], 3, ["a", "b"], "settings",
+                         [f"{k}" for k in range(60)])
     from PIL import Image
 
     with Image.open(path) as im:

@@ -305,7 +305,8 @@ def test_smoothed_loss_is_bias_corrected_from_the_first_step():
 
 
 def test_teach_starts_the_fine_tune_from_the_shipped_model(qtbot, panel, tiny_config, shipped):
-    panel.settings_box.presets["finetune"] = {**panel.settings_box.presets["finetune"], **tiny_config, "steps": 3, "batch_size": 8}
+    presets = panel.settings_box.presets
+    presets["finetune"] = {**presets["finetune"], **tiny_config, "steps": 3, "batch_size": 8}
     assert panel.teach()
     assert panel.preset_combo.currentData() == "finetune" and panel.start_from.currentData() == "<shipped>"
     qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=30000)

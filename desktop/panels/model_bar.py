@@ -6,6 +6,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QWidget
 
+from core.catalog import PRECISIONS
 from desktop import engine
 
 PRECISION_TEXT = {"auto": "Auto (fastest here)", "fp32": "fp32 (reference)", "bf16": "bf16", "fp16": "fp16"}
@@ -32,8 +33,9 @@ class ModelBar(QWidget):
         self.precision_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.precision_box.setToolTip("Number format of the model calls. bf16 is about twice as fast where the "
                                       "hardware supports it;\nfp32 is the reference. Images differ very slightly.")
-        for p in ("auto", "fp32", "bf16"):
-            self.precision_box.addItem(PRECISION_TEXT[p], p)
+        for p in PRECISIONS:
+            if p != "fp16":  # fp16 only once a model on a CUDA device is loaded (show_model)
+                self.precision_box.addItem(PRECISION_TEXT[p], p)
         self.precision_box.currentIndexChanged.connect(self._on_precision_changed)
         self.model_picker = QComboBox()
         self.model_picker.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)

@@ -21,7 +21,8 @@ class SampleExporter:
         self.panel = panel
 
     def _export_meta(self, results) -> dict:
-        return {"columns": [r.spec for r in results], "seed": self.panel.summary.seed, "model": self.panel.summary.model,
+        summary = self.panel.summary
+        return {"columns": [r.spec for r in results], "seed": summary.seed, "model": summary.model,
                 "precision": self.panel.summary.precision, "row_names": self.panel._run_row_names,
                 "nfe": [r.nfe for r in results], "seconds": [r.seconds for r in results]}
 
@@ -87,7 +88,8 @@ class SampleExporter:
         return path or None
 
     def ask_final(self) -> None:
-        if path := self._ask_path("Save final images", f"compare_seed{self.panel.summary.seed}.png", "PNG image (*.png)"):
+        seed = self.panel.summary.seed
+        if path := self._ask_path("Save final images", f"compare_seed{seed}.png", "PNG image (*.png)"):
             self.final_png(path)
 
     def ask_frame(self) -> None:
@@ -95,7 +97,8 @@ class SampleExporter:
             self.frame_png(path)
 
     def ask_gif(self) -> None:
-        if path := self._ask_path("Save animation", f"denoising_seed{self.panel.summary.seed}.gif", "GIF animation (*.gif)"):
+        seed = self.panel.summary.seed
+        if path := self._ask_path("Save animation", f"denoising_seed{seed}.gif", "GIF animation (*.gif)"):
             self.gif(path)
 
     def ask_column(self, col) -> None:

@@ -78,7 +78,8 @@ class SamplePanel(QWidget):
         tl.addWidget(self.model_bar)
         self.controls = RunControls()
         c = self.controls  # its widgets, under the names the panel has always had
-        self.seed_spin, self.new_seed, self.per_row_spin, self.rows_label = c.seed_spin, c.new_seed, c.per_row_spin, c.rows_label
+        self.seed_spin, self.new_seed, self.per_row_spin = c.seed_spin, c.new_seed, c.per_row_spin
+        self.rows_label = c.rows_label
         self.view_box, self.run_hint = c.view_box, c.run_hint
         self.add_button, self.run_button, self.cancel_button = c.add_button, c.run_button, c.cancel_button
         self.per_row_spin.valueChanged.connect(self._update_rows_text)

@@ -280,7 +280,8 @@ class TrainPanel(QWidget):
         self._end_message, self._threads_text = "", ""
         self._set_state("starting")
         self.status.setText("Preparing the run (building the network, loading the images)…")
-        threads.start(worker, on_progress=self._on_item, on_failed=self._on_failed, on_finished=self._on_thread_finished)
+        threads.start(worker, on_progress=self._on_item, on_failed=self._on_failed,
+                      on_finished=self._on_thread_finished)
         self._timer.start()
 
     def _on_item(self, item) -> None:
