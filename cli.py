@@ -437,10 +437,11 @@ def _sample_contexts(args, bundle):
 
 def _gif_collector(frames: list, steps, sampler):
     """Keeps about 40 frames of the predicted image for the GIF."""
+    from core.catalog import T_DEFAULT
     from core.export import make_grid
     from core.samplers import SAMPLERS, to_uint8
 
-    total = steps or (500 if sampler == "ddpm" else SAMPLERS[sampler].default_steps)
+    total = steps or (T_DEFAULT if sampler == "ddpm" else SAMPLERS[sampler].default_steps)
     every = max(1, total // 40)
 
     def callback(info):

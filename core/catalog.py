@@ -9,6 +9,9 @@ import math
 from dataclasses import dataclass, fields
 
 T_DEFAULT = 500  # the course's number of diffusion steps
+COURSE_LABEL_NAMES = ("hero", "non-hero", "food", "spell", "side-facing")  # the course's sprite labels, in order
+BUILTIN_DATASETS = {"emoji16": "emoji16.npz", "emoji32": "emoji32.npz"}  # name: file under resources/
+MODEL_FILE, RESUME_FILE, LOG_FILE = "model.safetensors", "resume.safetensors", "loss.csv"  # a run folder's files
 
 # --- training objective ---------------------------------------------------------------------------
 PREDICTIONS = ("eps", "v", "x0")  # what the network outputs; eps is the course's
@@ -81,10 +84,11 @@ def sampler_choice(name: str) -> SamplerChoice:
     raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLER_NAMES)}")
 
 
-def model_calls(name: str, steps: int, *, guided: bool = False) -> int:
-    """Model calls per image for `steps` steps (Heun skips its correction on the final step)."""
+def model_calls(name: str, steps: int, *, guided: bool = False, zero_terminal: bool = False) -> int:
+    """Model calls per image for `steps` steps. Heun skips its correction on the final step, and on a
+    zero-terminal-SNR schedule also on the first (from pure noise it takes a first-order step)."""
     info = sampler_choice(name)
-    calls = steps if info.calls_per_step == 1 else 2 * steps - 1
+    calls = steps if info.calls_per_step == 1 else max(1, 2 * steps - 1 - (zero_terminal and steps > 1))
     return calls * (2 if guided else 1)
 
 

@@ -182,7 +182,7 @@ def load_course_weights(path: str | Path, device: torch.device | str = "cpu") ->
     except (CourseWeightsError, ValueError) as e:
         raise CheckpointError(str(e)) from None
     n = cfg.n_cfeat
-    labels = COURSE_LABEL_NAMES if n == len(COURSE_LABEL_NAMES) else [f"label {i + 1}" for i in range(n)]
+    labels = list(COURSE_LABEL_NAMES) if n == len(COURSE_LABEL_NAMES) else [f"label {i + 1}" for i in range(n)]
     meta = {"kind": "course", "dataset": "course sprites", "step": None,
             "unet_config": cfg.to_dict(), "schedule_config": ScheduleConfig().to_dict()}
     return ModelBundle(net.to(device).eval(), ScheduleConfig(), labels, meta, path)

@@ -21,13 +21,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from core.catalog import BUILTIN_DATASETS, COURSE_LABEL_NAMES
 from core.errors import UserError
 from core.paths import atomic_write_bytes, resource_path
 
-BUILTIN_DATASETS = {"emoji16": "emoji16.npz", "emoji32": "emoji32.npz"}
 IMAGE_FORMATS = {"PNG", "JPEG", "GIF", "BMP", "WEBP"}  # PIL format names we accept
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"}
-_COURSE_LABELS = ["hero", "non-hero", "food", "spell", "side-facing"]
 
 
 class DataError(UserError):
@@ -36,7 +35,7 @@ class DataError(UserError):
 
 def course_label_names() -> list[str]:
     """Label names of the course sprite set (sprite_labels_nc_*.npy columns)."""
-    return list(_COURSE_LABELS)
+    return list(COURSE_LABEL_NAMES)
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from . import distributed
+from .catalog import LOG_FILE, MODEL_FILE, RESUME_FILE  # noqa: F401  (run-folder names, re-exported)
 from .catalog import (BATCHNORM_MODES, LOSS_WEIGHTINGS, check_field_types, config_dict, LR_SCHEDULES, MIN_SNR_GAMMA,
                       OPTIMIZERS, PRECISIONS, PREDICTIONS, SCHEDULE_KINDS)
 from .checkpoint import (CheckpointError, ModelBundle, load_matching, load_resume_state, read_metadata,
@@ -33,8 +34,6 @@ from .runlock import RunLock, RunLockedError
 from .samplers import generate
 from .schedule import Schedule, ScheduleConfig
 from .unet import ContextUnet, UNetConfig
-
-MODEL_FILE, RESUME_FILE, LOG_FILE = "model.safetensors", "resume.safetensors", "loss.csv"
 
 
 MAX_STEPS = 10**9

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
-from .catalog import check_field_types, config_dict
+from .catalog import COURSE_LABEL_NAMES, check_field_types, config_dict
 from .errors import UserError
 
 
@@ -180,7 +180,6 @@ def count_parameters(model: nn.Module) -> int:
 
 # --- course weight files -------------------------------------------------------------------------
 
-COURSE_LABEL_NAMES = ["hero", "non-hero", "food", "spell", "side-facing"]
 
 
 class CourseWeightsError(UserError, ValueError):

@@ -30,7 +30,9 @@ def warm_up_training() -> None:
 
 
 def builtin_names() -> list[str]:
-    return ["emoji16", "emoji32"]  # mirrors core.data.BUILTIN_DATASETS without importing torch
+    from core.catalog import BUILTIN_DATASETS  # torch-free
+
+    return list(BUILTIN_DATASETS)
 
 
 def load_dataset(spec: str, *, size: int = 16):

@@ -310,3 +310,12 @@ def test_cfg_rescale_matches_the_conditional_std_and_phi_zero_is_plain_cfg(targe
     assert torch.equal(x0_0, x0_g)
     ratio = (std(x0_c) / std(x0_g)).view(-1, 1, 1, 1)
     assert torch.allclose(x0_h, 0.5 * x0_g * ratio + 0.5 * x0_g, atol=1e-5)  # phi mixes the two
+
+
+@pytest.mark.parametrize("sampler", ALL)
+def test_the_catalogues_model_calls_match_the_samplers_on_every_schedule(sampler, tiny_net):
+    for kind in ("linear", "linear_zsnr"):
+        sched = Schedule(ScheduleConfig(kind=kind, prediction="v"))
+        for steps in (1, 2, 10):
+            res = generate(tiny_net, sched, sampler=sampler, steps=steps, n=1, seed=0)
+            assert res.nfe == model_calls(sampler, steps, zero_terminal=kind == "linear_zsnr"), (kind, steps)

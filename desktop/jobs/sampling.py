@@ -33,6 +33,7 @@ class ColumnSpec:
     guidance: float = 1.0
     label: str = ""  # display name of the sampler
     spacing: str = "trailing"  # which timesteps the steps visit (core.catalog.SPACINGS)
+    zero_terminal: bool = False  # the model's schedule ends in pure noise (Heun then saves a call)
 
     @property
     def title(self) -> str:
@@ -49,7 +50,7 @@ class ColumnSpec:
     @property
     def calls(self) -> int:
         """Model calls per image (Heun makes two per step)."""
-        return model_calls(self.sampler, self.steps, guided=self.guidance != 1.0)
+        return model_calls(self.sampler, self.steps, guided=self.guidance != 1.0, zero_terminal=self.zero_terminal)
 
 
 @dataclass

@@ -14,7 +14,7 @@ import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import QMessageBox, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
-from core.catalog import SAMPLER_CATALOG, T_DEFAULT
+from core.catalog import SAMPLER_CATALOG, T_DEFAULT, ZERO_TERMINAL_SCHEDULES
 from desktop import engine, threads
 from desktop.jobs import sampling as sw
 from desktop.panels.model_bar import ModelBar
@@ -51,6 +51,7 @@ class SamplePanel(QWidget):
         self._worker: threads.GeneratorWorker | None = None
         self._pending: dict[int, sw.Frame] = {}
         self._T = T_DEFAULT
+        self._zero_terminal = False  # the loaded model's schedule ends in pure noise
         self._build()
         self._redraw_timer = QTimer(self)
         self._redraw_timer.setInterval(REDRAW_MS)
@@ -129,7 +130,7 @@ class SamplePanel(QWidget):
         if len(self.columns) >= MAX_COLUMNS:
             return None
         col = SamplerColumn(list(SAMPLER_CATALOG))
-        col.set_T(self._T)
+        col.set_T(self._T, self._zero_terminal)
         col.set_spec(sampler, steps if steps is not None else self._T, spacing=spacing)
         col.set_shared_guidance(self.state.composition.guidance)
         col.set_view(self.view_box.currentData())
@@ -180,8 +181,9 @@ class SamplePanel(QWidget):
             self.schedule_view.set_curves(None)
         else:
             self._T = int(bundle.schedule_config.T)
+            self._zero_terminal = bundle.schedule_config.kind in ZERO_TERMINAL_SCHEDULES
             for c in self.columns:
-                c.set_T(self._T)
+                c.set_T(self._T, self._zero_terminal)
             self.schedule_view.set_curves(engine.schedule_curves(bundle.schedule_config))
         self._update_rows_text()
         self._update_schedule_markers()

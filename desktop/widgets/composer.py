@@ -11,13 +11,14 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFrame, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
                                QPushButton, QScrollArea, QSlider, QToolButton, QVBoxLayout, QWidget)
 
+from core.catalog import COURSE_LABEL_NAMES
 from desktop.state import Composition, ContextRow
 from desktop.widgets.common import HintLabel
 
 MAX_ROWS = 16
 SLIDER_STEPS = 100  # a weight slider moves in steps of 0.01
 
-COURSE_LABELS = ["hero", "non-hero", "food", "spell", "side-facing"]
+COURSE_LABELS = list(COURSE_LABEL_NAMES)
 # The lessons' mixed contexts, as (label, weight) pairs.
 COURSE_MIXES = [[("hero", 1.0), ("food", 0.6)], [("food", 0.6), ("spell", 0.4)],
                 [("hero", 1.0), ("side-facing", 1.0)], [("non-hero", 1.0), ("food", 0.6)]]

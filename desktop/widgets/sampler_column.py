@@ -43,6 +43,7 @@ class SamplerColumn(QFrame):
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self._catalog = list(catalog)
         self._T = T_DEFAULT
+        self._zero_terminal = False
         self._shared_guidance = 1.0
         self._per_row = 4
         self._row_names: list[str] = []
@@ -212,10 +213,11 @@ class SamplerColumn(QFrame):
         spec = self.spec()
         self._title.setText(f"{spec.calls} calls")
 
-    def set_T(self, T: int) -> None:
-        """The model's number of training steps: the most steps any sampler can take (DDPM's default)."""
+    def set_T(self, T: int, zero_terminal: bool = False) -> None:
+        """The model's number of training steps: the most steps any sampler can take (DDPM's default); and
+        whether its schedule ends in pure noise (which changes Heun's model calls)."""
         was_full = self.steps_spin.value() == self._T
-        self._T = T
+        self._T, self._zero_terminal = T, zero_terminal
         self.steps_spin.setMaximum(T)
         if was_full and self._choice().default_steps == 0:
             self.steps_spin.setValue(T)
@@ -245,7 +247,8 @@ class SamplerColumn(QFrame):
         choice = self._choice()
         eta = self.eta_spin.value() if choice.has_eta else 0.0
         g = self.guidance_spin.value() if self.own_guidance.isChecked() else self._shared_guidance
-        return ColumnSpec(choice.name, self.steps_spin.value(), eta, g, choice.label, self.spacing_box.currentData())
+        return ColumnSpec(choice.name, self.steps_spin.value(), eta, g, choice.label, self.spacing_box.currentData(),
+                          self._zero_terminal)
 
     # --- running state and pictures -----------------------------------------------------------------
     def set_removable(self, removable: bool) -> None:
