@@ -75,6 +75,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when detected), cpu or cuda")
     p.add_argument("--seed", type=int)
     p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--balance-labels", action=argparse.BooleanOptionalAction, default=None,
+                   help="draw images so every label is equally frequent in the batches (on in --preset finetune: "
+                        "a new label with a few dozen images is learnt in minutes)")
     p.add_argument("--batchnorm", choices=BATCHNORM_MODES,
                    help="under torchrun: BatchNorm statistics of each process's share of the batch (per_rank, "
                         "the default) or of the whole batch (global: one all-reduce per BatchNorm layer)")
@@ -159,7 +162,8 @@ def cmd_train(args) -> int:
 
 _TRAIN_FLAGS = {"steps": "steps", "batch": "batch_size", "lr": "lr", "lr_schedule": "lr_schedule", "n_feat": "n_feat",
                 "schedule": "schedule", "prediction": "prediction", "loss_weighting": "loss_weighting",
-                "precision": "precision", "seed": "seed", "checkpoint_every": "checkpoint_every", "batchnorm": "batchnorm"}
+                "precision": "precision", "seed": "seed", "checkpoint_every": "checkpoint_every", "batchnorm": "batchnorm",
+                "balance_labels": "balance_labels"}
 
 
 def _init_path(text: str) -> str:

@@ -56,6 +56,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
     precision: str = "auto"
     hflip: bool = True
+    balance_labels: bool = False  # draw images so every label is equally frequent (a new label's few images)
     schedule: str = "linear"  # noise schedule: linear (the course's), cosine, linear_zsnr
     prediction: str = "eps"  # network target: eps (the course's), v or x0
     loss_weighting: str = "uniform"  # uniform (the course's) or min_snr (Hang et al. 2023)
@@ -117,8 +118,10 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "course": TrainConfig(n_feat=64, steps=10000, batch_size=100, lr=1e-3),
     # "Teach the model a new label": a few minutes from the shipped model (--init); n_feat, schedule and
     # target come from the checkpoint. A lower, briefly warmed-up learning rate keeps what it knew.
+    # Label-balanced batches: a new label with 40 of 3,800 images would be ~1 image of a batch of 100.
     "finetune": TrainConfig(n_feat=32, steps=600, batch_size=100, lr=3e-4, warmup_steps=50, prediction="v",
-                            schedule="linear_zsnr", loss_weighting="min_snr", checkpoint_every=200),
+                            schedule="linear_zsnr", loss_weighting="min_snr", checkpoint_every=200,
+                            balance_labels=True),
     # For tests and smoke checks.
     "tiny": TrainConfig(n_feat=8, steps=50, batch_size=16, lr=2e-3, checkpoint_every=25),
 }
@@ -183,6 +186,18 @@ def loss_weights(schedule: Schedule, prediction: str, weighting: str, gamma: flo
     return clipped
 
 
+def label_balanced_weights(labels: np.ndarray) -> torch.Tensor:
+    """Per-image draw probabilities (N,) under which every label -- and "no label" -- is drawn equally often:
+    an image weighs the mean of 1/count over its labels (multi-label images share them)."""
+    labels = np.asarray(labels, dtype=np.float64) > 0
+    none = ~labels.any(axis=1)
+    groups = np.concatenate([labels, none[:, None]], axis=1)  # (N, L + 1)
+    counts = groups.sum(axis=0)
+    inv = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+    w = (groups * inv).sum(axis=1) / groups.sum(axis=1)
+    return torch.as_tensor(w / w.sum(), dtype=torch.float32)
+
+
 def ema_decay_at(decay: float, step: int) -> float:
     """Warmed-up EMA decay min(decay, (1+step)/(10+step)): a fixed 0.999 from step 0 ruins short runs."""
     return min(decay, (1 + step) / (10 + step))
@@ -243,6 +258,7 @@ class Trainer:
         self.x = dataset.to_tensor().to(self.device)  # (N, 3, H, W) in [-1, 1], held in memory once
         labels = dataset.labels if dataset.n_labels else np.zeros((dataset.n, 1), np.float32)
         self.c = torch.as_tensor(labels, dtype=torch.float32).to(self.device)  # (N, max(L, 1))
+        self.draw_w = label_balanced_weights(labels).to(self.device) if config.balance_labels else None  # (N,)
         self.ab = self.schedule.ab_t.to(self.device, torch.float32)
         self.loss_w = loss_weights(self.schedule, config.prediction, config.loss_weighting,
                                    config.min_snr_gamma).to(self.device, torch.float32)  # (T+1,)
@@ -350,7 +366,10 @@ class Trainer:
     def _batch(self):
         """Random batch with flips and context dropout, drawn from the run's own generator."""
         n, b, g, dev = self.x.shape[0], self.rank_batch, self.rank_gen, self.device
-        idx = torch.randint(0, n, (self.config.batch_size,), generator=self.gen, device=dev)  # the global batch
+        if self.draw_w is None:
+            idx = torch.randint(0, n, (self.config.batch_size,), generator=self.gen, device=dev)  # the global batch
+        else:
+            idx = torch.multinomial(self.draw_w, self.config.batch_size, replacement=True, generator=self.gen)
         if self.dist:
             idx = idx[self.dist.rank * b:(self.dist.rank + 1) * b]  # this rank's slice of it
         x0, c = self.x[idx], self.c[idx]

@@ -233,3 +233,28 @@ def test_the_loss_log_is_live_between_checkpoints_and_a_fresh_start_drops_stale_
     _run(tr)
     tr.close()
     assert read_loss_log(tmp_path / "loss.csv")["step"].tolist() == [1, 2, 3]
+
+
+def test_label_balanced_draws_give_every_label_the_same_share():
+    from core.train import label_balanced_weights
+
+    labels = np.zeros((10, 2), np.float32)
+    labels[:6, 0] = 1  # six of label 0, two of label 1, two with no label
+    labels[6:8, 1] = 1
+    w = label_balanced_weights(labels).numpy()
+    share = [w[:6].sum(), w[6:8].sum(), w[8:].sum()]
+    np.testing.assert_allclose(share, [1 / 3] * 3, atol=1e-6)
+    both = labels.copy()
+    both[9] = 1  # a multi-label image weighs the mean of its labels' weights
+    wb = label_balanced_weights(both).numpy()
+    assert wb.sum() == pytest.approx(1.0) and wb[0] < wb[9] < wb[6]
+
+
+def test_a_run_with_balanced_labels_draws_the_rare_label_as_often_as_the_others(blobs, tmp_path):
+    keep = [i for i in range(48) if blobs.labels[i, 2] == 0 or i in (2, 5)]  # only two "blue" images left
+    rare = blobs.subset(keep)
+    tr = Trainer(rare, replace(CFG, balance_labels=True, batch_size=3000, steps=1), tmp_path, device="cpu")
+    _, c, _, _ = tr._batch()
+    tr.close()
+    kept = c[c.sum(1) > 0]  # context dropout zeroes ~10% of the rows
+    np.testing.assert_allclose((kept.sum(0) / kept.sum()).numpy(), [1 / 3] * 3, atol=0.04)
