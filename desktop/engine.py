@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from desktop.settings import runs_dir
+from desktop.settings import DEFAULT_SEED, runs_dir
 
 # --------------------------------------------------------------------------------------------
 # Core calls (each imports core lazily; the slow ones are meant for threads.run_in_background)
@@ -83,6 +83,29 @@ def model_choices() -> list[tuple[str, str]]:
         when = _time.strftime("%d %b %H:%M", _time.localtime(path.stat().st_mtime))
         out.append((f"Run {path.parent.name} (step {step:,}, {when})", str(path)))
     return out
+
+
+def cuda_device_count() -> int:
+    """CUDA devices torch sees (0 without CUDA). Imports torch: call it once torch has loaded."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def checkpoint_preview(path: str, *, per_label: int = 6, steps: int = 20, seed: int = DEFAULT_SEED):
+    """(step, grid) from a saved model: one row per label by DPM-Solver++, as the previews made while training
+    (a run in another process is previewed from its checkpoints)."""
+    import numpy as np
+
+    from core.samplers import generate
+    from core.schedule import Schedule
+
+    b = load_checkpoint(path)
+    L = max(1, len(b.label_names))
+    ctx = np.repeat(np.eye(L, dtype=np.float32) if b.label_names else np.zeros((1, 1), np.float32), per_label, axis=0)
+    res = generate(b.net, Schedule(b.schedule_config), sampler="dpmpp2m", steps=steps, n=len(ctx), context=ctx,
+                   seed=seed)
+    return int(b.meta.get("step", 0)), res.images.reshape(L, per_label, *res.images.shape[1:])
 
 
 def default_checkpoint() -> str | None:

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (QCheckBox, QFileDialog, QGroupBox, QHBoxLayout, Q
 
 from desktop import engine, settings, threads
 from desktop.jobs import training as jobs
+from desktop.panels.multi_gpu import ChildRun, MultiGpuOption
 from desktop.panels.train_dataset_box import DatasetBox
 from desktop.panels.train_settings import TrainSettingsBox
 from desktop.widgets.common import error_text, format_duration
@@ -109,6 +110,8 @@ class TrainPanel(QWidget):
         self.resume_folder_btn.setToolTip("Continue a stopped or crashed run: choose its folder under runs/ in "
                                           "your data folder. It continues from the last checkpoint.")
         lay.addWidget(self.resume_folder_btn)
+        self.multi_gpu = MultiGpuOption()  # visible with more than one CUDA device
+        lay.addWidget(self.multi_gpu)
         self.start_btn.clicked.connect(self.start)
         self.pause_btn.clicked.connect(self.pause)
         self.resume_btn.clicked.connect(self.resume)
@@ -161,6 +164,7 @@ class TrainPanel(QWidget):
     def set_presets(self, presets: dict[str, dict]) -> None:
         """Called once torch has loaded: {'quick': TrainConfig dict, 'course': ..., ...}."""
         self.settings_box.set_presets(presets)
+        self.multi_gpu.set_device_count(engine.cuda_device_count())  # torch has loaded: this is cheap now
         last_run = settings.qsettings().value("train/last_run", "")
         if last_run and engine.can_resume(last_run):
             self._last_run_dir = last_run
@@ -207,7 +211,11 @@ class TrainPanel(QWidget):
         self.settings_box.save_choices()
         self.loss_plot.clear()
         self.preview_strip.clear()
-        self._launch(ds, config=config, out_dir=settings.new_run_dir(ds.name), resume=False)
+        if self.multi_gpu.wanted():
+            self._child = ChildRun(self, self.multi_gpu.n_gpus)  # kept: its methods receive the run's signals
+            self._child.start(ds, settings.new_run_dir(ds.name), config=config)
+        else:
+            self._launch(ds, config=config, out_dir=settings.new_run_dir(ds.name), resume=False)
         return True
 
     def pause(self) -> None:
@@ -259,7 +267,11 @@ class TrainPanel(QWidget):
         self.loss_plot.clear()
         self.preview_strip.clear()
         self.loss_plot.append(jobs.logged_metrics(folder))
-        self._launch(ds, out_dir=Path(folder), resume=True, total_steps=total)
+        if self.multi_gpu.wanted():
+            self._child = ChildRun(self, self.multi_gpu.n_gpus)
+            self._child.start(ds, folder, info=info, total_steps=total)
+        else:
+            self._launch(ds, out_dir=Path(folder), resume=True, total_steps=total)
         return True
 
     def _ask_total_steps(self, info: dict) -> int | None:
