@@ -57,6 +57,14 @@ def save_dataset(dataset, path: str | Path) -> Path:
     return save_npz(dataset, path)
 
 
+def image_size(path: str) -> tuple[int, int]:
+    """(width, height) of an image file; raises (with Pillow's reason) when it is none."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size
+
+
 def load_checkpoint(path: str):
     from core.checkpoint import load_checkpoint as core_load
     from core.device import pick_device

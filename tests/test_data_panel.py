@@ -238,3 +238,42 @@ def test_label_edits_reach_the_train_tab_and_a_new_set_resets_the_filter(qtbot, 
     assert "snacks" in train.dataset_info.text()
     panel.state.set_dataset(emoji_small)  # another data set: the filter starts on All again
     assert panel.filter_combo.currentIndex() == 0
+
+
+def test_the_composers_rows_and_guidance_come_back_in_the_next_session(qtbot, user_home, emoji_small):
+    from desktop import settings
+    from desktop.panels.data_panel import DataPanel
+    from desktop.state import AppState
+
+    first = DataPanel(AppState())
+    qtbot.addWidget(first)
+    first.state.set_dataset(emoji_small)
+    names = list(emoji_small.label_names)
+    c = first.composer
+    c._clear_rows()
+    c.add_row([1.0 if n == "food" else 0.0 for n in names])
+    c.add_row([0.5 if n in ("face", "animal & nature") else 0.0 for n in names])
+    c.guidance_spin.setValue(2.5)
+    st = settings.qsettings()
+    first.save_layout(st)
+    st.sync()
+
+    second = DataPanel(AppState())  # a new window: restore before the data set has arrived, as at start-up
+    qtbot.addWidget(second)
+    second.restore_layout(settings.qsettings())
+    second.state.set_dataset(emoji_small)
+    got = [r.weights() for r in second.composer.rows]
+    assert got == [r.weights() for r in c.rows] and second.composer.guidance_spin.value() == 2.5
+
+
+def test_a_sprite_sheet_that_is_no_image_is_refused_before_the_cell_sizes_are_asked(qtbot, panel, monkeypatch,
+                                                                                    tmp_path):
+    from desktop.panels import data_panel
+
+    bad = tmp_path / "sheet.png"
+    bad.write_bytes(b"not a png at all")
+    shown, asked = [], []
+    monkeypatch.setattr(data_panel.QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
+    monkeypatch.setattr(data_panel, "SheetOptionsDialog", lambda *a, **k: asked.append(a) or pytest.fail("asked"))
+    panel.import_sprite_sheet(str(bad))
+    assert not asked and len(shown) == 1 and "sheet.png is not an image" in shown[0]

@@ -311,3 +311,20 @@ def test_teach_starts_the_fine_tune_from_the_shipped_model(qtbot, panel, tiny_co
     assert panel.preset_combo.currentData() == "finetune" and panel.start_from.currentData() == "<shipped>"
     qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=30000)
     assert panel.models[-1].meta["step"] == 3
+
+
+def test_resuming_a_stopped_run_keeps_its_earlier_previews(qtbot, panel):
+    panel.apply_config({"steps": 5000, "checkpoint_every": 1000})
+    panel.preview_every.setValue(5)
+    panel.start()
+    qtbot.waitUntil(lambda: len(panel.preview_strip.previews) >= 2, timeout=60000)
+    panel.stop()
+    qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=20000)
+    before = [s for s, _ in panel.preview_strip.previews]  # every 5 steps, and one at the stop
+    saved = panel.models[-1].meta["step"]
+    panel.resume()
+    qtbot.waitUntil(lambda: len(panel.preview_strip.previews) > len(before), timeout=60000)
+    after = [s for s, _ in panel.preview_strip.previews]
+    assert after[:len(before)] == before and after[len(before)] > saved
+    panel.stop()
+    qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=20000)

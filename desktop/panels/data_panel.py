@@ -9,6 +9,7 @@ as .npz in the per-user data folder (never over the built-in files), a second af
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -358,6 +359,13 @@ class DataPanel(QWidget):
                                                   "Images (*.png *.gif *.bmp *.webp *.jpg *.jpeg)")
             if not path:
                 return
+        try:  # say it now if the file is no image, not after the cell sizes were asked for
+            engine.image_size(path)
+        except Exception as e:  # noqa: BLE001 - any unreadable file: a dialog naming it
+            QMessageBox.warning(self, "Cannot import this sprite sheet",
+                                f"{Path(path).name} is not an image this app can read ({engine.user_message(e)}). "
+                                "Choose a PNG, GIF, BMP, WebP or JPEG file with the sprites on a grid.")
+            return
         if options is None:
             dlg = SheetOptionsDialog(path, self)
             if dlg.exec() != QDialog.DialogCode.Accepted:
@@ -390,8 +398,15 @@ class DataPanel(QWidget):
     # --- layout memory ----------------------------------------------------------------------------------------------
     def save_layout(self, st) -> None:
         st.setValue("data_panel/splitter", self.splitter.saveState())
+        st.setValue("composer/state", json.dumps(self.composer.saved_state()))
 
     def restore_layout(self, st) -> None:
         value = st.value("data_panel/splitter")
         if value is not None:
             self.splitter.restoreState(value)
+        try:
+            saved = json.loads(st.value("composer/state", "") or "null")
+        except ValueError:
+            saved = None
+        if isinstance(saved, dict):
+            self.composer.restore_state(saved)

@@ -265,7 +265,10 @@ class TrainPanel(QWidget):
         if total is None:
             return False
         self.loss_plot.clear()
-        self.preview_strip.clear()
+        if self._last_run_dir and Path(folder).resolve() == Path(self._last_run_dir).resolve():
+            self.preview_strip.keep_until(info["step"])  # the same run: its earlier previews stay
+        else:
+            self.preview_strip.clear()
         self.loss_plot.append(jobs.logged_metrics(folder))
         if self.multi_gpu.wanted():
             self._child = ChildRun(self, self.multi_gpu.n_gpus)

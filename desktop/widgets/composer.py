@@ -133,6 +133,7 @@ class Composer(QWidget):
         self.state = state
         self.names: list[str] = []
         self.rows: list[ContextRowWidget] = []
+        self._restore: dict | None = None  # rows saved by the last session, applied when labels first arrive
         self._publish_timer = QTimer(self)
         self._publish_timer.setSingleShot(True)
         self._publish_timer.setInterval(150)
@@ -245,6 +246,10 @@ class Composer(QWidget):
         """Re-label the rows: renames keep weights by position, reorders/additions/deletions by name."""
         old = self.names
         kept = [self._map_weights(r.weights(), old, names) for r in self.rows]
+        if self._restore is not None and names and not self.rows:  # the last session's rows, by label name
+            saved = self._restore
+            self._restore = None
+            kept = [self._map_weights(w, list(saved["names"]), list(names)) for w in saved["rows"]][:MAX_ROWS]
         self.names = list(names)
         self._clear_rows()
         if not kept and names:
@@ -319,6 +324,23 @@ class Composer(QWidget):
     def composition(self) -> Composition:
         rows = [ContextRow(row_title(r.weights(), self.names), r.weights()) for r in self.rows]
         return Composition(rows, float(self.guidance_spin.value()))
+
+    def saved_state(self) -> dict:
+        """The rows (weights by label name) and the guidance, for the next session."""
+        return {"names": list(self.names), "rows": [r.weights() for r in self.rows],
+                "guidance": float(self.guidance_spin.value())}
+
+    def restore_state(self, saved: dict) -> None:
+        """The last session's composition: guidance now, rows when the labels arrive (mapped by name)."""
+        try:
+            names, rows, g = list(saved["names"]), [list(map(float, r)) for r in saved["rows"]], float(saved["guidance"])
+        except (KeyError, TypeError, ValueError):
+            return  # an unreadable entry costs only the last session's rows
+        self.guidance_spin.setValue(g)
+        self._restore = {"names": names, "rows": [r for r in rows if len(r) == len(names)]}
+        if self.names:  # labels already here: apply at once
+            self._clear_rows()
+            self.set_label_names(self.names)
 
     def publish(self) -> None:
         self._publish_timer.stop()

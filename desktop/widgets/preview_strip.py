@@ -47,6 +47,13 @@ class PreviewStrip(QGroupBox):
         self.view.set_grid(grid, self.labels)
         self.caption.setText(f"Preview at step {step:,} ({index + 1} of {len(self.previews)})")
 
+    def keep_until(self, step: int) -> None:
+        """Drop previews made after `step` (a run resumed from an earlier checkpoint redoes those steps)."""
+        kept = [p for p in self.previews if p[0] <= step]
+        self.clear()
+        for s, grid in kept:
+            self.add(s, grid)
+
     def clear(self) -> None:
         self.previews.clear()
         self.slider.setMaximum(0)
