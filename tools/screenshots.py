@@ -26,8 +26,8 @@ def _wait(app, cond, timeout=900.0):
             raise TimeoutError("the app did not get there in time")
 
 
-def main() -> int:
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+def open_app(width: int = 1400, height: int = 950):
+    """The app as on a first launch (a throw-away data folder, the shipped model, emoji16): (app, window, mw)."""
     os.environ["DIFFUSION_DESK_HOME"] = tempfile.mkdtemp(prefix="dd-shots-")
     from PySide6.QtWidgets import QApplication
 
@@ -35,10 +35,16 @@ def main() -> int:
 
     app = QApplication.instance() or QApplication([])
     win = mw.MainWindow()
-    win.resize(1400, 950)
+    win.resize(width, height)
     win.show()
     win.start_loading()
     _wait(app, lambda: win.loaded and win.state.model is not None and win.state.dataset is not None)
+    return app, win, mw
+
+
+def main() -> int:
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    app, win, mw = open_app()
     OUT.mkdir(parents=True, exist_ok=True)
     app.processEvents()
     win.grab().save(str(OUT / "main_window.png"))  # first launch: Sample & compare with its hint

@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
 OUT = ROOT / "docs" / "screenshots"
 FRUIT = ("grapes", "melon", "watermelon", "tangerine", "lemon", "banana", "pineapple", "mango", "apple", "green_apple",
          "pear", "peach", "cherries", "strawberry", "blueberries", "kiwifruit", "coconut")
@@ -73,17 +73,9 @@ def _select_rows(view, wanted: set[int]) -> None:
 
 
 def main() -> int:
-    os.environ["DIFFUSION_DESK_HOME"] = tempfile.mkdtemp(prefix="dd-walk-")
-    from PySide6.QtWidgets import QApplication
+    from screenshots import open_app
 
-    from desktop import main_window as mw
-
-    app = QApplication.instance() or QApplication([])
-    win = mw.MainWindow()
-    win.resize(1380, 920)
-    win.show()
-    win.start_loading()
-    _wait(app, lambda: win.loaded and win.state.model is not None and win.state.dataset is not None, what="start-up")
+    app, win, mw = open_app(1380, 920)
     OUT.mkdir(parents=True, exist_ok=True)
 
     # 1. Data & labels: a new label "fruit" on the fruit emoji, taken off "food"
