@@ -27,7 +27,7 @@ from pathlib import Path
 from . import report
 
 ROOT = Path(__file__).resolve().parent.parent
-WHATS = ("train", "sample", "quality", "peak", "ddp", "all", "report")
+WHATS = ("train", "sample", "quality", "peak", "ddp", "busy", "all", "report")
 # The list, then what the investigation found (stochastic DDIM; guidance 2, with DDPM-500 at the same
 # guidance for a like-for-like comparison).
 QUALITY_LIST = ("ddpm:500,ddim:50,ddim:25,ddim:10,dpmpp2m:20,dpmpp2m:10,"
@@ -696,6 +696,9 @@ def _run(args) -> int:
         elif what == "ddp":
             from .ddp import bench_ddp
             results["ddp"] = bench_ddp(s)
+        elif what == "busy":
+            from .busy import bench_busy
+            results["busy"] = bench_busy(s)
         elif args.retime:
             if not results.get("quality"):
                 raise BenchError("--retime needs earlier quality results in --json")

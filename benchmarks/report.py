@@ -97,7 +97,7 @@ def quality_rows(quality: dict) -> tuple[list[str], list[list]]:
 def print_section(name: str, results: dict) -> str:
     """The terminal table(s) for one bench section."""
     makers = {"peak": [peak_rows], "train": [train_rows, loss_rows], "sample": [sample_rows], "quality": [quality_rows],
-              "ddp": [ddp_rows, ddp_loss_rows]}
+              "ddp": [ddp_rows, ddp_loss_rows], "busy": [busy_rows]}
     return "\n\n".join(text_table(*m(results)) for m in makers[name])
 
 
@@ -108,6 +108,14 @@ def ddp_rows(d: dict) -> tuple[list[str], list[list]]:
              ["2 (1 thread each)", d["two_process_img_s"], d["speedup"], f"{d['communication_share']:.0%}"],
              ["2, no gradient all-reduce", d["two_process_no_sync_img_s"], d["two_process_no_sync_img_s"] /
               d["one_process_img_s"], "-"]])
+
+
+def busy_rows(d: dict) -> tuple[list[str], list[list]]:
+    """Training beside a process that keeps one core busy (bench busy)."""
+    return (["training (n_feat 32, batch 100, fp32)", "images/s", "vs idle"],
+            [["idle machine, thread tuner", d["idle_img_s"], 1.0],
+             ["one core busy, thread tuner (the CLI, the app)", d["busy_tuned_img_s"], d["tuned_ratio"]],
+             ["one core busy, one thread per core fixed", d["busy_fixed_img_s"], d["fixed_ratio"]]])
 
 
 def ddp_loss_rows(d: dict) -> tuple[list[str], list[list]]:

@@ -32,6 +32,9 @@ ZERO_TERMINAL_SCHEDULES = ("linear_zsnr",)  # ab_T = 0: an eps model cannot reco
 LR_SCHEDULES = ("linear", "cosine", "constant")
 OPTIMIZERS = ("adam", "adamw")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Fine-tuning: a label the checkpoint did not know starts as "no label" (zero inputs) or as the known label
+# the model finds closest to that label's images
+NEW_LABEL_INITS = ("zero", "nearest")
 # BatchNorm with several training processes: each rank's own slice of the batch, or the whole batch
 BATCHNORM_MODES = ("per_rank", "global")
 

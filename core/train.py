@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 from . import distributed
 from .catalog import LOG_FILE, MODEL_FILE, RESUME_FILE  # noqa: F401  (run-folder names, re-exported)
-from .catalog import (BATCHNORM_MODES, LOSS_WEIGHTINGS, check_field_types, config_dict, LR_SCHEDULES, MIN_SNR_GAMMA,
+from .catalog import (BATCHNORM_MODES, NEW_LABEL_INITS, LOSS_WEIGHTINGS, check_field_types, config_dict, LR_SCHEDULES, MIN_SNR_GAMMA,
                       OPTIMIZERS, PRECISIONS, PREDICTIONS, SCHEDULE_KINDS)
 from .checkpoint import (CheckpointError, ModelBundle, load_matching, load_resume_state, read_metadata,
                          read_resume_info, save_checkpoint, save_resume_state)
@@ -63,6 +63,7 @@ class TrainConfig:
     min_snr_gamma: float = MIN_SNR_GAMMA
     seed: int = 0
     init: str = ""  # start from this checkpoint's weights (fine-tune); "" = from scratch
+    new_label_init: str = "zero"  # fine-tune: a new label starts as "no label", or "nearest" known label
     checkpoint_every: int = 500
     log_every: int = 0  # read the loss back every k steps; 0 = every step on CPU, every 10 on CUDA
     batchnorm: str = "per_rank"  # with several processes: statistics of each rank's slice, or "global"
@@ -93,6 +94,7 @@ class TrainConfig:
             (0 <= self.seed < 2**63, "seed must be from 0 to 2**63 - 1"),
             (1 <= self.checkpoint_every <= MAX_STEPS, "checkpoint every must be at least 1 step"),
             (0 <= self.log_every <= MAX_STEPS, "log every must be 0 (automatic) or more"),
+            (self.new_label_init in NEW_LABEL_INITS, f"new label init must be one of {', '.join(NEW_LABEL_INITS)}"),
             (self.batchnorm in BATCHNORM_MODES, f"batchnorm must be one of {', '.join(BATCHNORM_MODES)}"),
         ]
         for ok, msg in checks:
@@ -121,7 +123,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # Label-balanced batches: a new label with 40 of 3,800 images would be ~1 image of a batch of 100.
     "finetune": TrainConfig(n_feat=32, steps=600, batch_size=100, lr=3e-4, warmup_steps=50, prediction="v",
                             schedule="linear_zsnr", loss_weighting="min_snr", checkpoint_every=200,
-                            balance_labels=True),
+                            balance_labels=True, new_label_init="nearest"),
     # For tests and smoke checks.
     "tiny": TrainConfig(n_feat=8, steps=50, batch_size=16, lr=2e-3, checkpoint_every=25),
 }
@@ -285,6 +287,8 @@ class Trainer:
         if changed:
             self.notes.append(f"settings taken from {path.name}: {', '.join(changed)}")
         state, report = remap_context_inputs(_read_weights(path), meta["label_names"], list(dataset.label_names))
+        if config.new_label_init == "nearest":
+            report += start_new_labels_nearest(state, unet, sched, meta["label_names"], dataset)
         self.notes.append(report)
         self.init_report = report
         return new, state
@@ -587,6 +591,49 @@ def remap_context_inputs(state: dict, old_names: list[str], new_names: list[str]
     parts = [f"kept {len(kept)} label(s)"] + ([f"new: {', '.join(added)}"] if added else []) + \
             ([f"dropped: {', '.join(dropped)}"] if dropped else [])
     return out, "fine-tuning: " + "; ".join(parts)
+
+
+def start_new_labels_nearest(state: dict, unet: UNetConfig, sched: ScheduleConfig, old_names: list[str],
+                             dataset, *, max_images: int = 64, seed: int = 0) -> str:
+    """Give each new label the context inputs of the known label under which the checkpoint denoises that
+    label's images best (lowest x0 error at a few noise levels, fixed noise: the diffusion model as its
+    own zero-shot classifier). Known labels keep their inputs, so their outputs are unchanged; the new
+    label starts as its nearest known label and fine-tuning specialises it. Edits `state`; returns
+    the report's addition, e.g. "; fruit starts as food"."""
+    from .samplers import Denoiser
+
+    known = {n.strip().lower() for n in old_names}
+    names = list(dataset.label_names)
+    known_cols = [j for j, n in enumerate(names) if n.strip().lower() in known]
+    new_cols = [j for j, n in enumerate(names) if j not in known_cols]
+    if not new_cols or not known_cols:
+        return ""
+    net = ContextUnet(replace(unet, n_cfeat=len(names))).eval()
+    net.load_state_dict(state)
+    schedule = Schedule(sched)
+    g = torch.Generator().manual_seed(seed)
+    parts = []
+    for j in new_cols:
+        rows = np.flatnonzero(dataset.labels[:, j] > 0)[:max_images]
+        if rows.size == 0:
+            continue
+        x0 = dataset.subset(rows).to_tensor()  # (n, 3, H, W)
+        errors = torch.zeros(len(known_cols))
+        with torch.no_grad():
+            for t in (schedule.T // 5, 2 * schedule.T // 5, 3 * schedule.T // 5):
+                noise = torch.randn(x0.shape, generator=g)
+                ab = float(schedule.ab_t[t])
+                x_t = ab ** 0.5 * x0 + (1 - ab) ** 0.5 * noise
+                for k, col in enumerate(known_cols):
+                    c = torch.zeros(len(rows), len(names))
+                    c[:, col] = 1
+                    _, x0_hat = Denoiser(net, schedule, c).predict(x_t, float(t))
+                    errors[k] += (x0_hat - x0).pow(2).mean()
+        best = known_cols[int(errors.argmin())]
+        for key in CONTEXT_INPUT_KEYS:
+            state[key][:, j] = state[key][:, best]
+        parts.append(f"{names[j]} starts as {names[best]}")
+    return "; " + "; ".join(parts) if parts else ""
 
 
 def _read_weights(path: Path) -> dict:

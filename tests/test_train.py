@@ -258,3 +258,26 @@ def test_a_run_with_balanced_labels_draws_the_rare_label_as_often_as_the_others(
     tr.close()
     kept = c[c.sum(1) > 0]  # context dropout zeroes ~10% of the rows
     np.testing.assert_allclose((kept.sum(0) / kept.sum()).numpy(), [1 / 3] * 3, atol=0.04)
+
+
+def test_a_new_label_can_start_as_the_known_label_closest_to_its_images(blobs, tmp_path):
+    base = Trainer(blobs, replace(CFG, steps=60, lr=3e-3), tmp_path / "base", device="cpu")
+    _run(base)
+    base.close()
+    ckpt = tmp_path / "base" / "model.safetensors"
+    # "crimson" takes over the red squares (they lose "red"): it should start as red
+    labels = np.concatenate([blobs.labels, blobs.labels[:, :1]], axis=1)
+    labels[:, 0] = 0
+    edited = ImageDataset(blobs.images, labels, ["red", "green", "blue", "crimson"], "blobs-edited")
+    tr = Trainer(edited, replace(CFG, steps=2, init=str(ckpt), new_label_init="nearest"), tmp_path / "ft", device="cpu")
+    assert "crimson starts as red" in tr.init_report
+    old = load_checkpoint(ckpt).net
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.3])
+    eye = torch.eye(4)
+    with torch.no_grad():
+        tr.net.eval()
+        for j in range(3):  # the known labels: unchanged
+            assert torch.equal(tr.net(x, t, eye[j].expand(4, 4)), old(x, t, torch.eye(3)[j].expand(4, 3)))
+        assert torch.equal(tr.net(x, t, eye[3].expand(4, 4)), old(x, t, torch.eye(3)[0].expand(4, 3)))
+    tr.close()
