@@ -1,0 +1,119 @@
+"""In-app training throughput against the command line's, on the same settings, alternated in one process.
+
+    QT_QPA_PLATFORM=offscreen python -m benchmarks.app_vs_cli [--steps 150] [--rounds 2]
+
+CLI: the loop of `main.py train` (Trainer.run() with the core thread tuner). App: the Train tab itself
+(TrainPanel with its TrainingJob on a worker thread, the live loss plot and the 10 Hz redraw, previews
+off). Both train the Quick preset's network (n_feat 32, batch 100, fp32) on emoji16. Throughput is
+wall-clock: images per second between step 20 and the last step, as seen by the consumer (the CLI's
+loop, the panel's GUI thread), so whatever the app costs shows. Target: app >= 90% of the CLI.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SKIP = 20  # steps before the clock starts (warm-up, the tuner's first trial)
+
+
+def _config(steps: int) -> dict:
+    return {"n_feat": 32, "steps": steps, "batch_size": 100, "precision": "fp32", "checkpoint_every": 10**9}
+
+
+def cli_rate(ds, steps: int) -> float:
+    import torch
+
+    from core.device import ThreadTuner, TunedThreads
+    from core.train import TrainConfig, Trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = Trainer(ds, TrainConfig(**_config(steps)), tmp, device="cpu")
+        tuner = ThreadTuner(torch.get_num_threads())  # as `main.py train` does on the CPU
+        tuned = TunedThreads(tuner) if len(tuner.candidates) > 1 else None
+        t0 = None
+        for m in tr.run():
+            if tuned is not None:
+                tuned.tick()
+            if m.step == SKIP:
+                t0 = time.perf_counter()
+        rate = (steps - SKIP) * 100 / (time.perf_counter() - t0)
+        tr.close()
+    return rate
+
+
+def app_rate(app, ds, steps: int) -> float:
+    from desktop import engine
+    from desktop.panels.train_panel import TrainPanel
+    from desktop.state import AppState
+
+    state = AppState()
+    panel = TrainPanel(state)
+    panel.set_presets({k: c.to_dict() for k, c in engine.train_presets().items()})
+    state.set_dataset(ds)
+    panel.apply_config(_config(steps))
+    panel.preview_every.setValue(0)
+    seen: dict[int, float] = {}
+    real = panel._on_progress
+
+    def on_progress(metrics):
+        now = time.perf_counter()
+        for m in metrics:
+            seen.setdefault(m.step, now)
+        real(metrics)
+
+    panel._on_progress = on_progress
+    assert panel.start()
+    while panel.run_state != "idle" or panel.is_busy():
+        app.processEvents()
+        time.sleep(0.002)
+    panel.deleteLater()
+    app.processEvents()
+    first = min(s for s in seen if s >= SKIP)
+    return (steps - first) * 100 / (seen[steps] - seen[first])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--json", help="write the figures to this file")
+    ap.add_argument("--plot-every", type=int, help="redraw the loss plot every k progress ticks (default: the app's)")
+    a = ap.parse_args()
+    import os
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ["DIFFUSION_DESK_HOME"] = tempfile.mkdtemp(prefix="dd-bench-")
+    from PySide6.QtWidgets import QApplication
+
+    from core.data import load_builtin
+    from core.device import configure_threads
+
+    configure_threads()
+    app = QApplication.instance() or QApplication([])
+    ds = load_builtin("emoji16")
+    if a.plot_every:
+        from desktop.panels.train_panel import TrainPanel
+
+        TrainPanel.PLOT_EVERY = a.plot_every
+    cli, gui = [], []
+    for r in range(a.rounds):  # alternated, so drifting machine load hits both alike
+        cli.append(cli_rate(ds, a.steps))
+        gui.append(app_rate(app, ds, a.steps))
+        print(f"round {r + 1}: CLI {cli[-1]:.0f} img/s, app {gui[-1]:.0f} img/s", flush=True)
+    out = {"steps": a.steps, "rounds": a.rounds, "cli_img_s": statistics.median(cli), "app_img_s": statistics.median(gui),
+           "app_vs_cli": statistics.median(gui) / statistics.median(cli), "load_average": os.getloadavg()[0]}
+    print(json.dumps(out))
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
