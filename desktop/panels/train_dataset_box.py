@@ -5,7 +5,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QGroupBox, QMessageBox, QVBoxLayout
 
 from desktop import engine
-from desktop.widgets.common import HintLabel
+from desktop.widgets.common import HintLabel, narrow_combo
 
 
 class DatasetBox(QGroupBox):
@@ -18,7 +18,7 @@ class DatasetBox(QGroupBox):
         super().__init__("Data set", parent)
         self.state = state
         lay = QVBoxLayout(self)
-        self.combo = QComboBox()
+        self.combo = narrow_combo(QComboBox())
         self.combo.setToolTip("The images the model learns to draw. The built-in emoji set is a good "
                               "start; open your own images from the File menu or the Data & labels tab.")
         for name in engine.builtin_names():

@@ -9,6 +9,7 @@ from PySide6.QtWidgets import QComboBox, QFileDialog, QFormLayout, QGroupBox, QS
 
 from desktop import engine, settings
 from desktop.widgets.config_form import FIELD_KEYS, ConfigForm
+from desktop.widgets.common import narrow_combo
 
 START_SHIPPED, START_FILE = "<shipped>", "<file>"
 PRESETS = [("quick", "Quick demo (minutes on a laptop CPU)"),
@@ -24,7 +25,7 @@ class TrainSettingsBox(QGroupBox):
         super().__init__("Settings", parent)
         self.presets: dict[str, dict] = {}
         lay = QVBoxLayout(self)
-        self.preset_combo = QComboBox()
+        self.preset_combo = narrow_combo(QComboBox())
         for key, text in PRESETS:
             self.preset_combo.addItem(text, key)
         self.preset_combo.setToolTip("Ready-made settings. Quick demo trains a small network in minutes on a "
@@ -40,7 +41,7 @@ class TrainSettingsBox(QGroupBox):
         self.preview_every.setToolTip("Every this many steps, draw a grid of samples (one row per label) from the "
                                       "same fixed noise, so you can watch them sharpen. 0 turns previews off. "
                                       "Each preview costs about as much as a few training steps.")
-        self.start_from = QComboBox()
+        self.start_from = narrow_combo(QComboBox())
         self.start_from.addItem("Scratch (a new model)", "")
         self.start_from.addItem("The shipped model (fine-tune)", START_SHIPPED)
         self.start_from.addItem("Another model file…", START_FILE)

@@ -115,6 +115,14 @@ class ImageGridView(QWidget):
             p.drawText(rect, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, elided)
 
 
+def narrow_combo(combo, chars: int = 18):
+    """A combo box that does not ask for its longest item's width (the item shows elided, the list in full),
+    so a narrow column of settings is never clipped by one long name."""
+    combo.setSizeAdjustPolicy(combo.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(chars)
+    return combo
+
+
 class HintLabel(QLabel):
     """Grey, word-wrapped explanatory text under a heading."""
 
