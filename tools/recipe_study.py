@@ -143,6 +143,63 @@ def report(out: Path, docs: Path, n: int, seeds: int) -> None:
     print(table)
 
 
+def pictures(out: Path, docs: Path) -> list[Path]:
+    """Per recipe: DDPM-500 next to DPM-Solver++(3M)-10 Karras from the same noise, 8 per label
+    (docs/recipes/<recipe>.png); and every recipe's smoothed loss curve against idle-machine minutes
+    (docs/recipes/loss_curves.png; the losses of different objectives are on different scales, so each
+    recipe has its own panel and axis)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from benchmarks.report import _font, grid_image
+    from core.checkpoint import load_checkpoint
+    from core.samplers import generate
+    from core.schedule import Schedule
+    from core.train import read_loss_log
+
+    (docs / "recipes").mkdir(parents=True, exist_ok=True)
+    cal = json.loads((out / "calibration.json").read_text()) if (out / "calibration.json").is_file() else {}
+    written, curves = [], []
+    for name in RECIPES:
+        run = out / name
+        if not (run / "trained.txt").is_file():
+            continue
+        b = load_checkpoint(run / "model.safetensors", "cpu")
+        L, k = len(b.label_names), 8
+        ctx = np.repeat(np.eye(L, dtype=np.float32), k, axis=0)
+        panels = []
+        for title, opts in (("DDPM-500", dict(sampler="ddpm")),
+                            ("DPM-Solver++(3M)-10 Karras", dict(sampler="dpmpp3m", steps=10, spacing="karras"))):
+            res = generate(b.net, Schedule(b.schedule_config), n=len(ctx), context=ctx, seed=7, **opts)
+            panels.append((title, res.images.reshape(L, k, *res.images.shape[1:])))
+        path = docs / "recipes" / f"{name}.png"
+        grid_image(panels, b.label_names, title=f"{name}: {RECIPES[name][1]}").save(path)
+        written.append(path)
+        log = read_loss_log(run / "loss.csv")
+        minutes = log["step"] * cal.get(name, 0.0) / 60 if cal else log["step"]
+        curves.append((name, minutes, log["loss"]))
+    if curves:
+        W, H, pad = 360, 220, 40
+        img = Image.new("RGB", (W * len(curves), H + 30), "white")
+        d, f = ImageDraw.Draw(img), _font(13)
+        for i, (name, x, y) in enumerate(curves):
+            smooth = np.convolve(y, np.ones(50) / 50, mode="valid") if len(y) > 50 else y
+            xs = x[len(x) - len(smooth):]
+            lo, hi = float(np.percentile(smooth, 1)), float(np.percentile(smooth, 99))
+            x0, x1 = i * W + pad, (i + 1) * W - 10
+            pts = [(x0 + (x1 - x0) * float(a) / max(float(xs[-1]), 1e-9), 20 + (H - 20) * (1 - (float(v) - lo) /
+                    max(hi - lo, 1e-9))) for a, v in zip(xs, smooth)]
+            d.rectangle([x0, 20, x1, H], outline=(180, 180, 180))
+            d.line(pts, fill=(30, 90, 200), width=2)
+            d.text((x0, 4), f"{name}: loss {smooth[-1]:.4f} at the end", fill=(0, 0, 0), font=f)
+            d.text((x0, H + 6), f"0 - {float(xs[-1]):.1f} {'min (idle)' if cal else 'steps'};  y {lo:.3f}-{hi:.3f}",
+                   fill=(90, 90, 90), font=f)
+        path = docs / "recipes" / "loss_curves.png"
+        img.save(path)
+        written.append(path)
+    return written
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=20.0, help="wall-clock budget per recipe (default 20)")
@@ -150,6 +207,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "runs" / "study"))
     ap.add_argument("--calibrate", action="store_true", help="time every recipe on an idle machine first")
     ap.add_argument("--report", action="store_true", help="measure the trained recipes and update docs/recipes.md")
+    ap.add_argument("--pictures", action="store_true", help="a grid per recipe and the loss curves, into docs/recipes/")
     ap.add_argument("--n", type=int, default=1000, help="images per quality figure (default 1000)")
     ap.add_argument("--seeds", type=int, default=3)
     args = ap.parse_args()
@@ -159,6 +217,10 @@ def main() -> int:
         return 0
     if args.report:
         report(out, ROOT / "docs", args.n, args.seeds)
+        return 0
+    if args.pictures:
+        for p in pictures(out, ROOT / "docs"):
+            print(f"wrote {p}")
         return 0
     for name in args.only or RECIPES:
         train(name, args.minutes, out)
