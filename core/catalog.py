@@ -29,6 +29,9 @@ SCHEDULE_SUMMARY = {
     "linear_zsnr": "the course's, rescaled so the last step is pure noise (Lin et al. 2024; needs v or x0)",
 }
 ZERO_TERMINAL_SCHEDULES = ("linear_zsnr",)  # ab_T = 0: an eps model cannot recover x0 there
+# sigma at t = T beyond SIGMA_RAMP_MAX (linear_zsnr: inf, cosine: 1e4; the course's linear: 12.6): Heun's
+# first step there is Euler only, so it makes one model call fewer
+SIGMA_T_BEYOND_RAMP = ("linear_zsnr", "cosine")
 LR_SCHEDULES = ("linear", "cosine", "constant")
 OPTIMIZERS = ("adam", "adamw")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

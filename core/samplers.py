@@ -19,12 +19,18 @@ import numpy as np
 import torch
 
 from .device import autocast, synchronize, to_fast_layout
-from .catalog import SAMPLER_CATALOG, T_DEFAULT
+from .catalog import SAMPLER_CATALOG, SIGMA_RAMP_MAX, T_DEFAULT
 from .schedule import Schedule, spaced_timesteps
 
 
 class SamplingCancelled(Exception):
     """Raised between model calls when the caller's cancel flag is set."""
+
+
+# An eps model's x0 is clipped to the data range where sqrt(alpha-bar) is below this: the cosine schedule ends
+# at sqrt(ab_T) = 1e-4, where a 1% eps error becomes a 100x error in x0 and samplers from pure noise
+# blow up (measured: saturated noise). The course's linear schedule never gets there (sqrt(ab_T) = 0.079).
+EPS_X0_CLIP_BELOW = 0.05
 
 
 class Denoiser:
@@ -86,6 +92,9 @@ class Denoiser:
 
     def _eps_x0(self, out: torch.Tensor, x: torch.Tensor, a: float, s: float):
         if self.prediction == "eps":
+            if a < EPS_X0_CLIP_BELOW:  # x0 = (x - s eps) / a amplifies any eps error by 1/a: keep it in range
+                x0 = ((x - s * out) / a).clamp(-1, 1)
+                return (x - a * x0) / s, x0
             return out, (x - s * out) / a
         if self.prediction == "v":
             return s * x + a * out, a * x - s * out
@@ -251,15 +260,16 @@ def sample_heun(model: Denoiser, x, timesteps, *, generator=None, callback=None)
     """Heun's 2nd-order method on the probability-flow ODE (Karras et al. 2022, Alg. 1).
 
     In Karras' variables y = x / sqrt(ab) and sigma, dy/dsigma = eps. Each step is an Euler step (the
-    same as DDIM) corrected by the slope at its end; the last step (to sigma = 0) and a step from pure
-    noise (sigma = inf) are Euler only. Model calls: 2 * steps - 1.
+    same as DDIM) corrected by the slope at its end; the last step (to sigma = 0) and a first step from
+    beyond sigma 80 (pure noise on linear_zsnr, sigma 1e4 on cosine: the trapezoid there subtracts numbers
+    of that size) are Euler only. Model calls: 2 * steps - 1, or 2 * steps - 2 on those two schedules.
     """
     for i, (t, s) in enumerate(_pairs(timesteps)):
         eps, x0 = model.predict(x, t)  # 1. slope at the start: eps
         sig_t, sig_s = model.sigma(t), model.sigma(s)
         a_s = math.sqrt(model.ab_at(s))
         x_euler = a_s * (x0 + sig_s * eps)  # 2. Euler step, y_s = x0 + sigma_s eps (exact form of DDIM)
-        if sig_s == 0 or not math.isfinite(sig_t):
+        if sig_s == 0 or not sig_t <= SIGMA_RAMP_MAX:  # inf, or so large that the trapezoid cancels badly
             x = x_euler
         else:
             eps_s, _ = model.predict(x_euler, s)  # 3. slope at the end of the Euler step

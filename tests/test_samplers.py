@@ -314,8 +314,32 @@ def test_cfg_rescale_matches_the_conditional_std_and_phi_zero_is_plain_cfg(targe
 
 @pytest.mark.parametrize("sampler", ALL)
 def test_the_catalogues_model_calls_match_the_samplers_on_every_schedule(sampler, tiny_net):
-    for kind in ("linear", "linear_zsnr"):
+    from core.catalog import SIGMA_T_BEYOND_RAMP
+
+    for kind in ("linear", "linear_zsnr", "cosine"):
         sched = Schedule(ScheduleConfig(kind=kind, prediction="v"))
         for steps in (1, 2, 10):
             res = generate(tiny_net, sched, sampler=sampler, steps=steps, n=1, seed=0)
-            assert res.nfe == model_calls(sampler, steps, zero_terminal=kind == "linear_zsnr"), (kind, steps)
+            assert res.nfe == model_calls(sampler, steps, zero_terminal=kind in SIGMA_T_BEYOND_RAMP), (kind, steps)
+
+
+@pytest.mark.parametrize("sampler", ALL)
+def test_an_eps_model_with_a_small_error_samples_sanely_on_the_cosine_schedule(sampler):
+    """sqrt(ab_T) = 1e-4 on cosine: without the x0 clip a 1% eps error became a 100x x0 error (saturated noise)."""
+    sched = Schedule(ScheduleConfig(kind="cosine"))
+    exact = ExactGaussianEps(sched, mu=0.2, s=0.3)
+
+    class Off(nn.Module):
+        config = exact.config
+
+        def __init__(self):
+            super().__init__()
+            self.dummy = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x, t, c=None):
+            return exact(x, t, c) * 1.01 + 0.01
+
+    x_T = initial_noise(64, (3, 4, 4), seed=0, device="cpu")
+    res = generate(Off(), sched, sampler=sampler, steps=20 if sampler != "ddpm" else None, noise=x_T)
+    x = res.images.astype(np.float64) / 127.5 - 1
+    assert abs(x.mean() - 0.2) < 0.15 and 0.15 < x.std() < 0.6, (x.mean(), x.std())

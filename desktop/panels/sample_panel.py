@@ -14,7 +14,7 @@ import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import QMessageBox, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
-from core.catalog import SAMPLER_CATALOG, T_DEFAULT, ZERO_TERMINAL_SCHEDULES
+from core.catalog import SAMPLER_CATALOG, SIGMA_T_BEYOND_RAMP, T_DEFAULT
 from desktop import engine, threads
 from desktop.jobs import sampling as sw
 from desktop.panels.model_bar import ModelBar
@@ -181,7 +181,7 @@ class SamplePanel(QWidget):
             self.schedule_view.set_curves(None)
         else:
             self._T = int(bundle.schedule_config.T)
-            self._zero_terminal = bundle.schedule_config.kind in ZERO_TERMINAL_SCHEDULES
+            self._zero_terminal = bundle.schedule_config.kind in SIGMA_T_BEYOND_RAMP  # Heun: one call fewer
             for c in self.columns:
                 c.set_T(self._T, self._zero_terminal)
             self.schedule_view.set_curves(engine.schedule_curves(bundle.schedule_config))
