@@ -453,9 +453,11 @@ class Trainer:
         """Read a group of step losses back from the device (one sync), check them, checkpoint, yield."""
         losses, ts = torch.stack([p[0] for p in pending]).float(), torch.stack([p[1] for p in pending])  # (k, b)
         if self.dist:  # every rank sees every rank's losses: one logged loss, one verdict on NaN and explosions
-            self.rank_losses = losses.mean(dim=1).tolist()  # this rank's own mean loss per step
             losses, ts = distributed.gather(self.dist, losses), distributed.gather(self.dist, ts)  # (k, B)
-        losses, ts = losses.cpu(), ts.cpu()
+        losses, ts = losses.cpu(), ts.cpu()  # the one device sync of the group
+        if self.dist:  # this rank's own mean loss per step: its slice of the gathered batch
+            b, r = self.rank_batch, self.dist.rank
+            self.rank_losses = losses[:, r * b:(r + 1) * b].mean(dim=1).tolist()
         if not torch.isfinite(losses).all():
             raise TrainingDiverged(self._diverged(f"the loss became NaN or infinite by step {self.step}"))
         self._check_explosion(losses.mean(dim=1).tolist(), self.step - len(pending) + 1)
@@ -558,13 +560,20 @@ class Trainer:
         return ModelBundle(self.ema, self.schedule.config, list(self.dataset.label_names), meta, self.out_dir / MODEL_FILE)
 
     def preview(self, *, per_label: int = 6, steps: int = 20, seed: int = 1234) -> np.ndarray:
-        """A grid from fixed noise, one row per label: (rows, per_label, H, W, 3) uint8, by DPM-Solver++."""
-        L = max(1, self.dataset.n_labels)
-        eye = np.eye(L, dtype=np.float32) if self.dataset.n_labels else np.zeros((1, 1), np.float32)
-        ctx = np.repeat(eye, per_label, axis=0)  # (L * per_label, L); one unconditional row if unlabelled
-        res = generate(self.ema, self.schedule, sampler="dpmpp2m", steps=steps, n=len(ctx), context=ctx,
-                       seed=seed, precision=self.precision)
-        return res.images.reshape(L, per_label, *res.images.shape[1:])
+        """A grid of the EMA model from fixed noise, one row per label (see preview_grid)."""
+        return preview_grid(self.ema, self.schedule, self.dataset.n_labels, per_label=per_label, steps=steps,
+                            seed=seed, precision=self.precision)
+
+
+def preview_grid(net, schedule: Schedule, n_labels: int, *, per_label: int = 6, steps: int = 20, seed: int = 1234,
+                 precision: str = "fp32") -> np.ndarray:
+    """A grid from fixed noise, one row per label: (rows, per_label, H, W, 3) uint8, by DPM-Solver++(2M)."""
+    L = max(1, n_labels)
+    eye = np.eye(L, dtype=np.float32) if n_labels else np.zeros((1, 1), np.float32)
+    ctx = np.repeat(eye, per_label, axis=0)  # (L * per_label, L); one unconditional row if unlabelled
+    res = generate(net, schedule, sampler="dpmpp2m", steps=steps, n=len(ctx), context=ctx, seed=seed,
+                   precision=precision)
+    return res.images.reshape(L, per_label, *res.images.shape[1:])
 
 
 CONTEXT_INPUT_KEYS = ("contextembed1.model.0.weight", "contextembed2.model.0.weight")  # (emb, n_cfeat)

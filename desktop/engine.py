@@ -103,17 +103,13 @@ def cuda_device_count() -> int:
 def checkpoint_preview(path: str, *, per_label: int = 6, steps: int = 20, seed: int = DEFAULT_SEED):
     """(step, grid) from a saved model: one row per label by DPM-Solver++, as the previews made while training
     (a run in another process is previewed from its checkpoints)."""
-    import numpy as np
-
-    from core.samplers import generate
     from core.schedule import Schedule
+    from core.train import preview_grid
 
     b = load_checkpoint(path)
-    L = max(1, len(b.label_names))
-    ctx = np.repeat(np.eye(L, dtype=np.float32) if b.label_names else np.zeros((1, 1), np.float32), per_label, axis=0)
-    res = generate(b.net, Schedule(b.schedule_config), sampler="dpmpp2m", steps=steps, n=len(ctx), context=ctx,
-                   seed=seed)
-    return int(b.meta.get("step", 0)), res.images.reshape(L, per_label, *res.images.shape[1:])
+    grid = preview_grid(b.net, Schedule(b.schedule_config), len(b.label_names), per_label=per_label, steps=steps,
+                        seed=seed)
+    return int(b.meta.get("step", 0)), grid
 
 
 def default_checkpoint() -> str | None:

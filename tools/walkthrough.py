@@ -25,8 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 OUT = ROOT / "docs" / "screenshots"
-FRUIT = ("grapes", "melon", "watermelon", "tangerine", "lemon", "banana", "pineapple", "mango", "apple", "green_apple",
-         "pear", "peach", "cherries", "strawberry", "blueberries", "kiwifruit", "coconut")
+
+
+from teach_new_label import FRUIT  # noqa: E402  (the same fruit as the measurement)
 
 
 def _wait(app, cond, timeout=1800.0, what="the app"):

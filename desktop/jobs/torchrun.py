@@ -13,7 +13,6 @@ failed, finished.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +119,7 @@ class TorchrunRun(QObject):
 
     def _new_rows(self) -> list:
         """StepMetrics of the complete loss.csv lines written since the last poll."""
-        from core.train import StepMetrics
+        from desktop.jobs.training import metrics_from_log_row
 
         path = self.out_dir / LOG_NAME
         try:
@@ -142,9 +141,7 @@ class TorchrunRun(QObject):
                 self._header = cells
                 continue
             row = dict(zip(self._header, cells))
-            num = lambda k: float(row.get(k) or "nan")  # noqa: E731
-            out.append(StepMetrics(int(row["step"]), self.total_steps, num("loss"), num("lr"), num("images_per_s"),
-                                   math.nan, (num("loss_low_noise"), num("loss_mid_noise"), num("loss_high_noise"))))
+            out.append(metrics_from_log_row(lambda k, row=row: float(row.get(k) or "nan"), self.total_steps))
         return out
 
     def _read_stderr(self) -> None:

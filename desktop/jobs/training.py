@@ -206,7 +206,7 @@ class TrainingJob:
 
 def logged_metrics(folder) -> list:
     """A run's loss log as StepMetrics, so a resumed plot continues the old curve ([] when unreadable)."""
-    from core.train import LOG_FILE, StepMetrics, read_loss_log
+    from core.train import LOG_FILE, read_loss_log
 
     path = Path(folder) / LOG_FILE
     try:
@@ -215,12 +215,15 @@ def logged_metrics(folder) -> list:
         return []
     if not log or "step" not in log:
         return []
-    n = len(log["step"])
-    nan = np.full(n, np.nan)
-    col = {k: log.get(k, nan) for k in ("loss", "lr", "images_per_s", "loss_low_noise", "loss_mid_noise",
-                                         "loss_high_noise")}
-    return [StepMetrics(int(log["step"][i]), int(log["step"][-1]), float(col["loss"][i]), float(col["lr"][i]),
-                        float(col["images_per_s"][i]), float("nan"),
-                        (float(col["loss_low_noise"][i]), float(col["loss_mid_noise"][i]),
-                         float(col["loss_high_noise"][i])))
-            for i in range(n)]
+    total = int(log["step"][-1])
+    return [metrics_from_log_row(lambda k, i=i: float(log[k][i]) if k in log else float("nan"), total)
+            for i in range(len(log["step"]))]
+
+
+def metrics_from_log_row(value, total_steps: int):
+    """One loss.csv row as core.train.StepMetrics; value(column) gives the row's float for a column name
+    (nan where the log has no such column). Shared by the resumed plot and the torchrun follower."""
+    from core.train import StepMetrics
+
+    return StepMetrics(int(value("step")), total_steps, value("loss"), value("lr"), value("images_per_s"),
+                       float("nan"), (value("loss_low_noise"), value("loss_mid_noise"), value("loss_high_noise")))
