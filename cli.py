@@ -155,9 +155,12 @@ def cmd_train(args) -> int:
           f"{trainer.config.steps} steps of {trainer.config.batch_size}{procs}; {trainer.config.prediction} target, "
           f"{trainer.config.schedule} schedule, {trainer.config.loss_weighting} loss")
     try:
-        return _train_loop(trainer)
-    finally:
-        trainer.close()
+        code = _train_loop(trainer)
+    except BaseException:
+        trainer.close(together=False)  # a peer may be gone: waiting for it would only time out
+        raise
+    trainer.close()
+    return code
 
 
 _TRAIN_FLAGS = {"steps": "steps", "batch": "batch_size", "lr": "lr", "lr_schedule": "lr_schedule", "n_feat": "n_feat",

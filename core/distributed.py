@@ -86,11 +86,17 @@ def start(ctx: DistContext, device: torch.device) -> torch.device:
     return device
 
 
-def stop() -> None:
+def stop(ctx: DistContext | None = None) -> None:
+    """Leave the process group. With `ctx`, first wait until every rank is done with its collectives, so
+    that no rank tears its connections down while a peer still uses them (gloo can abort the process
+    then); without, leave at once (the path after a lost peer, where a barrier would only time out)."""
     import torch.distributed as dist
 
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if not dist.is_initialized():
+        return
+    if ctx is not None:
+        barrier(ctx, "finishing")
+    dist.destroy_process_group()
 
 
 @contextmanager
@@ -166,11 +172,28 @@ def unpack_state(text: str) -> torch.Tensor:
 
 # --- BatchNorm over the global batch -------------------------------------------------------------------
 
+class _SumOverRanks(torch.autograd.Function):
+    """Sum of a tensor over all ranks, differentiable: the gradient of every rank's input is the sum of
+    the gradients of every rank's output (each output depends on each input with weight 1)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        total = x.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _SumOverRanks.apply(grad)
+
+
 class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are those of the whole batch across ranks.
 
-    Per-channel sums and sums of squares are all-reduced with torch.distributed.nn's autograd-aware
-    all_reduce, so gradients flow through the statistics exactly as in one process. Unlike PyTorch's
+    Per-channel sums and sums of squares are summed over the ranks by a differentiable all-reduce, so
+    gradients flow through the statistics exactly as in one process. Unlike PyTorch's
     SyncBatchNorm it also runs on the CPU (gloo). Outside training, or alone, it is plain BatchNorm2d."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -178,13 +201,11 @@ class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
 
         if not (self.training and dist.is_initialized()):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         C = x.shape[1]
         xf = x.float()
         local = torch.cat([xf.sum(dim=(0, 2, 3)), (xf * xf).sum(dim=(0, 2, 3)),
                            xf.new_full((1,), x.numel() / C)])  # (2C + 1,)
-        total = all_reduce(local)
+        total = _SumOverRanks.apply(local)
         n = total[-1]
         mean = total[:C] / n
         var = (total[C:2 * C] / n - mean * mean).clamp_min(0)

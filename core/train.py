@@ -527,12 +527,13 @@ class Trainer:
             distributed.barrier(self.dist, "saving")
         return path
 
-    def close(self) -> None:
-        """Release the run folder's lock (the files stay) and leave the process group."""
+    def close(self, together: bool = True) -> None:
+        """Release the run folder's lock (the files stay) and leave the process group: after a run that
+        ended normally all ranks leave together; after a failure (`together=False`) at once."""
         if self._lock is not None:
             self._lock.release()
         if self.dist:
-            distributed.stop()
+            distributed.stop(self.dist if together else None)
 
     def _save_model(self) -> Path:
         return save_checkpoint(
