@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .device import autocast, synchronize, to_fast_layout
+from .device import autocast, compiled_forward, synchronize, to_fast_layout
 from .catalog import SAMPLER_CATALOG, SIGMA_RAMP_MAX, T_DEFAULT
 from .schedule import Schedule, spaced_timesteps
 
@@ -51,9 +51,10 @@ class Denoiser:
     def __init__(self, net, schedule: Schedule, context: torch.Tensor | None = None, *, guidance: float = 1.0,
                  precision: str = "fp32", cancel: threading.Event | Callable[[], bool] | None = None,
                  clip_x0: bool = False, guidance_rescale: float = 0.0,
-                 guidance_interval: tuple[float, float] = (0.0, 1.0)):
+                 guidance_interval: tuple[float, float] = (0.0, 1.0), compile: bool = False):
         self.net, self.schedule = net, schedule
         self.device = next(net.parameters()).device
+        self.forward = compiled_forward(net, self.device) if compile else net  # same values either way
         self.context, self.guidance, self.precision = context, float(guidance), precision
         self.clip_x0 = clip_x0
         self.guidance_rescale = float(guidance_rescale)
@@ -116,9 +117,9 @@ class Denoiser:
         with autocast(self.device, self.precision):
             if not self._guided_here(t):
                 self.nfe += 1
-                return self.net(x, tt, c).float()
+                return self.forward(x, tt, c).float()
             self.nfe += 2
-            out = self.net(torch.cat([x, x]), tt, torch.cat([c, torch.zeros_like(c)])).float()
+            out = self.forward(torch.cat([x, x]), tt, torch.cat([c, torch.zeros_like(c)])).float()
         out_c, out_u = out.chunk(2)
         guided = out_u + self.guidance * (out_c - out_u)
         if self.guidance_rescale > 0:
@@ -362,11 +363,13 @@ def generate(net, schedule: Schedule, *, sampler: str = "ddim", steps: int | Non
              context: torch.Tensor | np.ndarray | None = None, guidance: float = 1.0, eta: float = 0.0,
              seed: int = 0, precision: str = "fp32", clip_x0: bool = False, callback=None, cancel=None,
              noise: torch.Tensor | None = None, spacing: str = "trailing", guidance_rescale: float = 0.0,
-             guidance_interval: tuple[float, float] = (0.0, 1.0)) -> SampleResult:
+             guidance_interval: tuple[float, float] = (0.0, 1.0), compile: bool = False) -> SampleResult:
     """Sample n images with one sampler from the noise of `seed` (or `noise`); times it honestly.
 
     spacing chooses the timesteps (trailing, logsnr, karras) independently of the sampler; guidance,
-    guidance_rescale and guidance_interval are the Denoiser's (see there)."""
+    guidance_rescale and guidance_interval are the Denoiser's (see there). compile runs the network through
+    torch.compile where a compiler is present (CUDA graphs on CUDA), else eagerly; the first call of each
+    batch size includes the compile time."""
     info = get_sampler(sampler)
     steps = steps or (schedule.T if sampler == "ddpm" else info.default_steps)
     device = next(net.parameters()).device
@@ -375,7 +378,7 @@ def generate(net, schedule: Schedule, *, sampler: str = "ddim", steps: int | Non
     n = x.shape[0]
     ctx = _context_batch(context, n, cfg.n_cfeat, device)
     model = Denoiser(net, schedule, ctx, guidance=guidance, precision=precision, cancel=cancel, clip_x0=clip_x0,
-                     guidance_rescale=guidance_rescale, guidance_interval=guidance_interval)
+                     guidance_rescale=guidance_rescale, guidance_interval=guidance_interval, compile=compile)
     timesteps = spaced_timesteps(steps, schedule, spacing)
     gen = torch.Generator(device=device).manual_seed(int(seed) + 1)  # the noise added along the way
     kwargs = {"eta": eta} if info.has_eta else {}
@@ -395,6 +398,9 @@ def generate(net, schedule: Schedule, *, sampler: str = "ddim", steps: int | Non
     settings = {"guidance": guidance, "eta": eta if info.has_eta else None, "precision": precision, "clip_x0": clip_x0,
                 "spacing": spacing, "guidance_rescale": guidance_rescale, "guidance_interval": list(guidance_interval),
                 "prediction": schedule.prediction}
+    if compile:
+        settings["compiled"] = model.forward.compiled
+        settings["compile_note"] = model.forward.note
     finite = bool(torch.isfinite(x).all())
     return SampleResult(to_uint8(x), sampler, steps, model.nfe, seconds, timesteps, int(seed), settings, finite)
 

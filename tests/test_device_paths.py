@@ -1,0 +1,130 @@
+"""The code paths a GPU takes, run here on the CPU with the GPU-only parts switched by flags.
+
+No test compiles anything (that takes tens of seconds and needs a compiler): torch.compile is replaced
+by stand-ins, which is enough to pin the fallbacks and the CUDA-graph handling around it."""
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core import device as device_mod
+from core.data import ImageDataset
+from core.device import CompiledForward, compiled_forward
+from core.samplers import generate
+from core.schedule import Schedule
+from core.train import TRAIN_PRESETS, Trainer
+from core.unet import ContextUnet, UNetConfig
+
+
+@pytest.fixture()
+def net():
+    torch.manual_seed(0)
+    return ContextUnet(UNetConfig(n_feat=8, n_cfeat=3, height=16)).eval()
+
+
+def _sample(net, **kw):
+    return generate(net, Schedule(), sampler="dpmpp2m", steps=4, n=3, context=np.eye(3, dtype=np.float32), seed=5,
+                    guidance=2.0, **kw)
+
+
+def test_compile_without_a_compiler_samples_eagerly_with_a_note(net, monkeypatch):
+    monkeypatch.setattr(device_mod, "compiler_available", lambda device: False)
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: pytest.fail("compiled without a compiler"))
+    plain, fallback = _sample(net), _sample(net, compile=True)
+    assert np.array_equal(plain.images, fallback.images)
+    assert fallback.settings["compiled"] is False
+    assert "C++ compiler" in fallback.settings["compile_note"]
+    assert "compiled" not in plain.settings
+
+
+def test_a_compiler_failure_falls_back_to_the_same_images(net, monkeypatch):
+    calls = []
+
+    def broken(*args):
+        calls.append(len(args))
+        raise RuntimeError("inductor: no working C++ compiler found\nlong trace")
+
+    monkeypatch.setattr(device_mod, "compiler_available", lambda device: True)
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: broken)
+    plain = _sample(net)
+    fallback = _sample(net, compile=True)
+    assert np.array_equal(plain.images, fallback.images)
+    assert calls == [3]  # tried once, then eager for good
+    assert fallback.settings["compiled"] is False
+    assert fallback.settings["compile_note"].startswith("torch.compile failed (RuntimeError: inductor: no working")
+    assert "long trace" not in fallback.settings["compile_note"]
+
+
+def test_one_compiled_forward_per_net_is_reused(net, monkeypatch):
+    made = []
+    monkeypatch.setattr(device_mod, "compiler_available", lambda device: True)
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: made.append(kw) or module)
+    first = compiled_forward(net, torch.device("cpu"))
+    assert compiled_forward(net, torch.device("cpu")) is first and first.compiled
+    assert made == [{"dynamic": False, "mode": None}]
+    assert np.array_equal(_sample(net, compile=True).images, _sample(net).images)
+
+
+def test_cuda_graph_outputs_are_copied_out_of_the_graph_pool(monkeypatch):
+    """On CUDA the forward is a replayed CUDA graph whose output buffer the next replay overwrites: each
+    step is marked and its output cloned, so a multistep solver's remembered predictions stay valid."""
+    pool = torch.zeros(2)
+
+    def replay(x):  # what a CUDA graph does: the same output buffer every call
+        pool.copy_(x)
+        return pool
+
+    marks = []
+    monkeypatch.setattr(device_mod, "compiler_available", lambda device: True)
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: (kw["mode"] == "reduce-overhead" or pytest.fail())
+                        and replay)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    fwd = CompiledForward(torch.nn.Identity(), torch.device("cuda"))  # only the device's type is read
+    a, b = fwd(torch.tensor([1.0, 2.0])), fwd(torch.tensor([3.0, 4.0]))
+    assert a.tolist() == [1.0, 2.0] and b.tolist() == [3.0, 4.0] and len(marks) == 2
+
+
+def test_packaged_app_never_compiles(monkeypatch):
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    assert not device_mod.compiler_available(torch.device("cpu"))
+    assert not device_mod.compiler_available(torch.device("cuda"))
+
+
+def _blobs() -> ImageDataset:
+    rng = np.random.default_rng(0)
+    imgs = (rng.random((24, 16, 16, 3)) * 255).astype(np.uint8)
+    return ImageDataset(imgs, np.eye(3, dtype=np.float32)[rng.integers(0, 3, 24)], ["a", "b", "c"], "blobs")
+
+
+_SYNCS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
+_OURS = tuple(str(Path(__file__).resolve().parent.parent / "core" / f) for f in ("train.py", "unet.py", "device.py"))
+
+
+def test_no_device_to_host_read_inside_a_group_of_training_steps(tmp_path, monkeypatch):
+    """A CUDA run reads the loss back once per log_every steps. Any .item()/.cpu()/bool() on a tensor inside a
+    training step would stall the GPU every step: none may come from our code (PyTorch's own optimizer
+    reads CPU-side step counters, which is not a device sync)."""
+    cfg = replace(TRAIN_PRESETS["tiny"], steps=6, batch_size=8, log_every=3, checkpoint_every=1000, seed=1)
+    tr = Trainer(_blobs(), cfg, tmp_path / "run", device="cpu")
+    seen: list[str] = []
+    for name in _SYNCS:
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *a, _original=original, _name=name, **k):
+            caller = sys._getframe(1).f_code.co_filename
+            if caller in _OURS:
+                seen.append(f"{_name} from {Path(caller).name}:{sys._getframe(1).f_lineno}")
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    for _ in range(3):
+        tr._train_step()
+    monkeypatch.undo()
+    assert seen == []
+    assert [m.step for m in tr.run()] == [1, 2, 3, 4, 5, 6]  # the run itself, read back in groups of 3
+    tr.close()
