@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--add", action="store_true",
                         help="quality: add the --samplers entries to the results already in --json (same model, n, seeds)")
     parser.add_argument("--quick", action="store_true", help="tiny settings: a smoke test, not a measurement")
+    parser.add_argument("--compile", action="store_true",
+                        help="sample: also time each of our entries through torch.compile (fp32; compiled in an "
+                             "untimed warm-up; eager where no compiler is installed)")
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class Settings:
     guidance: float = 1.0
     checkpoint: str | None = None
     grid_per_label: int = 8
+    compile: bool = False  # sample: also time our entries through torch.compile
 
 
 QUICK = dict(n_feat=8, batch_size=8, rounds=2, sample_rounds=1, steps_per_round=2, warmup_steps=1, loss_steps=3,
@@ -101,7 +105,8 @@ QUICK = dict(n_feat=8, batch_size=8, rounds=2, sample_rounds=1, steps_per_round=
 def settings_from_args(args) -> Settings:
     s = Settings(steps_per_round=args.steps_per_round, loss_steps=args.loss_steps, quality_list=args.samplers,
                  sample_list=args.sample_list, quality_n=args.n, quality_seeds=args.seeds,
-                 precision=args.precision, guidance=args.guidance, checkpoint=args.checkpoint)
+                 precision=args.precision, guidance=args.guidance, checkpoint=args.checkpoint,
+                 compile=getattr(args, "compile", False))
     if args.rounds:
         s = replace(s, rounds=args.rounds, sample_rounds=args.rounds)
     if args.quick:
@@ -381,9 +386,10 @@ def bench_sample(s: Settings, peak: dict | None = None) -> dict:
         course.sample_ddim_context(n, ctx, n=s.course_ddim_n)
         return course.ddim_calls(s.course_ddim_n)
 
-    def ours_fn(e, p):
-        return lambda: generate(ours, schedule, sampler=e["sampler"], steps=e["steps"], n=n, context=ctx.numpy(),
-                                seed=0, precision=p, eta=e["eta"], clip_x0=e["clip_x0"]).nfe
+    def ours_fn(e, p, compile=False, steps=None):
+        return lambda: generate(ours, schedule, sampler=e["sampler"], steps=steps or e["steps"], n=n,
+                                context=ctx.numpy(), seed=0, precision=p, eta=e["eta"], clip_x0=e["clip_x0"],
+                                compile=compile).nfe
 
     jobs = ([("course", "DDPM-500", "fp32", course_ddpm, True)] if s.course_ddpm else [])
     jobs.append(("course", f"DDIM-{s.course_ddim_n}", "fp32", course_ddim, False))
@@ -391,6 +397,9 @@ def bench_sample(s: Settings, peak: dict | None = None) -> dict:
         for e in parse_entries(s.sample_list):
             label = f"{SAMPLERS[e['sampler']].label}-{e['steps']}" + "".join("+" + m for m in e["entry"].split("+")[1:])
             jobs.append(("ours", label, p, ours_fn(e, p), e["steps"] >= 100))
+            if s.compile and p == "fp32":
+                ours_fn(e, p, compile=True, steps=2)()  # compiles for this batch size, untimed
+                jobs.append(("ours", label, "fp32 compiled", ours_fn(e, p, compile=True), e["steps"] >= 100))
     times: dict[int, list[float]] = {i: [] for i in range(len(jobs))}
     calls: dict[int, int] = {}
     for j, job in enumerate(jobs):  # one untimed warm-up call each (a few steps are enough)
@@ -411,7 +420,7 @@ def bench_sample(s: Settings, peak: dict | None = None) -> dict:
     for j, (who, label, p, _, _) in enumerate(jobs):
         sec = statistics.median(times[j])
         ms = 1000 * sec / calls[j]
-        pk = (peak or {}).get(p, {}).get("gflops")
+        pk = (peak or {}).get(p.split()[0], {}).get("gflops")
         results.append({"who": who, "sampler_label": label, "precision": p, "calls": calls[j], "seconds": sec,
                         "all_seconds": times[j], "ms_per_call": ms,
                         "peak_fraction": flops_img * n / (ms / 1000) / 1e9 / pk if pk else None})
