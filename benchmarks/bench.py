@@ -717,6 +717,8 @@ def _run(args) -> int:
             results["quality"] = merge_quality(results.get("quality"), q) if args.add else q
             _judge(results["quality"], (results.get("sample") or {}).get("course_ddpm_seconds"))
         results["commands"][what] = cmd
+        m = results["machine"]  # which machine each section comes from: sections are re-run one at a time
+        results[what]["machine"] = {k: m[k] for k in ("cpu", "cores", "bf16", "date")}
         # Other work on the machine skews timings: keep the 1-minute load average around each section.
         results[what]["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         print(f"\n== {what} ==\n{report.print_section(what, results[what])}", flush=True)

@@ -255,6 +255,19 @@ def _machine_lines(m: dict) -> list[str]:
             f"- Run on {m.get('date', '?')}; Python {m.get('python', '?')}; {m.get('note', '')}".rstrip("; ")]
 
 
+def _section_machines(results: dict) -> list[str]:
+    """One line naming where and when each section was measured, when they differ (sections are re-run
+    one at a time, so a page can mix machines; ratios are always from one run on one machine)."""
+    seen = {w: results[w]["machine"] for w in ("peak", "train", "sample", "quality", "ddp", "busy")
+            if isinstance(results.get(w), dict) and "machine" in results[w]}
+    if len({(m.get("cpu"), m.get("bf16"), m.get("date", "")[:10]) for m in seen.values()}) <= 1:
+        return []
+    parts = [f"{w} on {m.get('date', '?')[:10]} ({m.get('cpu', '?')}, {m.get('cores', '?')} cores, fast bf16 "
+             f"{'yes' if m.get('bf16') else 'no'})" for w, m in seen.items()]
+    return ["- Sections from different runs: " + "; ".join(parts) + ". Every ratio on this page compares "
+            "contestants measured side by side in one run on one machine."]
+
+
 def _targets(results: dict) -> list[list]:
     rows = []
     tr = results.get("train")
@@ -296,6 +309,9 @@ def _gap(q: dict, entry: str) -> float:
     return next(r["fid_vs_ddpm"] for r in q["results"] if r["entry"] == entry)
 
 
+HAND_MEASURED = "benchmarks_measured.md"
+
+
 def write_markdown(results: dict, docs: str | Path) -> Path:
     """docs/benchmarks.md from the results dict; PNGs referenced by their file names beside it."""
     docs = Path(docs)
@@ -303,7 +319,7 @@ def write_markdown(results: dict, docs: str | Path) -> Path:
            "How Diffusion Desk compares with the course notebooks' own code, measured side by side in one "
            "process on one machine, and how good its samplers are per second. Regenerate this page (and "
            "its JSON and pictures) with:", "", "```", results.get("regenerate", "python main.py bench all --report"),
-           "```", "", "## Machine", "", *_machine_lines(results.get("machine", {})), ""]
+           "```", "", "## Machine", "", *_machine_lines(results.get("machine", {})), *_section_machines(results), ""]
     quick = [w for w, st in results.get("settings", {}).items() if st.get("quick")]
     if quick:
         out += [f"> **Smoke-test settings (--quick) for {', '.join(quick)}: tiny networks and sample counts, "
@@ -317,6 +333,9 @@ def write_markdown(results: dict, docs: str | Path) -> Path:
     if extra:
         extra["command"] = load_json(extra_path).get("commands", {}).get("quality", "")
     out += _quality_md(results.get("quality"), extra)
+    measured = docs / HAND_MEASURED  # sections measured by other commands, kept across regenerations
+    if measured.is_file():
+        out += [measured.read_text().rstrip("\n"), ""]
     loads = {k: results[k]["load_average"] for k in ("peak", "train", "sample", "quality")
              if isinstance(results.get(k), dict) and "load_average" in results[k]}
     out += ["## Commands", "", "Each section was produced by:", "", "```",
@@ -426,16 +445,17 @@ def _findings(q: dict, extra: dict | None) -> list[str]:
         return []
     rel = lambda e: f"{by[e]['fid_mean']:.3g} ({100 * (by[e]['fid_mean'] / ddpm['fid_mean'] - 1):+.0f}%)"
     out = ["### What the numbers say", ""]
-    det = [e for e in ("ddim:10", "ddim:25", "ddim:50", "dpmpp2m:10", "dpmpp2m:20") if e in by]
-    if len(det) >= 3:
-        fids = [by[e]["fid_mean"] for e in det]
-        out.append(f"- **Deterministic samplers plateau.** {', '.join(det)} all land at feature-FID "
-                   f"{min(fids):.3g}-{max(fids):.3g} against DDPM-500's {ddpm['fid_mean']:.3g}. DDIM-50 is no better "
-                   "than DPM-Solver++ at 10 calls, so this is not step-size error that more steps would remove: the "
-                   "deterministic (probability-flow ODE) path itself does worse than ancestral sampling on this "
-                   "model. A likely reason, not tested here: a briefly trained model's errors pile up along a "
-                   "deterministic path, while noise re-injected at every step corrects them; the course schedule "
-                   "starting sampling at a terminal SNR above zero may add to it.")
+    fast = sorted((e for e in by if "+g=" not in e and by[e]["nfe"] <= 20), key=lambda e: by[e]["fid_mean"])
+    if fast:
+        within = [e for e in fast if by[e]["fid_mean"] <= 1.1 * ddpm["fid_mean"]]
+        verdict = (f"{len(within)} of {len(fast)} within 10% of it" if within else
+                   "none within 10% of it: here the deterministic (probability-flow) path does worse than "
+                   "DDPM's ancestral sampling, whose re-injected noise corrects the model's errors")
+        out.append(f"- **Unguided at <= 20 model calls**, best first: " + ", ".join(f"{e} {rel(e)}" for e in fast)
+                   + f" against DDPM-500's {ddpm['fid_mean']:.3g}; {verdict}.")
+        accs = [by[e]["accuracy_mean"] for e in fast]
+        out.append(f"- **Label accuracy unguided:** {min(accs):.2f}-{max(accs):.2f} for those, "
+                   f"{ddpm['accuracy_mean']:.2f} for DDPM-500.")
     sto = [e for e in ("ddim:50+eta=1", "ddpm:100", "ddim:20+eta=1", "ddpm:20", "ddim:20+eta=0.5") if e in by]
     if sto:
         out.append("- **Noise added along the way closes the gap, given enough steps:** "
