@@ -2,7 +2,8 @@
 
     QT_QPA_PLATFORM=offscreen python -m benchmarks.app_vs_cli [--steps 150] [--rounds 2]
 
-CLI: the loop of `main.py train` (Trainer.run() with the core thread tuner). App: the Train tab itself
+CLI: the loop of `main.py train` (Trainer.run() with the core thread tuner), in a process of its own as a
+user runs it (`--cli-here` runs it in this process's main thread instead). App: the Train tab itself
 (TrainPanel with its TrainingJob on a worker thread, the live loss plot and the 10 Hz redraw, previews
 off). Both train the Quick preset's network (n_feat 32, batch 100, fp32) on emoji16. Throughput is
 wall-clock: images per second between step 20 and the last step, as seen by the consumer (the CLI's
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +48,17 @@ def cli_rate(ds, steps: int) -> float:
         rate = (steps - SKIP) * 100 / (time.perf_counter() - t0)
         tr.close()
     return rate
+
+
+def cli_rate_child(steps: int) -> float:
+    """cli_rate in a fresh process: in this one, the main thread's OpenMP team would stay alive beside the
+    app's training thread's, and libgomp shortens its spin-waits to almost nothing once it manages more
+    threads than there are cores (the training thread then runs as under OMP_WAIT_POLICY=PASSIVE)."""
+    code = ("import sys; sys.path.insert(0, %r); from benchmarks.app_vs_cli import cli_rate; "
+            "from core.data import load_builtin; from core.device import configure_threads; configure_threads(); "
+            "print(cli_rate(load_builtin('emoji16'), %d))" % (str(ROOT), steps))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def app_rate(app, ds, steps: int) -> float:
@@ -93,6 +106,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", help="write the figures to this file")
     ap.add_argument("--plot-every", type=int, help="redraw the loss plot every k progress ticks (default: the app's)")
+    ap.add_argument("--cli-here", action="store_true",
+                    help="run the CLI side in this process's main thread (shows the cost of two OpenMP teams)")
     a = ap.parse_args()
     import os
 
@@ -101,22 +116,26 @@ def main() -> int:
     from PySide6.QtWidgets import QApplication
 
     from core.data import load_builtin
-    from core.device import configure_threads
 
-    configure_threads()
     app = QApplication.instance() or QApplication([])
-    ds = load_builtin("emoji16")
+    ds = load_builtin("emoji16")  # numpy only: the main thread starts no OpenMP team (as in the app)
     if a.plot_every:
         from desktop.panels.train_panel import TrainPanel
 
         TrainPanel.PLOT_EVERY = a.plot_every
     cli, gui = [], []
     for r in range(a.rounds):  # alternated, so drifting machine load hits both alike
-        cli.append(cli_rate(ds, a.steps))
+        if a.cli_here:
+            from core.device import configure_threads
+
+            configure_threads()
+            cli.append(cli_rate(ds, a.steps))
+        else:
+            cli.append(cli_rate_child(a.steps))
         gui.append(app_rate(app, ds, a.steps))
         print(f"round {r + 1}: CLI {cli[-1]:.0f} img/s, app {gui[-1]:.0f} img/s", flush=True)
     out = {"steps": a.steps, "rounds": a.rounds, "cli_img_s": statistics.median(cli), "app_img_s": statistics.median(gui),
-           "app_vs_cli": statistics.median(gui) / statistics.median(cli), "load_average": os.getloadavg()[0]}
+           "app_vs_cli": statistics.median(gui) / statistics.median(cli), "cli_here": a.cli_here, "load_average": os.getloadavg()[0]}
     print(json.dumps(out))
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1))

@@ -6,6 +6,7 @@ Longer core work with progress (training, sampling, exports) lives in `desktop.j
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from desktop.settings import DEFAULT_SEED, runs_dir
@@ -27,6 +28,16 @@ def warm_up_training() -> None:
     """Import what the first training run needs but torch loads lazily (torch._dynamo, pulled in by the
     optimizer: ~3 s once), so pressing Start does not wait for it. Meant for run_in_background."""
     import torch._dynamo  # noqa: F401
+
+
+def release_gui_openmp_threads() -> None:
+    """Before a job starts on a worker thread: end the GUI thread's OpenMP team, if a torch call made one,
+    so the job's threads keep their full spin-waits (see core.device.release_openmp_threads). Does
+    nothing before torch has been loaded."""
+    if "torch" in sys.modules:
+        from core.device import release_openmp_threads
+
+        release_openmp_threads()
 
 
 def builtin_names() -> list[str]:

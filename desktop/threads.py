@@ -177,6 +177,9 @@ def start(worker: _Worker, *, on_progress: Callable | None = None, on_result: Ca
     # relay is a GUI-thread QObject, so this is a queued call: never drop a QThread from inside itself
     thread.finished.connect(relay.cleanup)
     _running.add((thread, worker, relay))
+    from . import engine
+
+    engine.release_gui_openmp_threads()  # on the GUI thread: its OpenMP team would slow the job's
     thread.start()
     return thread
 

@@ -128,3 +128,29 @@ def test_no_device_to_host_read_inside_a_group_of_training_steps(tmp_path, monke
     assert seen == []
     assert [m.step for m in tr.run()] == [1, 2, 3, 4, 5, 6]  # the run itself, read back in groups of 3
     tr.close()
+
+
+def test_a_thread_that_ran_a_parallel_op_can_free_its_openmp_team():
+    """The GUI thread frees its OpenMP team before a job starts (desktop.threads.start): the team's threads end."""
+    import os
+    import threading
+
+    from core.device import release_openmp_threads
+
+    if not os.path.isdir("/proc/self/task") or torch.get_num_threads() < 2:
+        pytest.skip("needs Linux and two torch threads")
+    counts = []
+
+    def body():
+        before = len(os.listdir("/proc/self/task"))
+        a = torch.randn(1000, 1000)
+        (a + a).sum()  # a parallel region: this thread now masters an OpenMP team
+        counts.append((before, len(os.listdir("/proc/self/task"))))
+        counts.append(release_openmp_threads())
+        counts.append(len(os.listdir("/proc/self/task")))
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    (before, with_team), released, after = counts
+    assert with_team > before and released and after == before
