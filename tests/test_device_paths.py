@@ -130,27 +130,34 @@ def test_no_device_to_host_read_inside_a_group_of_training_steps(tmp_path, monke
     tr.close()
 
 
+_TEAM_CHECK = """
+import os, threading, torch
+from core.device import release_openmp_threads
+torch.set_num_threads(2)
+out = []
+def body():
+    count = lambda: len(os.listdir("/proc/self/task"))
+    before = count()
+    a = torch.randn(1000, 1000)
+    (a + a).sum()  # a parallel region: this thread now masters an OpenMP team
+    out.extend([before, count(), release_openmp_threads(), count()])
+t = threading.Thread(target=body)
+t.start()
+t.join()
+print(*out)
+"""
+
+
 def test_a_thread_that_ran_a_parallel_op_can_free_its_openmp_team():
-    """The GUI thread frees its OpenMP team before a job starts (desktop.threads.start): the team's threads end."""
+    """The GUI thread frees its OpenMP team before a job starts (desktop.threads.start): the team's threads
+    end. In a fresh process, so that no other test's threads come or go while the threads are counted."""
     import os
-    import threading
+    import subprocess
 
-    from core.device import release_openmp_threads
-
-    if not os.path.isdir("/proc/self/task") or torch.get_num_threads() < 2:
-        pytest.skip("needs Linux and two torch threads")
-    counts = []
-
-    def body():
-        before = len(os.listdir("/proc/self/task"))
-        a = torch.randn(1000, 1000)
-        (a + a).sum()  # a parallel region: this thread now masters an OpenMP team
-        counts.append((before, len(os.listdir("/proc/self/task"))))
-        counts.append(release_openmp_threads())
-        counts.append(len(os.listdir("/proc/self/task")))
-
-    t = threading.Thread(target=body)
-    t.start()
-    t.join()
-    (before, with_team), released, after = counts
-    assert with_team > before and released and after == before
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("counts threads through /proc (Linux)")
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", _TEAM_CHECK], cwd=Path(__file__).resolve().parent.parent, env=env,
+                         capture_output=True, text=True, check=True, timeout=120).stdout.split()
+    before, with_team, released, after = int(out[0]), int(out[1]), out[2], int(out[3])
+    assert with_team > before and released == "True" and after == before
