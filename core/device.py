@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import shutil
@@ -88,6 +89,13 @@ def release_openmp_threads() -> bool:
     training then runs as under OMP_WAIT_POLICY=PASSIVE: measured 20-25% slower on 2 cores (a trainer
     on a second Python thread beside a main thread that had trained: 253-270 vs 282-379 images/s).
     Returns whether the call was made; a no-op where the OpenMP library lacks it (never an error)."""
+    fn = _omp_pause_resource_all()
+    return fn is not None and fn(1) == 0  # omp_pause_soft: the team ends; the next parallel region makes one
+
+
+@functools.cache
+def _omp_pause_resource_all():
+    """The OpenMP library's omp_pause_resource_all (the one torch loaded), looked up once; None without it."""
     import ctypes
 
     candidates = [Path(torch.__file__).parent / "lib" / name for name in ("libgomp.so.1", "libomp.dylib", "libiomp5md.dll")]
@@ -97,8 +105,8 @@ def release_openmp_threads() -> bool:
         except (OSError, AttributeError):
             continue
         fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-        return fn(1) == 0  # omp_pause_soft: the threads end; the next parallel region starts a new team
-    return False
+        return fn
+    return None
 
 
 class ThreadTuner:
@@ -236,8 +244,8 @@ class CompiledForward:
     per-kernel launch cost that dominates the many small steps of sampling; its outputs live in the graph's
     memory pool, so they are cloned before the next replay can overwrite them. Shapes are static (one
     compile per batch size; guidance doubles the batch). A failure while compiling or running falls back
-    to eager for good, and `note` says why. Measured on a 2-core CPU (n_feat 32, batch 32): ~10% per call,
-    after ~30 s of compiling; worth it for long DDPM runs and repeated sampling, not for one 10-step grid."""
+    to eager for good, and `note` says why. Measured on a 2-core CPU at batch 32: 1.14-1.34x per call after
+    ~10-50 s of compiling; worth it for long DDPM runs and repeated sampling, not for one 10-step grid."""
 
     def __init__(self, net: torch.nn.Module, device: torch.device):
         self.net = net

@@ -628,17 +628,18 @@ def start_new_labels_nearest(state: dict, unet: UNetConfig, sched: ScheduleConfi
         if rows.size == 0:
             continue
         x0 = dataset.subset(rows).to_tensor()  # (n, 3, H, W)
+        x_ts = []  # the same noised images for every candidate label
+        for t in (schedule.T // 5, 2 * schedule.T // 5, 3 * schedule.T // 5):
+            ab = float(schedule.ab_t[t])
+            x_ts.append((t, ab ** 0.5 * x0 + (1 - ab) ** 0.5 * torch.randn(x0.shape, generator=g)))
         errors = torch.zeros(len(known_cols))
         with torch.no_grad():
-            for t in (schedule.T // 5, 2 * schedule.T // 5, 3 * schedule.T // 5):
-                noise = torch.randn(x0.shape, generator=g)
-                ab = float(schedule.ab_t[t])
-                x_t = ab ** 0.5 * x0 + (1 - ab) ** 0.5 * noise
-                for k, col in enumerate(known_cols):
-                    c = torch.zeros(len(rows), len(names))
-                    c[:, col] = 1
-                    _, x0_hat = Denoiser(net, schedule, c).predict(x_t, float(t))
-                    errors[k] += (x0_hat - x0).pow(2).mean()
+            for k, col in enumerate(known_cols):
+                c = torch.zeros(len(rows), len(names))
+                c[:, col] = 1
+                model = Denoiser(net, schedule, c)
+                for t, x_t in x_ts:
+                    errors[k] += (model.predict(x_t, float(t))[1] - x0).pow(2).mean()
         best = known_cols[int(errors.argmin())]
         for key in CONTEXT_INPUT_KEYS:
             state[key][:, j] = state[key][:, best]
