@@ -8,6 +8,9 @@ user runs it (`--cli-here` runs it in this process's main thread instead). App: 
 off). Both train the Quick preset's network (n_feat 32, batch 100, fp32) on emoji16. Throughput is
 wall-clock: images per second between step 20 and the last step, as seen by the consumer (the CLI's
 loop, the panel's GUI thread), so whatever the app costs shows. Target: app >= 90% of the CLI.
+
+`--busy` then runs the same rounds again beside a second process that keeps one core busy (the one
+`bench busy` starts) and reports each side's busy/idle ratio. Target: >= 40% of idle, CLI and app.
 """
 from __future__ import annotations
 
@@ -100,14 +103,32 @@ def app_rate(app, ds, steps: int) -> float:
     return (steps - first) * 100 / (seen[steps] - seen[first])
 
 
+def _rounds(app, ds, a, what: str) -> tuple[list[float], list[float]]:
+    """`a.rounds` CLI and app runs, alternated so drifting machine load hits both alike."""
+    cli, gui = [], []
+    for r in range(a.rounds):
+        if a.cli_here:
+            from core.device import configure_threads
+
+            configure_threads()
+            cli.append(cli_rate(ds, a.steps))
+        else:
+            cli.append(cli_rate_child(a.steps))
+        gui.append(app_rate(app, ds, a.steps))
+        print(f"{what}, round {r + 1}: CLI {cli[-1]:.0f} img/s, app {gui[-1]:.0f} img/s", flush=True)
+    return cli, gui
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--json", help="write the figures to this file")
+    ap.add_argument("--json", help="merge the figures into this bench results file (its \"app\" section)")
     ap.add_argument("--plot-every", type=int, help="redraw the loss plot every k progress ticks (default: the app's)")
     ap.add_argument("--cli-here", action="store_true",
                     help="run the CLI side in this process's main thread (shows the cost of two OpenMP teams)")
+    ap.add_argument("--busy", action="store_true",
+                    help="then the same rounds beside a process that keeps one core busy (busy/idle per side)")
     a = ap.parse_args()
     import os
 
@@ -123,22 +144,32 @@ def main() -> int:
         from desktop.panels.train_panel import TrainPanel
 
         TrainPanel.PLOT_EVERY = a.plot_every
-    cli, gui = [], []
-    for r in range(a.rounds):  # alternated, so drifting machine load hits both alike
-        if a.cli_here:
-            from core.device import configure_threads
-
-            configure_threads()
-            cli.append(cli_rate(ds, a.steps))
-        else:
-            cli.append(cli_rate_child(a.steps))
-        gui.append(app_rate(app, ds, a.steps))
-        print(f"round {r + 1}: CLI {cli[-1]:.0f} img/s, app {gui[-1]:.0f} img/s", flush=True)
+    cli, gui = _rounds(app, ds, a, "idle")
     out = {"steps": a.steps, "rounds": a.rounds, "cli_img_s": statistics.median(cli), "app_img_s": statistics.median(gui),
            "app_vs_cli": statistics.median(gui) / statistics.median(cli), "cli_here": a.cli_here, "load_average": os.getloadavg()[0]}
+    if a.busy:
+        from benchmarks.busy import start_spinner
+
+        spinner = start_spinner()
+        try:
+            bcli, bgui = _rounds(app, ds, a, "one core busy")
+        finally:
+            spinner.kill()
+            spinner.wait()
+        out["busy"] = {"cli_img_s": statistics.median(bcli), "app_img_s": statistics.median(bgui),
+                       "cli_busy_vs_idle": statistics.median(bcli) / out["cli_img_s"],
+                       "app_busy_vs_idle": statistics.median(bgui) / out["app_img_s"]}
     print(json.dumps(out))
-    if a.json:
-        Path(a.json).write_text(json.dumps(out, indent=1))
+    if a.json:  # merged into a bench results file (docs/bench_results.json: its "app" section)
+        from benchmarks import report
+        from benchmarks.bench import machine_info
+
+        m = machine_info()
+        out["machine"] = {k: m[k] for k in ("cpu", "cores", "bf16", "date")}
+        results = report.load_json(a.json)
+        results["app"] = out
+        results.setdefault("commands", {})["app"] = "python -m benchmarks.app_vs_cli " + " ".join(sys.argv[1:])
+        report.save_json(results, a.json)
     return 0
 
 

@@ -166,6 +166,19 @@ def bench_peak(s: Settings) -> dict:
     return out
 
 
+def peak_here(results: dict) -> dict | None:
+    """The stored matmul peak if it was measured on this machine (same CPU, cores and bf16 support), else
+    None: a percentage of another machine's peak means nothing (sections are re-run one at a time)."""
+    peak = results.get("peak")
+    if not peak:
+        return None
+    here, there = results.get("machine") or machine_info(), peak.get("machine", {})
+    same = all(here.get(k) == there.get(k) for k in ("cpu", "cores", "bf16"))
+    if not same:
+        log("peak: the stored matmul peak is from another machine; run `bench peak` here for % of peak")
+    return peak if same else None
+
+
 def forward_flops(net, batch: int, n_cfeat: int, height: int, *, backward: bool = False) -> float:
     """FLOPs of one forward (and backward) pass of a ContextUnet-like net at `batch`, by torch's counter."""
     import torch
@@ -699,9 +712,9 @@ def _run(args) -> int:
         if what == "peak":
             results["peak"] = bench_peak(s)
         elif what == "train":
-            results["train"] = bench_train(s, results.get("peak"))
+            results["train"] = bench_train(s, peak_here(results))
         elif what == "sample":
-            results["sample"] = bench_sample(s, results.get("peak"))
+            results["sample"] = bench_sample(s, peak_here(results))
         elif what == "ddp":
             from .ddp import bench_ddp
             results["ddp"] = bench_ddp(s)

@@ -22,14 +22,20 @@ SPIN = ("import torch\ntorch.set_num_threads(1)\na = torch.randn(512, 512)\n"
         "while True:\n    a = (a @ a).tanh()\n")
 
 
+def start_spinner() -> subprocess.Popen:
+    """A second process that keeps one core busy (one torch thread multiplying matrices); kill() it."""
+    spinner = subprocess.Popen([sys.executable, "-c", SPIN])
+    time.sleep(2.0)  # let it start spinning
+    return spinner
+
+
 def bench_busy(s) -> dict:
     from .bench import log
 
     idle = _throughput(s, tuned=True)
     log(f"busy: idle {idle:.0f} img/s; starting the spinning process")
-    spinner = subprocess.Popen([sys.executable, "-c", SPIN])
+    spinner = start_spinner()
     try:
-        time.sleep(2.0)  # let it start spinning
         tuned = _throughput(s, tuned=True)
         # Without the tuner a step can take 10-25x longer beside the spinner: a short window is enough.
         fixed = _throughput(replace(s, rounds=1, steps_per_round=3, warmup_steps=1), tuned=False)

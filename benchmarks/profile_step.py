@@ -1,13 +1,20 @@
 """Where a training step's time goes: torch.profiler over a few steps of the Trainer, grouped by kind of op.
 
     python -m benchmarks.profile_step [--n-feat 64] [--batch 100] [--steps 5] [--threads 1] [--precision fp32]
+    python -m benchmarks.profile_step --onednn [--threads 2]
 
 Self CPU time per op, summed into the groups of docs/benchmarks.md ("Where the time goes"), then the
 raw top ops. One thread by default, so the shares do not depend on how busy the other core is.
+
+--onednn looks one level down, at the oneDNN primitives one training step runs (its verbose log, in a
+child process): time and GFLOP/s per kind of convolution pass and shape, against this machine's
+fp32 matmul peak -- how close the convolutions, most of a step, come to what the CPU can do.
 """
 from __future__ import annotations
 
 import argparse
+import re
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -38,6 +45,87 @@ def group_of(name: str) -> str:
     return "other"
 
 
+def conv_flops(kind: str, shape: str) -> float:
+    """FLOPs of one oneDNN (de)convolution from its verbose shape, e.g. mb100_ic64oc64_ih16oh16kh3..._iw16ow16kw3...:
+    2 * mb * ic * oc * kh * kw per output pixel of a convolution, per input pixel of a deconvolution."""
+    d = {k: int(v) for k, v in re.findall(r"([a-z]+)(\d+)", shape)}
+    pixels = d["ih"] * d["iw"] if kind == "deconvolution" else d["oh"] * d["ow"]
+    return 2.0 * d["mb"] * d["ic"] * d["oc"] * d["kh"] * d["kw"] * pixels
+
+
+def _shape_text(shape: str) -> str:
+    d = {k: int(v) for k, v in re.findall(r"([a-z]+)(\d+)", shape)}
+    if not {"ic", "oc", "ih", "iw", "kh"} <= d.keys():
+        return shape
+    return f"{d['ic']}->{d['oc']} ch, {d['ih']}x{d['iw']} in, {d['kh']}x{d['kw']}"
+
+
+def onednn_table(log: str, steps: int, peak_gflops: float) -> list[str]:
+    """Aggregate oneDNN verbose `exec` lines: (primitive, pass, shape) -> ms per step and GFLOP/s."""
+    agg: dict[tuple[str, str, str], list[float]] = {}
+    total = 0.0
+    for line in log.splitlines():
+        f = line.strip().split(",")
+        if len(f) < 8 or f[0] != "onednn_verbose" or "exec" not in f[:4]:
+            continue
+        i = f.index("exec")
+        kind, impl, pass_, shape, ms = f[i + 2], f[i + 3], f[i + 4], f[-2], float(f[-1])
+        total += ms
+        a = agg.setdefault((kind, pass_, shape), [0.0, 0.0, impl])
+        a[0] += ms
+        if kind in ("convolution", "deconvolution"):
+            a[1] += conv_flops(kind, shape)
+    out = [f"oneDNN primitives of one training step: {total / steps:.0f} ms per step in all "
+           f"(fp32 matmul peak here: {peak_gflops:.0f} GFLOP/s)", "",
+           "| primitive | pass | shape | implementation | ms per step | share | GFLOP/s | % of peak |",
+           "|---|---|---|---|---:|---:|---:|---:|"]
+    by_pass: dict[str, list[float]] = {}
+    for (kind, pass_, shape), (ms, flops, impl) in sorted(agg.items(), key=lambda kv: -kv[1][0]):
+        g = flops / (ms / 1000) / 1e9 if flops else None
+        if flops:
+            bp = by_pass.setdefault(f"{kind} {pass_}", [0.0, 0.0])
+            bp[0] += ms
+            bp[1] += flops
+        if ms / total >= 0.01:
+            out.append(f"| {kind} | {pass_} | {_shape_text(shape)} | {impl} | {ms / steps:.1f} | "
+                       f"{100 * ms / total:.1f}% | {'' if g is None else f'{g:.0f}'} | "
+                       f"{'' if g is None else f'{100 * g / peak_gflops:.0f}%'} |")
+    out += ["", "| pass (all shapes) | ms per step | share | GFLOP/s | % of peak |", "|---|---:|---:|---:|---:|"]
+    for name, (ms, flops) in sorted(by_pass.items(), key=lambda kv: -kv[1][0]):
+        g = flops / (ms / 1000) / 1e9
+        out.append(f"| {name} | {ms / steps:.1f} | {100 * ms / total:.1f}% | {g:.0f} | {100 * g / peak_gflops:.0f}% |")
+    return out
+
+
+def _onednn_child(a) -> str:
+    """Run `a.steps` training steps after a warm-up with oneDNN's verbose log on; return the log."""
+    code = f"""
+import sys, tempfile, torch
+sys.path.insert(0, {str(ROOT)!r})
+from core.data import load_dataset
+from core.train import TrainConfig, Trainer
+torch.set_num_threads({a.threads})
+cfg = TrainConfig(n_feat={a.n_feat}, steps=10**6, batch_size={a.batch}, precision={a.precision!r}, checkpoint_every=10**6)
+with tempfile.TemporaryDirectory() as tmp:
+    tr = Trainer(load_dataset("emoji16"), cfg, tmp, device="cpu")
+    it = tr.run()
+    for _ in range(3):
+        next(it)
+    with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+        for _ in range({a.steps}):
+            next(it)
+    tr.close()
+"""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+
+def _peak_fp32() -> float:
+    """This machine's fp32 matmul peak, measured as `bench peak` measures it."""
+    from benchmarks.bench import Settings, bench_peak
+
+    return bench_peak(Settings())["fp32"]["gflops"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-feat", type=int, default=64)
@@ -45,7 +133,15 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--onednn", action="store_true", help="time the oneDNN primitives of the step instead")
     a = ap.parse_args()
+    if a.onednn:
+        import torch
+
+        torch.set_num_threads(a.threads)
+        log = _onednn_child(a)
+        print("\n".join(onednn_table(log, a.steps, _peak_fp32())))
+        return 0
 
     import torch
     from torch.profiler import ProfilerActivity, profile

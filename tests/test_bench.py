@@ -194,3 +194,64 @@ def test_the_ddp_section_prints_speedup_communication_share_and_the_batchnorm_lo
     two = next(r for r in rows if r.startswith("2 (1 thread each)"))
     assert "150" in two and "1.5" in two and "25%" in two
     assert any(r.startswith("2 process(es)") and "global" in r and "0.081" in r for r in rows)
+
+
+def _thr(name, ips, course=100.0):
+    return {"name": name, "median_ips": ips, "min_ips": ips, "max_ips": ips, "rounds": [ips],
+            "ratio_vs_course": ips / course, "peak_fraction": None}
+
+
+def test_targets_follow_the_issue_fp32_and_bf16_rows_busy_and_app(tmp_path):
+    lc = {"steps": 3, "eval_n": 4, "seed_gap": 0.001, "precision_gap": 0.0, "within_noise": True,
+          "runs": [{"precision": "fp32", "seed": 0, "eval_loss": 0.1, "train_loss_last50": 0.1, "seconds": 1.0}]}
+    fp32_only = {"throughput": {"course": _thr("course", 100.0), "ours fp32": _thr("ours fp32", 108.0)},
+                 "loss_check": lc}
+    busy = {"idle_img_s": 400.0, "busy_tuned_img_s": 200.0, "busy_fixed_img_s": 100.0, "tuned_ratio": 0.5,
+            "fixed_ratio": 0.25}
+    app = {"steps": 150, "rounds": 2, "cli_img_s": 300.0, "app_img_s": 285.0, "app_vs_cli": 0.95,
+           "busy": {"cli_img_s": 150.0, "app_img_s": 90.0, "cli_busy_vs_idle": 0.5, "app_busy_vs_idle": 90 / 285}}
+    rows = {r[0]: r for r in report._targets({"train": fp32_only, "busy": busy, "app": app})}
+    fp = rows["training images/s of the course network, batch 100: ours fp32"]
+    assert fp[2] == "1.08x" and fp[3] == "missed"  # the goal is 1.1x
+    assert rows["the same, ours bf16"][3] == "not measured"  # no bf16 contestant: never a verdict on it
+    assert "loss after equal steps (bf16 vs fp32)" not in rows
+    assert rows["training beside a process keeping one core busy: the CLI"][2:] == ["50%", "met"]
+    assert rows["the same: the app"][2:] == ["32%", "missed"]
+    assert rows["in-app training throughput vs the CLI, idle machine"][2:] == ["95%", "met"]
+    both = {**fp32_only, "throughput": {**fp32_only["throughput"], "ours bf16": _thr("ours bf16", 260.0)}}
+    rows = {r[0]: r for r in report._targets({"train": both})}
+    assert rows["the same, ours bf16"][2:] == ["2.60x", "met"]
+    md = report.write_markdown({"train": {**fp32_only, "n_feat": 8, "n_params": 10, "batch_size": 100, "rounds": 1,
+                                          "steps_per_round": 1, "gflop_per_image": 0.1},
+                                "busy": busy, "app": app}, tmp_path)
+    text = md.read_text()
+    assert "bf16 was not run" in text and "Does bf16 hurt learning" not in text
+    assert "## Training on a busy machine" in text and "## In the app vs on the command line" in text
+    assert "| one core busy | 150 | 90 |" in text
+
+
+def test_a_peak_from_another_machine_gives_no_percentages():
+    here = bench.machine_info()
+    peak = {"fp32": {"gflops": 100.0}, "machine": {k: here[k] for k in ("cpu", "cores", "bf16")}}
+    assert bench.peak_here({"machine": here, "peak": peak}) is peak
+    other = {**peak, "machine": {**peak["machine"], "cpu": "another CPU"}}
+    assert bench.peak_here({"machine": here, "peak": other}) is None
+    assert bench.peak_here({"machine": here}) is None
+
+
+def test_the_onednn_profile_counts_convolution_flops_from_the_verbose_log():
+    from benchmarks.profile_step import conv_flops, onednn_table
+
+    conv = "mb100_ic64oc64_ih16oh16kh3sh1dh0ph1_iw16ow16kw3sw1dw0pw1"
+    assert conv_flops("convolution", conv) == 2 * 100 * 64 * 64 * 9 * 16 * 16
+    deconv = "mb100_ic128oc64_ih8oh16kh2sh2dh0ph0_iw8ow16kw2sw2dw0pw0"  # each input pixel scatters a 2x2 patch
+    assert conv_flops("deconvolution", deconv) == 2 * 100 * 128 * 64 * 4 * 8 * 8
+    log = "\n".join([
+        "onednn_verbose,v1,info,cpu,runtime:OpenMP",
+        f"onednn_verbose,v1,primitive,exec,cpu,convolution,jit:avx2,backward_weights,src:f32,attr,alg,{conv},20.0",
+        f"onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx2,forward_training,src:f32,attr,alg,{conv},10.0",
+        "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:f32,attr,,64x64x3x3,0.5"])
+    text = "\n".join(onednn_table(log, 1, 200.0))
+    g = conv_flops("convolution", conv) / 0.02 / 1e9  # 20 ms -> GFLOP/s
+    assert f"| convolution | backward_weights | 64->64 ch, 16x16 in, 3x3 | jit:avx2 | 20.0 | 65.6% | {g:.0f} |" in text
+    assert "30 ms per step in all" in text and f"{100 * g / 200:.0f}%" in text
