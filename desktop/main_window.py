@@ -267,12 +267,16 @@ class MainWindow(QMainWindow):
             return
         live = bundle.meta.get("live")
         text = bundle.description + (" — a snapshot of the training run" if live else "")
-        before = getattr(self, "_model_text", None)
-        self._model_text = text
+        before, before_name = getattr(self, "_model_text", None), getattr(self, "_model_name", None)
+        name = (Path(bundle.path).name if bundle.path is not None else "the new model") + (
+            " (a snapshot of the training run)" if live else "")
+        self._model_text, self._model_name = text, name
         self.model_label.setText(f"Model: {text}")
+        self.model_label.setToolTip(f"Model: {text}")
         if before is not None and before != text:  # never swap the sampling model silently
-            self.statusBar().showMessage(f"Sample & compare now uses {text} (was {before}). Pick another in "
-                                         "its Model menu.", 12000)
+            # Names only: the full description is in the permanent label beside it (the message shares the bar).
+            was = before_name if before_name != name else before
+            self.statusBar().showMessage(f"Sampling now uses {name} (was {was}).", 12000)
         if hasattr(self.sample_panel, "refresh_model_choices") and self.loaded:
             threads.run_in_background(engine.model_choices, on_done=self.sample_panel.refresh_model_choices)
         if bundle.path is not None and not live and Path(bundle.path).is_file():

@@ -75,6 +75,13 @@ def test_open_checkpoint_updates_model_and_recents(qtbot, window, tiny_config, t
     qtbot.waitUntil(lambda: window.state.model is not None, timeout=10000)
     assert "step 10" in window.model_label.text()
     assert settings.recent_items()[0].spec == path
+    other = tmp_path / "other.safetensors"  # another model: the switch is said, short enough for the status bar
+    other.write_bytes(Path(path).read_bytes())
+    from core.checkpoint import load_checkpoint
+
+    window.state.set_model(load_checkpoint(other))  # as a finished training run publishes its model
+    assert "other.safetensors" in window.model_label.text()
+    assert window.statusBar().currentMessage() == f"Sampling now uses other.safetensors (was {Path(path).name})."
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"nope")
     window.open_checkpoint(str(bad))
