@@ -3,6 +3,9 @@
     QT_QPA_PLATFORM=offscreen python tools/screenshots.py            # all of them, into docs/screenshots/
 
 Uses a throw-away data folder, the shipped model and the built-in emoji16 set, as a first launch does.
+Writes main_window.png (the first launch), sample_finished.png (the default comparison), sample_quality.png
+(its Quality tab, measured), sample_schedule.png, data_labels.png and train_running.png (the Quick demo
+preset from scratch, a few minutes in, loss by noise level shown; the run is stopped after the shot).
 """
 from __future__ import annotations
 
@@ -43,6 +46,11 @@ def open_app(width: int = 1400, height: int = 950):
 
 
 def main() -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--train-steps", type=int, default=400, help="Quick-demo steps before train_running.png")
+    train_steps = ap.parse_args().train_steps
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     app, win, mw = open_app()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -54,15 +62,41 @@ def main() -> int:
     for _ in range(20):
         app.processEvents()
     panel.grab().save(str(OUT / "sample_finished.png"))
+    panel.tabs.setCurrentIndex(1)  # Quality: feature-FID and label accuracy of each column
+    panel.measure_quality()
+    _wait(app, lambda: not panel.is_busy())
+    for _ in range(20):
+        app.processEvents()
+    panel.grab().save(str(OUT / "sample_quality.png"))
     panel.tabs.setCurrentIndex(2)
     app.processEvents()
     panel.grab().save(str(OUT / "sample_schedule.png"))
     win.tabs.setCurrentIndex(mw.TAB_DATA)
     app.processEvents()
     win.grab().save(str(OUT / "data_labels.png"))
-    print(f"wrote {OUT}/main_window.png, sample_finished.png, sample_schedule.png, data_labels.png")
+    _train_running(app, win, mw, steps_before_shot=train_steps)
+    print(f"wrote {OUT}/main_window.png, sample_finished.png, sample_quality.png, sample_schedule.png, "
+          "data_labels.png, train_running.png")
     win.close()
     return 0
+
+
+def _train_running(app, win, mw, *, steps_before_shot: int) -> None:
+    """The Train tab during a Quick-demo run from scratch: live loss (with the noise bands), previews."""
+    win.tabs.setCurrentIndex(mw.TAB_TRAIN)
+    tp = win.train_panel
+    tp.preset_combo.setCurrentIndex(tp.preset_combo.findData("quick"))
+    tp.start_from.setCurrentIndex(0)  # from scratch
+    tp.preview_every.setValue(max(1, steps_before_shot // 4))
+    tp.bands_check.setChecked(True)
+    assert tp.start(), "the Quick demo did not start"
+    _wait(app, lambda: tp._latest is not None and tp._latest.step >= steps_before_shot, timeout=1800.0)
+    for _ in range(30):  # the last progress tick and the preview drawn
+        app.processEvents()
+        time.sleep(0.02)
+    win.grab().save(str(OUT / "train_running.png"))
+    tp.stop()
+    _wait(app, lambda: tp.run_state == "idle", timeout=300.0)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,11 @@ class LossPlot(QWidget):
         # No grid: pyqtgraph's grid lines cost ~20 ms a repaint here (measured), more than the rest together
         self.item.setLabel("bottom", "training step")
         self.item.setLabel("left", "loss (lower is better)")
-        self.legend = self.item.addLegend(offset=(-10, 10))
+        # An opaque box above both views: the curves (the learning rate's is in a second view drawn on top)
+        # would otherwise run through the labels.
+        self.legend = self.item.addLegend(offset=(-10, 10), brush=pg.mkBrush(255, 255, 255, 235),
+                                          pen=pg.mkPen(220, 220, 220), labelTextColor=(60, 60, 60))
+        self.legend.setZValue(1000)
         self.raw = self._curve(pg.mkPen((150, 170, 210), width=1), "loss (each step)")
         self.smooth = self._curve(pg.mkPen((25, 80, 200), width=2.5), "loss (smoothed)")
         self.bands = [self._curve(pg.mkPen(c, width=1.5), f"loss at {n}")
