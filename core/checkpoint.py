@@ -185,7 +185,8 @@ def load_course_weights(path: str | Path, device: torch.device | str = "cpu") ->
     labels = list(COURSE_LABEL_NAMES) if n == len(COURSE_LABEL_NAMES) else [f"label {i + 1}" for i in range(n)]
     meta = {"kind": "course", "dataset": "course sprites", "step": None,
             "unet_config": cfg.to_dict(), "schedule_config": ScheduleConfig().to_dict()}
-    return ModelBundle(net.to(device).eval(), ScheduleConfig(), labels, meta, path)
+    # The convolutions' preferred layout, as for our own files (NCHW weights on channels_last inputs: ~11% slower)
+    return ModelBundle(to_fast_layout(net.to(device)).eval(), ScheduleConfig(), labels, meta, path)
 
 
 # --- resume state ---------------------------------------------------------------------------------

@@ -4,11 +4,42 @@ Nothing Qt-related is imported at module level: the core tests check that `core`
 """
 from __future__ import annotations
 
+import faulthandler
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+# A hung test (seen once in a fresh clone on 2026-12-01: no CPU, no output, for 15 minutes, at the start
+# of tests/test_desktop_main.py; not reproduced since) would otherwise wait for CI's 90-minute limit. After
+# WATCHDOG_S seconds in one test, faulthandler's own thread (it needs no GIL) writes every thread's stack to
+# WATCHDOG_FILE and ends the run with exit code 1 (the file is empty while no test has hung; pytest holds the
+# terminal's output, so the stacks go to a file); .ci/run prints the file and runs the suite once more.
+# The slowest test takes about 10 s.
+WATCHDOG_S = float(os.environ.get("DIFFUSION_DESK_TEST_WATCHDOG_S", "600"))
+WATCHDOG_FILE = Path(os.environ.get("DIFFUSION_DESK_TEST_WATCHDOG_FILE",
+                                    Path(tempfile.gettempdir()) / f"diffusion-desk-test-watchdog-{os.getpid()}.txt"))
+_watchdog_out = None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    global _watchdog_out
+    if _watchdog_out is None:  # open for the whole session: faulthandler's thread writes to its file descriptor
+        _watchdog_out = open(WATCHDOG_FILE, "w")  # noqa: SIM115
+    _watchdog_out.write(f"running {item.nodeid}; if it is still running after {WATCHDOG_S:.0f} s, every "
+                        "thread's stack follows:\n")
+    _watchdog_out.flush()
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True, file=_watchdog_out)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        _watchdog_out.seek(0)
+        _watchdog_out.truncate()
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ def test_round_trip_keeps_weights_and_metadata(tmp_path):
     assert bundle.label_names == ["a", "b", "c"] and bundle.meta["step"] == 42
     assert bundle.meta["dataset_fingerprint"] == "abc123" and bundle.meta["precision"] == "bf16"
     assert not bundle.net.training
+    assert bundle.net.init_conv.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)  # the fast layout
     for k, v in net.state_dict().items():
         assert torch.equal(bundle.net.state_dict()[k], v)
     assert "step 42" in bundle.description

@@ -60,6 +60,8 @@ def test_course_weights_import_and_sample_reproducibly(tmp_path):
     assert bundle.kind == "course" and bundle.net.config.course_compat
     assert bundle.net.config.n_feat == 16 and bundle.label_names[0] == "hero"
     assert torch.equal(bundle.net.state_dict()["down1.model.0.conv1.0.weight"], sd["down1.model.0.conv1.0.weight"])
+    w = bundle.net.down1.model[0].conv1[0].weight  # the layout the convolutions prefer, as for our own files
+    assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
     from core.samplers import generate
     from core.schedule import Schedule
     a = generate(bundle.net, Schedule(), sampler="ddim", steps=5, n=2, seed=3).images
