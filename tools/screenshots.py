@@ -29,6 +29,14 @@ def _wait(app, cond, timeout=900.0):
             raise TimeoutError("the app did not get there in time")
 
 
+def _settle(app, seconds: float = 1.0) -> None:
+    """Let queued signals and the layouts they request run before a grab."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.02)
+
+
 def open_app(width: int = 1400, height: int = 950):
     """The app as on a first launch (a throw-away data folder, the shipped model, emoji16): (app, window, mw)."""
     os.environ["DIFFUSION_DESK_HOME"] = tempfile.mkdtemp(prefix="dd-shots-")
@@ -54,7 +62,7 @@ def main() -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     app, win, mw = open_app()
     OUT.mkdir(parents=True, exist_ok=True)
-    app.processEvents()
+    _settle(app)  # the model menu's entries arrive from a background job; its width follows a moment later
     win.grab().save(str(OUT / "main_window.png"))  # first launch: Sample & compare with its hint
     panel = win.sample_panel
     panel.run()

@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 OUT = ROOT / "docs" / "screenshots"
 
 
+from screenshots import _settle  # noqa: E402
 from teach_new_label import FRUIT  # noqa: E402  (the same fruit as the measurement)
 
 
@@ -37,13 +38,6 @@ def _wait(app, cond, timeout=1800.0, what="the app"):
         time.sleep(0.02)
         if time.monotonic() > end:
             raise TimeoutError(f"{what} did not get there in {timeout:.0f} s")
-
-
-def _settle(app, seconds=0.5):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        app.processEvents()
-        time.sleep(0.02)
 
 
 def _shot(app, win, name: str) -> None:
