@@ -131,7 +131,7 @@ def test_no_device_to_host_read_inside_a_group_of_training_steps(tmp_path, monke
 
 
 _TEAM_CHECK = """
-import os, threading, torch
+import os, threading, time, torch
 from core.device import release_openmp_threads
 torch.set_num_threads(2)
 out = []
@@ -140,7 +140,11 @@ def body():
     before = count()
     a = torch.randn(1000, 1000)
     (a + a).sum()  # a parallel region: this thread now masters an OpenMP team
-    out.extend([before, count(), release_openmp_threads(), count()])
+    with_team, released = count(), release_openmp_threads()
+    end = time.monotonic() + 5  # the team's threads are told to end; they leave a moment later (seen: 1 in 6)
+    while count() > before and time.monotonic() < end:
+        time.sleep(0.01)
+    out.extend([before, with_team, released, count()])
 t = threading.Thread(target=body)
 t.start()
 t.join()
