@@ -162,10 +162,9 @@ def main() -> int:
     print(json.dumps(out))
     if a.json:  # merged into a bench results file (docs/bench_results.json: its "app" section)
         from benchmarks import report
-        from benchmarks.bench import machine_info
+        from benchmarks.bench import machine_stamp
 
-        m = machine_info()
-        out["machine"] = {k: m[k] for k in ("cpu", "cores", "bf16", "date")}
+        out["machine"] = machine_stamp()
         results = report.load_json(a.json)
         results["app"] = out
         results.setdefault("commands", {})["app"] = "python -m benchmarks.app_vs_cli " + " ".join(sys.argv[1:])

@@ -166,6 +166,15 @@ def bench_peak(s: Settings) -> dict:
     return out
 
 
+MACHINE_KEYS = ("cpu", "cores", "bf16")  # what makes two runs "the same machine" for this page
+
+
+def machine_stamp(m: dict | None = None) -> dict:
+    """Which machine, and when, a section was measured on (kept in the section: sections are re-run alone)."""
+    m = m or machine_info()
+    return {k: m[k] for k in (*MACHINE_KEYS, "date")}
+
+
 def peak_here(results: dict) -> dict | None:
     """The stored matmul peak if it was measured on this machine (same CPU, cores and bf16 support), else
     None: a percentage of another machine's peak means nothing (sections are re-run one at a time)."""
@@ -173,7 +182,7 @@ def peak_here(results: dict) -> dict | None:
     if not peak:
         return None
     here, there = results.get("machine") or machine_info(), peak.get("machine", {})
-    same = all(here.get(k) == there.get(k) for k in ("cpu", "cores", "bf16"))
+    same = all(here.get(k) == there.get(k) for k in MACHINE_KEYS)
     if not same:
         log("peak: the stored matmul peak is from another machine; run `bench peak` here for % of peak")
     return peak if same else None
@@ -732,8 +741,7 @@ def _run(args) -> int:
             results["quality"] = merge_quality(results.get("quality"), q) if args.add else q
             _judge(results["quality"], (results.get("sample") or {}).get("course_ddpm_seconds"))
         results["commands"][what] = cmd
-        m = results["machine"]  # which machine each section comes from: sections are re-run one at a time
-        results[what]["machine"] = {k: m[k] for k in ("cpu", "cores", "bf16", "date")}
+        results[what]["machine"] = machine_stamp(results["machine"])  # sections are re-run one at a time
         # Other work on the machine skews timings: keep the 1-minute load average around each section.
         results[what]["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         print(f"\n== {what} ==\n{report.print_section(what, results[what])}", flush=True)

@@ -45,16 +45,21 @@ def group_of(name: str) -> str:
     return "other"
 
 
+def _shape_fields(shape: str) -> dict[str, int]:
+    """oneDNN's verbose shape, e.g. mb100_ic64oc64_ih16oh16kh3..._iw16ow16kw3..., as {"mb": 100, "ic": 64, ...}."""
+    return {k: int(v) for k, v in re.findall(r"([a-z]+)(\d+)", shape)}
+
+
 def conv_flops(kind: str, shape: str) -> float:
-    """FLOPs of one oneDNN (de)convolution from its verbose shape, e.g. mb100_ic64oc64_ih16oh16kh3..._iw16ow16kw3...:
-    2 * mb * ic * oc * kh * kw per output pixel of a convolution, per input pixel of a deconvolution."""
-    d = {k: int(v) for k, v in re.findall(r"([a-z]+)(\d+)", shape)}
+    """FLOPs of one oneDNN (de)convolution from its verbose shape: 2 * mb * ic * oc * kh * kw per output
+    pixel of a convolution, per input pixel of a deconvolution."""
+    d = _shape_fields(shape)
     pixels = d["ih"] * d["iw"] if kind == "deconvolution" else d["oh"] * d["ow"]
     return 2.0 * d["mb"] * d["ic"] * d["oc"] * d["kh"] * d["kw"] * pixels
 
 
 def _shape_text(shape: str) -> str:
-    d = {k: int(v) for k, v in re.findall(r"([a-z]+)(\d+)", shape)}
+    d = _shape_fields(shape)
     if not {"ic", "oc", "ih", "iw", "kh"} <= d.keys():
         return shape
     return f"{d['ic']}->{d['oc']} ch, {d['ih']}x{d['iw']} in, {d['kh']}x{d['kw']}"

@@ -13,8 +13,8 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-# A hung test (seen once in a fresh clone on 2026-12-01: no CPU, no output, for 15 minutes, at the start
-# of tests/test_desktop_main.py; not reproduced since) would otherwise wait for CI's 90-minute limit. After
+# A hung test (seen twice on 2026-12-01, in about 16 full runs: no CPU, no output, for 10-20 minutes, both
+# times after the 98th test, the end of tests/test_data_panel.py) would otherwise wait for CI's 90-minute limit. After
 # WATCHDOG_S seconds in one test, faulthandler's own thread (it needs no GIL) writes every thread's stack to
 # WATCHDOG_FILE and ends the run with exit code 1 (the file is empty while no test has hung; pytest holds the
 # terminal's output, so the stacks go to a file); .ci/run prints the file and runs the suite once more.
