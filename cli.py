@@ -46,7 +46,7 @@ _SAMPLE_DESC = ("Sample a grid of images. CKPT is one of our .safetensors checkp
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
-    from core.catalog import BATCHNORM_MODES, LOSS_WEIGHTINGS, LR_SCHEDULES, PRECISIONS, PREDICTIONS, SCHEDULE_KINDS
+    from core.catalog import BATCHNORM_MODES, LOSS_WEIGHTINGS, NETWORKS, LR_SCHEDULES, PRECISIONS, PREDICTIONS, SCHEDULE_KINDS
     from core.train import TRAIN_PRESETS
 
     p.add_argument("--data", default="emoji16", help="data set (default: emoji16)")
@@ -66,6 +66,10 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES)
     p.add_argument("--n-feat", type=int, help="network width (course: 64)")
+    p.add_argument("--network", choices=NETWORKS,
+                   help="course: the lessons' ContextUnet; desk: an ADM-style U-Net whose every block is steered "
+                        "by the label, with attention at 8 and 4 px")
+    p.add_argument("--dropout", type=float, help="desk network: dropout inside its residual blocks (default 0)")
     p.add_argument("--schedule", choices=SCHEDULE_KINDS,
                    help="noise schedule: linear (the course's), cosine, linear_zsnr (ends in pure noise; needs v or x0)")
     p.add_argument("--prediction", choices=PREDICTIONS, help="what the network predicts: eps (the course's), v or x0")
@@ -155,7 +159,8 @@ def cmd_train(args) -> int:
         say(f"note: {note}", file=sys.stderr)
     procs = f", {trainer.dist.world_size} processes of {trainer.rank_batch}" if trainer.dist else ""
     say(f"training on {ds.name} ({ds.n} images, {ds.size}x{ds.size}, labels: {', '.join(ds.label_names) or 'none'}) "
-          f"with {describe(trainer.device)}, {trainer.precision}; n_feat {trainer.config.n_feat}, "
+          f"with {describe(trainer.device)}, {trainer.precision}; {trainer.config.network} network, "
+          f"n_feat {trainer.config.n_feat}, "
           f"{trainer.config.steps} steps of {trainer.config.batch_size}{procs}; {trainer.config.prediction} target, "
           f"{trainer.config.schedule} schedule, {trainer.config.loss_weighting} loss")
     try:
@@ -168,6 +173,7 @@ def cmd_train(args) -> int:
 
 
 _TRAIN_FLAGS = {"steps": "steps", "batch": "batch_size", "lr": "lr", "lr_schedule": "lr_schedule", "n_feat": "n_feat",
+                "network": "network", "dropout": "dropout",
                 "schedule": "schedule", "prediction": "prediction", "loss_weighting": "loss_weighting",
                 "precision": "precision", "seed": "seed", "checkpoint_every": "checkpoint_every", "batchnorm": "batchnorm",
                 "balance_labels": "balance_labels"}

@@ -13,6 +13,13 @@ COURSE_LABEL_NAMES = ("hero", "non-hero", "food", "spell", "side-facing")  # the
 BUILTIN_DATASETS = {"emoji16": "emoji16.npz", "emoji32": "emoji32.npz"}  # name: file under resources/
 MODEL_FILE, RESUME_FILE, LOG_FILE = "model.safetensors", "resume.safetensors", "loss.csv"  # a run folder's files
 
+# --- networks ---------------------------------------------------------------------------------------
+NETWORKS = ("course", "desk")
+NETWORK_SUMMARY = {
+    "course": "the course's ContextUnet: the label multiplies the decoder at two points; no attention",
+    "desk": "an ADM-style U-Net: the label steers every residual block (scale and shift), attention at 8 and 4 px",
+}
+
 # --- training objective ---------------------------------------------------------------------------
 PREDICTIONS = ("eps", "v", "x0")  # what the network outputs; eps is the course's
 PREDICTION_SUMMARY = {

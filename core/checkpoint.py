@@ -24,7 +24,7 @@ from .device import to_fast_layout
 from .errors import UserError, one_line
 from .paths import atomic_write_bytes  # noqa: F401 - re-exported: checkpoints are written with it
 from .schedule import ScheduleConfig
-from .unet import (COURSE_LABEL_NAMES, ContextUnet, CourseWeightsError, UNetConfig,
+from .unet import (COURSE_LABEL_NAMES, ContextUnet, CourseWeightsError, UNetConfig, build_network,
                    config_from_course_state_dict, load_course_state_dict)
 
 FORMAT = "diffusion-desk/1"
@@ -39,7 +39,7 @@ class CheckpointError(UserError, ValueError):
 class ModelBundle:
     """A loaded model, ready to sample: network (eval mode), schedule, label names and metadata."""
 
-    net: ContextUnet
+    net: torch.nn.Module  # ContextUnet or DeskUnet (net.config says which)
     schedule_config: ScheduleConfig
     label_names: list[str]
     meta: dict = field(default_factory=dict)
@@ -54,8 +54,9 @@ class ModelBundle:
         name = self.path.name if self.path else "(unsaved)"
         step = self.meta.get("step")
         data = self.meta.get("dataset", "?")
-        n_feat = self.net.config.n_feat
-        return f"{name} (n_feat {n_feat}, {data}" + (f", step {step})" if step is not None else ")")
+        cfg = self.net.config
+        net = "" if cfg.network == "course" else f"{cfg.network} network, "
+        return f"{name} ({net}n_feat {cfg.n_feat}, {data}" + (f", step {step})" if step is not None else ")")
 
 
 def _contiguous_cpu(state: dict) -> dict:
@@ -144,7 +145,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Mod
     if labels and len(labels) != unet_config.n_cfeat:
         raise CheckpointError(f"{path}: {len(labels)} label names for a model with {unet_config.n_cfeat} context "
                               "inputs; the file is inconsistent")
-    net = ContextUnet(unet_config)
+    net = build_network(unet_config)
     tensors = _read_tensors(path)
     load_matching(net, tensors, str(path))
     bad = next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 from . import distributed
 from .catalog import LOG_FILE, MODEL_FILE, RESUME_FILE  # noqa: F401  (run-folder names, re-exported)
-from .catalog import (BATCHNORM_MODES, NEW_LABEL_INITS, LOSS_WEIGHTINGS, check_field_types, config_dict, LR_SCHEDULES, MIN_SNR_GAMMA,
+from .catalog import (BATCHNORM_MODES, NETWORKS, NEW_LABEL_INITS, LOSS_WEIGHTINGS, check_field_types, config_dict, LR_SCHEDULES, MIN_SNR_GAMMA,
                       OPTIMIZERS, PRECISIONS, PREDICTIONS, SCHEDULE_KINDS)
 from .checkpoint import (CheckpointError, ModelBundle, load_matching, load_resume_state, read_metadata,
                          read_resume_info, save_checkpoint, save_resume_state)
@@ -33,7 +33,7 @@ from .errors import UserError
 from .runlock import RunLock, RunLockedError
 from .samplers import generate
 from .schedule import Schedule, ScheduleConfig
-from .unet import ContextUnet, UNetConfig
+from .unet import UNetConfig, build_network
 
 
 MAX_STEPS = 10**9
@@ -43,7 +43,9 @@ MAX_STEPS = 10**9
 class TrainConfig:
     """Hyperparameters of a run; saved in every checkpoint and bound to the app's training form."""
 
+    network: str = "course"  # "course": the lessons' ContextUnet; "desk": the ADM-style DeskUnet
     n_feat: int = 32  # network width: 64 is the course's, 32 trains ~2.6x faster per step on a CPU
+    dropout: float = 0.0  # desk network only: dropout inside its residual blocks
     steps: int = 3000
     batch_size: int = 100  # the global batch: under torchrun each process trains on batch / processes of it
     lr: float = 1e-3
@@ -73,6 +75,8 @@ class TrainConfig:
         checks = [
             (1 <= self.steps <= MAX_STEPS, f"steps must be from 1 to {MAX_STEPS:,}"),
             (1 <= self.batch_size <= 65536, "batch size must be from 1 to 65536"),
+            (self.network in NETWORKS, f"network must be one of {', '.join(NETWORKS)}"),
+            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (8 <= self.n_feat <= 1024 and self.n_feat % 8 == 0,
              "network width (n_feat) must be a multiple of 8 from 8 to 1024"),
             (0 < self.lr <= 10, "learning rate must be above 0 and at most 10"),
@@ -238,10 +242,11 @@ class Trainer:
         self.precision = resolve_precision(config.precision, self.device)
         self.schedule = Schedule(ScheduleConfig(kind=config.schedule, prediction=config.prediction))
         # An unlabelled set (L = 0) trains an unconditional model: one context input, always zero.
-        self.unet_config = UNetConfig(n_feat=config.n_feat, n_cfeat=max(1, dataset.n_labels), height=dataset.size)
+        self.unet_config = UNetConfig(n_feat=config.n_feat, n_cfeat=max(1, dataset.n_labels), height=dataset.size,
+                                      network=config.network, dropout=config.dropout)
         with torch.random.fork_rng(devices=[]):  # weights from the run's seed, global RNG untouched
             torch.manual_seed(config.seed)
-            self.net = to_fast_layout(ContextUnet(self.unet_config).to(self.device))
+            self.net = to_fast_layout(build_network(self.unet_config).to(self.device))
         if init_state is not None:
             load_matching(self.net, init_state, config.init)
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
@@ -281,8 +286,8 @@ class Trainer:
         if unet.height != dataset.size or unet.in_channels != 3:
             raise CheckpointError(f"{path}: this model draws {unet.height}x{unet.height} images; the data set is "
                                   f"{dataset.size}x{dataset.size}, so it cannot be fine-tuned on it")
-        new = replace(config, n_feat=unet.n_feat, schedule=sched.kind, prediction=sched.prediction)
-        changed = [f"{k} {getattr(config, k)} -> {getattr(new, k)}" for k in ("n_feat", "schedule", "prediction")
+        new = replace(config, network=unet.network, n_feat=unet.n_feat, schedule=sched.kind, prediction=sched.prediction)
+        changed = [f"{k} {getattr(config, k)} -> {getattr(new, k)}" for k in ("network", "n_feat", "schedule", "prediction")
                    if getattr(config, k) != getattr(new, k)]
         if changed:
             self.notes.append(f"settings taken from {path.name}: {', '.join(changed)}")
@@ -577,7 +582,9 @@ def preview_grid(net, schedule: Schedule, n_labels: int, *, per_label: int = 6, 
     return res.images.reshape(L, per_label, *res.images.shape[1:])
 
 
-CONTEXT_INPUT_KEYS = ("contextembed1.model.0.weight", "contextembed2.model.0.weight")  # (emb, n_cfeat)
+# The weights that read the context vector, (emb, n_cfeat) each: the course network's two context embeddings,
+# DeskUnet's label embedding. A state dict holds those of its own network only.
+CONTEXT_INPUT_KEYS = ("contextembed1.model.0.weight", "contextembed2.model.0.weight", "label_embed.weight")
 
 
 def remap_context_inputs(state: dict, old_names: list[str], new_names: list[str]) -> tuple[dict, str]:
@@ -588,7 +595,7 @@ def remap_context_inputs(state: dict, old_names: list[str], new_names: list[str]
     index = {n.strip().lower(): i for i, n in enumerate(old_names)}
     cols = [index.get(n.strip().lower()) for n in new_names] or [None]  # unlabelled: one zero input
     out = dict(state)
-    for key in CONTEXT_INPUT_KEYS:
+    for key in (k for k in CONTEXT_INPUT_KEYS if k in state):
         w = state[key]  # (emb, L_old)
         new = torch.zeros(w.shape[0], len(cols), dtype=w.dtype)
         for j, i in enumerate(cols):
@@ -618,7 +625,7 @@ def start_new_labels_nearest(state: dict, unet: UNetConfig, sched: ScheduleConfi
     new_cols = [j for j, n in enumerate(names) if j not in known_cols]
     if not new_cols or not known_cols:
         return ""
-    net = ContextUnet(replace(unet, n_cfeat=len(names))).eval()
+    net = build_network(replace(unet, n_cfeat=len(names))).eval()
     net.load_state_dict(state)
     schedule = Schedule(sched)
     g = torch.Generator().manual_seed(seed)
@@ -641,7 +648,7 @@ def start_new_labels_nearest(state: dict, unet: UNetConfig, sched: ScheduleConfi
                 for t, x_t in x_ts:
                     errors[k] += (model.predict(x_t, float(t))[1] - x0).pow(2).mean()
         best = known_cols[int(errors.argmin())]
-        for key in CONTEXT_INPUT_KEYS:
+        for key in (k for k in CONTEXT_INPUT_KEYS if k in state):
             state[key][:, j] = state[key][:, best]
         parts.append(f"{names[j]} starts as {names[best]}")
     return "; " + "; ".join(parts) if parts else ""

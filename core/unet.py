@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
-from .catalog import COURSE_LABEL_NAMES, check_field_types, config_dict
+from .catalog import COURSE_LABEL_NAMES, NETWORKS, check_field_types, config_dict
+from .desk_unet import DeskUnet
 from .errors import UserError
 
 
@@ -29,6 +30,8 @@ class UNetConfig:
     n_cfeat: int = 5
     height: int = 16
     course_compat: bool = False  # random per-call shortcut in init_conv, as the course runs it
+    network: str = "course"  # "course": the lessons' ContextUnet; "desk": DeskUnet (core/desk_unet.py)
+    dropout: float = 0.0  # DeskUnet only: dropout inside each residual block
 
     def __post_init__(self):
         check_field_types(self)
@@ -43,6 +46,16 @@ class UNetConfig:
             raise ValueError(f"n_feat must be a multiple of 8 (GroupNorm of 8 groups), got {self.n_feat}")
         if self.n_cfeat < 1:
             raise ValueError(f"n_cfeat (number of context labels) must be at least 1, got {self.n_cfeat}")
+        if self.network not in NETWORKS:
+            raise ValueError(f"network must be one of {', '.join(NETWORKS)}, got {self.network!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        side = self.height // 4
+        if self.network == "desk" and (self.height < 8 or side & (side - 1)):
+            raise ValueError(f"the desk network halves the image down to 4x4: height must be 8, 16, 32, 64, ... "
+                             f"px, got {self.height}")
+        if self.network == "desk" and self.course_compat:
+            raise ValueError("course_compat applies to the course network only")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -172,6 +185,11 @@ class ContextUnet(nn.Module):
         """Make the course-compat random shortcut reproducible (no-op for our own models)."""
         if self.config.course_compat:
             self.init_conv.compat_generator = torch.Generator(device=device).manual_seed(seed)
+
+
+def build_network(config: UNetConfig) -> nn.Module:
+    """The network a config names: the course's ContextUnet or DeskUnet; both take (x, t/T, context)."""
+    return DeskUnet(config) if config.network == "desk" else ContextUnet(config)
 
 
 def count_parameters(model: nn.Module) -> int:

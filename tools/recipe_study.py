@@ -35,6 +35,8 @@ RECIPES = {  # name: (TrainConfig overrides, what it is)
                "v target on the zero-terminal-SNR linear schedule, min-SNR-5 (the shipped model's recipe)"),
     "cosine": ({"schedule": "cosine"}, "eps target, cosine schedule, plain MSE"),
     "course64": ({"n_feat": 64}, "the course's recipe at the course's width n_feat 64"),
+    "desk": ({"prediction": "v", "schedule": "linear_zsnr", "loss_weighting": "min_snr", "network": "desk"},
+             "the shipped recipe (v, zero-terminal SNR, min-SNR-5) on the desk network, n_feat 32"),
 }
 SAMPLERS = ("ddpm:500,ddim:25,dpmpp2m:10,dpmpp2m:20,dpmpp3m:10+sp=karras,dpmpp3m:20+sp=karras,"
             "dpmpp3m:10+sp=logsnr,heun:10+sp=karras")
@@ -68,21 +70,24 @@ def _steps_for_budget(ds, name: str, minutes: float) -> int:
     return max(100, int(minutes * 60 / _seconds_per_step(ds, name)))
 
 
-def calibrate(out: Path) -> None:
+def calibrate(out: Path, only: list[str] | None = None) -> None:
     from core.data import load_builtin
     from core.device import configure_threads
 
     configure_threads()
     ds = load_builtin("emoji16")
-    timed = {name: _seconds_per_step(ds, name) for name in RECIPES}
-    # Recipes of one width cost the same per step (target, weighting and schedule are a few
-    # elementwise ops); their timings differ only by noise, so each width gets its recipes' mean
-    # and recipes of one width get exactly the same number of steps.
-    width = {name: _config(name, 1).n_feat for name in RECIPES}
-    per_step = {name: sum(timed[m] for m in RECIPES if width[m] == width[name])
-                / sum(1 for m in RECIPES if width[m] == width[name]) for name in RECIPES}
+    names = only or list(RECIPES)
+    timed = {name: _seconds_per_step(ds, name) for name in names}
+    # Recipes of one network and width cost the same per step (target, weighting and schedule are a few
+    # elementwise ops); their timings differ only by noise, so each (network, width) gets its recipes' mean
+    # and recipes of one shape get exactly the same number of steps.
+    shape = {name: (_config(name, 1).network, _config(name, 1).n_feat) for name in names}
+    per_step = {name: sum(timed[m] for m in names if shape[m] == shape[name])
+                / sum(1 for m in names if shape[m] == shape[name]) for name in names}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "calibration.json").write_text(json.dumps(per_step, indent=1))
+    cal = out / "calibration.json"
+    per_step = {**(json.loads(cal.read_text()) if cal.is_file() else {}), **per_step}
+    cal.write_text(json.dumps(per_step, indent=1))
     for name, s in per_step.items():
         print(f"{name}: {s * 1000:.0f} ms/step ({100 / s:.0f} img/s)")
 
@@ -213,7 +218,7 @@ def main() -> int:
     args = ap.parse_args()
     out = Path(args.out)
     if args.calibrate:
-        calibrate(out)
+        calibrate(out, args.only)
         return 0
     if args.report:
         report(out, ROOT / "docs", args.n, args.seeds)

@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QSpinBox, QToolButton,
                                QVBoxLayout, QWidget)
 
-from core.catalog import (LOSS_WEIGHTINGS, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, PREDICTIONS, SCHEDULE_KINDS,
+from core.catalog import (NETWORKS, LOSS_WEIGHTINGS, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, PREDICTIONS, SCHEDULE_KINDS,
                           T_DEFAULT)
 
 
@@ -29,6 +29,10 @@ class Field:
 
 
 FIELDS = [
+    Field("network", "Network", "choice", "Which U-Net learns. 'course': the lessons' ContextUnet, where the "
+          "label only multiplies two decoder layers. 'desk': a U-Net built for labels, where the label steers "
+          "every block and attention lets the whole picture agree on what it shows; about as fast per step, "
+          "draws its labels more faithfully.", choices=NETWORKS),
     Field("n_feat", "Network width", "int", "How big the network is. A bigger network can learn finer detail "
           "but every step takes longer: 32 learns fastest on a laptop, 64 is the course's size. It goes up in "
           "steps of 8.", 8, 256, 8),
@@ -51,6 +55,9 @@ FIELDS = [
     Field("weight_decay", "Weight decay", "float", "Pulls weights gently towards zero to reduce overfitting. "
           "0 (the course's) is fine for these data sets; 0.01 is a common value with adamw.",
           0.0, 1.0, 0.001, 4, advanced=True),
+    Field("dropout", "Dropout (desk network)", "float", "Share of the desk network's inner signals switched off "
+          "at random while training, so it cannot lean on any one of them. 0 suits short runs; 0.1 can help long "
+          "runs on few images. The course network ignores it.", 0.0, 0.9, 0.05, 2, advanced=True),
     Field("context_dropout", "Context dropout", "float", "Share of training images shown without their label. "
           "This teaches the model to also draw without a label, which classifier-free guidance needs. "
           "0.1 (10%) is the usual value.", 0.0, 0.95, 0.05, 2, advanced=True),
