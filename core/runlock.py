@@ -1,9 +1,12 @@
-"""One writer per run folder: an exclusive lock file holding the writer's PID and host.
+"""One writer per run folder: a lock file holding the writer's PID and host.
 
-`RunLock(folder).acquire()` creates `run.lock` with O_EXCL, so two trainers (two CLI runs, or the CLI
-and the app) can never write one folder at once. A lock whose process is gone (same host, PID not
-running) is stale: it is replaced with a note. Locks from another host are never guessed stale; the
-message says how to remove one by hand. No torch: the app checks a folder before it starts a run.
+`RunLock(folder).acquire()` takes an OS lock (flock) on `run.lock` and holds it for the run's life, so two
+trainers (two CLI runs, or the CLI and the app) can never write one folder at once, however many start
+together: the OS decides, and a writer that dies releases its lock with its process. Under that lock the
+file's content is checked: a live process on this host named there (a writer without the OS lock) still
+excludes; a dead one is stale and replaced with a note. Locks from another host are never guessed stale; the
+message says how to remove one by hand. Where the OS has no flock (Windows), the file is created with O_EXCL
+instead. No torch: the app checks a folder before it starts a run.
 """
 from __future__ import annotations
 
@@ -12,6 +15,11 @@ import os
 import socket
 import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from .errors import UserError
 
@@ -32,15 +40,106 @@ def _alive(pid: int) -> bool:
     return True
 
 
+_HELD: dict[str, "RunLock"] = {}  # lock path -> the RunLock of this process that holds it
+
+
 class RunLock:
     def __init__(self, folder: str | Path):
         self.path = Path(folder) / LOCK_FILE
         self.held = False
         self.note = ""  # set when a stale lock was replaced
+        self._fd: int | None = None  # the open lock file whose flock we hold
 
     def acquire(self) -> "RunLock":
         """Take the lock (re-entrant within this process); raises RunLockedError or a plain OSError."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            return self._acquire_exclusive_create()
+        key = os.path.abspath(self.path)
+        earlier = _HELD.get(key)
+        if earlier is not None and earlier.held:  # this process's own (an earlier trainer in the app or a test)
+            self._fd, earlier._fd, earlier.held = earlier._fd, None, False
+            return self._took(key, self._read_fd(self._fd))
+        for _ in range(100):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                self._refuse_holder()
+                continue  # the holder let go between our flock and the read: try again
+            except BaseException:
+                os.close(fd)
+                raise
+            if not self._same_file(fd):  # a releaser unlinked it after we opened it: ours would be a ghost
+                os.close(fd)
+                continue
+            try:
+                info = self._read_fd(fd)
+                self._check_content(info)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
+            return self._took(key, info)
+        raise RunLockedError(f"{self.path.parent}: could not take the run folder's lock ({self.path.name})")
+
+    def _took(self, key: str, info: dict) -> "RunLock":
+        """Write our PID and host into the file we hold, and remember it for this process."""
+        data = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
+        os.fsync(self._fd)
+        self.held = True
+        _HELD[key] = self
+        return self
+
+    def _same_file(self, fd: int) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
+
+    @staticmethod
+    def _read_fd(fd: int) -> dict:
+        raw = os.pread(fd, 4096, 0)
+        return _parse_lock(raw)
+
+    def _refuse_holder(self) -> None:
+        """Another process holds the OS lock: say who (it may still be writing its PID: read a few times)."""
+        info = {}
+        for _ in range(20):
+            try:
+                info = _parse_lock(self.path.read_bytes()[:4096])
+            except OSError:
+                return  # gone: the holder released it
+            if info:
+                break
+            time.sleep(0.01)
+        pid, since = info.get("pid", "?"), _since(info)
+        raise RunLockedError(f"{self.path.parent}: another training run (process {pid}, since {since}) is "
+                             "writing this folder; wait for it to finish, stop it, or choose another --out")
+
+    def _check_content(self, info: dict) -> None:
+        """We hold the OS lock; a live writer named in the file that does not use it still excludes."""
+        pid, host = info.get("pid"), info.get("host")
+        if not info:
+            return  # new, or left empty by a writer that died while creating it
+        if host == socket.gethostname() and isinstance(pid, int) and not isinstance(pid, bool):
+            if pid == os.getpid() or not _alive(pid):
+                if pid != os.getpid():
+                    self.note = f"removed a stale lock of process {pid} (no longer running) from {self.path.parent}"
+                return
+            raise RunLockedError(f"{self.path.parent}: another training run (process {pid}, since {_since(info)}) "
+                                 "is writing this folder; wait for it to finish, stop it, or choose another --out")
+        if host is None or pid is None:
+            self.note = f"removed an unreadable lock file from {self.path.parent}"
+            return
+        raise RunLockedError(f"{self.path.parent}: locked by process {pid} on host {host} (since {_since(info)}); "
+                             f"if no run is active there, delete {self.path} and try again")
+
+    def _acquire_exclusive_create(self) -> "RunLock":
+        """Without flock: create the file with O_EXCL (replacing a stale one is then not race-free)."""
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -56,11 +155,11 @@ class RunLock:
     def _check_existing(self) -> None:
         """Raise if a live writer holds the lock; remove it if it is stale or our own."""
         try:
-            info = json.loads(self.path.read_text() or "{}")
-        except (OSError, ValueError):
+            info = _parse_lock(self.path.read_bytes()[:4096])
+        except OSError:
             info = {}
         pid, host = info.get("pid"), info.get("host")
-        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.get("since", 0)))
+        since = _since(info)
         if host == socket.gethostname() and isinstance(pid, int):
             if pid == os.getpid():
                 self.path.unlink(missing_ok=True)  # this process's own (an earlier trainer in the app or a test)
@@ -80,11 +179,32 @@ class RunLock:
 
     def release(self) -> None:
         if self.held:
-            self.path.unlink(missing_ok=True)
+            self.path.unlink(missing_ok=True)  # while still holding the OS lock: no one can take a ghost
             self.held = False
+            _HELD.pop(os.path.abspath(self.path), None)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __del__(self):
         try:
             self.release()
         except Exception:  # interpreter shutdown: the lock is then stale and detected as such
             pass
+
+
+def _parse_lock(raw: bytes) -> dict:
+    """A lock file's JSON object, or {} for an empty, damaged or foreign one (files lie: no exception)."""
+    try:
+        info = json.loads(raw.decode("utf-8") or "{}")
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _since(info: dict) -> str:
+    t = info.get("since", 0)
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(float(t)))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "an unknown time"
