@@ -118,6 +118,8 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
                    help="guide only for t/T in LO,HI (Kynkaanniemi et al. 2024), e.g. 0.1,0.8; default 0,1 (always)")
     p.add_argument("--clip-x0", action="store_true", help="clip the predicted image to [-1, 1] at every step")
     p.add_argument("--gif", help="also write the denoising as an animated GIF")
+    p.add_argument("--force", action="store_true",
+                   help="let --out / --gif replace an existing file that is not a PNG / GIF (never the model read)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object with the run's figures")
@@ -131,6 +133,10 @@ def cmd_train(args) -> int:
     from core.train import MODEL_FILE, RESUME_FILE, Trainer
 
     configure_threads()
+    for flag, value in (("--out", args.out), ("--data", args.data)):
+        if not value.strip():
+            raise CliError(f"{flag} is empty; give a {'run folder' if flag == '--out' else 'data set'} "
+                           f"(an empty path would mean the current folder)")
     out = Path(args.out)
     if args.resume and args.init:
         raise CliError("--init starts a new run from a checkpoint; --resume continues one: use one of them")
@@ -144,6 +150,7 @@ def cmd_train(args) -> int:
         if existing:
             raise CliError(f"{out}: already holds a run ({', '.join(existing)}); use --resume to continue it or "
                            "choose another --out")
+        _refuse_a_folder_with_files(out)
         config = _train_config(args)  # bad flags are reported before the data set loads
         if args.init:
             config = replace(config, init=_init_path(args.init))
@@ -170,6 +177,25 @@ def cmd_train(args) -> int:
         raise
     trainer.close()
     return code
+
+
+def _refuse_a_folder_with_files(out: Path) -> None:
+    """A new run starts in a new or empty folder: its loss.csv must not truncate one already there, nor its
+    files mix with anyone else's. A folder with a lock is left to the lock (it names the live writer)."""
+    from core.catalog import LOG_FILE
+    from core.runlock import LOCK_FILE
+
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out}: is a file, not a folder; choose a folder for the run")
+    if not out.is_dir() or (out / LOCK_FILE).exists():
+        return
+    present = sorted(p.name for p in out.iterdir())
+    if present:
+        ours = LOG_FILE in present
+        shown = ", ".join(present[:4]) + (f" and {len(present) - 4} more" if len(present) > 4 else "")
+        raise CliError(f"--out {out}: the folder is not empty ({shown}); "
+                       + ("it holds a run's loss log but no resume file to continue it; " if ours else "")
+                       + "choose a new or empty folder")
 
 
 _TRAIN_FLAGS = {"steps": "steps", "batch": "batch_size", "lr": "lr", "lr_schedule": "lr_schedule", "n_feat": "n_feat",
@@ -384,6 +410,21 @@ def _check_sample_flags(args, info) -> None:
     for flag, path in (("--out", args.out), ("--gif", args.gif)):
         if path:
             _check_writable(flag, Path(path))
+    _check_outputs_replace_nothing(args)
+
+
+def _check_outputs_replace_nothing(args) -> None:
+    """--out and --gif never replace the model read, a run's or a data set's file, or another kind of file."""
+    from core.paths import OutputRefused, check_output, default_checkpoint
+
+    if args.gif and args.out and Path(args.gif).resolve() == Path(args.out).resolve():
+        raise CliError(f"--gif {args.gif}: the same file as --out; give the animation its own name")
+    try:
+        for flag, path, kind in (("--out", args.out, "png"), ("--gif", args.gif, "gif")):
+            if path:
+                check_output(flag, path, kind, inputs=[args.checkpoint or default_checkpoint()], force=args.force)
+    except OutputRefused as e:
+        raise CliError(str(e)) from None
 
 
 def _check_writable(flag: str, path: Path) -> None:

@@ -6,6 +6,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .errors import UserError
+
 
 def app_root() -> Path:
     """Folder holding `resources/` and `checkpoints/`: the repo root, or the frozen bundle's folder."""
@@ -46,3 +48,57 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# --- outputs never replace what the user owns ----------------------------------------------------------
+
+class OutputRefused(UserError):
+    """An output path that names an input, a model, run or data file, or a file of another type."""
+
+
+FILE_SIGNATURES = {"png": (b"\x89PNG\r\n\x1a\n",), "gif": (b"GIF87a", b"GIF89a")}
+RUN_FILE_NAMES = ("model.safetensors", "resume.safetensors", "loss.csv", "run.lock")
+
+
+def check_output(flag: str, path: str | Path, kind: str, *, inputs=(), force: bool = False) -> None:
+    """Refuse to write a `kind` file ("png", "gif") at `path` when that would replace one of `inputs` (never
+    allowed), a run folder's file, or an existing file that is not already a `kind` file (allowed with force).
+    An existing file of the same kind is replaced: that is re-running the same command."""
+    path = Path(path)
+    for other in inputs:
+        if other and _same_file(path, Path(other)):
+            raise OutputRefused(f"{flag} {path}: that is an input of this command ({other}); choose another file")
+    if not path.exists() or force:
+        return
+    if path.name in RUN_FILE_NAMES:
+        raise OutputRefused(f"{flag} {path}: that is a training run's {path.name}; choose another file "
+                            "(or add --force to replace it)")
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except OSError:
+        return  # unreadable: the write itself will say what is wrong
+    if not any(head.startswith(sig) for sig in FILE_SIGNATURES[kind]):
+        what = _describe_head(head)
+        raise OutputRefused(f"{flag} {path}: the file exists and is {what}, not a {kind.upper()} image; choose "
+                            "another file (or add --force to replace it)")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _describe_head(head: bytes) -> str:
+    if head[8:9] == b"{":  # safetensors: an 8-byte header length, then the JSON header
+        return "a model or run file (safetensors)"
+    if head.startswith(b"PK"):
+        return "a zip archive (a data set or PyTorch file)"
+    if head.startswith(b"\x93NUMPY"):
+        return "a numpy array file"
+    for kind, sigs in FILE_SIGNATURES.items():
+        if any(head.startswith(s) for s in sigs):
+            return f"a {kind.upper()} image"
+    return "another kind of file"

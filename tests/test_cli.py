@@ -84,3 +84,60 @@ def test_fine_tune_from_a_checkpoint(run_dir, capsys):
     captured = capsys.readouterr()
     assert rc == 0 and "fine-tuning: kept 2 label(s)" in captured.err and "n_feat 32 -> 8" in captured.err
     assert "done: 3 steps" in captured.out
+
+
+# --- outputs never replace what the user owns ---------------------------------------------------------
+
+@pytest.mark.parametrize("target", ["model", "resume", "data", "checkpoint_via_gif", "text", "same_as_out"])
+def test_sample_outputs_never_replace_a_model_run_or_data_file(run_dir, tmp_path, capsys, target):
+    ckpt = run_dir / "run" / "model.safetensors"
+    victim = {"model": tmp_path / "copy" / "model.safetensors", "resume": run_dir / "run" / "resume.safetensors",
+              "data": run_dir / "tiny.npz", "checkpoint_via_gif": ckpt, "text": tmp_path / "notes.png",
+              "same_as_out": tmp_path / "grid.png"}[target]
+    if target == "model":
+        victim.parent.mkdir()
+        victim.write_bytes(ckpt.read_bytes())
+    if target == "text":
+        victim.write_text("my notes, not an image")
+    before = victim.read_bytes() if victim.exists() else None
+    flags = ["--gif", str(victim), "--out", str(tmp_path / "grid.png")] if target in ("checkpoint_via_gif", "same_as_out") \
+        else ["--out", str(victim)]
+    rc = main(["sample", "--checkpoint", str(ckpt), "--sampler", "ddim", "--steps", "2", "--n", "2",
+               "--device", "cpu", *flags])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    if before is not None:
+        assert victim.read_bytes() == before  # untouched
+    if target not in ("checkpoint_via_gif", "same_as_out"):
+        assert ("--force" in err) == (target != "checkpoint_via_gif")
+
+
+def test_force_replaces_another_kind_of_file_but_a_png_is_simply_rewritten(run_dir, tmp_path):
+    ckpt = str(run_dir / "run" / "model.safetensors")
+    common = ["sample", "--checkpoint", ckpt, "--sampler", "ddim", "--steps", "2", "--n", "2", "--device", "cpu"]
+    notes = tmp_path / "notes.png"
+    notes.write_text("text")
+    assert main([*common, "--out", str(notes), "--force"]) == 0
+    assert notes.read_bytes().startswith(b"\x89PNG")
+    assert main([*common, "--out", str(notes)]) == 0  # an existing PNG: re-running the same command
+    assert main([*common, "--out", str(tmp_path / "m.png"), "--gif", ckpt, "--force"]) == 2  # never the input
+
+
+@pytest.mark.parametrize("case", ["empty_out", "empty_data", "loss_log", "other_files"])
+def test_a_new_run_refuses_empty_paths_and_folders_that_hold_files(run_dir, tmp_path, capsys, case):
+    out = tmp_path / "run"
+    if case == "loss_log":
+        out.mkdir()
+        (out / "loss.csv").write_text("step,loss\n1,0.5\n")
+    if case == "other_files":
+        out.mkdir()
+        (out / "thesis.tex").write_text("mine")
+    args = ["train", "--data", "" if case == "empty_data" else str(run_dir / "tiny.npz"),
+            "--out", "" if case == "empty_out" else str(out), "--preset", "tiny", "--steps", "2", "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and ("empty" in err), err
+    if case == "loss_log":
+        assert (out / "loss.csv").read_text() == "step,loss\n1,0.5\n"
+    if case == "other_files":
+        assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
