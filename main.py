@@ -13,6 +13,12 @@ def main() -> int:
         from desktop.diagnostics.self_test import run_self_test  # the packaged app's smoke test (build_app.py)
         return run_self_test(argv[1:])
     if not argv or argv[0].startswith("-psn_"):  # no arguments (macOS Finder adds -psn_...): the app
+        from desktop.platform_check import display_problem
+
+        problem = display_problem()  # Qt would abort (exit 134) with a misleading message
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
         try:
             from desktop.app import run_app
         except ImportError as e:
