@@ -132,6 +132,7 @@ def test_cancel_stops_within_one_model_call_and_keeps_finished_columns(qtbot, pa
     state.model.net.register_forward_hook(lambda *_: calls.append(time.perf_counter()))
     panel.columns[0].set_spec("dpmpp2m", 3)
     panel.columns[1].set_spec("ddpm", 500)  # long enough to cancel in the middle
+    panel.columns[2].set_spec("ddpm", 500)  # as costly: it runs after column 1 (cheapest first, ties in order)
     panel.run()
     qtbot.waitUntil(lambda: len(calls) >= 30, timeout=RUN_TIMEOUT_MS)
     cancelled_at.append(time.perf_counter())
@@ -145,6 +146,24 @@ def test_cancel_stops_within_one_model_call_and_keeps_finished_columns(qtbot, pa
     assert panel.columns[0]._save.isEnabled() and not panel.columns[1]._save.isEnabled()
     assert "cancelled" in panel.columns[2]._progress.format()
     assert panel.run_button.isEnabled()
+
+
+def test_cheap_columns_run_first_and_show_as_soon_as_they_are_ready(qtbot, panel):
+    from desktop.jobs.sampling import ColumnSpec, column_order
+
+    assert column_order([ColumnSpec("ddpm", 500), ColumnSpec("ddim", 25), ColumnSpec("dpmpp3m", 10),
+                         ColumnSpec("dpmpp2m", 10, guidance=3.0)]) == [2, 3, 1, 0]  # guided 10 = 20 calls
+    shown = []
+    for c in panel.columns:
+        original = c.set_result
+        c.set_result = lambda result, c=c, original=original: (shown.append(c.index) if result else None,
+                                                               original(result))
+    panel.columns[0].set_spec("ddpm", 60)
+    panel.columns[1].set_spec("ddim", 25)
+    panel.columns[2].set_spec("dpmpp3m", 5)
+    summary = run_and_wait(qtbot, panel)
+    assert shown == [2, 1, 0]
+    assert [r.index for r in summary.results] == [0, 1, 2]  # kept in column order for the tabs and exports
 
 
 def test_scrubber_shows_noise_at_the_start_and_the_result_at_the_end(qtbot, panel):

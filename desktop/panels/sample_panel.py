@@ -343,6 +343,7 @@ class SamplePanel(QWidget):
     def _on_column_finished(self, result: sw.ColumnResult) -> None:
         self._pending.pop(result.index, None)
         self.summary.results.append(result)
+        self.summary.results.sort(key=lambda r: r.index)  # they arrive cheapest first; kept in column order
         col = self.columns[result.index]
         col.show_frame(result.frames_x[-1], result.images)
         col.set_result(result)
