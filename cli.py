@@ -116,6 +116,13 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
                    help="CFG rescale phi in [0, 1] (Lin et al. 2024): tames over-saturated guided images; 0 = off")
     p.add_argument("--guidance-interval", default="0,1",
                    help="guide only for t/T in LO,HI (Kynkaanniemi et al. 2024), e.g. 0.1,0.8; default 0,1 (always)")
+    p.add_argument("--negative",
+                   help="guide away from this label instead of from 'no label' (needs --guidance above 1): "
+                        "e.g. --context fruit --negative food draws 'fruit, not food'")
+    p.add_argument("--guide-model",
+                   help="autoguidance (Karras et al. 2024): guide with this weaker model of the same kind (an early "
+                        "checkpoint of the run) instead of with 'no label'; 'auto' uses the guide shipped beside "
+                        "the model (<name>.guide.safetensors)")
     p.add_argument("--clip-x0", action="store_true", help="clip the predicted image to [-1, 1] at every step")
     p.add_argument("--gif", help="also write the denoising as an animated GIF")
     p.add_argument("--force", action="store_true",
@@ -364,14 +371,17 @@ def cmd_sample(args) -> int:
     tuned = _tuned_threads(rt.device, every=100, sample=3, warmup=2) if steps >= 50 else None
     if tuned is not None:  # long runs (DDPM's 500 steps) re-time 1 vs all threads between model calls
         callback = _chain(callback, lambda info: tuned.tick())
-    res = _generate_chunked(bundle, schedule, args, context, n, rt.precision, callback)
+    negative = _negative_context(args, bundle, context)
+    guide = _guide_model(args, ckpt, bundle, rt.device)
+    res = _generate_chunked(bundle, schedule, args, context, n, rt.precision, callback, negative=negative, guide=guide)
     if not res.finite:
         raise CliError(f"{ckpt}: sampling produced NaN or infinite values (broken weights or extreme settings); "
                        "nothing was written")
     ncols = n // len(row_labels) if row_labels else None
     text = {"software": "Diffusion Desk", "model": Path(ckpt).name, "sampler": res.sampler, "steps": res.steps,
             "eta": args.eta, "guidance": args.guidance, "seed": args.seed, "context": args.context, "nfe": res.nfe,
-            "spacing": args.spacing}
+            "spacing": args.spacing, "negative": args.negative or "",
+            "guide_model": Path(guide.path).name if guide is not None and guide.path else ""}
     _write_outputs(args, res, frames, ncols, row_labels, text)
     _report_sample(args, res, rt, ckpt, n)
     return 0
@@ -422,7 +432,8 @@ def _check_outputs_replace_nothing(args) -> None:
     try:
         for flag, path, kind in (("--out", args.out, "png"), ("--gif", args.gif, "gif")):
             if path:
-                check_output(flag, path, kind, inputs=[args.checkpoint or default_checkpoint()], force=args.force)
+                check_output(flag, path, kind, inputs=[args.checkpoint or default_checkpoint(), args.guide_model],
+                             force=args.force)
     except OutputRefused as e:
         raise CliError(str(e)) from None
 
@@ -438,7 +449,50 @@ def _check_writable(flag: str, path: Path) -> None:
         raise CliError(f"{flag} {path}: " + ("is a folder; give a file name" if path.is_dir() else "no permission to write there"))
 
 
-def _generate_chunked(bundle, schedule, args, context, n: int, precision: str, callback):
+def _negative_context(args, bundle, context):
+    """--negative LABEL as one context row (the same for every image), or None."""
+    if not args.negative:
+        return None
+    from core.data import DataError, context_from_spec
+
+    if context is None:
+        raise CliError("--negative: needs a label to guide (--context each or a label); unconditional images have none")
+    if args.guidance == 1.0:
+        raise CliError("--negative: only acts with guidance; add --guidance 2 (or more)")
+    try:
+        return context_from_spec(args.negative, bundle.label_names)[None, :]
+    except DataError as e:
+        raise CliError(f"--negative: {e}") from None
+
+
+def _guide_model(args, ckpt, bundle, device):
+    """--guide-model FILE|auto as a loaded bundle of the same size, labels and objective, or None."""
+    if not args.guide_model:
+        return None
+    from core.checkpoint import CheckpointError, load_checkpoint
+
+    if args.guidance == 1.0:
+        raise CliError("--guide-model: only acts with guidance; add --guidance 2 (or more)")
+    path = Path(args.guide_model)
+    if args.guide_model == "auto":
+        path = Path(ckpt).with_name(Path(ckpt).stem + ".guide.safetensors")
+        if not path.is_file():
+            raise CliError(f"--guide-model auto: no guide model beside {ckpt} ({path.name}); give a file")
+    try:
+        guide = load_checkpoint(path, device)
+    except CheckpointError as e:
+        raise CliError(f"--guide-model: {e}") from None
+    same = (guide.net.config.height, [n.lower() for n in guide.label_names], guide.schedule_config) == \
+           (bundle.net.config.height, [n.lower() for n in bundle.label_names], bundle.schedule_config)
+    if not same:
+        raise CliError(f"--guide-model {path}: it must draw the same size with the same labels and schedule as the "
+                       f"model (it has {guide.net.config.height} px, labels {guide.label_names}, "
+                       f"{guide.schedule_config.kind}/{guide.schedule_config.prediction})")
+    return guide
+
+
+def _generate_chunked(bundle, schedule, args, context, n: int, precision: str, callback, *, negative=None,
+                      guide=None):
     """generate() in batches of SAMPLE_CHUNK; one batch (the usual case) is exactly one call."""
     import numpy as np
 
@@ -446,7 +500,8 @@ def _generate_chunked(bundle, schedule, args, context, n: int, precision: str, c
 
     common = dict(sampler=args.sampler, steps=args.steps, guidance=args.guidance, eta=args.eta, precision=precision,
                   clip_x0=args.clip_x0, spacing=args.spacing, guidance_rescale=args.guidance_rescale,
-                  guidance_interval=_interval(args.guidance_interval), compile=args.compile)
+                  guidance_interval=_interval(args.guidance_interval), compile=args.compile,
+                  negative_context=negative, guide_net=guide.net if guide is not None else None)
     ctx = None if context is None else np.resize(np.asarray(context, np.float32), (n, context.shape[1]))
     parts = []
     for k, start in enumerate(range(0, n, SAMPLE_CHUNK)):

@@ -46,13 +46,21 @@ class Denoiser:
                         the conditional x0, then mixed phi : 1 - phi with the unrescaled one;
       guidance_interval (lo, hi) in t/T: guide only there, else one conditional pass (Kynkaanniemi et
                         al. 2024 find guidance at high noise costs diversity and at low noise does nothing).
+    What the conditional output is guided away from (out_u above), instead of "no label":
+      negative          context rows of another label ("fruit, not food"): the negative-prompt idea; rows of
+                        zeros are exactly today's CFG;
+      guide_net         autoguidance (Karras et al. 2024): a weaker model of the same family (an early
+                        checkpoint, a smaller network) given the same context; a guide equal to the model
+                        gives the unguided output exactly.
     """
 
     def __init__(self, net, schedule: Schedule, context: torch.Tensor | None = None, *, guidance: float = 1.0,
                  precision: str = "fp32", cancel: threading.Event | Callable[[], bool] | None = None,
                  clip_x0: bool = False, guidance_rescale: float = 0.0,
-                 guidance_interval: tuple[float, float] = (0.0, 1.0), compile: bool = False):
+                 guidance_interval: tuple[float, float] = (0.0, 1.0), compile: bool = False,
+                 negative: torch.Tensor | None = None, guide_net=None):
         self.net, self.schedule = net, schedule
+        self.negative, self.guide_net = negative, guide_net
         self.device = next(net.parameters()).device
         self.forward = compiled_forward(net, self.device) if compile else net  # same values either way
         self.context, self.guidance, self.precision = context, float(guidance), precision
@@ -67,7 +75,7 @@ class Denoiser:
 
     @property
     def guided(self) -> bool:
-        return self.context is not None and self.guidance != 1.0
+        return self.guidance != 1.0 and (self.context is not None or self.guide_net is not None)
 
     def ab_at(self, t: float) -> float:
         """alpha_bar at t (integer t exactly; fractional t interpolated in log-SNR)."""
@@ -119,8 +127,11 @@ class Denoiser:
                 self.nfe += 1
                 return self.forward(x, tt, c).float()
             self.nfe += 2
-            out = self.forward(torch.cat([x, x]), tt, torch.cat([c, torch.zeros_like(c)])).float()
-        out_c, out_u = out.chunk(2)
+            if self.guide_net is not None:  # two networks: two passes
+                out_c, out_u = self.forward(x, tt, c).float(), self.guide_net(x, tt, c).float()
+            else:
+                against = self.negative if self.negative is not None else torch.zeros_like(c)
+                out_c, out_u = self.forward(torch.cat([x, x]), tt, torch.cat([c, against])).float().chunk(2)
         guided = out_u + self.guidance * (out_c - out_u)
         if self.guidance_rescale > 0:
             guided = self._rescale(guided, out_c, x, a, s)
@@ -363,13 +374,15 @@ def generate(net, schedule: Schedule, *, sampler: str = "ddim", steps: int | Non
              context: torch.Tensor | np.ndarray | None = None, guidance: float = 1.0, eta: float = 0.0,
              seed: int = 0, precision: str = "fp32", clip_x0: bool = False, callback=None, cancel=None,
              noise: torch.Tensor | None = None, spacing: str = "trailing", guidance_rescale: float = 0.0,
-             guidance_interval: tuple[float, float] = (0.0, 1.0), compile: bool = False) -> SampleResult:
+             guidance_interval: tuple[float, float] = (0.0, 1.0), compile: bool = False,
+             negative_context: torch.Tensor | np.ndarray | None = None, guide_net=None) -> SampleResult:
     """Sample n images with one sampler from the noise of `seed` (or `noise`); times it honestly.
 
     spacing chooses the timesteps (trailing, logsnr, karras) independently of the sampler; guidance,
     guidance_rescale and guidance_interval are the Denoiser's (see there). compile runs the network through
     torch.compile where a compiler is present (CUDA graphs on CUDA), else eagerly; the first call of each
-    batch size includes the compile time."""
+    batch size includes the compile time. negative_context (rows as for context) guides away from another
+    label instead of "no label"; guide_net guides with a weaker model instead (autoguidance): see Denoiser."""
     info = get_sampler(sampler)
     steps = steps or (schedule.T if sampler == "ddpm" else info.default_steps)
     device = next(net.parameters()).device
@@ -377,8 +390,15 @@ def generate(net, schedule: Schedule, *, sampler: str = "ddim", steps: int | Non
     x = noise.to(device) if noise is not None else initial_noise(n, (cfg.in_channels, cfg.height, cfg.height), seed, device)
     n = x.shape[0]
     ctx = _context_batch(context, n, cfg.n_cfeat, device)
+    neg = _context_batch(negative_context, n, cfg.n_cfeat, device)
+    if neg is not None and ctx is None:
+        raise ValueError("a negative label needs a context to guide (unconditional sampling has none)")
+    if guide_net is not None:
+        _check_guide(net, guide_net)
+        guide_net.eval()
     model = Denoiser(net, schedule, ctx, guidance=guidance, precision=precision, cancel=cancel, clip_x0=clip_x0,
-                     guidance_rescale=guidance_rescale, guidance_interval=guidance_interval, compile=compile)
+                     guidance_rescale=guidance_rescale, guidance_interval=guidance_interval, compile=compile,
+                     negative=neg, guide_net=guide_net)
     timesteps = spaced_timesteps(steps, schedule, spacing)
     gen = torch.Generator(device=device).manual_seed(int(seed) + 1)  # the noise added along the way
     kwargs = {"eta": eta} if info.has_eta else {}
@@ -386,6 +406,8 @@ def generate(net, schedule: Schedule, *, sampler: str = "ddim", steps: int | Non
     net.eval()
     if hasattr(net, "set_compat_seed"):
         net.set_compat_seed(int(seed) + 2, device)
+    if guide_net is not None and hasattr(guide_net, "set_compat_seed"):
+        guide_net.set_compat_seed(int(seed) + 3, device)
     try:
         synchronize(device)
         start = time.perf_counter()
@@ -395,7 +417,8 @@ def generate(net, schedule: Schedule, *, sampler: str = "ddim", steps: int | Non
         seconds = time.perf_counter() - start
     finally:
         net.train(was_training)
-    settings = {"guidance": guidance, "eta": eta if info.has_eta else None, "precision": precision, "clip_x0": clip_x0,
+    settings = {"guidance": guidance, "eta": eta if info.has_eta else None, "negative": neg is not None,
+                "guide_model": guide_net is not None, "precision": precision, "clip_x0": clip_x0,
                 "spacing": spacing, "guidance_rescale": guidance_rescale, "guidance_interval": list(guidance_interval),
                 "prediction": schedule.prediction}
     if compile:
@@ -403,6 +426,16 @@ def generate(net, schedule: Schedule, *, sampler: str = "ddim", steps: int | Non
         settings["compile_note"] = model.forward.note
     finite = bool(torch.isfinite(x).all())
     return SampleResult(to_uint8(x), sampler, steps, model.nfe, seconds, timesteps, int(seed), settings, finite)
+
+
+def _check_guide(net, guide_net) -> None:
+    """A guide model must read the same images and contexts: same size, channels and number of labels."""
+    a, b = net.config, guide_net.config
+    if (a.height, a.in_channels, a.n_cfeat) != (b.height, b.in_channels, b.n_cfeat):
+        raise ValueError(f"the guide model draws {b.height}x{b.height} images with {b.n_cfeat} label input(s); the "
+                         f"model draws {a.height}x{a.height} with {a.n_cfeat}: a guide must match the model")
+    if next(guide_net.parameters()).device != next(net.parameters()).device:
+        raise ValueError("the guide model lives on another device than the model")
 
 
 def _context_batch(context, n: int, n_cfeat: int, device) -> torch.Tensor | None:

@@ -141,3 +141,23 @@ def test_a_new_run_refuses_empty_paths_and_folders_that_hold_files(run_dir, tmp_
         assert (out / "loss.csv").read_text() == "step,loss\n1,0.5\n"
     if case == "other_files":
         assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
+
+
+def test_sample_with_a_negative_label_and_with_a_guide_model(run_dir, tmp_path, capsys):
+    ckpt = str(run_dir / "run" / "model.safetensors")
+    common = ["sample", "--checkpoint", ckpt, "--sampler", "dpmpp2m", "--steps", "4", "--n", "4", "--device", "cpu",
+              "--precision", "fp32"]
+    assert main([*common, "--out", str(tmp_path / "plain.png")]) == 0
+    assert main([*common, "--out", str(tmp_path / "self.png"), "--guidance", "3", "--guide-model", ckpt]) == 0
+    plain, self_guided = (np.asarray(Image.open(tmp_path / f)) for f in ("plain.png", "self.png"))
+    assert np.array_equal(plain, self_guided)  # autoguidance by the model itself is the unguided result
+    assert Image.open(tmp_path / "self.png").text["guide_model"] == "model.safetensors"
+    assert main([*common, "--out", str(tmp_path / "neg.png"), "--context", "cat", "--negative", "dog",
+                 "--guidance", "2"]) == 0
+    capsys.readouterr()
+    for bad, msg in ((["--negative", "dog"], "only acts with guidance"),
+                     (["--negative", "zebra", "--guidance", "2"], "--negative"),
+                     (["--guide-model", "auto", "--guidance", "2"], "no guide model beside")):
+        assert main([*common, "--out", str(tmp_path / "x.png"), *bad]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and len(err.strip().splitlines()) == 1, err

@@ -128,6 +128,38 @@ def test_guidance_combines_conditional_and_unconditional_predictions(tiny_net, s
     assert torch.allclose(eps, eps_u + 2.5 * (eps_c - eps_u), atol=1e-5)
 
 
+def test_a_negative_label_of_zeros_is_todays_cfg_and_another_label_guides_against_it(tiny_net, schedule):
+    ctx = np.eye(3, dtype=np.float32)
+    kw = dict(sampler="dpmpp2m", steps=6, n=3, context=ctx, guidance=3.0, seed=4)
+    cfg = generate(tiny_net, schedule, **kw)
+    zeros = generate(tiny_net, schedule, negative_context=np.zeros((3, 3), np.float32), **kw)
+    assert np.array_equal(cfg.images, zeros.images) and zeros.nfe == cfg.nfe == 12
+    x, c, neg = torch.randn(3, 3, 8, 8), torch.eye(3), torch.eye(3)[[1, 2, 0]]
+    with torch.no_grad():
+        t = torch.tensor([300 / 500])
+        out_c, out_n = tiny_net(x, t, c), tiny_net(x, t, neg)
+        eps, _ = Denoiser(tiny_net, schedule, c, guidance=2.0, negative=neg).predict(x, 300)
+    assert torch.allclose(eps, out_n + 2.0 * (out_c - out_n), atol=1e-5)
+
+
+def test_autoguidance_with_the_model_itself_is_the_unguided_result_and_a_guide_counts_its_calls(tiny_net, schedule):
+    ctx = np.eye(3, dtype=np.float32)
+    kw = dict(sampler="dpmpp3m", steps=6, n=3, context=ctx, seed=2)
+    plain = generate(tiny_net, schedule, **kw)
+    self_guided = generate(tiny_net, schedule, guidance=2.5, guide_net=tiny_net, **kw)
+    assert np.array_equal(plain.images, self_guided.images) and self_guided.nfe == 2 * plain.nfe
+    torch.manual_seed(1)
+    weaker = ContextUnet(UNetConfig(n_feat=8, n_cfeat=3, height=8)).eval()
+    x, c = torch.randn(3, 3, 8, 8), torch.eye(3)
+    with torch.no_grad():
+        t = torch.tensor([250 / 500])
+        eps, _ = Denoiser(tiny_net, schedule, c, guidance=2.0, guide_net=weaker).predict(x, 250)
+        assert torch.allclose(eps, weaker(x, t, c) + 2.0 * (tiny_net(x, t, c) - weaker(x, t, c)), atol=1e-5)
+    other = ContextUnet(UNetConfig(n_feat=8, n_cfeat=2, height=8)).eval()
+    with pytest.raises(ValueError, match="a guide must match the model"):
+        generate(tiny_net, schedule, guidance=2.0, guide_net=other, **kw)
+
+
 def test_same_seed_same_images_and_noise(tiny_net, schedule):
     a = generate(tiny_net, schedule, sampler="ddpm", steps=20, n=3, seed=5)
     b = generate(tiny_net, schedule, sampler="ddpm", steps=20, n=3, seed=5)
