@@ -277,3 +277,40 @@ def test_a_sprite_sheet_that_is_no_image_is_refused_before_the_cell_sizes_are_as
     monkeypatch.setattr(data_panel, "SheetOptionsDialog", lambda *a, **k: asked.append(a) or pytest.fail("asked"))
     panel.import_sprite_sheet(str(bad))
     assert not asked and len(shown) == 1 and "sheet.png is not an image" in shown[0]
+
+
+def test_composer_rows_follow_a_model_switch_by_label_name_and_a_taught_label_is_offered(qtbot, emoji_small):
+    import torch
+
+    from core.checkpoint import ModelBundle
+    from core.schedule import ScheduleConfig
+    from core.unet import ContextUnet, UNetConfig
+    from desktop.state import AppState
+    from desktop.widgets.composer import Composer
+
+    state = AppState()
+    composer = Composer(state)
+    qtbot.addWidget(composer)
+    messages = []
+    state.status_message.connect(messages.append)
+    names = list(emoji_small.label_names)
+    torch.manual_seed(0)
+
+    def bundle(labels, dataset):
+        net = ContextUnet(UNetConfig(n_feat=8, n_cfeat=len(labels), height=16)).eval()
+        return ModelBundle(net, ScheduleConfig(), labels, {"dataset": dataset, "step": 1})
+
+    shipped, taught = bundle(names, "emoji16"), bundle(names + ["fruit"], "emoji16-edited")
+    state.set_model(shipped)
+    assert len(composer.composition().rows) == len(names)
+    state.set_model(taught)  # the fine-tune finished: its new label gets a row without touching the composer
+    comp = composer.composition()
+    assert [r.name for r in comp.rows][-1] == "fruit" and comp.rows[-1].weights[-1] == 1.0
+    assert any("'fruit'" in m for m in messages)
+    composer.rows[-1].set_weights([0.0] * len(names) + [0.7])
+    state.set_model(shipped)  # the shipped model cannot draw fruit: that row waits, hidden
+    assert len(composer.composition().rows) == len(names) and "fruit" not in composer.names
+    state.set_model(taught)  # and comes back intact
+    comp = composer.composition()
+    assert len(comp.rows) == len(names) + 1 and comp.rows[-1].weights == pytest.approx([0.0] * len(names) + [0.7])
+    assert comp.rows[-1].name == "fruit 0.7"

@@ -67,10 +67,13 @@ class ContextRowWidget(QFrame):
     changed = Signal()
     remove_requested = Signal(object)
 
-    def __init__(self, names: list[str], weights: list[float], parent=None):
+    def __init__(self, names: list[str], weights: list[float], parent=None, extra: dict | None = None):
         super().__init__(parent)
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.names = list(names)
+        # Weights of labels the current model does not know, by name: kept so the row comes back intact when
+        # a model that knows them is loaded again. A row asking for any of them is hidden and not sampled.
+        self.extra = {k: float(v) for k, v in (extra or {}).items()}
         self.sliders: list[QSlider] = []
         self.values: list[QLabel] = []
         grid = QGridLayout(self)
@@ -134,6 +137,7 @@ class Composer(QWidget):
         self.names: list[str] = []
         self.rows: list[ContextRowWidget] = []
         self._restore: dict | None = None  # rows saved by the last session, applied when labels first arrive
+        self._last_model = None  # the model the labels last came from: a switch keeps rows, an edit changes them
         self._publish_timer = QTimer(self)
         self._publish_timer.setSingleShot(True)
         self._publish_timer.setInterval(150)
@@ -220,8 +224,10 @@ class Composer(QWidget):
 
     def _on_labels_maybe_changed(self, *_):
         new = self.effective_names()
+        model_switched = self.state.model is not self._last_model
+        self._last_model = self.state.model
         if new != self.names:
-            self.set_label_names(new)
+            self.set_label_names(new, model_switched=model_switched)
         self._show_unknown_labels()
 
     def unknown_labels(self) -> list[str]:
@@ -242,29 +248,40 @@ class Composer(QWidget):
                                       "the edited set (Train tab: start from the shipped model).")
         self.unknown_note.setVisible(bool(unknown))
 
-    def set_label_names(self, names: list[str]) -> None:
-        """Re-label the rows: renames keep weights by position, reorders/additions/deletions by name."""
-        old = self.names
-        kept = [self._map_weights(r.weights(), old, names) for r in self.rows]
+    def set_label_names(self, names: list[str], *, model_switched: bool = False) -> None:
+        """Re-label the rows: renames keep weights by position, reorders/additions/deletions by name. After a
+        model switch a row asking for a label the new model lacks is kept, hidden, until a model that knows
+        the label returns, and a label no row has seen yet gets a row of its own (a newly taught label is
+        offered at once); after a label edit a deleted label's weights go."""
+        old, names = self.names, list(names)
+        rename = bool(old) and len(old) == len(names) and set(old) != set(names)
+        full = [self._full_weights(r, names if rename else old) for r in self.rows]
+        if not model_switched:
+            full = [{k: v for k, v in d.items() if k in names} for d in full]
         if self._restore is not None and names and not self.rows:  # the last session's rows, by label name
             saved = self._restore
             self._restore = None
-            kept = [self._map_weights(w, list(saved["names"]), list(names)) for w in saved["rows"]][:MAX_ROWS]
-        self.names = list(names)
+            full = [dict(zip(saved["names"], w)) for w in saved["rows"]][:MAX_ROWS]
+        seen = {k for d in full for k in d}
+        new_labels = [n for n in names if n not in seen] if full and model_switched else []
+        if not full and names:
+            full = [dict(zip(names, row)) for row in np.eye(len(names)).tolist()]
+        full += [{n: 1.0} for n in new_labels][:max(0, MAX_ROWS - len(full))]
+        self.names = names
         self._clear_rows()
-        if not kept and names:
-            kept = np.eye(len(names)).tolist()
-        for w in kept:
-            self.add_row(w, publish=False)
+        for d in full:
+            self.add_row([d.get(n, 0.0) for n in names], publish=False,
+                         extra={k: v for k, v in d.items() if k not in names})
+        if new_labels and old:
+            quoted = ", ".join(f"'{n}'" for n in new_labels)
+            self.state.status_message.emit(f"Sampling rows now include {quoted}, new in this model.")
         self._fill_presets()
         self._schedule_publish()
 
     @staticmethod
-    def _map_weights(weights: list[float], old: list[str], new: list[str]) -> list[float]:
-        if set(old) != set(new) and len(old) == len(new):
-            return list(weights)  # a rename: same positions
-        by_name = dict(zip(old, weights))
-        return [by_name.get(n, 0.0) for n in new]
+    def _full_weights(row: "ContextRowWidget", keys: list[str]) -> dict[str, float]:
+        """A row's weights by label name, shown and hidden ones; `keys` renames the shown ones by position."""
+        return {**row.extra, **dict(zip(keys, row.weights()))}
 
     def _fill_presets(self) -> None:
         self.preset_combo.clear()
@@ -272,13 +289,15 @@ class Composer(QWidget):
             self.preset_combo.addItem(title, rows)
 
     # --- rows ------------------------------------------------------------------------------------------------
-    def add_row(self, weights: list[float], publish: bool = True) -> ContextRowWidget | None:
+    def add_row(self, weights: list[float], publish: bool = True, extra: dict | None = None) -> ContextRowWidget | None:
         if len(self.rows) >= MAX_ROWS:
             return None
-        row = ContextRowWidget(self.names, weights)
+        row = ContextRowWidget(self.names, weights, extra=extra)
         row.changed.connect(self._schedule_publish)
         row.remove_requested.connect(self._remove_row)
         self.rows_layout.insertWidget(self.rows_layout.count() - 1, row)
+        if any(v > 0 for v in row.extra.values()):
+            row.setVisible(False)  # waits for a model that knows its label
         self.rows.append(row)
         self.add_btn.setEnabled(len(self.rows) < MAX_ROWS)
         if publish:
@@ -322,12 +341,16 @@ class Composer(QWidget):
         self._publish_timer.start()
 
     def composition(self) -> Composition:
-        rows = [ContextRow(row_title(r.weights(), self.names), r.weights()) for r in self.rows]
+        rows = [ContextRow(row_title(r.weights(), self.names), r.weights()) for r in self.sampled_rows()]
         return Composition(rows, float(self.guidance_spin.value()))
+
+    def sampled_rows(self) -> list["ContextRowWidget"]:
+        """The rows the loaded model can draw (not those waiting for a label it lacks)."""
+        return [r for r in self.rows if not any(v > 0 for v in r.extra.values())]
 
     def saved_state(self) -> dict:
         """The rows (weights by label name) and the guidance, for the next session."""
-        return {"names": list(self.names), "rows": [r.weights() for r in self.rows],
+        return {"names": list(self.names), "rows": [r.weights() for r in self.sampled_rows()],
                 "guidance": float(self.guidance_spin.value())}
 
     def restore_state(self, saved: dict) -> None:
