@@ -166,6 +166,24 @@ def test_cheap_columns_run_first_and_show_as_soon_as_they_are_ready(qtbot, panel
     assert [r.index for r in summary.results] == [0, 1, 2]  # kept in column order for the tabs and exports
 
 
+def test_pictures_are_marked_stale_when_the_model_changes(qtbot, panel, state):
+    import copy
+
+    run_and_wait(qtbot, panel)
+    assert all(not c.stale for c in panel.columns)
+    state.set_model(copy.copy(state.model))  # another model (a finished run, a menu choice)
+    assert all(c.stale and "model changed" in c._progress.format() for c in panel.columns)
+    panel.columns[0].set_spec(*_spec_args(panel.columns[0]))  # touching a setting keeps the model notice
+    assert "model changed" in panel.columns[0]._progress.format()
+    run_and_wait(qtbot, panel)
+    assert all(not c.stale for c in panel.columns)
+
+
+def _spec_args(column):
+    spec = column.spec()
+    return spec.sampler, spec.steps
+
+
 def test_scrubber_shows_noise_at_the_start_and_the_result_at_the_end(qtbot, panel):
     from desktop.widgets.trajectory import BY_CALLS, BY_T, frame_index
 

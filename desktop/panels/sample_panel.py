@@ -46,6 +46,7 @@ class SamplePanel(QWidget):
         super().__init__(parent)
         self.state = state
         self.summary: sw.RunSummary | None = None  # the last run: results of the columns that finished
+        self._sampled_model = None  # the model the shown results were drawn with
         self._run_row_names: list[str] = []
         self._run_per_row = 4
         self._worker: threads.GeneratorWorker | None = None
@@ -175,6 +176,9 @@ class SamplePanel(QWidget):
         self.model_bar.refresh_model_choices(choices)
 
     def _on_model_changed(self, bundle) -> None:
+        if self.summary is not None and bundle is not self._sampled_model:
+            for c in self.columns:
+                c.mark_model_changed()  # the pictures are kept, marked as from the previous model
         self.model_bar.show_model(bundle)
         self.quality_tab.set_model(bundle)
         if bundle is None:
@@ -262,6 +266,7 @@ class SamplePanel(QWidget):
         self.run_hint.hide()
         self._forget_results()
         self.summary = sw.RunSummary(seed=job.seed, model=bundle.description)
+        self._sampled_model = bundle
         for c in self.columns:
             c.set_layout_info(job.per_row, self._run_row_names)
             c.show_frame(None, None)

@@ -200,14 +200,21 @@ class SamplerColumn(QFrame):
         self.settings_changed.emit()
 
     def _mark_stale(self) -> None:
-        """Settings no longer those of the shown result: say so and grey its numbers (they are kept)."""
+        """Settings (or the model) no longer those of the shown result: say so and grey its numbers (kept)."""
         spec = getattr(self, "_result_spec", None)
-        stale = spec is not None and spec != self.spec()
-        if stale == getattr(self, "stale", False):
+        model_stale = spec is not None and getattr(self, "_model_stale", False)
+        stale = spec is not None and (model_stale or spec != self.spec())
+        if stale == getattr(self, "stale", False) and not model_stale:
             return
         self.stale = stale
         self._result.setStyleSheet("color: gray;" if stale else "")
-        self._progress.setFormat("settings changed — Run to update" if stale else "done")
+        why = "model changed" if model_stale else "settings changed"
+        self._progress.setFormat(f"{why} — Run to update" if stale else "done")
+
+    def mark_model_changed(self) -> None:
+        """Another model is loaded: the shown result is from the previous one."""
+        self._model_stale = True
+        self._mark_stale()
 
     def _update_title(self) -> None:
         spec = self.spec()
@@ -303,6 +310,7 @@ class SamplerColumn(QFrame):
         self._has_result = result is not None
         self._result_spec = result.spec if result is not None else None
         self.stale = False
+        self._model_stale = False
         self._result.setStyleSheet("")
         if result is None:
             self._result.setText("Not run yet")
