@@ -53,6 +53,15 @@ def startup_job(dataset_spec: str | None, checkpoint: str | None) -> dict:
     return out
 
 
+MIN_REMEMBERED_STEPS = 1000  # a run's model switched to by the app is reopened next launch only past this
+
+
+def _worth_remembering(bundle) -> bool:
+    """A model the user chose is reopened next launch; one the app switched to after a run only when trained
+    for a while (a stopped few-step demo draws noise)."""
+    return not bundle.meta.get("auto") or (bundle.meta.get("step") or 0) >= MIN_REMEMBERED_STEPS
+
+
 class MainWindow(QMainWindow):
     """`state` (AppState) and `tabs` (QTabWidget) are public for the self-test and for tests."""
 
@@ -279,7 +288,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Sampling now uses {name} (was {was}).", 12000)
         if hasattr(self.sample_panel, "refresh_model_choices") and self.loaded:
             threads.run_in_background(engine.model_choices, on_done=self.sample_panel.refresh_model_choices)
-        if bundle.path is not None and not live and Path(bundle.path).is_file():
+        if bundle.path is not None and not live and Path(bundle.path).is_file() and _worth_remembering(bundle):
             settings.qsettings().setValue("model/last", str(bundle.path))
 
     def _on_teach(self) -> None:

@@ -328,3 +328,19 @@ def test_resuming_a_stopped_run_keeps_its_earlier_previews(qtbot, panel):
     assert after[:len(before)] == before and after[len(before)] > saved
     panel.stop()
     qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=20000)
+
+
+def test_a_short_stopped_run_does_not_replace_the_sampling_model_nor_become_the_remembered_one():
+    from types import SimpleNamespace
+
+    from desktop.main_window import _worth_remembering
+    from desktop.panels.train_panel import replaces_sampling_model
+
+    good, demo = SimpleNamespace(meta={"step": 20000}), SimpleNamespace(meta={"step": 99})
+    assert not replaces_sampling_model("stopped", demo, good)
+    assert replaces_sampling_model("finished", demo, good)  # a run that ran to its end is what was asked for
+    assert replaces_sampling_model("stopped", SimpleNamespace(meta={"step": 25000}), good)
+    assert replaces_sampling_model("stopped", demo, None)
+    assert not _worth_remembering(SimpleNamespace(meta={"step": 99, "auto": True}))
+    assert _worth_remembering(SimpleNamespace(meta={"step": 99}))  # chosen by the user
+    assert _worth_remembering(SimpleNamespace(meta={"step": 5000, "auto": True}))

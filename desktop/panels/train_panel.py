@@ -22,6 +22,16 @@ from desktop.widgets.loss_plot import LossPlot
 from desktop.widgets.preview_strip import PreviewStrip
 
 
+def replaces_sampling_model(how: str, run_bundle, current) -> bool:
+    """Whether a run that ended becomes the sampling model by itself: when it finished, when nothing is
+    loaded, or when it has trained at least as many steps as the loaded model (a stopped 99-step demo must not
+    replace a good model; the user can still choose it)."""
+    if how == "finished" or current is None:
+        return True
+    step, current_step = run_bundle.meta.get("step") or 0, current.meta.get("step")
+    return current_step is None or current_step <= step
+
+
 class TrainPanel(QWidget):
     """Train tab. States: idle, starting, running, paused, stopping."""
 
@@ -131,6 +141,13 @@ class TrainPanel(QWidget):
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         col.addWidget(self.progress)
         col.addWidget(self.status)
+        self.use_model_btn = QPushButton("Use this model for sampling")
+        self.use_model_btn.setToolTip("Load the model this run ended with into Sample & compare. After a short run "
+                                      "the model you were sampling with is kept until you press this.")
+        self.use_model_btn.setVisible(False)
+        self.use_model_btn.clicked.connect(self._on_use_run_model)
+        col.addWidget(self.use_model_btn, 0, Qt.AlignmentFlag.AlignLeft)
+        self._ended_bundle = None
         col.addLayout(self._build_plot_options())
         split = QSplitter(Qt.Orientation.Vertical)
         self.loss_plot = LossPlot()
@@ -381,11 +398,26 @@ class TrainPanel(QWidget):
         loss = f" Final loss {self._latest.loss:.4f} (smoothed {self.loss_plot.smooth_y.view()[-1]:.4f})." \
             if self._latest and self.loss_plot.n_points else ""
         head = "Finished" if how == "finished" else "Stopped"
+        switch = replaces_sampling_model(how, bundle, self.state.model)
+        where = ("The model is now loaded in Sample & compare." if switch else
+                 "Sample & compare keeps the model it had (this run is shorter); press 'Use this model for "
+                 "sampling' to compare this one.")
         self._end_message = (f"{head} after {format_duration(elapsed)} of training.{loss} "
-                             f"{getattr(self, '_saved_text', '')} The model is now loaded in Sample & compare.")
+                             f"{getattr(self, '_saved_text', '')} {where}")
         if how == "stopped":
             self._end_message += " Press Resume to continue it later."
-        self.state.set_model(bundle)
+        bundle.meta["auto"] = True  # switched to by the app, not chosen: main_window remembers it only if trained
+        self._ended_bundle = None if switch else bundle
+        self.use_model_btn.setVisible(not switch)
+        if switch:
+            self.state.set_model(bundle)
+
+    def _on_use_run_model(self) -> None:
+        if self._ended_bundle is not None:
+            self._ended_bundle.meta.pop("auto", None)  # chosen now: it may become the remembered model
+            self.state.set_model(self._ended_bundle)
+        self._ended_bundle = None
+        self.use_model_btn.setVisible(False)
 
     def _on_failed(self, error: BaseException) -> None:
         message = self._job.failure_message(error)
