@@ -231,6 +231,8 @@ class Trainer:
         self._lock = _take_lock(self.out_dir) if self.is_main else None
         if self._lock is not None and self._lock.note:
             self.notes.append(self._lock.note)
+        if self._lock is not None:
+            self._remove_crash_residue()
         self._stop_requested = False
         self.run_id = uuid.uuid4().hex[:12]  # shared by the model and resume files of this run
         self._saved_step: int | None = None  # step of the checkpoint on disk
@@ -277,6 +279,15 @@ class Trainer:
             _truncate_log(self.out_dir / LOG_FILE, 0)  # rows an earlier, unsaved start left behind
 
     # --- setup -------------------------------------------------------------------------------------
+    def _remove_crash_residue(self) -> None:
+        """Temp files of an atomic write that a kill interrupted before its rename (we hold the lock: no
+        writer of ours is using them)."""
+        stale = [p for name in (MODEL_FILE, RESUME_FILE) for p in self.out_dir.glob(f".{name}.*.tmp") if p.is_file()]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        if stale:
+            self.notes.append(f"removed {len(stale)} unfinished temporary file(s) of an interrupted save from "
+                              f"{self.out_dir}")
     def _read_init(self, config: TrainConfig, dataset) -> tuple[TrainConfig, dict]:
         """Fine-tuning: the checkpoint's width, schedule and target, and its weights with the context
         inputs mapped to this data set's labels by name (see remap_context_inputs)."""

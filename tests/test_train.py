@@ -281,3 +281,17 @@ def test_a_new_label_can_start_as_the_known_label_closest_to_its_images(blobs, t
             assert torch.equal(tr.net(x, t, eye[j].expand(4, 4)), old(x, t, torch.eye(3)[j].expand(4, 3)))
         assert torch.equal(tr.net(x, t, eye[3].expand(4, 4)), old(x, t, torch.eye(3)[0].expand(4, 3)))
     tr.close()
+
+
+def test_temp_files_of_an_interrupted_save_are_removed_on_the_next_start(blobs, tmp_path):
+    tr = Trainer(blobs, replace(CFG, steps=3), tmp_path, device="cpu")
+    _run(tr)
+    tr.close()
+    residue = [tmp_path / ".resume.safetensors.abc123.tmp", tmp_path / ".model.safetensors.x9.tmp"]
+    for p in residue:
+        p.write_bytes(b"half a file")
+    (tmp_path / "notes.tmp").write_text("not ours")
+    resumed = Trainer.from_run(blobs, tmp_path, device="cpu", steps=4)
+    assert not any(p.exists() for p in residue) and (tmp_path / "notes.tmp").exists()
+    assert any("2 unfinished temporary file(s)" in n for n in resumed.notes)
+    resumed.close()
