@@ -608,6 +608,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sample":
             return cmd_sample(args)
         return _cmd_bench(args)
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop's own handler (loading, sampling, benches)
+        print(f"interrupted: {args.command} stopped; a run folder keeps its last saved step", file=sys.stderr)
+        return 128 + signal.SIGINT
     except Exception as e:  # user-facing errors carry one-line messages; anything else is a bug: raised
         if _is_user_error(e):
             return _fail(one_line(e, limit=1000))

@@ -161,3 +161,17 @@ def test_sample_with_a_negative_label_and_with_a_guide_model(run_dir, tmp_path, 
         assert main([*common, "--out", str(tmp_path / "x.png"), *bad]) == 2
         err = capsys.readouterr().err
         assert msg in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_ctrl_c_while_sampling_is_one_line_not_a_traceback(run_dir, tmp_path, capsys, monkeypatch):
+    import core.samplers
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(core.samplers, "generate", interrupted)
+    rc = main(["sample", "--checkpoint", str(run_dir / "run" / "model.safetensors"), "--out", str(tmp_path / "g.png"),
+               "--n", "2", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 130 and err.startswith("interrupted: sample stopped") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "g.png").exists()
