@@ -6,6 +6,7 @@ items only fill buffers here; a 10 Hz QTimer redraws, so the GUI thread's cost d
 """
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -20,6 +21,23 @@ from desktop.panels.train_settings import TrainSettingsBox
 from desktop.widgets.common import error_text, format_duration
 from desktop.widgets.loss_plot import LossPlot
 from desktop.widgets.preview_strip import PreviewStrip
+
+
+ETA_WARMUP_S = 15.0  # the first seconds of a run (imports, first allocations) say little about its pace
+ETA_WINDOW_S = 30.0  # the rate of the last half minute of training
+
+
+def eta_text(samples, step: int, total: int) -> str:
+    """'about 3 min left' from the recent rate of (seconds trained, step) samples; 'estimating…' until the
+    run is past its warm-up (early figures read 1 min for a run that took nearly 4)."""
+    if not samples or samples[-1][0] < ETA_WARMUP_S:
+        return "estimating time left…"
+    now_s, now_step = samples[-1]
+    start = next(((t, k) for t, k in samples if t >= max(ETA_WARMUP_S, now_s - ETA_WINDOW_S)), samples[-1])
+    if now_s - start[0] < 2.0 or now_step <= start[1]:
+        return "estimating time left…"
+    rate = (now_step - start[1]) / (now_s - start[0])  # steps per second of training
+    return f"about {format_duration((total - step) / rate)} left"
 
 
 def replaces_sampling_model(how: str, run_bundle, current) -> bool:
@@ -310,6 +328,7 @@ class TrainPanel(QWidget):
         worker = threads.GeneratorWorker(job.run, control=True)
         self._job, self._worker = job, worker
         self._end_message, self._threads_text = "", ""
+        self._eta_samples = deque(maxlen=600)  # (seconds trained, step) as shown: the ETA's recent rate
         self._set_state("starting")
         self.status.setText("Preparing the run (building the network, loading the images)…")
         threads.start(worker, on_progress=self._on_item, on_failed=self._on_failed,
@@ -366,10 +385,11 @@ class TrainPanel(QWidget):
     def _show_progress(self) -> None:
         m = self._latest
         total = self._run_info.total_steps if self._run_info is not None else self.progress.maximum()
+        self._eta_samples.append((float(m.elapsed), int(m.step)))
         self.progress.setValue(int(m.step))
         self.status.setText(f"Step {int(m.step):,} of {total:,}  ·  {m.images_per_s:,.0f} images/s  ·  "
                             f"loss {m.loss:.4f}  ·  {format_duration(m.elapsed)} elapsed  ·  "
-                            f"about {format_duration(m.eta)} left"
+                            f"{eta_text(self._eta_samples, int(m.step), total)}"
                             f"{self._threads_text}")
 
     def _on_threads_changed(self, n: int) -> None:
