@@ -393,3 +393,8 @@ def test_gif_export_shares_one_palette_and_stays_small(tmp_path):
     with Image.open(path) as im:
         assert im.n_frames == 60
     assert Path(path).stat().st_size < 2_000_000
+
+
+def test_the_empty_quality_chart_has_a_readable_range(panel):
+    (x0, x1), (y0, y1) = panel.quality_tab.quality_plot.getPlotItem().viewRange()
+    assert (x0, x1) == pytest.approx((-1, 2)) and (y0, y1) == pytest.approx((0, 10))

@@ -55,6 +55,7 @@ class QualityTab(QWidget):
         self.quality_plot.hideButtons()
         self.quality_plot.setMenuEnabled(False)
         self.quality_plot.showGrid(x=True, y=True, alpha=0.25)
+        self._empty_ranges()
         # A PlotDataItem (not a bare ScatterPlotItem): it follows the plot's log-x mode.
         self._quality_points = self.quality_plot.plot([], [], pen=None, symbol="o", symbolSize=12, symbolPen=None)
         self._quality_texts = [pg.TextItem(anchor=(0, 1 - k % 2), color="#222") for k in range(MAX_COLUMNS)]
@@ -97,6 +98,11 @@ class QualityTab(QWidget):
             self._on_column(item.index)
         elif isinstance(item, sw.QualityStarted):
             self._on_started(item.info)
+
+    def _empty_ranges(self) -> None:
+        """Before a measurement: 0.1-100 s and FID 0-10 (an empty view's autorange read '-2e-305')."""
+        self.quality_plot.setXRange(-1, 2, padding=0)
+        self.quality_plot.setYRange(0, 10, padding=0)
 
     def _on_started(self, info: dict) -> None:
         floor = info.get("floor")
@@ -155,6 +161,8 @@ class QualityTab(QWidget):
                 acc = "" if p.accuracy is None else f", {p.accuracy:.0%} right"
                 t.setText(f" {p.spec.label}{acc}")
                 t.setPos(np.log10(secs[k]), p.fid)  # in log-x mode the view's x is log10(seconds)
+        if not points:
+            self._empty_ranges()
         if points:
             lx = np.log10(secs)
             top = max(max(p.fid for p in points), self._floor_line.value() if self._floor_line.isVisible() else 0)
