@@ -157,7 +157,7 @@ def cmd_train(args) -> int:
         if existing:
             raise CliError(f"{out}: already holds a run ({', '.join(existing)}); use --resume to continue it or "
                            "choose another --out")
-        _refuse_a_folder_with_files(out)
+        _refuse_a_folder_with_files(out, inputs=[args.data, getattr(args, "config", None)])
         config = _train_config(args)  # bad flags are reported before the data set loads
         if args.init:
             config = replace(config, init=_init_path(args.init))
@@ -186,9 +186,11 @@ def cmd_train(args) -> int:
     return code
 
 
-def _refuse_a_folder_with_files(out: Path) -> None:
+def _refuse_a_folder_with_files(out: Path, inputs=()) -> None:
     """A new run starts in a new or empty folder: its loss.csv must not truncate one already there, nor its
-    files mix with anyone else's. A folder with a lock is left to the lock (it names the live writer)."""
+    files mix with anyone else's. The command's own inputs may be there (the app's multi-process launcher
+    writes the data set and the config into the run folder). A folder with a lock is left to the lock (it
+    names the live writer)."""
     from core.catalog import LOG_FILE
     from core.runlock import LOCK_FILE
 
@@ -196,13 +198,21 @@ def _refuse_a_folder_with_files(out: Path) -> None:
         raise CliError(f"--out {out}: is a file, not a folder; choose a folder for the run")
     if not out.is_dir() or (out / LOCK_FILE).exists():
         return
-    present = sorted(p.name for p in out.iterdir())
+    own = [Path(p) for p in inputs if p and Path(p).is_file()]
+    present = sorted(p.name for p in out.iterdir() if not any(_same_path(p, q) for q in own))
     if present:
         ours = LOG_FILE in present
         shown = ", ".join(present[:4]) + (f" and {len(present) - 4} more" if len(present) > 4 else "")
         raise CliError(f"--out {out}: the folder is not empty ({shown}); "
                        + ("it holds a run's loss log but no resume file to continue it; " if ours else "")
                        + "choose a new or empty folder")
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 _TRAIN_FLAGS = {"steps": "steps", "batch": "batch_size", "lr": "lr", "lr_schedule": "lr_schedule", "n_feat": "n_feat",

@@ -175,3 +175,11 @@ def test_ctrl_c_while_sampling_is_one_line_not_a_traceback(run_dir, tmp_path, ca
     err = capsys.readouterr().err
     assert rc == 130 and err.startswith("interrupted: sample stopped") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "g.png").exists()
+
+
+def test_a_new_run_may_start_in_a_folder_holding_only_its_own_inputs(run_dir, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "dataset.npz").write_bytes((run_dir / "tiny.npz").read_bytes())  # as the app's torchrun launcher does
+    assert main(["train", "--data", str(out / "dataset.npz"), "--out", str(out), "--preset", "tiny", "--steps", "2",
+                 "--batch", "8", "--device", "cpu"]) == 0

@@ -166,6 +166,7 @@ class TrainPanel(QWidget):
         self.use_model_btn.clicked.connect(self._on_use_run_model)
         col.addWidget(self.use_model_btn, 0, Qt.AlignmentFlag.AlignLeft)
         self._ended_bundle = None
+        self._eta_samples = deque(maxlen=600)  # (seconds trained, step) as shown: the ETA's recent rate
         col.addLayout(self._build_plot_options())
         split = QSplitter(Qt.Orientation.Vertical)
         self.loss_plot = LossPlot()
@@ -328,7 +329,6 @@ class TrainPanel(QWidget):
         worker = threads.GeneratorWorker(job.run, control=True)
         self._job, self._worker = job, worker
         self._end_message, self._threads_text = "", ""
-        self._eta_samples = deque(maxlen=600)  # (seconds trained, step) as shown: the ETA's recent rate
         self._set_state("starting")
         self.status.setText("Preparing the run (building the network, loading the images)…")
         threads.start(worker, on_progress=self._on_item, on_failed=self._on_failed,
@@ -456,6 +456,8 @@ class TrainPanel(QWidget):
 
     # --- helpers -----------------------------------------------------------------------------------------------
     def _set_state(self, s: str) -> None:
+        if s == "starting":
+            self._eta_samples.clear()  # every run (in this process or under torchrun) times itself afresh
         self.run_state = s
         self._update_buttons()
         self.run_state_changed.emit(s)
