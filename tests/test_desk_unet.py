@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from toy_data import blob_squares
 
 from core.catalog import SAMPLER_NAMES, model_calls
 from core.checkpoint import load_checkpoint, read_metadata, save_checkpoint
@@ -135,15 +136,7 @@ def test_both_networks_run_every_sampler_guided(network, sampler):
 
 @pytest.fixture
 def blobs() -> ImageDataset:
-    rng = np.random.default_rng(0)
-    imgs = np.full((24, 8, 8, 3), 255, np.uint8)
-    labels = np.zeros((24, 3), np.float32)
-    for i in range(24):
-        k, (y, x) = i % 3, rng.integers(0, 4, 2)
-        imgs[i, y:y + 4, x:x + 4] = 0
-        imgs[i, y:y + 4, x:x + 4, k] = 255
-        labels[i, k] = 1
-    return ImageDataset(imgs, labels, ["red", "green", "blue"], "blobs")
+    return blob_squares(24)
 
 
 CFG = replace(TRAIN_PRESETS["tiny"], network="desk", steps=6, batch_size=8, checkpoint_every=3, precision="fp32",

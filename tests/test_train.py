@@ -4,6 +4,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from toy_data import blob_squares
 
 from core.checkpoint import load_checkpoint, read_metadata
 from core.data import ImageDataset
@@ -14,15 +15,7 @@ from core.train import (TRAIN_PRESETS, StepMetrics, Trainer, TrainingDiverged, e
 @pytest.fixture
 def blobs() -> ImageDataset:
     """48 8x8 images of 3 labels: a red, a green or a blue square on white, at random places."""
-    rng = np.random.default_rng(0)
-    imgs = np.full((48, 8, 8, 3), 255, np.uint8)
-    labels = np.zeros((48, 3), np.float32)
-    for i in range(48):
-        k, (y, x) = i % 3, rng.integers(0, 4, 2)
-        imgs[i, y:y + 4, x:x + 4] = 0
-        imgs[i, y:y + 4, x:x + 4, k] = 255
-        labels[i, k] = 1
-    return ImageDataset(imgs, labels, ["red", "green", "blue"], "blobs")
+    return blob_squares(48)
 
 
 CFG = replace(TRAIN_PRESETS["tiny"], steps=20, batch_size=16, checkpoint_every=10, precision="fp32", seed=3)

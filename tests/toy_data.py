@@ -1,0 +1,17 @@
+"""Small data sets the tests share."""
+import numpy as np
+
+from core.data import ImageDataset
+
+
+def blob_squares(n: int):
+    """n 8x8 images of 3 labels: a red, a green or a blue 4x4 square on white, at random places (seed 0)."""
+    rng = np.random.default_rng(0)
+    imgs = np.full((n, 8, 8, 3), 255, np.uint8)
+    labels = np.zeros((n, 3), np.float32)
+    for i in range(n):
+        k, (y, x) = i % 3, rng.integers(0, 4, 2)
+        imgs[i, y:y + 4, x:x + 4] = 0
+        imgs[i, y:y + 4, x:x + 4, k] = 255
+        labels[i, k] = 1
+    return ImageDataset(imgs, labels, ["red", "green", "blue"], "blobs")
