@@ -207,8 +207,12 @@ def _reap() -> None:
 
 
 def _has_ended(thread: QThread) -> bool:
+    """Really ended, past its deferred deletes: Qt 6's isRunning() is already False and isFinished() already
+    True while the ending thread still runs them (the worker's deleteLater); dropping the worker's or the
+    thread's last Python reference then deletes it a second time, from this thread (a segfault at exit,
+    seen under gdb). wait(0) is True only once the thread is done, and never blocks."""
     try:
-        return thread.isFinished() or not thread.isRunning()
+        return thread.wait(0)
     except RuntimeError:  # the C++ object is already gone
         return True
 
