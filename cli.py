@@ -46,8 +46,7 @@ _SAMPLE_DESC = ("Sample a grid of images. CKPT is one of our .safetensors checkp
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
-    from core.catalog import BATCHNORM_MODES, LOSS_WEIGHTINGS, NETWORKS, LR_SCHEDULES, PRECISIONS, PREDICTIONS, SCHEDULE_KINDS
-    from core.train import TRAIN_PRESETS
+    from core.config import TRAIN_FIELDS, TRAIN_PRESETS, add_config_flags
 
     p.add_argument("--data", default="emoji16", help="data set (default: emoji16)")
     p.add_argument("--labels", help="labels .npy for a course images .npy")
@@ -60,31 +59,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE.json",
                    help="training settings as a JSON object (TrainConfig fields, as the app writes them) over the "
                         "preset; the flags below override it")
-    p.add_argument("--steps", type=int, help="optimizer steps")
-    p.add_argument("--batch", type=int, help="images per step; under torchrun the global batch, split evenly "
-                                             "among the processes (it must divide by their number)")
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--lr-schedule", choices=LR_SCHEDULES)
-    p.add_argument("--n-feat", type=int, help="network width (course: 64)")
-    p.add_argument("--network", choices=NETWORKS,
-                   help="course: the lessons' ContextUnet; desk: an ADM-style U-Net whose every block is steered "
-                        "by the label, with attention at 8 and 4 px")
-    p.add_argument("--dropout", type=float, help="desk network: dropout inside its residual blocks (default 0)")
-    p.add_argument("--schedule", choices=SCHEDULE_KINDS,
-                   help="noise schedule: linear (the course's), cosine, linear_zsnr (ends in pure noise; needs v or x0)")
-    p.add_argument("--prediction", choices=PREDICTIONS, help="what the network predicts: eps (the course's), v or x0")
-    p.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS,
-                   help="uniform (the course's) or min_snr (min-SNR-gamma, gamma 5: faster convergence)")
-    p.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 where fast")
+    add_config_flags(p, TRAIN_FIELDS)  # one flag per training setting that has one (core.config)
     p.add_argument("--device", default="auto", help="auto (CUDA when detected), cpu or cuda")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--balance-labels", action=argparse.BooleanOptionalAction, default=None,
-                   help="draw images so every label is equally frequent in the batches (on in --preset finetune: "
-                        "a new label with a few dozen images is learnt in minutes)")
-    p.add_argument("--batchnorm", choices=BATCHNORM_MODES,
-                   help="under torchrun: BatchNorm statistics of each process's share of the batch (per_rank, "
-                        "the default) or of the whole batch (global: one all-reduce per BatchNorm layer)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--init", metavar="CKPT",
                    help="fine-tune: start from this checkpoint ('default' = the shipped model) instead of from "
@@ -136,8 +112,9 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
 
 def cmd_train(args) -> int:
     from core.data import load_dataset
-    from core.device import configure_threads, describe
-    from core.train import MODEL_FILE, RESUME_FILE, Trainer
+    from core.device import describe
+    from core.threads import configure_threads
+    from core.training import MODEL_FILE, RESUME_FILE, Trainer
 
     configure_threads()
     for flag, value in (("--out", args.out), ("--data", args.data)):
@@ -151,7 +128,7 @@ def cmd_train(args) -> int:
         if not (out / RESUME_FILE).is_file():
             raise CliError(f"{out}: no run to resume ({RESUME_FILE} not found)")
         if args.steps is not None:
-            _train_config(argparse.Namespace(**{**vars(args), **{f: None for f in _TRAIN_FLAGS if f != "steps"}}))
+            _train_config(argparse.Namespace(**{**vars(args), **{f: None for f in _train_flags() if f != "steps"}}))
     else:
         existing = [f for f in (MODEL_FILE, RESUME_FILE) if (out / f).exists()]
         if existing:
@@ -215,11 +192,11 @@ def _same_path(a: Path, b: Path) -> bool:
         return False
 
 
-_TRAIN_FLAGS = {"steps": "steps", "batch": "batch_size", "lr": "lr", "lr_schedule": "lr_schedule", "n_feat": "n_feat",
-                "network": "network", "dropout": "dropout",
-                "schedule": "schedule", "prediction": "prediction", "loss_weighting": "loss_weighting",
-                "precision": "precision", "seed": "seed", "checkpoint_every": "checkpoint_every", "batchnorm": "batchnorm",
-                "balance_labels": "balance_labels"}
+def _train_flags() -> dict[str, str]:
+    """{argparse dest: TrainConfig field} of every training flag."""
+    from core.config import flag_fields
+
+    return flag_fields()
 
 
 def _init_path(text: str) -> str:
@@ -237,8 +214,9 @@ def _init_path(text: str) -> str:
 
 def _train_config(args):
     """The preset with the given flags; a bad value is reported with the flag that carries it."""
-    from core.train import TRAIN_PRESETS, TrainConfig
+    from core.config import TRAIN_PRESETS, TrainConfig
 
+    flags = _train_flags()
     base = TRAIN_PRESETS[args.preset].to_dict()
     if getattr(args, "config", None):
         given_cfg = _read_config_file(args.config)
@@ -251,14 +229,14 @@ def _train_config(args):
             TrainConfig.from_dict(base)
         except ValueError as e:
             raise CliError(f"--config {args.config}: {e}") from None
-    given = {flag: getattr(args, flag) for flag in _TRAIN_FLAGS if getattr(args, flag) is not None}
+    given = {flag: getattr(args, flag) for flag in flags if getattr(args, flag) is not None}
     try:
-        return TrainConfig.from_dict({**base, **{_TRAIN_FLAGS[f]: v for f, v in given.items()}})
+        return TrainConfig.from_dict({**base, **{flags[f]: v for f, v in given.items()}})
     except ValueError as e:
         combined = e
     for flag, value in given.items():  # name the flag whose value is bad on its own
         try:
-            TrainConfig.from_dict({**base, _TRAIN_FLAGS[flag]: value})
+            TrainConfig.from_dict({**base, flags[flag]: value})
         except ValueError as e:
             if "go together" not in str(e) and "linear_zsnr" not in str(e):
                 raise CliError(f"--{flag.replace('_', '-')} {value}: {e}") from None
@@ -311,7 +289,9 @@ def _main_process_print(trainer):
 def _train_loop(trainer) -> int:
     last_print = 0.0
     say = _main_process_print(trainer)
-    tuned = _tuned_threads(trainer.device) if trainer.dist is None else None  # torchrun sets threads per process
+    from core.threads import tuned_threads
+
+    tuned = tuned_threads(trainer.device) if trainer.dist is None else None  # torchrun sets threads per process
     with _StopRequest(trainer) as stop:
         for m in trainer.run():  # ends early, at one step for all processes, after a stop request
             if tuned is not None:
@@ -331,19 +311,6 @@ def _train_loop(trainer) -> int:
     return 0
 
 
-def _tuned_threads(device, **tuner_args):
-    """All cores vs one thread, re-timed now and then (None on CUDA or a one-core machine); OMP_NUM_THREADS
-    set by the user means they chose, so nothing is tuned."""
-    from core.device import ThreadTuner, TunedThreads
-
-    if device.type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
-        return None
-    import torch
-
-    tuner = ThreadTuner(torch.get_num_threads(), **tuner_args)
-    return TunedThreads(tuner) if len(tuner.candidates) > 1 else None
-
-
 def _hms(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
@@ -357,7 +324,8 @@ MAX_IMAGES = 100_000
 
 def cmd_sample(args) -> int:
     from core.checkpoint import load_checkpoint
-    from core.device import configure_threads, runtime
+    from core.device import runtime
+    from core.threads import configure_threads
     from core.paths import default_checkpoint
     from core.samplers import get_sampler
     from core.schedule import Schedule
@@ -378,7 +346,9 @@ def cmd_sample(args) -> int:
     frames = []
     callback = _gif_collector(frames, args.steps, args.sampler) if args.gif else None
     steps = args.steps or (schedule.T if args.sampler == "ddpm" else get_sampler(args.sampler).default_steps)
-    tuned = _tuned_threads(rt.device, every=100, sample=3, warmup=2) if steps >= 50 else None
+    from core.threads import tuned_threads
+
+    tuned = tuned_threads(rt.device, every=100, sample=3, warmup=2) if steps >= 50 else None
     if tuned is not None:  # long runs (DDPM's 500 steps) re-time 1 vs all threads between model calls
         callback = _chain(callback, lambda info: tuned.tick())
     negative = _negative_context(args, bundle, context)
@@ -434,16 +404,17 @@ def _check_sample_flags(args, info) -> None:
 
 
 def _check_outputs_replace_nothing(args) -> None:
-    """--out and --gif never replace the model read, a run's or a data set's file, or another kind of file."""
-    from core.paths import OutputRefused, check_output, default_checkpoint
+    """--out and --gif never replace the model read, a shipped model, a run's or a data set's file, or another
+    kind of file."""
+    from core.paths import OutputRefused, check_output, shipped_models
 
     if args.gif and args.out and Path(args.gif).resolve() == Path(args.out).resolve():
         raise CliError(f"--gif {args.gif}: the same file as --out; give the animation its own name")
     try:
         for flag, path, kind in (("--out", args.out, "png"), ("--gif", args.gif, "gif")):
             if path:
-                check_output(flag, path, kind, inputs=[args.checkpoint or default_checkpoint(), args.guide_model],
-                             force=args.force)
+                inputs = [args.checkpoint, args.guide_model, *(p for _, p in shipped_models())]
+                check_output(flag, path, kind, inputs=inputs, force=args.force)
     except OutputRefused as e:
         raise CliError(str(e)) from None
 
@@ -463,7 +434,8 @@ def _negative_context(args, bundle, context):
     """--negative LABEL as one context row (the same for every image), or None."""
     if not args.negative:
         return None
-    from core.data import DataError, context_from_spec
+    from core.context import context_from_spec
+    from core.errors import DataError
 
     if context is None:
         raise CliError("--negative: needs a label to guide (--context each or a label); unconditional images have none")
@@ -541,7 +513,8 @@ def _sample_contexts(args, bundle):
     """(context rows, row labels or None, n) for --context and --n."""
     import numpy as np
 
-    from core.data import DataError, context_from_spec
+    from core.context import context_from_spec
+    from core.errors import DataError
 
     names = bundle.label_names
     spec = args.context.strip()

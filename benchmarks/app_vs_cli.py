@@ -33,15 +33,12 @@ def _config(steps: int) -> dict:
 
 
 def cli_rate(ds, steps: int) -> float:
-    import torch
-
-    from core.device import ThreadTuner, TunedThreads
-    from core.train import TrainConfig, Trainer
+    from core.threads import tuned_threads
+    from core.training import TrainConfig, Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         tr = Trainer(ds, TrainConfig(**_config(steps)), tmp, device="cpu")
-        tuner = ThreadTuner(torch.get_num_threads())  # as `main.py train` does on the CPU
-        tuned = TunedThreads(tuner) if len(tuner.candidates) > 1 else None
+        tuned = tuned_threads(tr.device)  # as `main.py train` does on the CPU
         t0 = None
         for m in tr.run():
             if tuned is not None:
@@ -58,7 +55,7 @@ def cli_rate_child(steps: int) -> float:
     app's training thread's, and libgomp shortens its spin-waits to almost nothing once it manages more
     threads than there are cores (the training thread then runs as under OMP_WAIT_POLICY=PASSIVE)."""
     code = ("import sys; sys.path.insert(0, %r); from benchmarks.app_vs_cli import cli_rate; "
-            "from core.data import load_builtin; from core.device import configure_threads; configure_threads(); "
+            "from core.data import load_builtin; from core.threads import configure_threads; configure_threads(); "
             "print(cli_rate(load_builtin('emoji16'), %d))" % (str(ROOT), steps))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -88,8 +85,8 @@ def app_rate(app, ds, steps: int) -> float:
 
     panel._on_progress = on_progress
     # The app's own event loop, as app.exec() runs it: it sleeps until an event arrives. (Polling with
-    # processEvents() every few ms, as this benchmark first did, took the GIL ~500 times a second and
-    # cost the app a few percent that the real app does not pay.)
+    # processEvents() every few ms, as this benchmark first did, kept taking the GIL and cost the app
+    # time that the real app does not pay.)
     loop = QEventLoop()
     check = QTimer()
     check.timeout.connect(lambda: loop.quit() if panel.run_state == "idle" and not panel.is_busy() else None)
@@ -108,7 +105,7 @@ def _rounds(app, ds, a, what: str) -> tuple[list[float], list[float]]:
     cli, gui = [], []
     for r in range(a.rounds):
         if a.cli_here:
-            from core.device import configure_threads
+            from core.threads import configure_threads
 
             configure_threads()
             cli.append(cli_rate(ds, a.steps))
@@ -161,14 +158,13 @@ def main() -> int:
                        "app_busy_vs_idle": statistics.median(bgui) / out["app_img_s"]}
     print(json.dumps(out))
     if a.json:  # merged into a bench results file (docs/bench_results.json: its "app" section)
-        from benchmarks import report
-        from benchmarks.bench import machine_stamp
+        from benchmarks.common import load_json, machine_stamp, save_json
 
         out["machine"] = machine_stamp()
-        results = report.load_json(a.json)
+        results = load_json(a.json)
         results["app"] = out
         results.setdefault("commands", {})["app"] = "python -m benchmarks.app_vs_cli " + " ".join(sys.argv[1:])
-        report.save_json(results, a.json)
+        save_json(results, a.json)
     return 0
 
 

@@ -12,11 +12,13 @@ ratios. The target: the tuned run keeps >= 40% of its idle figure.
 from __future__ import annotations
 
 import statistics
-from dataclasses import replace
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
+
+from .common import Settings, log
 
 SPIN = ("import torch\ntorch.set_num_threads(1)\na = torch.randn(512, 512)\n"
         "while True:\n    a = (a @ a).tanh()\n")
@@ -29,15 +31,13 @@ def start_spinner() -> subprocess.Popen:
     return spinner
 
 
-def bench_busy(s) -> dict:
-    from .bench import log
-
+def bench_busy(s: Settings) -> dict:
     idle = _throughput(s, tuned=True)
     log(f"busy: idle {idle:.0f} img/s; starting the spinning process")
     spinner = start_spinner()
     try:
         tuned = _throughput(s, tuned=True)
-        # Without the tuner a step can take 10-25x longer beside the spinner: a short window is enough.
+        # Without the tuner a step beside the spinner is many times slower: a short window is enough.
         fixed = _throughput(replace(s, rounds=1, steps_per_round=3, warmup_steps=1), tuned=False)
     finally:
         spinner.kill()
@@ -47,13 +47,13 @@ def bench_busy(s) -> dict:
             "target_met": tuned / idle >= 0.4}
 
 
-def _throughput(s, *, tuned: bool) -> float:
+def _throughput(s: Settings, *, tuned: bool) -> float:
     """Median images/s over `rounds` windows of steps, after the tuner's first trial has settled."""
     import torch
 
     from core.data import load_builtin
-    from core.device import ThreadTuner, TunedThreads, configure_threads
-    from core.train import TrainConfig, Trainer
+    from core.threads import configure_threads, tuned_threads
+    from core.training import TrainConfig, Trainer
 
     n = configure_threads()
     ds = load_builtin("emoji16")
@@ -63,10 +63,10 @@ def _throughput(s, *, tuned: bool) -> float:
                       precision="fp32", checkpoint_every=10**9)
     with tempfile.TemporaryDirectory() as tmp:
         tr = Trainer(ds, cfg, tmp, device="cpu")
-        tuner = ThreadTuner(n, every=10**6) if tuned else None  # one trial at the start, as a run's first
-        threads = TunedThreads(tuner) if tuner is not None and len(tuner.candidates) > 1 else None
+        # one trial at the start, as a run's first
+        threads = tuned_threads(tr.device, every=10**6) if tuned else None
         it = tr.run()
-        settle = (tuner.warmup + 2 * tuner.sample) if tuner else s.warmup_steps
+        settle = (threads.tuner.warmup + 2 * threads.tuner.sample) if threads else s.warmup_steps
         for _ in range(settle):
             next(it)
             if threads:

@@ -23,14 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from .common import ROOT, Settings, log
+
 LOSS_N_FEAT = 32
 
 
-def bench_ddp(s) -> dict:
-    """s: benchmarks.bench.Settings (n_feat, batch_size, rounds, steps_per_round, warmup_steps, loss_steps)."""
-    from .bench import log
-
+def bench_ddp(s: Settings) -> dict:
+    """s: the bench settings (n_feat, batch_size, rounds, steps_per_round, warmup_steps, loss_steps)."""
     timing = {}
     for world in (1, 2):
         log(f"ddp: timing {world} process(es)")
@@ -69,8 +68,8 @@ def _launch(world: int, mode: str, **opts) -> dict:
 
 def _trainer(a, steps: int):
     from core.data import load_builtin
-    from core.device import configure_threads
-    from core.train import TrainConfig, Trainer
+    from core.threads import configure_threads
+    from core.training import TrainConfig, Trainer
 
     configure_threads()
     ds = load_builtin("emoji16")
@@ -113,14 +112,14 @@ def worker_time(a) -> dict:
 
 
 def worker_loss(a) -> dict:
-    from .bench import _eval_loss, _eval_set
+    from .train_speed import eval_loss, eval_set
 
     ds, tr = _trainer(a, a.steps)
     t0 = time.perf_counter()
     losses = [m.loss for m in tr.run()]
     out = {"train_loss_last50": statistics.fmean(losses[-50:]), "seconds": time.perf_counter() - t0}
     if tr.is_main:
-        out["eval_loss"] = _eval_loss(tr.net, _eval_set(ds, a.eval_n, 500))
+        out["eval_loss"] = eval_loss(tr.net, eval_set(ds, a.eval_n, 500))
     tr.close()
     return out
 

@@ -65,9 +65,9 @@ class EventLoopProbe(QObject):
 
 
 def _direct_run(ds, config: dict, seconds: float, out_dir, threads: int | None = None) -> float:
-    """images/s of core.train.Trainer driven by a plain loop, after its first step."""
-    from core.device import configure_threads
-    from core.train import TrainConfig, Trainer
+    """images/s of core.training.Trainer driven by a plain loop, after its first step."""
+    from core.threads import configure_threads
+    from core.training import TrainConfig, Trainer
 
     configure_threads(threads)
     tr = Trainer(ds, TrainConfig(**config), out_dir)
@@ -97,7 +97,7 @@ def _app_run(app, window, config: dict, seconds: float, preview_every: int,
     def on_item(item) -> None:
         if isinstance(item, ThreadsChosen):
             threads.append(item.threads)
-        elif isinstance(item, list):  # a batch of core.train.StepMetrics
+        elif isinstance(item, list):  # a batch of core.training.StepMetrics
             stamps.append((time.perf_counter(), int(item[-1].step)))
 
     panel._worker.progress.connect(on_item)

@@ -108,7 +108,7 @@ def _onednn_child(a) -> str:
 import sys, tempfile, torch
 sys.path.insert(0, {str(ROOT)!r})
 from core.data import load_dataset
-from core.train import TrainConfig, Trainer
+from core.training import TrainConfig, Trainer
 torch.set_num_threads({a.threads})
 cfg = TrainConfig(n_feat={a.n_feat}, steps=10**6, batch_size={a.batch}, precision={a.precision!r}, checkpoint_every=10**6)
 with tempfile.TemporaryDirectory() as tmp:
@@ -126,7 +126,8 @@ with tempfile.TemporaryDirectory() as tmp:
 
 def _peak_fp32() -> float:
     """This machine's fp32 matmul peak, measured as `bench peak` measures it."""
-    from benchmarks.bench import Settings, bench_peak
+    from benchmarks.common import Settings
+    from benchmarks.peak import bench_peak
 
     return bench_peak(Settings())["fp32"]["gflops"]
 
@@ -152,7 +153,7 @@ def main() -> int:
     from torch.profiler import ProfilerActivity, profile
 
     from core.data import load_dataset
-    from core.train import TrainConfig, Trainer
+    from core.training import TrainConfig, Trainer
 
     torch.set_num_threads(a.threads)
     cfg = TrainConfig(n_feat=a.n_feat, steps=10**6, batch_size=a.batch, precision=a.precision, checkpoint_every=10**6)

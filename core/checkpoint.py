@@ -10,7 +10,6 @@ Files of a run folder:
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,8 @@ from .device import to_fast_layout
 from .errors import UserError, one_line
 from .paths import atomic_write_bytes  # noqa: F401 - re-exported: checkpoints are written with it
 from .schedule import ScheduleConfig
-from .unet import (COURSE_LABEL_NAMES, ContextUnet, CourseWeightsError, UNetConfig, build_network,
+from .catalog import COURSE_LABEL_NAMES
+from .unet import (ContextUnet, CourseWeightsError, UNetConfig, build_network,
                    config_from_course_state_dict, load_course_state_dict)
 
 FORMAT = "diffusion-desk/1"

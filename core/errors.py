@@ -11,6 +11,10 @@ class UserError(Exception):
     """A mistake or a bad file the user can fix; str() is one line naming the file or flag."""
 
 
+class DataError(UserError):
+    """A bad data set, image file or label text; str() is one line naming the file and the problem."""
+
+
 def one_line(e: BaseException, limit: int = 300) -> str:
     """The first line of an error's text (its type name when it has none), at most `limit` characters."""
     text = " ".join(str(e).split("\n", 1)[0].split())

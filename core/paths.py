@@ -33,6 +33,16 @@ def default_checkpoint() -> Path | None:
     return path if path.is_file() else None
 
 
+# The shipped models, in the order the model menus list them: (file under checkpoints/, menu label).
+SHIPPED_MODELS = (("default.safetensors", "Shipped model (desk network)"),
+                  ("course_unet.safetensors", "Shipped model, course network (ContextUnet)"))
+
+
+def shipped_models() -> list[tuple[str, Path]]:
+    """(menu label, path) of each shipped model this build has."""
+    return [(label, checkpoint_path(name)) for name, label in SHIPPED_MODELS if checkpoint_path(name).is_file()]
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, then rename: the old file survives a crash."""
     path = Path(path)

@@ -18,7 +18,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .device import autocast, compiled_forward, synchronize, to_fast_layout
+from .compile import compiled_forward
+from .device import autocast, synchronize, to_fast_layout
 from .catalog import SAMPLER_CATALOG, SIGMA_RAMP_MAX, T_DEFAULT
 from .schedule import Schedule, spaced_timesteps
 

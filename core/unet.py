@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
-from .catalog import COURSE_LABEL_NAMES, NETWORKS, check_field_types, config_dict
+from .catalog import NETWORKS, check_field_types, config_dict
 from .desk_unet import DeskUnet
 from .errors import UserError
 

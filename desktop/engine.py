@@ -18,24 +18,30 @@ from desktop.settings import DEFAULT_SEED, runs_dir
 
 def runtime_label(device: str = "auto", precision: str = "auto") -> str:
     """'CPU (2 threads), bf16' or 'CUDA: <card>, bf16'. Imports torch: call it off the GUI thread."""
-    from core.device import configure_threads, runtime
+    from core.device import runtime
+    from core.threads import configure_threads
 
     configure_threads()
     return runtime(device, precision).label
 
 
+def load_trainer() -> None:
+    """Import the trainer (with torch) off the GUI thread at start-up, so a run starts at once."""
+    import core.training  # noqa: F401
+
+
 def warm_up_training() -> None:
     """Import what the first training run needs but torch loads lazily (torch._dynamo, pulled in by the
-    optimizer: ~3 s once), so pressing Start does not wait for it. Meant for run_in_background."""
+    optimizer: seconds, once), so pressing Start does not wait for it. Meant for run_in_background."""
     import torch._dynamo  # noqa: F401
 
 
 def release_gui_openmp_threads() -> None:
     """Before a job starts on a worker thread: end the GUI thread's OpenMP team, if a torch call made one,
-    so the job's threads keep their full spin-waits (see core.device.release_openmp_threads). Does
+    so the job's threads keep their full spin-waits (see core.threads.release_openmp_threads). Does
     nothing before torch has been loaded."""
     if "torch" in sys.modules:
-        from core.device import release_openmp_threads
+        from core.threads import release_openmp_threads
 
         release_openmp_threads()
 
@@ -84,15 +90,14 @@ def load_checkpoint(path: str):
 
 
 def model_choices() -> list[tuple[str, str]]:
-    """(label, path) of the models a user can switch to: the shipped one, then each run (newest first)."""
+    """(label, path) of the models a user can switch to: the shipped ones, then each run (newest first)."""
     import time as _time
 
     from core.checkpoint import CheckpointError, read_metadata
 
-    out = []
-    shipped = default_checkpoint()
-    if shipped:
-        out.append(("Shipped default model", shipped))
+    from core.paths import shipped_models
+
+    out = [(label, str(path)) for label, path in shipped_models()]
     runs = sorted(run_models(), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in runs[:30]:
         try:
@@ -115,7 +120,7 @@ def checkpoint_preview(path: str, *, per_label: int = 6, steps: int = 20, seed: 
     """(step, grid) from a saved model: one row per label by DPM-Solver++, as the previews made while training
     (a run in another process is previewed from its checkpoints)."""
     from core.schedule import Schedule
-    from core.train import preview_grid
+    from core.training import preview_grid
 
     b = load_checkpoint(path)
     grid = preview_grid(b.net, Schedule(b.schedule_config), len(b.label_names), per_label=per_label, steps=steps,
@@ -178,29 +183,16 @@ def user_message(error: BaseException) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def train_presets() -> dict:
-    """{'quick': TrainConfig, 'course': ..., 'tiny': ...} (imports torch)."""
-    from core.train import TRAIN_PRESETS
-
-    return dict(TRAIN_PRESETS)
-
-
-def train_config_class():
-    from core.train import TrainConfig
-
-    return TrainConfig
-
-
 def run_models() -> list[Path]:
     """The model file of every training run in the user's runs folder (sorted by folder name)."""
-    from core.train import MODEL_FILE
+    from core.training import MODEL_FILE
 
     return sorted(runs_dir().glob(f"*/{MODEL_FILE}")) if runs_dir().is_dir() else []
 
 
 def can_resume(folder: str | Path) -> bool:
     """Whether a run folder holds the resume file Resume continues from."""
-    from core.train import RESUME_FILE
+    from core.training import RESUME_FILE
 
     return (Path(folder) / RESUME_FILE).is_file()
 
@@ -208,7 +200,7 @@ def can_resume(folder: str | Path) -> bool:
 def read_run_info(folder: str | Path) -> dict:
     """{'step', 'train_config' (dict), 'dataset', 'label_names'} of a run folder, or CheckpointError."""
     from core.checkpoint import CheckpointError, read_metadata
-    from core.train import MODEL_FILE, RESUME_FILE
+    from core.training import MODEL_FILE, RESUME_FILE
 
     folder = Path(folder)
     model, resume = folder / MODEL_FILE, folder / RESUME_FILE
@@ -280,39 +272,3 @@ def quality_fits(bundle) -> tuple[bool, str]:
         return False, (f"The quality measure reads {size}×{size} images; this model draws "
                        f"{bundle.net.config.height}×{bundle.net.config.height}.")
     return True, ""
-
-
-
-# --------------------------------------------------------------------------------------------
-# Label edits (core.data's pure functions; torch is loaded once a data set exists)
-# --------------------------------------------------------------------------------------------
-
-
-def add_label(labels, names, name=None):
-    from core.data import add_label as core_add
-
-    return core_add(labels, names, name)
-
-
-def rename_label(names, index: int, name: str) -> list[str]:
-    from core.data import rename_label as core_rename
-
-    return core_rename(names, index, name)
-
-
-def delete_label(labels, names, index: int):
-    from core.data import delete_label as core_delete
-
-    return core_delete(labels, names, index)
-
-
-def move_label(labels, names, index: int, to: int):
-    from core.data import move_label as core_move
-
-    return core_move(labels, names, index, to)
-
-
-def assign_label(labels, rows, label: int, on: bool):
-    from core.data import assign_label as core_assign
-
-    return core_assign(labels, rows, label, on)

@@ -12,6 +12,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QFileDialog, QLabel, QMainWindow, QMessageBox,
                                QTabWidget, QTextBrowser, QVBoxLayout, QWidget)
 
+from core.config import preset_dicts
 from desktop import engine, settings, threads
 from desktop.state import AppState
 from desktop.help import ABOUT, HOW_IT_WORKS
@@ -34,9 +35,9 @@ def _make_sample_panel(state: AppState) -> QWidget:
 
 
 def startup_job(dataset_spec: str | None, checkpoint: str | None) -> dict:
-    """Runs on a worker thread: torch import, runtime, presets, the data set and the model."""
+    """Runs on a worker thread: torch and the trainer import, runtime, the data set and the model."""
     out: dict = {"runtime": engine.runtime_label(), "errors": []}
-    out["presets"] = {k: cfg.to_dict() for k, cfg in engine.train_presets().items()}
+    engine.load_trainer()
     out["dataset"], out["dataset_spec"] = None, None
     for spec in [s for s in (dataset_spec, engine.builtin_names()[0]) if s]:
         try:
@@ -172,7 +173,7 @@ class MainWindow(QMainWindow):
 
     def _on_startup_done(self, out: dict) -> None:
         self.state.set_runtime(out["runtime"])
-        self.train_panel.set_presets(out["presets"])
+        self.train_panel.set_presets(preset_dicts())
         if out["dataset"] is not None:
             self.state.set_dataset(out["dataset"])
         self.loaded = True

@@ -34,7 +34,7 @@ def small_set():
 
 
 def train(out: str, steps: int, stop_at: int, result: str, *flags: str) -> None:
-    from core.train import TRAIN_PRESETS, Trainer
+    from core.training import TRAIN_PRESETS, Trainer
 
     ds = small_set()
     if "resume" in flags:

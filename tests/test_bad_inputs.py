@@ -2,7 +2,6 @@
 run never writes a poisoned checkpoint; one writer per run folder; an unwritable folder fails first; the
 model/resume pair survives a crash between its writes; SIGTERM saves like Ctrl-C."""
 import json
-import math
 import os
 import signal
 import socket
@@ -21,7 +20,7 @@ from core.checkpoint import read_metadata
 from cli import main
 from core.data import ImageDataset, save_npz
 from core.runlock import LOCK_FILE, RunLockedError
-from core.train import TRAIN_PRESETS, Trainer, TrainingDiverged, read_loss_log
+from core.training import TRAIN_PRESETS, Trainer, TrainingDiverged, read_loss_log
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = replace(TRAIN_PRESETS["tiny"], steps=12, batch_size=8, checkpoint_every=4, precision="fp32", seed=1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import bench, report
+from benchmarks import bench, common, pages, quality, tables, train_speed
 from benchmarks.course_baseline import CourseDiffusion, ContextUnet, Normalize, ToTensor, transform
 from core.checkpoint import save_checkpoint
 from core.data import load_builtin
@@ -74,12 +74,12 @@ def test_course_training_steps_run_through_the_dataloader():
 # --- bench plumbing --------------------------------------------------------------------------------------
 
 def test_parse_entries_with_modifiers_and_errors():
-    e = bench.parse_entries("ddpm:500, ddim:25+eta=1,dpmpp2m:10+clip+g=2, ddim")
+    e = common.parse_entries("ddpm:500, ddim:25+eta=1,dpmpp2m:10+clip+g=2, ddim")
     assert [x["steps"] for x in e] == [500, 25, 10, 25]
     assert e[1]["eta"] == 1.0 and e[2]["clip_x0"] and e[2]["guidance"] == 2.0
     for bad in ("euler:10", "ddim:0", "ddim:x", "ddim:10+foo", ""):
-        with pytest.raises(bench.BenchError):
-            bench.parse_entries(bad)
+        with pytest.raises(common.BenchError):
+            common.parse_entries(bad)
 
 
 def _args(*argv):
@@ -103,13 +103,13 @@ def test_peak_and_sample_tables_build_with_tiny_settings(tmp_path, capsys):
 
 def test_train_table_builds_with_tiny_settings(capsys):
     s = bench.settings_from_args(_args("train", "--quick"))
-    res = bench.bench_train(s, peak={"fp32": {"gflops": 100.0}, "bf16": {"gflops": 200.0}})
+    res = train_speed.bench_train(s, peak={"fp32": {"gflops": 100.0}, "bf16": {"gflops": 200.0}})
     assert res["throughput"]["course"]["ratio_vs_course"] == 1.0
     assert all(r["median_ips"] > 0 for r in res["throughput"].values())
     lc = res["loss_check"]
     assert len(lc["runs"]) == 2 * (2 if "ours bf16" in res["throughput"] else 1)
     assert all(np.isfinite(r["eval_loss"]) for r in lc["runs"])
-    assert "held-out loss" in report.print_section("train", res)
+    assert "held-out loss" in tables.print_section("train", res)
 
 
 def _tiny_emoji_checkpoint(path):
@@ -157,7 +157,7 @@ def test_errors_are_one_line_and_exit_non_zero(tmp_path, capsys):
 
 
 def _row(entry, fid, nfe, seconds=1.0):
-    e = bench.parse_entries(entry)[0]
+    e = common.parse_entries(entry)[0]
     return {**e, "fid_mean": fid, "nfe": nfe, "seconds_32": seconds}
 
 
@@ -165,21 +165,21 @@ def test_judge_reports_the_target_like_for_like():
     q = {"guidance": 1.0, "results": [_row("ddpm:500", 10.0, 500, 20.0), _row("ddpm:500+g=2", 5.0, 1000, 40.0),
                                       _row("dpmpp2m:10+g=2", 5.2, 20, 0.3), _row("dpmpp2m:20", 13.0, 20, 0.3),
                                       _row("ddim:50", 9.0, 50, 0.8)]}
-    bench._judge(q, course_ddpm_seconds=30.0)
+    common.judge_quality(q, course_ddpm_seconds=30.0)
     t = q["target"]
     assert t["entry"] == "dpmpp2m:10+g=2" and t["fid_met"]  # -48% against DDPM-500 without guidance
     assert t["same_guidance"]["gap"] == pytest.approx(0.04) and t["same_guidance"]["met"]
     assert t["unguided"]["entry"] == "dpmpp2m:20" and not t["unguided"]["met"]  # +30%
     assert t["time_fraction"] == pytest.approx(0.01)
     assert "ddim:50" not in t["summary"]  # 50 calls: not a candidate
-    rows = report._targets({"quality": q})
+    rows = common.target_rows({"quality": q})
     assert [r[-1] for r in rows] == ["met", "met", "missed", "met"]
 
 
 def test_merge_quality_refuses_results_measured_differently():
     old = {"checkpoint": "a", "n": 1000, "n_seeds": 3, "precision": "bf16", "guidance": 1.0, "results": []}
-    with pytest.raises(bench.BenchError, match="n"):
-        bench.merge_quality(old, {**old, "n": 500})
+    with pytest.raises(common.BenchError, match="n"):
+        quality.merge_quality(old, {**old, "n": 500})
 
 
 def test_the_ddp_section_prints_speedup_communication_share_and_the_batchnorm_losses():
@@ -189,7 +189,7 @@ def test_the_ddp_section_prints_speedup_communication_share_and_the_batchnorm_lo
                      "seconds": 60.0},
                     {"processes": 2, "batchnorm": "global", "seed": 0, "eval_loss": 0.081, "train_loss_last50": 0.091,
                      "seconds": 50.0}]}
-    text = report.print_section("ddp", d)
+    text = tables.print_section("ddp", d)
     rows = text.splitlines()
     two = next(r for r in rows if r.startswith("2 (1 thread each)"))
     assert "150" in two and "1.5" in two and "25%" in two
@@ -210,7 +210,7 @@ def test_targets_follow_the_issue_fp32_and_bf16_rows_busy_and_app(tmp_path):
             "fixed_ratio": 0.25}
     app = {"steps": 150, "rounds": 2, "cli_img_s": 300.0, "app_img_s": 285.0, "app_vs_cli": 0.95,
            "busy": {"cli_img_s": 150.0, "app_img_s": 90.0, "cli_busy_vs_idle": 0.5, "app_busy_vs_idle": 90 / 285}}
-    rows = {r[0]: r for r in report._targets({"train": fp32_only, "busy": busy, "app": app})}
+    rows = {r[0]: r for r in common.target_rows({"train": fp32_only, "busy": busy, "app": app})}
     fp = rows["training images/s of the course network, batch 100: ours fp32"]
     assert fp[2] == "1.08x" and fp[3] == "missed"  # the goal is 1.1x
     assert rows["the same, ours bf16"][3] == "not measured"  # no bf16 contestant: never a verdict on it
@@ -219,9 +219,9 @@ def test_targets_follow_the_issue_fp32_and_bf16_rows_busy_and_app(tmp_path):
     assert rows["the same: the app"][2:] == ["32%", "missed"]
     assert rows["in-app training throughput vs the CLI, idle machine"][2:] == ["95%", "met"]
     both = {**fp32_only, "throughput": {**fp32_only["throughput"], "ours bf16": _thr("ours bf16", 260.0)}}
-    rows = {r[0]: r for r in report._targets({"train": both})}
+    rows = {r[0]: r for r in common.target_rows({"train": both})}
     assert rows["the same, ours bf16"][2:] == ["2.60x", "met"]
-    md = report.write_markdown({"train": {**fp32_only, "n_feat": 8, "n_params": 10, "batch_size": 100, "rounds": 1,
+    md = pages.write_markdown({"train": {**fp32_only, "n_feat": 8, "n_params": 10, "batch_size": 100, "rounds": 1,
                                           "steps_per_round": 1, "gflop_per_image": 0.1},
                                 "busy": busy, "app": app}, tmp_path)
     text = md.read_text()
@@ -231,12 +231,12 @@ def test_targets_follow_the_issue_fp32_and_bf16_rows_busy_and_app(tmp_path):
 
 
 def test_a_peak_from_another_machine_gives_no_percentages():
-    here = bench.machine_info()
+    here = common.machine_info()
     peak = {"fp32": {"gflops": 100.0}, "machine": {k: here[k] for k in ("cpu", "cores", "bf16")}}
-    assert bench.peak_here({"machine": here, "peak": peak}) is peak
+    assert common.peak_here({"machine": here, "peak": peak}) is peak
     other = {**peak, "machine": {**peak["machine"], "cpu": "another CPU"}}
-    assert bench.peak_here({"machine": here, "peak": other}) is None
-    assert bench.peak_here({"machine": here}) is None
+    assert common.peak_here({"machine": here, "peak": other}) is None
+    assert common.peak_here({"machine": here}) is None
 
 
 def test_the_onednn_profile_counts_convolution_flops_from_the_verbose_log():

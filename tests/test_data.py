@@ -9,8 +9,10 @@ from PIL import Image
 
 from core.paths import resource_path
 
+from core.catalog import BUILTIN_DATASETS
+from core.context import context_from_spec
 from core.data import (
-    BUILTIN_DATASETS, DataError, ImageDataset, context_from_spec, course_label_names,
+    DataError, ImageDataset, course_label_names,
     load_builtin, load_course_npy, load_dataset, load_image_folder, load_npz,
     load_sprite_sheet, resize_images, save_npz,
 )
@@ -378,7 +380,7 @@ def test_context_errors(spec, message):
 
 
 def test_label_edits_are_pure_functions_of_the_label_matrix():
-    from core.data import add_label, assign_label, delete_label, free_label_name, move_label, rename_label
+    from core.labels import add_label, assign_label, delete_label, free_label_name, move_label, rename_label
 
     labels = np.array([[1, 0], [0, 1], [1, 1]], np.float32)
     names = ["a", "New label"]
@@ -393,3 +395,30 @@ def test_label_edits_are_pure_functions_of_the_label_matrix():
     assigned, changed = assign_label(labels, np.array([0, 1]), 1, True)
     assert changed == 1 and assigned[:, 1].tolist() == [1, 1, 1] and labels[0, 1] == 0  # a copy
     assert assign_label(labels, np.array([2]), 0, False)[1] == 1
+
+
+def test_mirror_safe_keeps_direction_clocks_writing_and_flags_unmirrored():
+    from core.data import mirror_safe
+
+    names = ["dog", "point_left", "man_walking_facing_right", "clock130", "newspaper", "heart", "grinning",
+             "arrow_up", "donut"]
+    labels = np.zeros((len(names), 3), np.float32)
+    labels[:, 0] = 1
+    labels[5, :] = [0, 0, 1]  # "heart" filed under symbol & flag: the whole row is never mirrored
+    ok = mirror_safe(names, labels, ["animal", "food", "symbol & flag"])
+    assert ok.tolist() == [True, False, False, False, False, False, True, False, True]
+
+
+def test_the_builtin_set_carries_its_mirror_mask_through_subset_and_save(tmp_path):
+    ds = load_builtin("emoji16")
+    assert ds.mirror_ok is not None and ds.mirror_ok.dtype == np.bool_
+    flag_col = ds.label_names.index("symbol & flag")
+    assert not ds.mirror_ok[ds.labels[:, flag_col] > 0].any()  # no flag, sign or arrow is flipped
+    food = ds.labels[:, ds.label_names.index("food")] > 0
+    assert ds.mirror_ok[food].mean() > 0.9  # food is almost all mirror-safe
+    sub = ds.subset(np.arange(10, 30))
+    assert (sub.mirror_ok == ds.mirror_ok[10:30]).all()
+    back = load_npz(save_npz(sub, tmp_path / "sub.npz"))
+    assert (back.mirror_ok == sub.mirror_ok).all()
+    with pytest.raises(DataError, match="mirror_ok"):
+        ImageDataset(ds.images[:2], ds.labels[:2], ds.label_names, "x", mirror_ok=np.ones(3, bool))

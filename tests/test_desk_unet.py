@@ -13,7 +13,7 @@ from core.data import ImageDataset
 from core.desk_unet import DeskUnet, ResBlock, SelfAttention, level_channels
 from core.samplers import generate
 from core.schedule import Schedule, ScheduleConfig
-from core.train import TRAIN_PRESETS, Trainer, remap_context_inputs
+from core.training import TRAIN_PRESETS, Trainer, remap_context_inputs
 from core.unet import ContextUnet, UNetConfig, build_network
 
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from core import device as device_mod
+from core import compile as device_mod
 from core.data import ImageDataset
-from core.device import CompiledForward, compiled_forward
+from core.compile import CompiledForward, compiled_forward
 from core.samplers import generate
 from core.schedule import Schedule
-from core.train import TRAIN_PRESETS, Trainer
+from core.training import TRAIN_PRESETS, Trainer
 from core.unet import ContextUnet, UNetConfig
 
 
@@ -132,7 +132,7 @@ def test_no_device_to_host_read_inside_a_group_of_training_steps(tmp_path, monke
 
 _TEAM_CHECK = """
 import os, threading, time, torch
-from core.device import release_openmp_threads
+from core.threads import release_openmp_threads
 torch.set_num_threads(2)
 out = []
 def body():

@@ -16,7 +16,7 @@ import torch
 
 from core import distributed
 from core.errors import UserError
-from core.train import LOG_FILE, MODEL_FILE, RESUME_FILE, TRAIN_PRESETS, Trainer, read_loss_log
+from core.training import LOG_FILE, MODEL_FILE, RESUME_FILE, TRAIN_PRESETS, Trainer, read_loss_log
 
 ROOT = Path(__file__).resolve().parent.parent
 RANK_SCRIPT = Path(__file__).with_name("ddp_rank.py")

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TORCH_FREE_CORE = {"core.catalog", "core.errors"}  # the only core modules the GUI side may import
+TORCH_FREE_CORE = {"core.catalog", "core.errors", "core.config", "core.labels", "core.context"}  # the GUI may import these
 
 
 def _run(code: str, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -60,12 +60,19 @@ def _layering_violations(root: Path = ROOT) -> list[tuple[str, str]]:
 
 
 def test_importing_core_loads_no_qt_module():
-    code = ("import sys, core.schedule, core.unet, core.samplers, core.train, core.checkpoint, core.data, "
+    code = ("import sys, core.schedule, core.unet, core.samplers, core.training, core.checkpoint, core.data, "
             "core.device, core.export, core.paths\n"
             "try:\n    import core.metrics\nexcept ImportError:\n    pass\n"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph', 'shiboken6', 'desktop')]\n"
             "print(bad); sys.exit(1 if bad else 0)")
     res = _run(code)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_the_settings_labels_and_context_parser_load_no_torch():
+    code = ("import sys, core.config, core.labels, core.context\n"
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    res = _run(code, 60)
     assert res.returncode == 0, res.stdout + res.stderr
 
 
@@ -110,7 +117,7 @@ def test_the_window_and_its_panels_import_without_torch():
     modules = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
                      for p in _modules("desktop"))
     code = ("import sys\n" + "".join(f"import {m}\n" for m in modules) +
-            "bad = [m for m in ('torch', 'core.train', 'core.samplers', 'benchmarks') if m in sys.modules]\n"
+            "bad = [m for m in ('torch', 'core.training', 'core.samplers', 'benchmarks') if m in sys.modules]\n"
             "print(bad); sys.exit(1 if bad else 0)")
     res = _run(code)
     assert "desktop.main_window" in modules and "desktop.panels.sample_panel" in modules
@@ -142,7 +149,7 @@ def test_every_user_facing_error_of_core_derives_from_user_error():
     from core.errors import UserError, one_line
     from core.metrics import ClassifierError
     from core.runlock import RunLockedError
-    from core.train import TrainingDiverged
+    from core.training import TrainingDiverged
     from core.unet import CourseWeightsError
 
     for cls in (CliError, CheckpointError, DataError, DeviceError, ClassifierError, RunLockedError, TrainingDiverged,

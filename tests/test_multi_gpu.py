@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from core.config import preset_dicts
+
 pytest.importorskip("pytestqt")
 
 
@@ -18,14 +20,13 @@ def _small_npz(tmp_path, emoji_small):
 
 def test_the_option_is_hidden_without_several_gpus_and_a_run_under_torchrun_looks_like_one_in_the_app(
         qtbot, user_home, dialogs, emoji_small, tiny_config):
-    from desktop import engine
     from desktop.panels.train_panel import TrainPanel
     from desktop.state import AppState
 
     state = AppState()
     p = TrainPanel(state)
     qtbot.addWidget(p)
-    p.set_presets({k: c.to_dict() for k, c in engine.train_presets().items()})
+    p.set_presets(preset_dicts())
     state.set_dataset(emoji_small)
     p.apply_config(tiny_config)
     models = []

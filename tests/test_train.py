@@ -8,7 +8,7 @@ from toy_data import blob_squares
 
 from core.checkpoint import load_checkpoint, read_metadata
 from core.data import ImageDataset
-from core.train import (TRAIN_PRESETS, StepMetrics, Trainer, TrainingDiverged, ema_decay_at, lr_at,
+from core.training import (TRAIN_PRESETS, StepMetrics, Trainer, TrainingDiverged, ema_decay_at, lr_at,
                         read_loss_log)
 
 
@@ -108,7 +108,7 @@ def test_lr_and_ema_schedules():
 
 def test_min_snr_weights_against_hand_values():
     from core.schedule import Schedule, ScheduleConfig
-    from core.train import loss_weights
+    from core.training import loss_weights
 
     sched = Schedule()
     for t in [1, 100, 250, 400, 500]:
@@ -211,7 +211,7 @@ def test_fine_tune_takes_width_and_objective_from_the_checkpoint(blobs, tmp_path
 
 
 def test_the_loss_log_is_live_between_checkpoints_and_a_fresh_start_drops_stale_rows(blobs, tmp_path, monkeypatch):
-    import core.train as train_mod
+    import core.training.trainer as train_mod
 
     monkeypatch.setattr(train_mod, "LOG_FLUSH_S", 0.0)  # every step, so a follower sees each row at once
     tr = Trainer(blobs, replace(CFG, checkpoint_every=1000), tmp_path, device="cpu")
@@ -229,7 +229,7 @@ def test_the_loss_log_is_live_between_checkpoints_and_a_fresh_start_drops_stale_
 
 
 def test_label_balanced_draws_give_every_label_the_same_share():
-    from core.train import label_balanced_weights
+    from core.training import label_balanced_weights
 
     labels = np.zeros((10, 2), np.float32)
     labels[:6, 0] = 1  # six of label 0, two of label 1, two with no label
@@ -288,3 +288,20 @@ def test_temp_files_of_an_interrupted_save_are_removed_on_the_next_start(blobs, 
     assert not any(p.exists() for p in residue) and (tmp_path / "notes.tmp").exists()
     assert any("2 unfinished temporary file(s)" in n for n in resumed.notes)
     resumed.close()
+
+
+def test_images_a_mirror_would_spoil_are_never_flipped(tmp_path):
+    """An asymmetric image marked mirror-unsafe reaches every batch unflipped; marked safe, it is flipped."""
+    from dataclasses import replace as dc_replace
+
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    images[:, :, :4] = 255  # left half white: a flip is visible
+    labels = np.eye(2, dtype=np.float32)[[0, 1, 0, 1]]
+    cfg = dc_replace(TRAIN_PRESETS["tiny"], steps=1, batch_size=64)
+    for mirror_ok, flipped_expected in ((np.zeros(4, bool), False), (np.ones(4, bool), True)):
+        ds = ImageDataset(images, labels, ["a", "b"], "asym", mirror_ok=mirror_ok)
+        tr = Trainer(ds, cfg, tmp_path / f"run_{int(flipped_expected)}", device="cpu")
+        x0 = tr._batch()[0]
+        flipped = (x0[:, :, :, 0] < 0).all(dim=(1, 2))  # the left column turned black
+        assert bool(flipped.any()) is flipped_expected
+        tr.close()

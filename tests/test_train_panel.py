@@ -1,19 +1,19 @@
 """The Train tab with a real (tiny) training run on a worker thread."""
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from core.config import TrainConfig, preset_dicts
+
 pytest.importorskip("pytestqt")
 
 
 @pytest.fixture
 def panel(qtbot, user_home, dialogs, emoji_small, tiny_config):
-    from desktop import engine
     from desktop.state import AppState
     from desktop.panels.train_panel import TrainPanel
 
@@ -21,7 +21,7 @@ def panel(qtbot, user_home, dialogs, emoji_small, tiny_config):
     p = TrainPanel(state)
     p.train_threads = 1  # the test machine is shared; one torch thread avoids oversubscription
     qtbot.addWidget(p)
-    p.set_presets({k: c.to_dict() for k, c in engine.train_presets().items()})
+    p.set_presets(preset_dicts())
     state.set_dataset(emoji_small)
     p.apply_config(tiny_config)
     p.preview_every.setValue(10)
@@ -42,8 +42,7 @@ def test_presets_fill_the_form_and_edits_switch_to_custom(panel):
     panel.preset_combo.setCurrentIndex(panel.preset_combo.findData("quick"))
     values = panel.form.values()
     assert values["n_feat"] == 32 and values["batch_size"] == 100
-    from desktop import engine
-    assert engine.train_config_class()(**values).steps == values["steps"]  # the form binds to TrainConfig
+    assert TrainConfig(**values).steps == values["steps"]  # the form binds to TrainConfig
 
 
 def test_every_field_has_a_tooltip(panel):
@@ -127,7 +126,7 @@ def test_pause_publishes_live_model_resume_continues_stop_saves(qtbot, panel):
 def test_nan_loss_shows_a_dialog_that_says_what_was_kept(qtbot, panel, monkeypatch):
     import torch
 
-    from core import train
+    from core.training import trainer as train
     from desktop.panels import train_panel
 
     real_step = train.Trainer._train_step
@@ -180,7 +179,7 @@ def test_loss_plot_stays_cheap_for_long_runs(qtbot):
     plot.resize(800, 400)
     plot.show()
     n = 200_000  # ~8 hours at 7 steps/s
-    from core.train import StepMetrics
+    from core.training import StepMetrics
 
     metrics = [StepMetrics(s, n, 1 / np.sqrt(s), 1e-3, 0.0, 0.0, (1.0, 1.0, 1.0)) for s in range(1, n + 1)]
     plot.append(metrics[:1000])
@@ -199,7 +198,7 @@ def test_loss_plot_stays_cheap_for_long_runs(qtbot):
 
 
 def test_thread_tuner_keeps_all_cores_when_they_are_faster_and_drops_to_one_under_load():
-    from core.device import ThreadTuner
+    from core.threads import ThreadTuner
 
     def run(tuner, seconds_for, steps):
         used = []
@@ -224,7 +223,7 @@ def test_thread_tuner_keeps_all_cores_when_they_are_faster_and_drops_to_one_unde
 def test_tuned_threads_sets_torch_threads_from_the_step_times(monkeypatch):
     import torch
 
-    from core.device import ThreadTuner, TunedThreads
+    from core.threads import ThreadTuner, TunedThreads
 
     before = torch.get_num_threads()
     try:
@@ -265,7 +264,7 @@ def test_an_edited_set_is_offered_first_and_going_back_to_the_original_asks(qtbo
 @pytest.fixture
 def shipped(tiny_config, emoji_small, tmp_path, monkeypatch):
     """A tiny trained model standing in for the shipped default model."""
-    from core.train import Trainer, TrainConfig
+    from core.training import Trainer, TrainConfig
     from desktop import engine
 
     base = Trainer(emoji_small, TrainConfig(**{**tiny_config, "steps": 2}), tmp_path / "shipped", device="cpu")

@@ -14,8 +14,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.data import load_builtin  # noqa: E402
-from core.device import configure_threads  # noqa: E402
-from core.train import TRAIN_PRESETS, Trainer  # noqa: E402
+from core.threads import configure_threads  # noqa: E402
+from core.training import TRAIN_PRESETS, Trainer  # noqa: E402
 
 
 def main():

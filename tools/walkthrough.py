@@ -28,7 +28,7 @@ OUT = ROOT / "docs" / "screenshots"
 
 
 from screenshots import _settle  # noqa: E402
-from teach_new_label import FRUIT  # noqa: E402  (the same fruit as the measurement)
+from benchmarks.teach_new_label import FRUIT  # noqa: E402  (the same fruit as the measurement)
 
 
 def _wait(app, cond, timeout=1800.0, what="the app"):

@@ -4,7 +4,7 @@ The app does not run several processes itself: it starts
 
     python -m torch.distributed.run --standalone --nproc_per_node=N main.py train --config CFG.json ...
 
-and follows the run folder: new rows of loss.csv become progress (lists of core.train.StepMetrics,
+and follows the run folder: new rows of loss.csv become progress (lists of core.training.StepMetrics,
 as the in-app training job sends them), a new model.safetensors a checkpoint event the panel can
 preview. Stop sends SIGTERM to the launcher, which passes it on to every process; they stop at one
 step, save, and the launcher exits. The signals are those of desktop.threads: progress, result,

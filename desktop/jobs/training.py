@@ -1,7 +1,7 @@
-"""The Train tab's core work: `core.train.Trainer.run()` as a generator job for `threads.GeneratorWorker`.
+"""The Train tab's core work: `core.training.Trainer.run()` as a generator job for `threads.GeneratorWorker`.
 
 `TrainingJob(...).run` is started with control=True. It yields, in order: RunStarted; lists of
-core.train.StepMetrics (everything since the previous batch, at most ~10 a second); Preview grids;
+core.training.StepMetrics (everything since the previous batch, at most ~10 a second); Preview grids;
 ThreadsChosen when the thread tuner settles; Paused / Resumed; Saved; RunEnded. A stop request
 (the worker's stop event) ends the loop between two steps and saves a checkpoint; pause and resume
 are this job's own events, checked between steps. core and torch are imported inside `run`.
@@ -76,7 +76,6 @@ class TrainingJob:
         self.preview_every, self.threads = preview_every, threads  # threads None: one per core
         self._pause = threading.Event()
         self._stop: threading.Event | None = None
-        self._tuner = None
 
     # --- control, called from the GUI thread (events only: thread-safe) ---------------------------
     def request_pause(self) -> None:
@@ -87,13 +86,11 @@ class TrainingJob:
 
     # --- the thread's body -------------------------------------------------------------------------
     def run(self, *, control):
-        from core.device import ThreadTuner, configure_threads
-        from core.train import MODEL_FILE, Trainer
+        from core.threads import configure_threads
+        from core.training import MODEL_FILE, Trainer
 
         self._stop = control.stop
-        n = configure_threads(self.threads)
-        # Tune only when the thread count is the app's choice and the run is on the CPU.
-        self._tuner = ThreadTuner(n) if self.threads is None else None
+        configure_threads(self.threads)
         if self.resume:
             tr = Trainer.from_run(self.dataset, self.out_dir, device=self.device, steps=self.total_steps)
         else:
@@ -114,18 +111,16 @@ class TrainingJob:
 
     def _loop(self, tr):
         """Iterate the trainer; returns True when stopped by the user."""
+        from core.threads import tuned_threads
+
         pending, last_emit = [], time.monotonic()
-        tuner = self._tuner if tr.device.type == "cpu" else None
-        first, threads, best = tr.step, None, None
-        if tuner is not None:
-            threads = self._set_threads(tuner.threads_for(0), None)
+        # Tuned only when the thread count is the app's choice and the run is on the CPU.
+        tuned, best = tuned_threads(tr.device, threads=self.threads), None
         for m in tr.run():
-            if tuner is not None:
-                i = m.step - first - 1
-                tuner.record(i, tr.config.batch_size / max(m.images_per_s, 1e-9))
-                threads = self._set_threads(tuner.threads_for(i + 1), threads)
-                if tuner.best != best:
-                    best = tuner.best
+            if tuned is not None:
+                tuned.tick(tr.config.batch_size / max(m.images_per_s, 1e-9))  # the step's own time, not the GUI's
+                if tuned.best != best:
+                    best = tuned.best
                     yield ThreadsChosen(best)
             pending.append(m)
             now = time.monotonic()
@@ -144,14 +139,6 @@ class TrainingJob:
         if pending:
             yield pending
         return self._stopping()
-
-    @staticmethod
-    def _set_threads(n: int, current: int | None) -> int:
-        if n != current:
-            import torch
-
-            torch.set_num_threads(n)
-        return n
 
     def _wait_while_paused(self, tr):
         """Block this worker thread (not the GUI) until resume or stop; the model stays in memory."""
@@ -179,7 +166,7 @@ class TrainingJob:
     # --- when it fails --------------------------------------------------------------------------------
     def failure_message(self, e: BaseException) -> str:
         """What happened and what was kept, for the dialog."""
-        from core.train import TrainingDiverged
+        from core.training import TrainingDiverged
         from desktop.engine import user_message
 
         kept = self._kept_text()
@@ -190,7 +177,7 @@ class TrainingJob:
         return f"Training stopped: {user_message(e)} {kept}"
 
     def _kept_text(self) -> str:
-        from core.train import MODEL_FILE
+        from core.training import MODEL_FILE
 
         model = self.out_dir / MODEL_FILE
         if not model.is_file():
@@ -206,7 +193,7 @@ class TrainingJob:
 
 def logged_metrics(folder) -> list:
     """A run's loss log as StepMetrics, so a resumed plot continues the old curve ([] when unreadable)."""
-    from core.train import LOG_FILE, read_loss_log
+    from core.training import LOG_FILE, read_loss_log
 
     path = Path(folder) / LOG_FILE
     try:
@@ -221,9 +208,9 @@ def logged_metrics(folder) -> list:
 
 
 def metrics_from_log_row(value, total_steps: int):
-    """One loss.csv row as core.train.StepMetrics; value(column) gives the row's float for a column name
+    """One loss.csv row as core.training.StepMetrics; value(column) gives the row's float for a column name
     (nan where the log has no such column). Shared by the resumed plot and the torchrun follower."""
-    from core.train import StepMetrics
+    from core.training import StepMetrics
 
     return StepMetrics(int(value("step")), total_steps, value("loss"), value("lr"), value("images_per_s"),
                        float("nan"), (value("loss_low_noise"), value("loss_mid_noise"), value("loss_high_noise")))

@@ -17,6 +17,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QComboBox, QDialog, QFileDialog, QGroupBox, QHBoxLayout, QInputDialog, QLabel,
                                QMessageBox, QPushButton, QSplitter, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from core import labels as labels_core
 from desktop import engine, settings, threads
 from desktop.panels.image_browser import (FILTER_ALL, FILTER_UNLABELLED, ROLE_INDEX, ImageListModel, filtered_rows,
                                           make_image_view)
@@ -195,7 +196,7 @@ class DataPanel(QWidget):
         ds = self.state.dataset
         if ds is None:
             return False
-        labels, names = engine.add_label(ds.labels, list(ds.label_names), name or None)
+        labels, names = labels_core.add_label(ds.labels, list(ds.label_names), name or None)
         ok = self._commit(labels, names, names_changed=True)
         if ok:
             self.table.setCurrentCell(ds.n_labels, 0)
@@ -206,13 +207,13 @@ class DataPanel(QWidget):
         name = name.strip()
         if ds is None or not (0 <= index < ds.n_labels) or name == ds.label_names[index]:
             return False
-        return self._commit(ds.labels, engine.rename_label(list(ds.label_names), index, name), names_changed=True)
+        return self._commit(ds.labels, labels_core.rename_label(list(ds.label_names), index, name), names_changed=True)
 
     def delete_label(self, index: int) -> bool:
         ds = self.state.dataset
         if ds is None or not (0 <= index < ds.n_labels):
             return False
-        labels, names = engine.delete_label(ds.labels, list(ds.label_names), index)
+        labels, names = labels_core.delete_label(ds.labels, list(ds.label_names), index)
         return self._commit(labels, names, names_changed=True)
 
     def move_label(self, index: int, delta: int) -> bool:
@@ -220,7 +221,7 @@ class DataPanel(QWidget):
         j = index + delta
         if ds is None or not (0 <= index < ds.n_labels and 0 <= j < ds.n_labels):
             return False
-        labels, names = engine.move_label(ds.labels, list(ds.label_names), index, j)
+        labels, names = labels_core.move_label(ds.labels, list(ds.label_names), index, j)
         ok = self._commit(labels, names, names_changed=True)
         if ok:
             self.table.setCurrentCell(j, 0)
@@ -235,7 +236,7 @@ class DataPanel(QWidget):
                        np.int64)
         if idx.size == 0:
             return 0
-        labels, changed = engine.assign_label(ds.labels, idx, label, on)
+        labels, changed = labels_core.assign_label(ds.labels, idx, label, on)
         if changed:
             self._commit(labels, list(ds.label_names), names_changed=False)
         verb = "Assigned" if on else "Removed"

@@ -1,4 +1,4 @@
-"""The Train tab: data set, presets and a form bound to core.train.TrainConfig, start / pause / resume /
+"""The Train tab: data set, presets and a form bound to core.config.TrainConfig, start / pause / resume /
 stop, a live loss plot, progress, and sample previews made during training.
 
 Training runs as `desktop.jobs.training.TrainingJob` on a `threads.GeneratorWorker`. Its progress
@@ -13,6 +13,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QCheckBox, QFileDialog, QGroupBox, QHBoxLayout, QInputDialog, QLabel,
                                QMessageBox, QProgressBar, QPushButton, QScrollArea, QSplitter, QVBoxLayout, QWidget)
 
+from core.config import TrainConfig
 from desktop import engine, settings, threads
 from desktop.jobs import training as jobs
 from desktop.panels.multi_gpu import ChildRun, MultiGpuOption
@@ -67,7 +68,7 @@ class TrainPanel(QWidget):
         self._job: jobs.TrainingJob | None = None
         self._worker: threads.GeneratorWorker | None = None
         self._last_run_dir: str | None = None
-        self._latest = None  # the last core.train.StepMetrics
+        self._latest = None  # the last core.training.StepMetrics
         self._run_info: jobs.RunStarted | None = None
         self._progress_dirty = False
         self._ticks = 0
@@ -239,7 +240,7 @@ class TrainPanel(QWidget):
         if self.run_state != "idle" or self.state.dataset is None:
             return False
         try:
-            config = engine.train_config_class()(**{**self.form.values(), "init": self.init_checkpoint()})
+            config = TrainConfig(**{**self.form.values(), "init": self.init_checkpoint()})
         except (TypeError, ValueError) as e:
             self._error("These settings cannot be used", f"{e}. Fix the value and press Start again.")
             return False

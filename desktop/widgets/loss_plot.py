@@ -122,7 +122,7 @@ class LossPlot(QWidget):
 
     # --- data ------------------------------------------------------------------------------------------
     def append(self, metrics: list) -> None:
-        """metrics: core.train.StepMetrics (step, loss, lr, band_loss are read)."""
+        """metrics: core.training.StepMetrics (step, loss, lr, band_loss are read)."""
         if not metrics:
             return
         a = np.array([(m.step, m.loss, m.lr, *m.band_loss) for m in metrics], np.float64)

@@ -1,20 +1,18 @@
-"""Training: the DDPM objective (eps, v or x0 target; uniform or min-SNR weighting) as a generator of metrics.
+"""The Trainer: one run in a folder, as a generator of metrics.
 
 `Trainer.run()` yields a `StepMetrics` after every optimizer step, so a CLI or a GUI worker drives
 it and can pause (stop iterating), resume (iterate again) or stop (`save()` and drop it) between
 steps. Everything that makes a run reproducible -- weights, EMA, optimizer, step, RNG -- is in the
-checkpoint, so a resumed run continues the same loss curve.
+checkpoint, so a resumed run continues the same loss curve. Under torchrun each process runs one Trainer.
 """
 from __future__ import annotations
 
 import copy
-import csv
-import math
 import statistics
 import time
 import uuid
 from collections import deque
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -22,115 +20,20 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from . import distributed
-from .catalog import LOG_FILE, MODEL_FILE, RESUME_FILE  # noqa: F401  (run-folder names, re-exported)
-from .catalog import (BATCHNORM_MODES, NETWORKS, NEW_LABEL_INITS, LOSS_WEIGHTINGS, check_field_types, config_dict, LR_SCHEDULES, MIN_SNR_GAMMA,
-                      OPTIMIZERS, PRECISIONS, PREDICTIONS, SCHEDULE_KINDS)
-from .checkpoint import (CheckpointError, ModelBundle, load_matching, load_resume_state, read_metadata,
-                         read_resume_info, save_checkpoint, save_resume_state)
-from .device import autocast, pick_device, resolve_precision, to_fast_layout
-from .errors import UserError
-from .runlock import RunLock, RunLockedError
-from .samplers import generate
-from .schedule import Schedule, ScheduleConfig
-from .unet import UNetConfig, build_network
-
-
-MAX_STEPS = 10**9
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyperparameters of a run; saved in every checkpoint and bound to the app's training form."""
-
-    network: str = "course"  # "course": the lessons' ContextUnet; "desk": the ADM-style DeskUnet
-    n_feat: int = 32  # network width: 64 is the course's, 32 trains ~2.6x faster per step on a CPU
-    dropout: float = 0.0  # desk network only: dropout inside its residual blocks
-    steps: int = 3000
-    batch_size: int = 100  # the global batch: under torchrun each process trains on batch / processes of it
-    lr: float = 1e-3
-    lr_schedule: str = "linear"  # the course decays linearly to 0; "cosine" or "constant"
-    warmup_steps: int = 0
-    optimizer: str = "adam"  # "adam" (the course's) or "adamw"
-    weight_decay: float = 0.0
-    context_dropout: float = 0.1  # zeroed contexts teach the unconditional model (guidance needs it)
-    ema_decay: float = 0.999
-    grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
-    precision: str = "auto"
-    hflip: bool = True
-    balance_labels: bool = False  # draw images so every label is equally frequent (a new label's few images)
-    schedule: str = "linear"  # noise schedule: linear (the course's), cosine, linear_zsnr
-    prediction: str = "eps"  # network target: eps (the course's), v or x0
-    loss_weighting: str = "uniform"  # uniform (the course's) or min_snr (Hang et al. 2023)
-    min_snr_gamma: float = MIN_SNR_GAMMA
-    seed: int = 0
-    init: str = ""  # start from this checkpoint's weights (fine-tune); "" = from scratch
-    new_label_init: str = "zero"  # fine-tune: a new label starts as "no label", or "nearest" known label
-    checkpoint_every: int = 500
-    log_every: int = 0  # read the loss back every k steps; 0 = every step on CPU, every 10 on CUDA
-    batchnorm: str = "per_rank"  # with several processes: statistics of each rank's slice, or "global"
-
-    def __post_init__(self):
-        check_field_types(self)
-        checks = [
-            (1 <= self.steps <= MAX_STEPS, f"steps must be from 1 to {MAX_STEPS:,}"),
-            (1 <= self.batch_size <= 65536, "batch size must be from 1 to 65536"),
-            (self.network in NETWORKS, f"network must be one of {', '.join(NETWORKS)}"),
-            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
-            (8 <= self.n_feat <= 1024 and self.n_feat % 8 == 0,
-             "network width (n_feat) must be a multiple of 8 from 8 to 1024"),
-            (0 < self.lr <= 10, "learning rate must be above 0 and at most 10"),
-            (self.lr_schedule in LR_SCHEDULES, f"lr schedule must be one of {', '.join(LR_SCHEDULES)}"),
-            (0 <= self.warmup_steps <= MAX_STEPS, "warm-up steps must be 0 or more"),
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
-            (self.weight_decay >= 0, "weight decay must be 0 or more"),
-            (self.schedule in SCHEDULE_KINDS, f"noise schedule must be one of {', '.join(SCHEDULE_KINDS)}"),
-            (self.prediction in PREDICTIONS, f"prediction target must be one of {', '.join(PREDICTIONS)}"),
-            (self.loss_weighting in LOSS_WEIGHTINGS, f"loss weighting must be one of {', '.join(LOSS_WEIGHTINGS)}"),
-            (self.min_snr_gamma > 0, "min-SNR gamma must be positive"),
-            (not (self.schedule == "linear_zsnr" and self.prediction == "eps"),
-             "the linear_zsnr schedule ends in pure noise, where eps says nothing about the image: "
-             "use prediction v or x0"),
-            (0 <= self.context_dropout < 1, "context dropout must be in [0, 1)"),
-            (0 <= self.ema_decay < 1, "EMA decay must be in [0, 1)"),
-            (self.grad_clip >= 0, "gradient clipping must be 0 (off) or more"),
-            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
-            (0 <= self.seed < 2**63, "seed must be from 0 to 2**63 - 1"),
-            (1 <= self.checkpoint_every <= MAX_STEPS, "checkpoint every must be at least 1 step"),
-            (0 <= self.log_every <= MAX_STEPS, "log every must be 0 (automatic) or more"),
-            (self.new_label_init in NEW_LABEL_INITS, f"new label init must be one of {', '.join(NEW_LABEL_INITS)}"),
-            (self.batchnorm in BATCHNORM_MODES, f"batchnorm must be one of {', '.join(BATCHNORM_MODES)}"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        return cls(**{k: v for k, v in config_dict(d, "train_config").items() if k in {f.name for f in fields(cls)}})
-
-
-TRAIN_PRESETS: dict[str, TrainConfig] = {
-    # Minutes on a laptop CPU: the small width reaches a lower loss per wall-minute, and v-prediction on
-    # the zero-terminal-SNR schedule with min-SNR weighting is the recipe of the shipped model
-    # (docs/recipes.md): it trains faster and lets 10-20-call samplers keep up with DDPM.
-    "quick": TrainConfig(n_feat=32, steps=2000, batch_size=100, lr=1e-3, prediction="v", schedule="linear_zsnr",
-                         loss_weighting="min_snr"),
-    # The course recipe: the lessons' network, objective (eps, linear schedule, plain MSE) and optimiser;
-    # the lessons' 32 epochs of 89k sprites are ~28k steps.
-    "course": TrainConfig(n_feat=64, steps=10000, batch_size=100, lr=1e-3),
-    # "Teach the model a new label": a few minutes from the shipped model (--init); n_feat, schedule and
-    # target come from the checkpoint. A lower, briefly warmed-up learning rate keeps what it knew.
-    # Label-balanced batches: a new label with 40 of 3,800 images would be ~1 image of a batch of 100.
-    "finetune": TrainConfig(n_feat=32, steps=600, batch_size=100, lr=3e-4, warmup_steps=50, prediction="v",
-                            schedule="linear_zsnr", loss_weighting="min_snr", checkpoint_every=200,
-                            balance_labels=True, new_label_init="nearest"),
-    # For tests and smoke checks.
-    "tiny": TrainConfig(n_feat=8, steps=50, batch_size=16, lr=2e-3, checkpoint_every=25),
-}
+from .. import distributed
+from ..catalog import LOG_FILE, MODEL_FILE, RESUME_FILE
+from ..checkpoint import (CheckpointError, ModelBundle, load_matching, load_resume_state, read_metadata,
+                          read_resume_info, save_checkpoint, save_resume_state)
+from ..config import TrainConfig
+from ..device import autocast, pick_device, resolve_precision, to_fast_layout
+from ..errors import UserError
+from ..runlock import RunLock, RunLockedError
+from ..samplers import generate
+from ..schedule import Schedule, ScheduleConfig
+from ..unet import UNetConfig, build_network
+from .finetune import read_init
+from .objective import band_losses, ema_decay_at, label_balanced_weights, loss_weights, lr_at
+from .runlog import append_log, truncate_log
 
 
 @dataclass
@@ -155,58 +58,6 @@ class TrainingDiverged(UserError, RuntimeError):
 EXPLODE_FACTOR = 1e3  # a step loss this many times the running median means the run has diverged
 EXPLODE_HISTORY = 200  # steps in that running median
 LOG_FLUSH_S = 2.0  # between checkpoints, loss.csv is appended to at most this often
-
-
-def lr_at(config: TrainConfig, step: int) -> float:
-    """Learning rate for (0-based) step: warmup, then the course's linear decay, cosine, or constant."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1)
-    if config.lr_schedule == "linear":
-        return config.lr * (1 - progress)
-    if config.lr_schedule == "cosine":
-        return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
-    return config.lr
-
-
-def loss_weights(schedule: Schedule, prediction: str, weighting: str, gamma: float = MIN_SNR_GAMMA) -> torch.Tensor:
-    """Per-timestep weight (T+1,) on the MSE of the prediction target.
-
-    min-SNR-gamma (Hang et al. 2023) weights the x0 error by min(SNR, gamma). The eps error equals SNR
-    times the x0 error and the v error (SNR + 1) times it, so the same weighting reads
-        eps: min(SNR, gamma) / SNR      v: min(SNR, gamma) / (SNR + 1)      x0: min(SNR, gamma)
-    (the v form is the one diffusers got wrong twice). SNR = 0 (zero terminal SNR) gives weight 0 for v
-    and x0; t = 0 is never trained.
-    """
-    T = schedule.T
-    if weighting == "uniform":
-        return torch.ones(T + 1, dtype=torch.float64)
-    ab = schedule.ab_t.clone()
-    ab[0] = 0.5  # t = 0 is never drawn; any finite SNR keeps the table finite
-    snr = ab / (1 - ab)
-    clipped = snr.clamp(max=gamma)
-    if prediction == "eps":
-        return clipped / snr
-    if prediction == "v":
-        return clipped / (snr + 1)
-    return clipped
-
-
-def label_balanced_weights(labels: np.ndarray) -> torch.Tensor:
-    """Per-image draw probabilities (N,) under which every label -- and "no label" -- is drawn equally often:
-    an image weighs the mean of 1/count over its labels (multi-label images share them)."""
-    labels = np.asarray(labels, dtype=np.float64) > 0
-    none = ~labels.any(axis=1)
-    groups = np.concatenate([labels, none[:, None]], axis=1)  # (N, L + 1)
-    counts = groups.sum(axis=0)
-    inv = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
-    w = (groups * inv).sum(axis=1) / groups.sum(axis=1)
-    return torch.as_tensor(w / w.sum(), dtype=torch.float32)
-
-
-def ema_decay_at(decay: float, step: int) -> float:
-    """Warmed-up EMA decay min(decay, (1+step)/(10+step)): a fixed 0.999 from step 0 ruins short runs."""
-    return min(decay, (1 + step) / (10 + step))
 
 
 class Trainer:
@@ -239,8 +90,10 @@ class Trainer:
         self._recent = deque(maxlen=EXPLODE_HISTORY)
         init_state = None
         if config.init and not resume:
-            config, init_state = self._read_init(config, dataset)
+            config, init_state, notes = read_init(config, dataset)
             self.config = config
+            self.notes += notes
+            self.init_report = notes[-1]
         self.precision = resolve_precision(config.precision, self.device)
         self.schedule = Schedule(ScheduleConfig(kind=config.schedule, prediction=config.prediction))
         # An unlabelled set (L = 0) trains an unconditional model: one context input, always zero.
@@ -268,6 +121,8 @@ class Trainer:
         labels = dataset.labels if dataset.n_labels else np.zeros((dataset.n, 1), np.float32)
         self.c = torch.as_tensor(labels, dtype=torch.float32).to(self.device)  # (N, max(L, 1))
         self.draw_w = label_balanced_weights(labels).to(self.device) if config.balance_labels else None  # (N,)
+        # Images a mirror would change the meaning of (flags, arrows, writing) are never flipped.
+        self.mirror_ok = None if dataset.mirror_ok is None else torch.as_tensor(dataset.mirror_ok).to(self.device)
         self.ab = self.schedule.ab_t.to(self.device, torch.float32)
         self.loss_w = loss_weights(self.schedule, config.prediction, config.loss_weighting,
                                    config.min_snr_gamma).to(self.device, torch.float32)  # (T+1,)
@@ -276,7 +131,7 @@ class Trainer:
         if resume:
             self._load_resume()
         elif self.is_main:
-            _truncate_log(self.out_dir / LOG_FILE, 0)  # rows an earlier, unsaved start left behind
+            truncate_log(self.out_dir / LOG_FILE, 0)  # rows an earlier, unsaved start left behind
 
     # --- setup -------------------------------------------------------------------------------------
     def _remove_crash_residue(self) -> None:
@@ -288,27 +143,6 @@ class Trainer:
         if stale:
             self.notes.append(f"removed {len(stale)} unfinished temporary file(s) of an interrupted save from "
                               f"{self.out_dir}")
-    def _read_init(self, config: TrainConfig, dataset) -> tuple[TrainConfig, dict]:
-        """Fine-tuning: the checkpoint's width, schedule and target, and its weights with the context
-        inputs mapped to this data set's labels by name (see remap_context_inputs)."""
-        path = Path(config.init)
-        meta = read_metadata(path)
-        unet, sched = UNetConfig.from_dict(meta["unet_config"]), ScheduleConfig.from_dict(meta["schedule_config"])
-        if unet.height != dataset.size or unet.in_channels != 3:
-            raise CheckpointError(f"{path}: this model draws {unet.height}x{unet.height} images; the data set is "
-                                  f"{dataset.size}x{dataset.size}, so it cannot be fine-tuned on it")
-        new = replace(config, network=unet.network, n_feat=unet.n_feat, schedule=sched.kind, prediction=sched.prediction)
-        changed = [f"{k} {getattr(config, k)} -> {getattr(new, k)}" for k in ("network", "n_feat", "schedule", "prediction")
-                   if getattr(config, k) != getattr(new, k)]
-        if changed:
-            self.notes.append(f"settings taken from {path.name}: {', '.join(changed)}")
-        state, report = remap_context_inputs(_read_weights(path), meta["label_names"], list(dataset.label_names))
-        if config.new_label_init == "nearest":
-            report += start_new_labels_nearest(state, unet, sched, meta["label_names"], dataset)
-        self.notes.append(report)
-        self.init_report = report
-        return new, state
-
     def _make_optimizer(self):
         cls = torch.optim.AdamW if self.config.optimizer == "adamw" else torch.optim.Adam
         return cls(self.net.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
@@ -341,7 +175,7 @@ class Trainer:
         self.run_id = info.get("run_id", self.run_id)
         self._saved_step = self.step
         if self.is_main:
-            _truncate_log(self.out_dir / LOG_FILE, self.step)
+            truncate_log(self.out_dir / LOG_FILE, self.step)
             self._repair_model_file()
 
     def _resume_rank_generator(self, info: dict) -> None:
@@ -395,6 +229,8 @@ class Trainer:
         x0, c = self.x[idx], self.c[idx]
         if self.config.hflip:
             flip = torch.rand(b, generator=g, device=dev) < 0.5
+            if self.mirror_ok is not None:
+                flip &= self.mirror_ok[idx]
             x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(3), x0)
         keep = torch.rand(b, generator=g, device=dev) >= self.config.context_dropout
         c = c * keep.unsqueeze(1)  # dropped rows become the all-zero "no context" vector
@@ -481,7 +317,7 @@ class Trainer:
         first = self.step - len(pending) + 1
         for j, (l_row, t_row, lr) in enumerate(zip(losses, ts, (p[2] for p in pending))):
             m = StepMetrics(first + j, self.config.steps, float(l_row.mean()), lr, ips,
-                            self.elapsed, _band_losses(l_row, t_row, self.schedule.T))
+                            self.elapsed, band_losses(l_row, t_row, self.schedule.T))
             if self.is_main:
                 self._log_rows.append([m.step, f"{m.loss:.6f}", f"{lr:.3e}", f"{ips:.1f}",
                                        *(f"{v:.6f}" for v in m.band_loss)])
@@ -561,14 +397,7 @@ class Trainer:
 
     def _write_log(self) -> None:
         self._log_written = time.monotonic()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        path = self.out_dir / LOG_FILE
-        new = not path.exists()
-        with path.open("a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(["step", "loss", "lr", "images_per_s", "loss_low_noise", "loss_mid_noise", "loss_high_noise"])
-            w.writerows(self._log_rows)
+        append_log(self.out_dir / LOG_FILE, self._log_rows)
         self._log_rows = []
 
     def bundle(self) -> ModelBundle:
@@ -593,84 +422,6 @@ def preview_grid(net, schedule: Schedule, n_labels: int, *, per_label: int = 6, 
     return res.images.reshape(L, per_label, *res.images.shape[1:])
 
 
-# The weights that read the context vector, (emb, n_cfeat) each: the course network's two context embeddings,
-# DeskUnet's label embedding. A state dict holds those of its own network only.
-CONTEXT_INPUT_KEYS = ("contextembed1.model.0.weight", "contextembed2.model.0.weight", "label_embed.weight")
-
-
-def remap_context_inputs(state: dict, old_names: list[str], new_names: list[str]) -> tuple[dict, str]:
-    """A checkpoint's weights for a data set with other labels: one context input column per new label,
-    matched by name (case-insensitive). A label the model did not know starts with zero weights, so for
-    every known label the network's output is exactly what it was (a new label starts out as "no
-    label"); labels not in the data set lose their column. Returns (state, a one-line report)."""
-    index = {n.strip().lower(): i for i, n in enumerate(old_names)}
-    cols = [index.get(n.strip().lower()) for n in new_names] or [None]  # unlabelled: one zero input
-    out = dict(state)
-    for key in (k for k in CONTEXT_INPUT_KEYS if k in state):
-        w = state[key]  # (emb, L_old)
-        new = torch.zeros(w.shape[0], len(cols), dtype=w.dtype)
-        for j, i in enumerate(cols):
-            if i is not None:
-                new[:, j] = w[:, i]
-        out[key] = new
-    kept = [n for n, i in zip(new_names, cols) if i is not None]
-    added = [n for n, i in zip(new_names, cols) if i is None]
-    dropped = [n for n in old_names if n.strip().lower() not in {m.strip().lower() for m in new_names}]
-    parts = [f"kept {len(kept)} label(s)"] + ([f"new: {', '.join(added)}"] if added else []) + \
-            ([f"dropped: {', '.join(dropped)}"] if dropped else [])
-    return out, "fine-tuning: " + "; ".join(parts)
-
-
-def start_new_labels_nearest(state: dict, unet: UNetConfig, sched: ScheduleConfig, old_names: list[str],
-                             dataset, *, max_images: int = 64, seed: int = 0) -> str:
-    """Give each new label the context inputs of the known label under which the checkpoint denoises that
-    label's images best (lowest x0 error at a few noise levels, fixed noise: the diffusion model as its
-    own zero-shot classifier). Known labels keep their inputs, so their outputs are unchanged; the new
-    label starts as its nearest known label and fine-tuning specialises it. Edits `state`; returns
-    the report's addition, e.g. "; fruit starts as food"."""
-    from .samplers import Denoiser
-
-    known = {n.strip().lower() for n in old_names}
-    names = list(dataset.label_names)
-    known_cols = [j for j, n in enumerate(names) if n.strip().lower() in known]
-    new_cols = [j for j, n in enumerate(names) if j not in known_cols]
-    if not new_cols or not known_cols:
-        return ""
-    net = build_network(replace(unet, n_cfeat=len(names))).eval()
-    net.load_state_dict(state)
-    schedule = Schedule(sched)
-    g = torch.Generator().manual_seed(seed)
-    parts = []
-    for j in new_cols:
-        rows = np.flatnonzero(dataset.labels[:, j] > 0)[:max_images]
-        if rows.size == 0:
-            continue
-        x0 = dataset.subset(rows).to_tensor()  # (n, 3, H, W)
-        x_ts = []  # the same noised images for every candidate label
-        for t in (schedule.T // 5, 2 * schedule.T // 5, 3 * schedule.T // 5):
-            ab = float(schedule.ab_t[t])
-            x_ts.append((t, ab ** 0.5 * x0 + (1 - ab) ** 0.5 * torch.randn(x0.shape, generator=g)))
-        errors = torch.zeros(len(known_cols))
-        with torch.no_grad():
-            for k, col in enumerate(known_cols):
-                c = torch.zeros(len(rows), len(names))
-                c[:, col] = 1
-                model = Denoiser(net, schedule, c)
-                for t, x_t in x_ts:
-                    errors[k] += (model.predict(x_t, float(t))[1] - x0).pow(2).mean()
-        best = known_cols[int(errors.argmin())]
-        for key in (k for k in CONTEXT_INPUT_KEYS if k in state):
-            state[key][:, j] = state[key][:, best]
-        parts.append(f"{names[j]} starts as {names[best]}")
-    return "; " + "; ".join(parts) if parts else ""
-
-
-def _read_weights(path: Path) -> dict:
-    from .checkpoint import load_checkpoint
-
-    return {k: v.detach().clone() for k, v in load_checkpoint(path).net.state_dict().items()}
-
-
 def _take_lock(out_dir: Path) -> RunLock:
     try:
         return RunLock(out_dir).acquire()
@@ -688,35 +439,3 @@ def _saved_train_config(out_dir: Path) -> dict:
         if cfg:
             return cfg
     return read_metadata(out_dir / MODEL_FILE)["train_config"]
-
-
-def _band_losses(losses: torch.Tensor, ts: torch.Tensor, T: int) -> tuple[float, float, float]:
-    """Mean loss for t in (0, T/3], (T/3, 2T/3], (2T/3, T]: low, mid and high noise."""
-    band = ((ts - 1) * 3 // T).clamp(0, 2)
-    out = []
-    for k in range(3):
-        sel = losses[band == k]
-        out.append(float(sel.mean()) if sel.numel() else float("nan"))
-    return tuple(out)
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log rows after `step` so a resumed run does not write them twice."""
-    if not path.exists():
-        return
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
-    with path.open("w", newline="") as f:
-        csv.writer(f).writerows(kept)
-
-
-def read_loss_log(path: str | Path) -> dict[str, np.ndarray]:
-    """Columns of a run's loss.csv as float arrays (for resuming a plot)."""
-    with Path(path).open(newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        return {}
-    header, body = rows[0], [r for r in rows[1:] if r]
-    data = np.array(body, dtype=np.float64).reshape(len(body), len(header))
-    return {h: data[:, i] for i, h in enumerate(header)}

@@ -1,8 +1,10 @@
 """The recipe study: train each recipe for the same wall-clock budget on emoji16, then measure it.
 
-    python tools/recipe_study.py --minutes 20                # train every recipe not yet trained
-    python tools/recipe_study.py --minutes 20 --only v_zsnr  # one recipe
-    python tools/recipe_study.py --report                    # measure the trained ones, write docs/recipes.md
+    python -m benchmarks.recipe_study --minutes 20                # train every recipe not yet trained
+    python -m benchmarks.recipe_study --minutes 20 --only v_zsnr  # one recipe
+    python -m benchmarks.recipe_study --report                    # measure the trained ones, write docs/recipes.md
+
+(from the repository root).
 
 Equal budgets: `--calibrate` times 30 steps of every recipe (after 5 warm-up steps) on an idle
 machine and stores the seconds per step in runs/study/calibration.json; each run's step count is
@@ -25,8 +27,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from .common import ROOT, font
 
 RECIPES = {  # name: (TrainConfig overrides, what it is)
     "course": ({}, "the course's: eps target, linear schedule, plain MSE, n_feat 32"),
@@ -43,7 +44,7 @@ SAMPLERS = ("ddpm:500,ddim:25,dpmpp2m:10,dpmpp2m:20,dpmpp3m:10+sp=karras,dpmpp3m
 
 
 def _config(name: str, steps: int):
-    from core.train import TRAIN_PRESETS, TrainConfig
+    from core.training import TRAIN_PRESETS, TrainConfig
 
     base = replace(TRAIN_PRESETS["course"], n_feat=32, checkpoint_every=500, seed=0)  # eps, linear, uniform
     return TrainConfig.from_dict({**base.to_dict(), **RECIPES[name][0], "steps": steps})
@@ -51,7 +52,7 @@ def _config(name: str, steps: int):
 
 def _seconds_per_step(ds, name: str) -> float:
     """Time 30 steps of this recipe after 5 warm-up steps."""
-    from core.train import Trainer
+    from core.training import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         tr = Trainer(ds, _config(name, 10**6), tmp)
@@ -72,7 +73,7 @@ def _steps_for_budget(ds, name: str, minutes: float) -> int:
 
 def calibrate(out: Path, only: list[str] | None = None) -> None:
     from core.data import load_builtin
-    from core.device import configure_threads
+    from core.threads import configure_threads
 
     configure_threads()
     ds = load_builtin("emoji16")
@@ -94,8 +95,8 @@ def calibrate(out: Path, only: list[str] | None = None) -> None:
 
 def train(name: str, minutes: float, out: Path) -> None:
     from core.data import load_builtin
-    from core.device import configure_threads
-    from core.train import Trainer
+    from core.threads import configure_threads
+    from core.training import Trainer
 
     configure_threads()
     run = out / name
@@ -156,11 +157,12 @@ def pictures(out: Path, docs: Path) -> list[Path]:
     import numpy as np
     from PIL import Image, ImageDraw
 
-    from benchmarks.report import _font, grid_image
     from core.checkpoint import load_checkpoint
     from core.samplers import generate
     from core.schedule import Schedule
-    from core.train import read_loss_log
+    from core.training import read_loss_log
+
+    from .pictures import grid_image
 
     (docs / "recipes").mkdir(parents=True, exist_ok=True)
     cal = json.loads((out / "calibration.json").read_text()) if (out / "calibration.json").is_file() else {}
@@ -186,7 +188,7 @@ def pictures(out: Path, docs: Path) -> list[Path]:
     if curves:
         W, H, pad = 360, 220, 40
         img = Image.new("RGB", (W * len(curves), H + 30), "white")
-        d, f = ImageDraw.Draw(img), _font(13)
+        d, f = ImageDraw.Draw(img), font(13)
         for i, (name, x, y) in enumerate(curves):
             smooth = np.convolve(y, np.ones(50) / 50, mode="valid") if len(y) > 50 else y
             xs = x[len(x) - len(smooth):]
@@ -206,7 +208,8 @@ def pictures(out: Path, docs: Path) -> list[Path]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.recipe_study", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=20.0, help="wall-clock budget per recipe (default 20)")
     ap.add_argument("--only", choices=list(RECIPES), action="append", help="train only these recipes")
     ap.add_argument("--out", default=str(ROOT / "runs" / "study"))

@@ -1,6 +1,6 @@
 """How fast does the shipped model learn a new label? "fruit" from the fruit emoji, by fine-tuning.
 
-    python tools/teach_new_label.py [--steps 600] [--every 100] [--n 32] [--out runs/teach_fruit]
+    python -m benchmarks.teach_new_label [--steps 600] [--every 100] [--n 32] [--out runs/teach_fruit]
 
 The workshop flow, without the clicks: emoji16 with a new label "fruit" given to the fruit emoji
 (moved out of "food"), then `--preset finetune --init default` (labels matched by name; label-balanced
@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from .common import ROOT
 
+PROG = "python -m benchmarks.teach_new_label"
 FRUIT = ("grapes", "melon", "watermelon", "tangerine", "lemon", "banana", "pineapple", "mango", "apple", "green_apple",
          "pear", "peach", "cherries", "strawberry", "blueberries", "kiwifruit", "coconut")
 SAMPLERS = (("DDPM-500", dict(sampler="ddpm")),
@@ -97,7 +97,8 @@ class Judge:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--every", type=int, default=100)
     ap.add_argument("--n", type=int, default=32)
@@ -106,14 +107,13 @@ def main() -> int:
     ap.add_argument("--docs", default=str(ROOT / "docs"))
     a = ap.parse_args()
 
-    import torch
     from PIL import Image
 
-    from core.device import configure_threads
+    from core.threads import configure_threads
     from core.metrics import load_classifier
     from core.paths import default_checkpoint
     from core.samplers import generate
-    from core.train import TRAIN_PRESETS, Trainer
+    from core.training import TRAIN_PRESETS, Trainer
 
     configure_threads()
     ds, is_fruit = fruit_set()
@@ -151,7 +151,8 @@ def main() -> int:
     img = Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.NEAREST)
     docs = Path(a.docs)
     img.save(docs / "teach_fruit.png")
-    (docs / "teach_fruit.json").write_text(json.dumps({"command": " ".join(sys.argv), "fruit_images": int(is_fruit.sum()),
+    command = " ".join([PROG, *sys.argv[1:]])
+    (docs / "teach_fruit.json").write_text(json.dumps({"command": command, "fruit_images": int(is_fruit.sum()),
                                                        "chance": float(is_fruit.mean()), "rows": [s for s, _ in SAMPLERS],
                                                        "reference": reference,
                                                        "checkpoints": report}, indent=1))

@@ -1,0 +1,73 @@
+"""The training objective's pieces: learning-rate and EMA schedules, per-timestep loss weights, label-balanced
+drawing, and the loss per noise band that the log records."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..catalog import MIN_SNR_GAMMA
+from ..schedule import Schedule
+
+
+def lr_at(config, step: int) -> float:
+    """Learning rate for (0-based) step: warmup, then the course's linear decay, cosine, or constant."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1)
+    if config.lr_schedule == "linear":
+        return config.lr * (1 - progress)
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    return config.lr
+
+
+def loss_weights(schedule: Schedule, prediction: str, weighting: str, gamma: float = MIN_SNR_GAMMA) -> torch.Tensor:
+    """Per-timestep weight (T+1,) on the MSE of the prediction target.
+
+    min-SNR-gamma (Hang et al. 2023) weights the x0 error by min(SNR, gamma). The eps error equals SNR
+    times the x0 error and the v error (SNR + 1) times it, so the same weighting reads
+        eps: min(SNR, gamma) / SNR      v: min(SNR, gamma) / (SNR + 1)      x0: min(SNR, gamma)
+    (the v form is the one diffusers got wrong twice). SNR = 0 (zero terminal SNR) gives weight 0 for v
+    and x0; t = 0 is never trained.
+    """
+    T = schedule.T
+    if weighting == "uniform":
+        return torch.ones(T + 1, dtype=torch.float64)
+    ab = schedule.ab_t.clone()
+    ab[0] = 0.5  # t = 0 is never drawn; any finite SNR keeps the table finite
+    snr = ab / (1 - ab)
+    clipped = snr.clamp(max=gamma)
+    if prediction == "eps":
+        return clipped / snr
+    if prediction == "v":
+        return clipped / (snr + 1)
+    return clipped
+
+
+def label_balanced_weights(labels: np.ndarray) -> torch.Tensor:
+    """Per-image draw probabilities (N,) under which every label -- and "no label" -- is drawn equally often:
+    an image weighs the mean of 1/count over its labels (multi-label images share them)."""
+    labels = np.asarray(labels, dtype=np.float64) > 0
+    none = ~labels.any(axis=1)
+    groups = np.concatenate([labels, none[:, None]], axis=1)  # (N, L + 1)
+    counts = groups.sum(axis=0)
+    inv = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+    w = (groups * inv).sum(axis=1) / groups.sum(axis=1)
+    return torch.as_tensor(w / w.sum(), dtype=torch.float32)
+
+
+def ema_decay_at(decay: float, step: int) -> float:
+    """Warmed-up EMA decay min(decay, (1+step)/(10+step)): a fixed 0.999 from step 0 ruins short runs."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+def band_losses(losses: torch.Tensor, ts: torch.Tensor, T: int) -> tuple[float, float, float]:
+    """Mean loss for t in (0, T/3], (T/3, 2T/3], (2T/3, T]: low, mid and high noise."""
+    band = ((ts - 1) * 3 // T).clamp(0, 2)
+    out = []
+    for k in range(3):
+        sel = losses[band == k]
+        out.append(float(sel.mean()) if sel.numel() else float("nan"))
+    return tuple(out)
