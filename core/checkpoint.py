@@ -117,14 +117,14 @@ def _safetensors_header(path: Path) -> dict:
     try:
         with safe_open(str(path), framework="pt") as f:
             return f.metadata() or {}
-    except Exception as e:  # safetensors raises its own error types for truncated or foreign files
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for truncated or foreign files
         raise CheckpointError(f"{path}: not a readable .safetensors file ({one_line(e, limit=160)})") from None
 
 
 def _read_tensors(path: Path) -> dict:
     try:
         return st_load(path.read_bytes())
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - any failure to parse an untrusted file is the file's
         raise CheckpointError(f"{path}: could not read tensors ({one_line(e, limit=160)})") from None
 
 
@@ -165,7 +165,7 @@ def load_course_weights(path: str | Path, device: torch.device | str = "cpu") ->
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns at length before refusing; the message below says it
             sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle refusals, zip errors, truncation: all mean "not a weights file"
+    except Exception as e:  # noqa: BLE001 - pickle refusals, zip errors, truncation: all "not a weights file"
         text = str(e)
         if "Unsupported global" in text or "GLOBAL" in text:  # the weights-only unpickler met a class or function
             raise CheckpointError(f"{path}: this file contains Python code, not just weights — refusing to "

@@ -127,7 +127,7 @@ def load_classifier(path: str | Path | None = None) -> Classifier:
         clf.load_state_dict(load_file(str(path)))
     except ClassifierError:
         raise
-    except Exception as e:  # truncated file, foreign tensors, bad JSON: all one message
+    except Exception as e:  # noqa: BLE001 - truncated file, foreign tensors, bad JSON: all one message
         raise ClassifierError(f"{path}: unreadable classifier file ({str(e).splitlines()[0][:160]})") from None
     return clf.eval()
 

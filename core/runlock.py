@@ -189,7 +189,7 @@ class RunLock:
     def __del__(self):
         try:
             self.release()
-        except Exception:  # interpreter shutdown: the lock is then stale and detected as such
+        except Exception:  # noqa: BLE001 - interpreter shutdown: the lock is then stale and detected as such
             pass
 
 

@@ -258,7 +258,7 @@ def quality_available() -> tuple[bool, str]:
         from core import metrics
 
         metrics.load_classifier()
-    except Exception as e:  # missing module, missing or damaged classifier file: the button says why
+    except Exception as e:  # noqa: BLE001 - missing module, missing or damaged classifier file: the button says why
         return False, f"The quality measure is not available in this installation ({user_message(e)[:300]})."
     return True, ""
 

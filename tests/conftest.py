@@ -13,12 +13,11 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-# A hung test (seen twice on 2026-12-01, in about 16 full runs: no CPU, no output, for 10-20 minutes, both
-# times after the 98th test, the end of tests/test_data_panel.py) would otherwise wait for CI's 90-minute limit. After
-# WATCHDOG_S seconds in one test, faulthandler's own thread (it needs no GIL) writes every thread's stack to
-# WATCHDOG_FILE and ends the run with exit code 1 (the file is empty while no test has hung; pytest holds the
-# terminal's output, so the stacks go to a file); .ci/run prints the file and runs the suite once more.
-# The slowest test takes about 10 s.
+# Why a watchdog: a hung test (no CPU, no output) would otherwise wait for CI's 90-minute limit and say
+# nothing. After WATCHDOG_S seconds in one test, faulthandler's own thread (it needs no GIL) writes every
+# thread's stack to WATCHDOG_FILE and ends the run with exit code 1 (the file stays empty while no test has
+# hung; pytest holds the terminal's output, so the stacks go to a file, which .ci/run prints). Hangs and
+# crashes seen so far are told in docs/reliability.md.
 WATCHDOG_S = float(os.environ.get("DIFFUSION_DESK_TEST_WATCHDOG_S", "600"))
 WATCHDOG_FILE = Path(os.environ.get("DIFFUSION_DESK_TEST_WATCHDOG_FILE",
                                     Path(tempfile.gettempdir()) / f"diffusion-desk-test-watchdog-{os.getpid()}.txt"))

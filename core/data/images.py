@@ -11,11 +11,11 @@ from PIL import Image, ImageOps
 from ..catalog import BUILTIN_DATASETS
 from ..errors import DataError
 
-IMAGE_FORMATS = {"PNG", "JPEG", "GIF", "BMP", "WEBP"}  # PIL format names we accept
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"}
-
 from .dataset import ImageDataset, _on_white, _to_rgb, resize_images
 from .files import _one_line, load_builtin, load_course_npy, load_npz
+
+IMAGE_FORMATS = {"PNG", "JPEG", "GIF", "BMP", "WEBP"}  # PIL format names we accept
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,7 +95,7 @@ def _read_image_file(file: Path) -> np.ndarray:
         raise
     except Image.DecompressionBombError:
         raise DataError("image too large") from None
-    except Exception as e:  # PIL raises many types for truncated / non-image files
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for truncated / non-image files
         if file.suffix.lower() not in IMAGE_SUFFIXES:
             raise DataError("not an image file") from None
         raise DataError(f"cannot read image ({_one_line(e)})") from None

@@ -49,7 +49,7 @@ class ImageListModel(QAbstractListModel):
         """Same images, edited labels: keep the pixmap cache."""
         self.ds = ds
 
-    def rowCount(self, parent=QModelIndex()) -> int:
+    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: B008 - Qt's own signature; an invalid index is immutable
         return 0 if parent.isValid() else len(self.rows)
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
@@ -90,6 +90,9 @@ def make_image_view(model: ImageListModel) -> QListView:
     view.setIconSize(QSize(48, 48))
     view.setGridSize(QSize(54, 54))
     view.setSpacing(0)
+    # Always there: a scroll bar that appears later (the batched layout shows it only after the first click)
+    # narrows the viewport and reflows the grid under the pointer, so a planned Shift-click hits another image.
+    view.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)
     view.setWordWrap(False)
     view.setModel(model)
     view.setToolTip("")
