@@ -84,6 +84,8 @@ SAMPLER_CATALOG: tuple[SamplerChoice, ...] = (
                   "Like DPM-Solver++(2M) but remembers two earlier steps: a little sharper at 10-20 calls."),
     SamplerChoice("heun", "Heun", 10, False, False, 2,
                   "Karras et al.'s sampler: looks ahead and corrects each step (two model calls per step)."),
+    SamplerChoice("ipndm", "iPNDM", 10, False, False, 1,
+                  "A 4th-order multistep ODE solver (Zhang & Chen 2023): one call per step, holds up at 5-10 calls."),
     SamplerChoice("euler_a", "Euler ancestral", 20, False, True, 1,
                   "Jumps to a less noisy image and adds fresh noise back each step: varied, forgiving."),
 )
