@@ -135,8 +135,9 @@ def forward_flops(net, batch: int, n_cfeat: int, height: int, *, backward: bool 
 
 def parse_entries(text: str) -> list[dict]:
     """'ddim:25+eta=1,dpmpp2m:10+clip+sp=karras' -> [{'entry', 'sampler', 'steps', 'eta', 'clip_x0', 'guidance',
-    'spacing', 'rescale', 'interval'}]. Modifiers: clip, eta=X, g=X (guidance), sp=trailing|logsnr|karras,
-    r=X (CFG rescale phi), gi=LO-HI (guidance interval in t/T)."""
+    'spacing', 'rescale', 'interval', 'guide'}]. Modifiers: clip, eta=X, g=X (guidance), sp=trailing|logsnr|karras,
+    r=X (CFG rescale phi), gi=LO-HI (guidance interval in t/T), ag=FILE (autoguidance: guide with the model in
+    FILE, relative to the repository, instead of with "no label")."""
     from core.catalog import SPACINGS
     from core.samplers import SAMPLERS
 
@@ -149,7 +150,7 @@ def parse_entries(text: str) -> list[dict]:
         try:
             e = {"entry": item, "sampler": name, "steps": int(steps) if steps else SAMPLERS[name].default_steps,
                  "eta": 0.0, "clip_x0": False, "guidance": None, "spacing": "trailing", "rescale": 0.0,
-                 "interval": [0.0, 1.0]}
+                 "interval": [0.0, 1.0], "guide": None}
             for m in mods:
                 key, _, val = m.partition("=")
                 if key == "clip":
@@ -160,9 +161,13 @@ def parse_entries(text: str) -> list[dict]:
                     e["spacing"] = val
                 elif key == "gi":
                     e["interval"] = [float(v) for v in val.split("-")]
+                elif key == "ag" and val:
+                    if not (ROOT / val).is_file() and not Path(val).is_file():
+                        raise ValueError(f"ag={val}: no such guide model file")
+                    e["guide"] = val
                 else:
                     raise ValueError(f"unknown modifier {m!r} (use clip, eta=X, g=X, sp={'|'.join(SPACINGS)}, "
-                                     "r=X or gi=LO-HI)")
+                                     "r=X, gi=LO-HI or ag=FILE)")
         except ValueError as err:
             raise BenchError(f"{item}: {err}") from None
         if not 1 <= e["steps"] <= 500:

@@ -12,6 +12,7 @@ per-label grids of the page.
 """
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from dataclasses import replace
@@ -54,7 +55,18 @@ def _generate_set(bundle, e: dict, targets, seed: int, s: Settings):
 def _solver_options(e: dict) -> dict:
     """Spacing and guidance options of an entry (older result files lack them: today's defaults)."""
     return {"spacing": e.get("spacing", "trailing"), "guidance_rescale": e.get("rescale", 0.0),
-            "guidance_interval": tuple(e.get("interval", (0.0, 1.0)))}
+            "guidance_interval": tuple(e.get("interval", (0.0, 1.0))), "guide_net": _guide_net(e.get("guide"))}
+
+
+@functools.lru_cache(maxsize=4)
+def _guide_net(path: str | None):
+    """The guide model of an ag=FILE entry (autoguidance), loaded once; None for classifier-free guidance."""
+    if not path:
+        return None
+    from core.checkpoint import load_checkpoint
+
+    p = Path(path)
+    return load_checkpoint(p if p.is_absolute() or p.is_file() else ROOT / p, "cpu").net
 
 
 def _time_32(bundle, e: dict, s: Settings, repeats: int) -> float:

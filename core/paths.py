@@ -43,6 +43,18 @@ def shipped_models() -> list[tuple[str, Path]]:
     return [(label, checkpoint_path(name)) for name, label in SHIPPED_MODELS if checkpoint_path(name).is_file()]
 
 
+def guide_model_for(model: str | Path) -> Path:
+    """Where a model's guide for autoguidance lives: <name>.guide.safetensors beside it."""
+    model = Path(model)
+    return model.with_name(model.stem + ".guide.safetensors")
+
+
+def shipped_guide_model() -> Path | None:
+    """The shipped default model's guide (a weaker model of the same run), or None when none is shipped."""
+    path = guide_model_for(checkpoint_path("default.safetensors"))
+    return path if path.is_file() else None
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, then rename: the old file survives a crash."""
     path = Path(path)

@@ -128,6 +128,14 @@ def checkpoint_preview(path: str, *, per_label: int = 6, steps: int = 20, seed: 
     return int(b.meta.get("step", 0)), grid
 
 
+def shipped_guide_model() -> str:
+    """The shipped model's guide for autoguidance, or "" (core.paths: no torch)."""
+    from core.paths import shipped_guide_model as core_guide
+
+    path = core_guide()
+    return str(path) if path else ""
+
+
 def default_checkpoint() -> str | None:
     from core.paths import default_checkpoint as core_default  # no torch in core.paths
 

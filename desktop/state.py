@@ -26,6 +26,24 @@ class Composition:
 
     rows: list[ContextRow] = field(default_factory=list)
     guidance: float = 1.0
+    # What guidance pushes away from: "" = no label (classifier-free guidance), "label:NAME" = another label
+    # ("fruit, not food"), "model:PATH" = a weaker model of the same kind (autoguidance, Karras et al. 2024).
+    guide_with: str = ""
+
+    def guide_for(self, label_names: list[str]) -> tuple[np.ndarray | None, str, str]:
+        """(negative context (L,) or None, guide model path or "", a note) for a model with these labels.
+        A negative label the model does not know falls back to "no label", and the note says so."""
+        kind, _, value = self.guide_with.partition(":")
+        if kind == "model" and value:
+            return None, value, f"guided against the model {value}"
+        if kind == "label" and value:
+            lowered = [n.strip().lower() for n in label_names]
+            if value.strip().lower() in lowered:
+                neg = np.zeros(len(label_names), np.float32)
+                neg[lowered.index(value.strip().lower())] = 1.0
+                return neg, "", f"guided away from {value}"
+            return None, "", f"this model has no label {value}: guided against no label"
+        return None, "", ""
 
     def matrix(self, n_labels: int) -> np.ndarray:
         """(R, n_labels) float32; an empty composition is one all-zero (unconditional) row."""

@@ -398,3 +398,79 @@ def test_gif_export_shares_one_palette_and_stays_small(tmp_path):
 def test_the_empty_quality_chart_has_a_readable_range(panel):
     (x0, x1), (y0, y1) = panel.quality_tab.quality_plot.getPlotItem().viewRange()
     assert (x0, x1) == pytest.approx((-1, 2)) and (y0, y1) == pytest.approx((0, 10))
+
+
+# --- "Guide with": no label (CFG), another label, or a weaker model (autoguidance) ---------------------
+
+def test_composition_resolves_its_guide_for_the_model_labels():
+    from desktop.state import Composition
+
+    neg, guide, note = Composition(guide_with="label:Food").guide_for(LABELS)
+    assert neg.tolist() == [0, 0, 0, 1, 0, 0] and guide == "" and "food" in note.lower()  # by name, any case
+    neg, guide, note = Composition(guide_with="label:fruit").guide_for(LABELS)
+    assert neg is None and guide == "" and "no label fruit" in note
+    assert Composition(guide_with="model:/x/g.safetensors").guide_for(LABELS)[:2] == (None, "/x/g.safetensors")
+    assert Composition().guide_for(LABELS) == (None, "", "")
+
+
+def _job(columns, negative=None, guide_model=""):
+    from desktop.jobs import sampling as sw
+
+    ctx = np.eye(len(LABELS), dtype=np.float32)[:3]
+    return sw.SampleJob(columns, 5, ctx, 2, "fp32", negative, guide_model)
+
+
+def _images(bundle, job):
+    from desktop.jobs import sampling as sw
+    import threading
+
+    from desktop.threads import Control
+
+    gen = sw.run_columns(bundle, job, control=Control(threading.Event(), lambda item: None))
+    results = {}
+    try:
+        while True:
+            item = next(gen)
+            if isinstance(item, sw.ColumnResult):
+                results[item.index] = item
+    except StopIteration:
+        pass
+    return [results[i] for i in sorted(results)]
+
+
+def test_a_guide_equal_to_the_model_gives_the_unguided_images_and_zeros_give_cfg(tmp_path):
+    from core.checkpoint import save_checkpoint
+    from desktop.jobs import sampling as sw
+
+    bundle = tiny_bundle()
+    path = save_checkpoint(tmp_path / "same.safetensors", bundle.net.state_dict(), unet_config=bundle.net.config,
+                           schedule_config=bundle.schedule_config, label_names=LABELS)
+    plain = sw.ColumnSpec("dpmpp2m", 4)
+    guided = sw.ColumnSpec("dpmpp2m", 4, guidance=3.0)
+    unguided = _images(bundle, _job([plain]))[0]
+    self_guided = _images(bundle, _job([guided], guide_model=str(path)))[0]
+    assert self_guided.nfe == 8  # two passes per step, as CFG
+    assert np.array_equal(self_guided.images, unguided.images)  # out_u == out_c: guidance changes nothing
+    cfg = _images(bundle, _job([guided]))[0]
+    against_zero = _images(bundle, _job([guided], negative=np.zeros(len(LABELS), np.float32)))[0]
+    assert np.array_equal(cfg.images, against_zero.images)  # "no label" is the all-zero negative
+    away_from_food = _images(bundle, _job([guided], negative=np.eye(len(LABELS), dtype=np.float32)[3]))[0]
+    assert not np.array_equal(away_from_food.images, cfg.images)
+
+
+def test_the_composer_offers_each_label_and_publishes_the_choice(qtbot, state):
+    from desktop.widgets.composer import Composer
+
+    comp = Composer(state)
+    qtbot.addWidget(comp)
+    comp.set_label_names(LABELS)
+    items = [comp.guide_combo.itemData(i) for i in range(comp.guide_combo.count())]
+    assert items[0] == "" and [f"label:{n}" for n in LABELS] == items[1:1 + len(LABELS)]
+    comp.set_shipped_guide("/x/default.guide.safetensors")
+    assert comp.guide_combo.findData("model:/x/default.guide.safetensors") >= 0
+    comp.guide_combo.setCurrentIndex(comp.guide_combo.findData("label:food"))
+    comp.publish()
+    assert state.composition.guide_with == "label:food"
+    assert comp.saved_state()["guide_with"] == "label:food"
+    comp.set_label_names([n for n in LABELS if n != "food"])  # the label goes: back to "no label"
+    assert comp.guide_with() == ""

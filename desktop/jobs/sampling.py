@@ -62,6 +62,10 @@ class SampleJob:
     context: np.ndarray  # (R, L) float32: one row of the grid per context
     per_row: int  # images per context row
     precision: str = "auto"
+    # What guidance pushes away from (see the composer's "Guide with"): "no label" when both are unset,
+    # another label's context vector (L,) ("fruit, not food"), or a weaker model (autoguidance).
+    negative: np.ndarray | None = None
+    guide_model: str = ""
 
     @property
     def n(self) -> int:
@@ -70,6 +74,12 @@ class SampleJob:
     def context_batch(self) -> np.ndarray:
         """(n, L): image k gets row k // per_row, so the grid reads row by row."""
         return np.repeat(np.asarray(self.context, np.float32), self.per_row, axis=0)
+
+    def negative_batch(self, n: int | None = None) -> np.ndarray | None:
+        """(n, L): the negative label for every image, or None (guide with "no label")."""
+        if self.negative is None:
+            return None
+        return np.repeat(np.asarray(self.negative, np.float32)[None, :], self.n if n is None else n, axis=0)
 
 
 @dataclass
@@ -180,7 +190,18 @@ def _snapshot(bundle):
     return net
 
 
-def _warm_up(net, job: SampleJob, precision: str) -> float:
+def load_guide(path: str, net):
+    """The guide model of autoguidance on the main model's device, or None; it must be the same kind of model
+    (same size, labels and network family checked by the sampler)."""
+    if not path:
+        return None
+    from core.checkpoint import load_checkpoint
+
+    device = next(net.parameters()).device
+    return load_checkpoint(path, device).net.eval()
+
+
+def _warm_up(net, job: SampleJob, precision: str, guide_net=None) -> float:
     """One untimed model call per batch shape the run will use (oneDNN/cuDNN build kernels on first use)."""
     import torch
 
@@ -189,13 +210,15 @@ def _warm_up(net, job: SampleJob, precision: str) -> float:
     device = next(net.parameters()).device
     cfg = net.config
     start = time.perf_counter()
-    shapes = sorted({job.n * c.calls_per_step for c in job.columns})
+    # With a guide model the two passes run one network each, at the batch of one pass.
+    shapes = sorted({job.n * (1 if guide_net is not None else c.calls_per_step) for c in job.columns})
     with torch.inference_mode():
-        for b in shapes:
-            x = torch.zeros((b, cfg.in_channels, cfg.height, cfg.height), device=device)
-            c = torch.zeros((b, cfg.n_cfeat), device=device)
-            with autocast(device, precision):
-                net(x, torch.full((1,), 0.5, device=device), c)
+        for model, sizes in ((net, shapes), (guide_net, [job.n] if guide_net is not None else [])):
+            for b in sizes:
+                x = torch.zeros((b, cfg.in_channels, cfg.height, cfg.height), device=device)
+                c = torch.zeros((b, cfg.n_cfeat), device=device)
+                with autocast(device, precision):
+                    model(x, torch.full((1,), 0.5, device=device), c)
     synchronize(device)
     return time.perf_counter() - start
 
@@ -239,7 +262,7 @@ def _stride(job: SampleJob, steps: int, net) -> int:
 
 
 def sample_column(net, schedule, job: SampleJob, index: int, noise, precision: str, cancel,
-                  emit=lambda frame: None) -> ColumnResult:
+                  emit=lambda frame: None, guide_net=None) -> ColumnResult:
     """Run one column from the shared noise; raises core.samplers.SamplingCancelled when cancelled."""
     from core.samplers import generate
 
@@ -247,7 +270,8 @@ def sample_column(net, schedule, job: SampleJob, index: int, noise, precision: s
     rec = _TrajectoryRecorder(index, spec.steps, schedule.T, noise, emit, stride=_stride(job, spec.steps, net))
     res = generate(net, schedule, sampler=spec.sampler, steps=spec.steps, context=job.context_batch(),
                    guidance=spec.guidance, eta=spec.eta, seed=job.seed, precision=precision, callback=rec,
-                   cancel=cancel, noise=noise, spacing=spec.spacing)
+                   cancel=cancel, noise=noise, spacing=spec.spacing, negative_context=job.negative_batch(),
+                   guide_net=guide_net)
     frames_x, frames_x0 = rec.arrays()
     return ColumnResult(index, spec, res.images, res.nfe, res.seconds, list(res.timesteps), frames_x, frames_x0,
                         rec.frame_t, rec.frame_calls, precision)
@@ -275,8 +299,9 @@ def run_columns(bundle, job: SampleJob, *, control):
     try:
         summary.precision, summary.runtime_label = runtime_for(bundle, job.precision)
         net = _snapshot(bundle)
+        guide_net = load_guide(job.guide_model, net)
         schedule = Schedule(bundle.schedule_config)
-        summary.warmup_seconds = _warm_up(net, job, summary.precision)
+        summary.warmup_seconds = _warm_up(net, job, summary.precision, guide_net)
         yield RunStarted(summary.runtime_label, summary.warmup_seconds)
         cfg = net.config
         device = next(net.parameters()).device
@@ -285,7 +310,7 @@ def run_columns(bundle, job: SampleJob, *, control):
         for index in column_order(job.columns):
             yield ColumnStarted(index)
             result = sample_column(net, schedule, job, index, noise, summary.precision, control.stop,
-                                   control.report)
+                                   control.report, guide_net)
             summary.results.append(result)
             yield result
     except SamplingCancelled:
@@ -314,18 +339,20 @@ def measure_quality(bundle, job: SampleJob, reference, *, n: int = QUALITY_IMAGE
                              f"set has {ds.size}x{ds.size}. Load the data set the model was trained on.")
         precision, _ = runtime_for(bundle, job.precision)
         net = _snapshot(bundle)
+        guide_net = load_guide(job.guide_model, net)
         schedule = Schedule(bundle.schedule_config)
         ctx, targets, mix = _quality_contexts(bundle, job, reference, n, metrics)
         with_acc = clf.label_names == list(bundle.label_names)
         floor = metrics.real_vs_real_fid(ds, clf, seed=job.seed, n=n) if ds.n >= n + 2 else None
         yield QualityStarted({"n": len(ctx), "mix": mix, "floor": floor, "accuracy": with_acc,
                               "classifier_labels": clf.label_names})
-        _warm_up(net, SampleJob(job.columns, job.seed, ctx, 1), precision)
+        _warm_up(net, SampleJob(job.columns, job.seed, ctx, 1), precision, guide_net)
         for index, spec in enumerate(job.columns):
             yield ColumnStarted(index)
             res = generate(net, schedule, sampler=spec.sampler, steps=spec.steps, n=len(ctx), context=ctx,
                            guidance=spec.guidance, eta=spec.eta, seed=job.seed, precision=precision,
-                           cancel=control.stop, spacing=spec.spacing)
+                           cancel=control.stop, spacing=spec.spacing, negative_context=job.negative_batch(len(ctx)),
+                           guide_net=guide_net)
             report = metrics.evaluate(res.images, targets if with_acc else None, reference=ds, classifier=clf)
             acc = None if report.accuracy is None else float(report.accuracy)
             yield QualityPoint(index, spec, float(report.fid), acc, int(report.n), res.seconds)

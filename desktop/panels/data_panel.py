@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QComboBox, QDialog, QFileDialog, QGroupBox, QHBoxLayout, QInputDialog, QLabel,
-                               QMessageBox, QPushButton, QSplitter, QTableWidgetItem, QVBoxLayout, QWidget)
+                               QMessageBox, QPushButton, QSizePolicy, QSplitter, QTableWidgetItem, QVBoxLayout,
+                               QWidget)
 
 from core import labels as labels_core
 from desktop import engine, settings, threads
@@ -47,6 +48,7 @@ class DataPanel(QWidget):
         self._save_timer.setInterval(self.SAVE_DELAY_MS)
         self._save_timer.timeout.connect(self._save_now)
         self.composer = Composer(state)
+        self.composer.set_shipped_guide(engine.shipped_guide_model())
         self._build()
         state.dataset_changed.connect(self._on_dataset_changed)
         state.label_names_changed.connect(self._on_label_names_changed)
@@ -98,6 +100,10 @@ class DataPanel(QWidget):
     def _build_assign_row(self) -> QHBoxLayout:
         row = QHBoxLayout()
         self.selection_label = QLabel("Nothing selected")
+        # Its text changes with every click; were its width to follow, the image grid beside it would reflow
+        # under the pointer (a Shift-click then selects another range).
+        self.selection_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.selection_label.setMinimumWidth(self.selection_label.fontMetrics().horizontalAdvance("9,999 selected"))
         self.assign_combo = QComboBox()
         self.assign_combo.setToolTip("The label to add to or remove from the selected images.")
         self.assign_btn = QPushButton("Assign")

@@ -253,8 +253,18 @@ class SamplePanel(QWidget):
         ctx, names, _ = self._contexts()
         self._run_row_names = names
         self._run_per_row = self.per_row_spin.value()
+        negative, guide_model = self._guide()
         return sw.SampleJob(self.specs(), self.seed_spin.value(), ctx, self._run_per_row,
-                            self.model_bar.precision())
+                            self.model_bar.precision(), negative, guide_model)
+
+    def _guide(self) -> tuple:
+        """(negative context or None, guide model path or "") of the composer's "Guide with" for this model."""
+        bundle = self.state.model
+        names = list(bundle.label_names) if bundle is not None else []
+        negative, guide_model, note = self.state.composition.guide_for(names)
+        if note and "no label" in note:
+            self.state.status_message.emit(note[0].upper() + note[1:] + ".")
+        return negative, guide_model
 
     @Slot()
     def run(self) -> None:
@@ -425,8 +435,9 @@ class SamplePanel(QWidget):
             return
         ctx, _, _ = self._contexts()
         n = self.quality_n.value()
+        negative, guide_model = self._guide()
         job = sw.SampleJob(self.specs(), self.seed_spin.value(), ctx, max(1, -(-n // len(ctx))),
-                           self.model_bar.precision())
+                           self.model_bar.precision(), negative, guide_model)
         self.quality_tab.begin([c.spec().title for c in self.columns])
         worker = threads.GeneratorWorker(sw.measure_quality, bundle, job, dataset, n=n, control=True)
         self._start(worker, self.quality_tab.on_item, self.quality_tab.on_finished, self.quality_tab.on_failed)
