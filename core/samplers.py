@@ -405,14 +405,16 @@ def generate(net, schedule: Schedule, *, sampler: str = "ddim", steps: int | Non
              seed: int = 0, precision: str = "fp32", clip_x0: bool = False, callback=None, cancel=None,
              noise: torch.Tensor | None = None, spacing: str = "trailing", guidance_rescale: float = 0.0,
              guidance_interval: tuple[float, float] = (0.0, 1.0), compile: bool = False,
-             negative_context: torch.Tensor | np.ndarray | None = None, guide_net=None) -> SampleResult:
+             negative_context: torch.Tensor | np.ndarray | None = None, guide_net=None,
+             start_t: float | None = None) -> SampleResult:
     """Sample n images with one sampler from the noise of `seed` (or `noise`); times it honestly.
 
     spacing chooses the timesteps (trailing, logsnr, karras) independently of the sampler; guidance,
     guidance_rescale and guidance_interval are the Denoiser's (see there). compile runs the network through
     torch.compile where a compiler is present (CUDA graphs on CUDA), else eagerly; the first call of each
     batch size includes the compile time. negative_context (rows as for context) guides away from another
-    label instead of "no label"; guide_net guides with a weaker model instead (autoguidance): see Denoiser."""
+    label instead of "no label"; guide_net guides with a weaker model instead (autoguidance): see Denoiser.
+    start_t < T starts from `noise` taken as x at that timestep (SDEdit, core.editing)."""
     info = get_sampler(sampler)
     steps = steps or (schedule.T if sampler == "ddpm" else info.default_steps)
     device = next(net.parameters()).device
@@ -429,7 +431,7 @@ def generate(net, schedule: Schedule, *, sampler: str = "ddim", steps: int | Non
     model = Denoiser(net, schedule, ctx, guidance=guidance, precision=precision, cancel=cancel, clip_x0=clip_x0,
                      guidance_rescale=guidance_rescale, guidance_interval=guidance_interval, compile=compile,
                      negative=neg, guide_net=guide_net)
-    timesteps = spaced_timesteps(steps, schedule, spacing)
+    timesteps = spaced_timesteps(steps, schedule, spacing, t_max=start_t)
     gen = torch.Generator(device=device).manual_seed(int(seed) + 1)  # the noise added along the way
     kwargs = {"eta": eta} if info.has_eta else {}
     was_training = net.training

@@ -160,17 +160,20 @@ def sampling_timesteps(steps: int, T: int) -> list[int]:
     return [round(T - i * T / steps) for i in range(steps)] + [0]
 
 
-def spaced_timesteps(steps: int, schedule: Schedule, spacing: str = "trailing") -> list:
-    """steps + 1 strictly decreasing timesteps from T to 0 for `steps` model-call steps.
+def spaced_timesteps(steps: int, schedule: Schedule, spacing: str = "trailing", t_max: float | None = None) -> list:
+    """steps + 1 strictly decreasing timesteps from T (or t_max) to 0 for `steps` model-call steps.
 
     trailing  uniform in t, always starting at T (integers; today's default)
     logsnr    uniform in log-SNR between t = T and t = 1
     karras    sigma_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho (Karras et al. 2022, eq. 5)
     The last two give fractional t. A zero-terminal-SNR schedule has sigma_T = inf: the ramp then runs
     from the largest finite sigma (at most SIGMA_RAMP_MAX) and its first point is pinned to t = T.
+    t_max < T starts part-way (SDEdit: from a noised image): the same spacing over (0, t_max].
     """
     if spacing not in SPACINGS:
         raise ValueError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
+    if t_max is not None and t_max < schedule.T:
+        return _spaced_from(steps, schedule, spacing, float(t_max))
     T = schedule.T
     if spacing == "trailing" or steps == 1 or T == 1:
         return sampling_timesteps(steps, T)  # integers
@@ -198,3 +201,32 @@ def spaced_timesteps(steps: int, schedule: Schedule, spacing: str = "trailing") 
         if not a > b:  # coincident points can only come from steps close to T; fall back to integers
             return sampling_timesteps(steps, T)
     return out
+
+
+def _spaced_from(steps: int, schedule: Schedule, spacing: str, t_max: float) -> list:
+    """spaced_timesteps over (0, t_max]: uniform in t (trailing) or log-SNR, or Karras' ramp in sigma."""
+    if not 0 < t_max:
+        raise ValueError(f"the starting timestep must be above 0, got {t_max}")
+    if spacing == "trailing" or steps == 1:
+        out = [float(t_max - i * t_max / steps) for i in range(steps)] + [0.0]
+        return [int(t) if t.is_integer() else t for t in out]
+    lam_of = lambda t: math.log(schedule.ab_at(t) / (1 - schedule.ab_at(t)))
+    lam_max, lam_min = lam_of(1.0), max(lam_of(t_max), -2 * math.log(SIGMA_RAMP_MAX))
+    if spacing == "logsnr":
+        grid = np.linspace(lam_min, lam_max, steps)
+    else:
+        smax, smin = math.exp(-lam_min / 2), math.exp(-lam_max / 2)
+        ramp = np.linspace(0, 1, steps)
+        sig = (smax ** (1 / KARRAS_RHO) + ramp * (smin ** (1 / KARRAS_RHO) - smax ** (1 / KARRAS_RHO))) ** KARRAS_RHO
+        grid = -2 * np.log(sig)
+    ab = schedule.ab_t[1:].numpy()
+    finite = ab > 0
+    lam = np.log(ab[finite] / (1 - ab[finite]))
+    t_idx = np.arange(1, schedule.T + 1, dtype=np.float64)[finite]
+    ts = np.interp(grid, lam[::-1], t_idx[::-1])
+    ts[0] = t_max
+    out = [float(t) for t in ts] + [0.0]
+    if any(not a > b for a, b in zip(out, out[1:])):
+        return _spaced_from(steps, schedule, "trailing", t_max)
+    return out
+
