@@ -255,3 +255,13 @@ def test_the_onednn_profile_counts_convolution_flops_from_the_verbose_log():
     g = conv_flops("convolution", conv) / 0.02 / 1e9  # 20 ms -> GFLOP/s
     assert f"| convolution | backward_weights | 64->64 ch, 16x16 in, 3x3 | jit:avx2 | 20.0 | 65.6% | {g:.0f} |" in text
     assert "30 ms per step in all" in text and f"{100 * g / 200:.0f}%" in text
+
+
+def test_the_few_step_sweep_picks_the_steps_that_make_each_call_count():
+    from benchmarks.few_step_sweep import sweep_entries
+
+    got = sweep_entries(["ipndm+sp=karras", "heun+sp=karras"], [2, 3, 4, 10], zero_terminal=True)
+    # one call per iPNDM step; Heun makes 2 per step minus its last and (from pure noise) its first
+    assert got == ["ipndm:2+sp=karras", "ipndm:3+sp=karras", "ipndm:4+sp=karras", "ipndm:10+sp=karras",
+                   "heun:2+sp=karras", "heun:3+sp=karras", "heun:6+sp=karras"]
+    assert sweep_entries(["heun"], [3], zero_terminal=False) == ["heun:2"]  # 2 * 2 - 1 calls

@@ -1,0 +1,126 @@
+"""Quality against model calls: each sampler (and spacing) at 2-20 calls, feature-FID and label accuracy, as
+curves beside DDPM-500's level.
+
+    python -m benchmarks.few_step_sweep --checkpoint checkpoints/default.safetensors \
+        --bases "ipndm+sp=karras,dpmpp3m+sp=karras,heun+sp=karras,ddim" --calls 2,3,4,5,6,8,10,15,20 \
+        --n 1000 --seeds 3 --json docs/bench_sweep.json --png docs/quality_vs_calls.png
+
+A base is an entry of `bench quality` without its step count (modifiers as there: sp=, g=, ag=...). The
+steps for a number of calls follow core.catalog.model_calls (Heun makes two calls a step); a count a sampler
+cannot make exactly is skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from .common import BenchError, Settings, font, log, save_json
+from .quality import bench_quality
+
+COLORS = [(40, 110, 200), (200, 60, 50), (30, 150, 80), (150, 80, 190), (220, 140, 0), (90, 90, 90)]
+
+
+def sweep_entries(bases: list[str], calls: list[int], *, zero_terminal: bool, guided: bool = False) -> list[str]:
+    """'heun+sp=karras' at calls [2, 5] -> ['heun:2+sp=karras', ...]: the step count whose model calls equal
+    the target (for each base and target where one exists)."""
+    from core.catalog import model_calls
+
+    out = []
+    for base in bases:
+        name, *mods = base.split("+")
+        for c in calls:
+            steps = next((k for k in range(1, c + 1) if model_calls(name, k, zero_terminal=zero_terminal,
+                                                                     guided=guided) == c), None)
+            if steps is not None:
+                out.append("+".join([f"{name}:{steps}", *mods]))
+    return out
+
+
+def plot_sweep(quality: dict, bases: list[str], path: Path, *, reference: dict | None) -> Path:
+    """Feature-FID against model calls (log x), one line per base; DDPM-500's level and +15% dashed."""
+    W, H, L, R, T, B = 900, 540, 80, 200, 50, 60
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    f, fs = font(16), font(13)
+    res = quality["results"]
+    y_hi = max([r["fid_mean"] for r in res] + ([reference["fid_mean"] * 1.2] if reference else [])) * 1.08
+    x_lo, x_hi = 1.6, 25
+    px = lambda x: L + (math.log(x) - math.log(x_lo)) / (math.log(x_hi) - math.log(x_lo)) * (W - L - R)
+    py = lambda y: H - B - min(y, y_hi) / y_hi * (H - T - B)
+    d.rectangle([L, T, W - R, H - B], outline=(0, 0, 0))
+    for x in (2, 3, 4, 5, 6, 8, 10, 15, 20):
+        d.line([px(x), T, px(x), H - B], fill=(230, 230, 230))
+        d.text((px(x), H - B + 6), str(x), fill=(0, 0, 0), font=fs, anchor="mt")
+    step = 10 ** math.floor(math.log10(y_hi / 4))
+    step *= next(m for m in (1, 2, 5, 10) if y_hi / (step * m) <= 6)
+    for k in range(int(y_hi / step) + 1):
+        d.line([L, py(k * step), W - R, py(k * step)], fill=(230, 230, 230))
+        d.text((L - 6, py(k * step)), f"{k * step:g}", fill=(0, 0, 0), font=fs, anchor="rm")
+    if reference:
+        for level, text in ((reference["fid_mean"], f"{reference['entry']}"), (1.15 * reference["fid_mean"], "+15%")):
+            for x in range(L, W - R, 10):
+                d.line([x, py(level), x + 5, py(level)], fill=(120, 120, 120), width=1)
+            d.text((W - R + 6, py(level)), text, fill=(90, 90, 90), font=fs, anchor="lm")
+    for k, base in enumerate(bases):
+        color = COLORS[k % len(COLORS)]
+        name, *mods = base.split("+")
+        pts = sorted((r["nfe"], r["fid_mean"]) for r in res
+                     if r["sampler"] == name and r["entry"].split("+")[1:] == mods)
+        if not pts:
+            continue
+        d.line([(px(x), py(y)) for x, y in pts], fill=color, width=2)
+        for x, y in pts:
+            d.ellipse([px(x) - 4, py(y) - 4, px(x) + 4, py(y) + 4], fill=color)
+        d.text((W - R + 6, T + 10 + 18 * k), base, fill=color, font=fs, anchor="lm")
+    d.text((W / 2, 14), f"Quality against model calls: feature-FID (lower is better), {quality['n']} images, "
+           f"{quality['n_seeds']} seed(s)", fill=(0, 0, 0), font=f, anchor="mt")
+    d.text((L + (W - L - R) / 2, H - 24), "model calls per image (log scale)", fill=(0, 0, 0), font=f, anchor="mt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", help="the model (default: the shipped default model)")
+    p.add_argument("--bases", default="ipndm+sp=karras,dpmpp3m+sp=karras,heun+sp=karras,ddim")
+    p.add_argument("--calls", default="2,3,4,5,6,8,10,15,20")
+    p.add_argument("--reference", default="ddpm:500", help="the many-step level the curves are read against")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--json", required=True, help="results file (written; an existing one is replaced)")
+    p.add_argument("--png", help="the curves")
+    args = p.parse_args(argv)
+    try:
+        calls = [int(c) for c in args.calls.split(",") if c.strip()]
+    except ValueError:
+        raise SystemExit(f"--calls {args.calls}: a comma-separated list of whole numbers") from None
+    from core.checkpoint import read_metadata
+    from core.paths import default_checkpoint
+    from core.schedule import ScheduleConfig
+
+    ckpt = args.checkpoint or str(default_checkpoint())
+    zero_terminal = ScheduleConfig.from_dict(read_metadata(ckpt)["schedule_config"]).kind == "linear_zsnr"
+    bases = [b.strip() for b in args.bases.split(",") if b.strip()]
+    entries = sweep_entries(bases, calls, zero_terminal=zero_terminal) + ([args.reference] if args.reference else [])
+    log(f"sweep: {len(entries)} entries on {ckpt}")
+    s = Settings(checkpoint=ckpt, quality_list=",".join(entries), quality_n=args.n, quality_seeds=args.seeds)
+    try:
+        q = bench_quality(s)
+    except BenchError as e:
+        raise SystemExit(f"error: {e}") from None
+    q["sweep"] = {"bases": bases, "calls": calls, "reference": args.reference}
+    save_json({"quality": q}, args.json)
+    if args.png:
+        ref = next((r for r in q["results"] if r["entry"] == args.reference), None)
+        plot_sweep(q, bases, Path(args.png), reference=ref)
+    for r in q["results"]:
+        print(f"{r['entry']:28s} {r['nfe']:4d} calls  FID {r['fid_mean']:.3f}  accuracy {r['accuracy_mean']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
