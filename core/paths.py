@@ -34,8 +34,8 @@ def default_checkpoint() -> Path | None:
 
 
 # The shipped models, in the order the model menus list them: (file under checkpoints/, menu label).
-SHIPPED_MODELS = (("default.safetensors", "Shipped model (desk network)"),
-                  ("course_unet.safetensors", "Shipped model, course network (ContextUnet)"))
+SHIPPED_MODELS = (("default.safetensors", "Shipped model"),
+                  ("course_unet.safetensors", "Shipped course model"))
 
 
 def shipped_models() -> list[tuple[str, Path]]:

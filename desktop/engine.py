@@ -97,7 +97,13 @@ def model_choices() -> list[tuple[str, str]]:
 
     from core.paths import shipped_models
 
-    out = [(label, str(path)) for label, path in shipped_models()]
+    out = []
+    for label, path in shipped_models():
+        try:
+            network = read_metadata(path)["unet_config"].get("network", "course")
+        except CheckpointError:
+            continue
+        out.append((f"{label} ({'ContextUnet' if network == 'course' else 'desk network'})", str(path)))
     runs = sorted(run_models(), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in runs[:30]:
         try:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QFileDialog, QLabel, QMainWindow, QMessageBox,
-                               QTabWidget, QTextBrowser, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QFileDialog, QFrame, QLabel, QMainWindow,
+                               QMessageBox, QScrollArea, QTabWidget, QTextBrowser, QVBoxLayout, QWidget)
 
 from core.config import preset_dicts
 from desktop import engine, settings, threads
@@ -54,6 +54,8 @@ def startup_job(dataset_spec: str | None, checkpoint: str | None) -> dict:
     return out
 
 
+# The smallest content the tabs are laid out for (a 1024x768 screen less its panels); below it, scroll bars.
+MIN_CONTENT_WIDTH, MIN_CONTENT_HEIGHT = 1000, 560
 MIN_REMEMBERED_STEPS = 1000  # a run's model switched to by the app is reopened next launch only past this
 
 
@@ -85,7 +87,13 @@ class MainWindow(QMainWindow):
                                           "and compose the label mix used for sampling.")
         self.tabs.setTabToolTip(TAB_TRAIN, "Train a model and watch the loss fall and the previews sharpen.")
         self.tabs.setTabToolTip(TAB_SAMPLE, "Draw new images with different samplers and compare them.")
-        self.setCentralWidget(self.tabs)
+        # Below the size the tabs need, the window scrolls instead of squashing buttons and grids to nothing.
+        self.tabs.setMinimumSize(MIN_CONTENT_WIDTH, MIN_CONTENT_HEIGHT)
+        scroller = QScrollArea()
+        scroller.setWidget(self.tabs)
+        scroller.setWidgetResizable(True)
+        scroller.setFrameShape(QFrame.Shape.NoFrame)
+        self.setCentralWidget(scroller)
         self._build_status_bar()
         self._build_menus()
         self._connect_state()

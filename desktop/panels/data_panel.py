@@ -99,7 +99,9 @@ class DataPanel(QWidget):
 
     def _build_assign_row(self) -> QHBoxLayout:
         row = QHBoxLayout()
-        self.selection_label = QLabel("Nothing selected")
+        self.selection_label = QLabel("None selected")
+        self.selection_label.setToolTip("Select images with click, Shift-click (a range) and Ctrl-click (one more); "
+                                        "Ctrl+A selects all shown.")
         # Its text changes with every click; were its width to follow, the image grid beside it would reflow
         # under the pointer (a Shift-click then selects another range).
         self.selection_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
@@ -183,7 +185,7 @@ class DataPanel(QWidget):
 
     def _on_selection_changed(self, *_):
         n = len(self.view.selectionModel().selectedIndexes())
-        self.selection_label.setText(f"{n:,} selected" if n else "Nothing selected (click, Shift/Ctrl-click)")
+        self.selection_label.setText(f"{n:,} selected" if n else "None selected")
         self._update_buttons()
 
     def _update_buttons(self) -> None:

@@ -118,10 +118,14 @@ class SamplePanel(QWidget):
         self._split = split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(top)
         split.addWidget(self.tabs)
-        split.setStretchFactor(0, 2)
+        split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
-        split.setSizes([640, 320])
-        split.setChildrenCollapsible(False)
+        split.setSizes([720, 240])
+        # The grids never collapse; the timings and charts below may, by dragging the handle down, so a
+        # small screen can give every row of images the room.
+        split.setCollapsible(0, False)
+        split.setCollapsible(1, True)
+        self.tabs.setMinimumHeight(self.tabs.tabBar().sizeHint().height() + 8)  # the tab bar stays in reach
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(split)

@@ -55,6 +55,7 @@ class ImageGridView(QWidget):
         self._row_labels: list[str] = []
         self._placeholder = placeholder
         self._min_scale = min_scale
+        self._hint = QSize(360, 300)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(120, 80)
 
@@ -74,7 +75,13 @@ class ImageGridView(QWidget):
         return self._pixmap is not None
 
     def sizeHint(self) -> QSize:
-        return QSize(360, 300)
+        return self._hint
+
+    def set_size_hint(self, hint: QSize) -> None:
+        """The size asked for; the grid scales to whatever it gets. In a word-wrapping layout (whose height
+        follows its width) this is the height it will claim, so a small hint lets it shrink to fit."""
+        self._hint = QSize(hint)
+        self.updateGeometry()
 
     def _label_width(self) -> int:
         if not self._row_labels:

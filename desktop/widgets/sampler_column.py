@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtCore import QSize, Qt, Signal, Slot
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QHBoxLayout, QLabel,
                                QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout,
                                QWidget)
@@ -154,6 +154,9 @@ class SamplerColumn(QFrame):
         self._grid_x0 = ImageGridView(placeholder="Press Run: the images form here from noise")
         for g in (self._grid_x, self._grid_x0):
             g.setMinimumSize(90, 90)
+            # Claim little: the column's wrapped description makes its height follow its width, and a tall
+            # claim would push the lower rows of images out of a small window instead of scaling them down.
+            g.set_size_hint(QSize(200, 90))
             row.addWidget(g, 1)
         self._grid_x.setToolTip("x_t: the noisy image the sampler holds at this step")
         self._grid_x0.setToolTip("x̂₀: the model's guess of the finished image at this step")
