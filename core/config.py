@@ -161,6 +161,20 @@ TRAIN_FIELDS: tuple[ConfigField, ...] = (
                 flag="seed"),
     ConfigField("init", str, ""),  # fine-tune from this checkpoint's weights; "" = from scratch
     ConfigField("new_label_init", str, "zero", choices=NEW_LABEL_INITS),
+    # Fine-tuning, "label first" (the textual-inversion idea, Gal et al. 2022): the first steps train only the
+    # new labels' context inputs, the network frozen, at their own learning rate; then the whole network.
+    ConfigField("label_first_steps", int, 0, lambda v: 0 <= v <= MAX_STEPS, "label-first steps must be 0 or more",
+                label="Label-first steps", widget=(0, 100_000, 50), unit="steps",
+                tip="Fine-tuning only: steps at the start that teach only the new labels' inputs, the rest of the "
+                    "network frozen, so the new label finds its place before the network changes. 0 turns it "
+                    "off. Counted in the training steps.",
+                flag="label-first-steps",
+                flag_help="fine-tune: the first N steps train only the new labels' inputs (network frozen)"),
+    ConfigField("label_first_lr", float, 1e-2, lambda v: 0 < v <= 10, "label-first learning rate must be above 0",
+                label="Label-first learning rate", widget=(0.0001, 1.0, 0.001, 4),
+                tip="The learning rate of the label-first steps (only a few hundred numbers are trained, so it "
+                    "can be much higher than the network's).",
+                flag="label-first-lr"),
     ConfigField("checkpoint_every", int, 500, lambda v: 1 <= v <= MAX_STEPS, "checkpoint every must be at least 1 step",
                 label="Save every (steps)", widget=(1, 1_000_000, 100), unit="steps",
                 tip="How often the model is saved to the run folder automatically. A crash or power cut loses at "

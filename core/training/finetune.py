@@ -41,6 +41,18 @@ def read_init(config, dataset) -> tuple[object, dict, list[str]]:
 CONTEXT_INPUT_KEYS = ("contextembed1.model.0.weight", "contextembed2.model.0.weight", "label_embed.weight")
 
 
+def new_label_columns(old_names: list[str], new_names: list[str]) -> list[int]:
+    """Columns of `new_names` the checkpoint did not know (matched by name, case-insensitive)."""
+    known = {n.strip().lower() for n in old_names}
+    return [j for j, n in enumerate(new_names) if n.strip().lower() not in known]
+
+
+def context_input_params(net) -> list:
+    """The parameters that read the context vector (CONTEXT_INPUT_KEYS present in this network)."""
+    named = dict(net.named_parameters())
+    return [named[k] for k in CONTEXT_INPUT_KEYS if k in named]
+
+
 def remap_context_inputs(state: dict, old_names: list[str], new_names: list[str]) -> tuple[dict, str]:
     """A checkpoint's weights for a data set with other labels: one context input column per new label,
     matched by name (case-insensitive). A label the model did not know starts with zero weights, so for

@@ -31,7 +31,7 @@ from ..runlock import RunLock, RunLockedError
 from ..samplers import generate
 from ..schedule import Schedule, ScheduleConfig
 from ..unet import UNetConfig, build_network
-from .finetune import read_init
+from .finetune import context_input_params, new_label_columns, read_init
 from .objective import band_losses, ema_decay_at, label_balanced_weights, loss_weights, lr_at
 from .runlog import append_log, truncate_log
 
@@ -110,6 +110,7 @@ class Trainer:
         # What the step calls: the net itself, or the net in DDP (same parameters, averaged gradients).
         self.model = distributed.wrap(self.dist, self.net, self.device) if self.dist else self.net
         self.opt = self._make_optimizer()
+        self._label_first = self._label_first_setup(dataset)
         # fp16 (CUDA without bf16) needs loss scaling; bf16 and fp32 do not.
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         self.gen = torch.Generator(device=self.device).manual_seed(config.seed)  # with several ranks: images only
@@ -143,6 +144,24 @@ class Trainer:
         if stale:
             self.notes.append(f"removed {len(stale)} unfinished temporary file(s) of an interrupted save from "
                               f"{self.out_dir}")
+    def _label_first_setup(self, dataset):
+        """(parameters, mask of the known labels' columns, optimizer) for the label-first steps, or None."""
+        cfg = self.config
+        if not (cfg.label_first_steps and cfg.init):
+            return None
+        init = Path(cfg.init)
+        if not init.is_file():
+            raise CheckpointError(f"{init}: the model this run fine-tunes is gone; the label-first steps need its "
+                                  "label names")
+        cols = new_label_columns(read_metadata(init)["label_names"], list(dataset.label_names))
+        if not cols:
+            self.notes.append("label-first steps skipped: the data set has no label the model did not know")
+            return None
+        params = context_input_params(self.net)
+        known = torch.ones(params[0].shape[1], dtype=torch.bool, device=self.device)
+        known[cols] = False
+        return params, known, torch.optim.Adam(params, lr=cfg.label_first_lr)
+
     def _make_optimizer(self):
         cls = torch.optim.AdamW if self.config.optimizer == "adamw" else torch.optim.Adam
         return cls(self.net.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
@@ -173,6 +192,8 @@ class Trainer:
         self._resume_rank_generator(info)
         self.elapsed = float(info.get("elapsed", 0.0))
         self.run_id = info.get("run_id", self.run_id)
+        if self._label_first is not None and self.step < self.config.label_first_steps:
+            self.notes.append("resumed inside the label-first steps: their optimizer starts afresh")
         self._saved_step = self.step
         if self.is_main:
             truncate_log(self.out_dir / LOG_FILE, self.step)
@@ -245,17 +266,25 @@ class Trainer:
         a, s = ab.sqrt(), (1 - ab).sqrt()
         x_t = a * x0 + s * noise  # the correct sqrt(1 - ab) (the course drops the sqrt)
         target = {"eps": noise, "v": a * noise - s * x0, "x0": x0}[self.config.prediction]
-        for group in self.opt.param_groups:
-            group["lr"] = lr_at(self.config, self.step)
+        label_first = self._label_first is not None and self.step < self.config.label_first_steps
+        opt = self._label_first[2] if label_first else self.opt
+        if not label_first:
+            for group in self.opt.param_groups:
+                group["lr"] = lr_at(self.config, self.step)
         with autocast(self.device, self.precision):
             pred = self.model(to_fast_layout(x_t), t.float() / self.schedule.T, c)
         per_sample = (pred.float() - target).pow(2).mean(dim=(1, 2, 3)) * self.loss_w[t]  # (B,)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(per_sample.mean()).backward()
+        params = self.net.parameters()
+        if label_first:  # only the new labels' columns of the context inputs move
+            params, known, _ = self._label_first
+            for p in params:
+                p.grad[:, known] = 0
         if self.config.grad_clip > 0:
-            self.scaler.unscale_(self.opt)
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
-        self.scaler.step(self.opt)
+            self.scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        self.scaler.step(opt)
         self.scaler.update()
         if self.is_main:  # only rank 0 saves and previews, so only it keeps the EMA
             self._update_ema()
