@@ -99,6 +99,17 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
                    help="autoguidance (Karras et al. 2024): guide with this weaker model of the same kind (an early "
                         "checkpoint of the run) instead of with 'no label'; 'auto' uses the guide shipped beside "
                         "the model (<name>.guide.safetensors)")
+    p.add_argument("--init-image", metavar="PNG",
+                   help="finish this sketch or image instead of starting from noise (SDEdit, Meng et al. 2022): it "
+                        "is noised to --strength, then denoised under --context by --sampler")
+    p.add_argument("--strength", type=float, default=0.6,
+                   help="with --init-image: how much noise is added first, 0 (keep it) to 1 (start from pure "
+                        "noise); default 0.6")
+    p.add_argument("--mask", metavar="PNG",
+                   help="with --init-image: inpaint (RePaint, Lugmayr et al. 2022): redraw where the mask is light, "
+                        "keep the rest of the image (ancestral steps; --steps default 50)")
+    p.add_argument("--resample", type=int, default=5,
+                   help="with --mask: how often each step is redone to blend the redrawn part in (default 5)")
     p.add_argument("--clip-x0", action="store_true", help="clip the predicted image to [-1, 1] at every step")
     p.add_argument("--gif", help="also write the denoising as an animated GIF")
     p.add_argument("--force", action="store_true",
@@ -397,6 +408,14 @@ def _check_sample_flags(args, info) -> None:
         bad("--guidance-rescale", args.guidance_rescale, "must be from 0 (off) to 1")
     if not 0 <= args.seed < 2**63:
         bad("--seed", args.seed, "must be from 0 to 2**63 - 1")
+    if not math.isfinite(args.strength) or not 0 <= args.strength <= 1:
+        bad("--strength", args.strength, "must be from 0 (keep the image) to 1 (pure noise)")
+    if args.mask and not args.init_image:
+        bad("--mask", args.mask, "needs --init-image, the picture to inpaint")
+    if not 1 <= args.resample <= 50:
+        bad("--resample", args.resample, "must be from 1 to 50")
+    if args.init_image and args.gif:
+        bad("--gif", args.gif, "is not made for --init-image runs yet; leave it out")
     for flag, path in (("--out", args.out), ("--gif", args.gif)):
         if path:
             _check_writable(flag, Path(path))
@@ -485,6 +504,8 @@ def _generate_chunked(bundle, schedule, args, context, n: int, precision: str, c
                   guidance_interval=_interval(args.guidance_interval), compile=args.compile,
                   negative_context=negative, guide_net=guide.net if guide is not None else None)
     ctx = None if context is None else np.resize(np.asarray(context, np.float32), (n, context.shape[1]))
+    if args.init_image:
+        return _edit(bundle, schedule, args, ctx, n, precision, common)
     parts = []
     for k, start in enumerate(range(0, n, SAMPLE_CHUNK)):
         m = min(SAMPLE_CHUNK, n - start)
@@ -496,6 +517,31 @@ def _generate_chunked(bundle, schedule, args, context, n: int, precision: str, c
         res.seconds = sum(p.seconds for p in parts)
         res.finite = all(p.finite for p in parts)
     return res
+
+
+def _edit(bundle, schedule, args, ctx, n: int, precision: str, common: dict):
+    """--init-image: SDEdit from the image, or with --mask RePaint inpainting; n copies, each its own noise."""
+    import numpy as np
+    import torch
+
+    from core.data import DataError, load_image
+    from core.editing import inpaint, sdedit
+
+    size = bundle.net.config.height
+    try:
+        rgb = load_image(args.init_image, size)
+        mask = load_image(args.mask, size) if args.mask else None
+    except DataError as e:
+        raise CliError(f"--{'mask' if args.mask and str(e).startswith(str(args.mask)) else 'init-image'}: {e}") from None
+    device = next(bundle.net.parameters()).device
+    x0 = (torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 127.5 - 1).expand(n, -1, -1, -1)
+    if mask is not None:
+        redraw = torch.from_numpy((mask.mean(axis=2) > 127).astype(np.float32))
+        return inpaint(bundle.net, schedule, x0.contiguous(), redraw, steps=args.steps or 50, resample=args.resample,
+                       seed=args.seed, context=ctx, guidance=args.guidance, precision=precision)
+    kwargs = {k: v for k, v in common.items() if k not in ("sampler", "steps")}
+    return sdedit(bundle.net, schedule, x0.contiguous().to(device), args.strength, seed=args.seed,
+                  sampler=args.sampler, steps=args.steps or 10, context=ctx, **kwargs)
 
 
 def _interval(text: str) -> tuple[float, float]:

@@ -13,8 +13,8 @@ problem. Nothing here imports Qt.
 from ..errors import DataError
 from .dataset import ImageDataset, course_label_names, mirror_safe, resize_images
 from .files import find_labels_beside, load_builtin, load_course_npy, load_npz, save_npz
-from .images import IMAGE_FORMATS, IMAGE_SUFFIXES, load_dataset, load_image_folder, load_sprite_sheet
+from .images import IMAGE_FORMATS, IMAGE_SUFFIXES, load_dataset, load_image, load_image_folder, load_sprite_sheet
 
 __all__ = ["DataError", "IMAGE_FORMATS", "IMAGE_SUFFIXES", "ImageDataset", "course_label_names", "find_labels_beside",
-           "load_builtin", "load_course_npy", "load_dataset", "load_image_folder", "load_npz", "load_sprite_sheet",
+           "load_builtin", "load_course_npy", "load_dataset", "load_image", "load_image_folder", "load_npz", "load_sprite_sheet",
            "mirror_safe", "resize_images", "save_npz"]

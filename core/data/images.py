@@ -101,6 +101,19 @@ def _read_image_file(file: Path) -> np.ndarray:
         raise DataError(f"cannot read image ({_one_line(e)})") from None
 
 
+def load_image(path, size: int) -> np.ndarray:
+    """One image file as (size, size, 3) uint8 (centre-cropped, pixel-art-friendly resize): a sketch to
+    finish or an image to inpaint. A missing or unreadable file is a DataError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such image file")
+    try:
+        rgb = _read_image_file(path)
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from None
+    return resize_images(rgb[None], size)[0]
+
+
 def load_sprite_sheet(path, *, cell, size=None, margin: int = 0, spacing: int = 0,
                       label_names=None, skip_blank: bool = True) -> ImageDataset:
     """Cut an image on a grid of `cell` (int or (w, h)) pixels, row by row.
