@@ -103,6 +103,8 @@ def main() -> int:
     ap.add_argument("--every", type=int, default=100)
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--init", help="the model to start from (default: the shipped model)")
+    ap.add_argument("--label-first-steps", type=int, default=None,
+                    help="the fine-tune's label-first steps (default: the finetune preset's)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "teach_fruit"))
     ap.add_argument("--docs", default=str(ROOT / "docs"))
     a = ap.parse_args()
@@ -121,6 +123,8 @@ def main() -> int:
     reference = judge.reference(ds)
     print(json.dumps({"reference": reference}), flush=True)
     cfg = replace(TRAIN_PRESETS["finetune"], steps=a.steps, init=str(a.init or default_checkpoint()), checkpoint_every=10**9)
+    if a.label_first_steps is not None:
+        cfg = replace(cfg, label_first_steps=a.label_first_steps)
     tr = Trainer(ds, cfg, a.out, device="cpu")
     print("; ".join(tr.notes))
     ctx = np.zeros((a.n, ds.n_labels), np.float32)
