@@ -1,4 +1,4 @@
-"""One rank of a multi-process test run (tests/test_distributed.py starts two, with torchrun's variables).
+"""One rank of a multi-process test run (tests/core/test_distributed.py starts two, with torchrun's variables).
 
     python tests/ddp_rank.py train OUT STEPS STOP_AT RESULT.json [resume] [global]
     python tests/ddp_rank.py batchnorm RESULT.json

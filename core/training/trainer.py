@@ -145,7 +145,8 @@ class Trainer:
             self.notes.append(f"removed {len(stale)} unfinished temporary file(s) of an interrupted save from "
                               f"{self.out_dir}")
     def _label_first_setup(self, dataset):
-        """(parameters, mask of the known labels' columns, optimizer) for the label-first steps, or None."""
+        """(parameters, a (1, L) mask that is 1 on the new labels' columns, optimizer) for the label-first
+        steps, or None."""
         cfg = self.config
         if not (cfg.label_first_steps and cfg.init):
             return None
@@ -158,9 +159,9 @@ class Trainer:
             self.notes.append("label-first steps skipped: the data set has no label the model did not know")
             return None
         params = context_input_params(self.net)
-        known = torch.ones(params[0].shape[1], dtype=torch.bool, device=self.device)
-        known[cols] = False
-        return params, known, torch.optim.Adam(params, lr=cfg.label_first_lr)
+        keep = torch.zeros(1, params[0].shape[1], device=self.device)  # 1 on the new labels' columns
+        keep[0, cols] = 1.0
+        return params, keep, torch.optim.Adam(params, lr=cfg.label_first_lr)
 
     def _make_optimizer(self):
         cls = torch.optim.AdamW if self.config.optimizer == "adamw" else torch.optim.Adam
@@ -278,9 +279,9 @@ class Trainer:
         self.scaler.scale(per_sample.mean()).backward()
         params = self.net.parameters()
         if label_first:  # only the new labels' columns of the context inputs move
-            params, known, _ = self._label_first
+            params, keep, _ = self._label_first
             for p in params:
-                p.grad[:, known] = 0
+                p.grad.mul_(keep)  # a product, not a boolean index: no device sync
         if self.config.grad_clip > 0:
             self.scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)

@@ -10,7 +10,7 @@ import ast
 import os
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "benchmarks"
 # Besides the package itself: the CLI's `bench` command, the developer scripts and the tests.
 MAY_IMPORT_FILES = ("cli.py",)

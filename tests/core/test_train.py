@@ -30,12 +30,14 @@ def _run(trainer, until=None):
     return out
 
 
+@pytest.mark.slow
 def test_loss_falls_on_a_small_set(blobs, tmp_path):
     tr = Trainer(blobs, replace(CFG, steps=150, lr=3e-3, checkpoint_every=1000), tmp_path, device="cpu")
     losses = [m.loss for m in _run(tr)]
     assert np.mean(losses[-20:]) < 0.6 * np.mean(losses[:10])
 
 
+@pytest.mark.slow
 def test_metrics_and_files(blobs, tmp_path):
     tr = Trainer(blobs, CFG, tmp_path, device="cpu")
     ms = _run(tr)
@@ -55,6 +57,7 @@ def test_metrics_and_files(blobs, tmp_path):
     assert tr.preview(per_label=2, steps=3).shape == (3, 2, 8, 8, 3)
 
 
+@pytest.mark.slow
 def test_resume_continues_bit_for_bit(blobs, tmp_path):
     straight = Trainer(blobs, CFG, tmp_path / "a", device="cpu")
     full = _run(straight)
@@ -70,6 +73,7 @@ def test_resume_continues_bit_for_bit(blobs, tmp_path):
     assert list(read_loss_log(tmp_path / "b" / "loss.csv")["step"]) == list(range(1, 21))
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_data_set(blobs, tmp_path):
     _run(Trainer(blobs, CFG, tmp_path, device="cpu"))
     other = blobs.subset(np.arange(24))
@@ -253,6 +257,7 @@ def test_a_run_with_balanced_labels_draws_the_rare_label_as_often_as_the_others(
     np.testing.assert_allclose((kept.sum(0) / kept.sum()).numpy(), [1 / 3] * 3, atol=0.04)
 
 
+@pytest.mark.slow
 def test_a_new_label_can_start_as_the_known_label_closest_to_its_images(blobs, tmp_path):
     base = Trainer(blobs, replace(CFG, steps=60, lr=3e-3), tmp_path / "base", device="cpu")
     _run(base)
@@ -305,3 +310,37 @@ def test_images_a_mirror_would_spoil_are_never_flipped(tmp_path):
         flipped = (x0[:, :, :, 0] < 0).all(dim=(1, 2))  # the left column turned black
         assert bool(flipped.any()) is flipped_expected
         tr.close()
+
+
+@pytest.mark.parametrize("network", ["course", "desk"])
+def test_label_first_steps_move_only_the_new_labels_inputs(blobs, tmp_path, network):
+    """During the label-first steps the network is frozen and the known labels' context columns stay put; only
+    the new label's columns of the context inputs change. After them the whole network trains."""
+    from core.training import CONTEXT_INPUT_KEYS
+
+    base_cfg = replace(CFG, steps=2, network=network, n_feat=16 if network == "desk" else CFG.n_feat)
+    base = Trainer(blobs, base_cfg, tmp_path / "base", device="cpu")
+    _run(base)
+    base.close()
+    ckpt = tmp_path / "base" / "model.safetensors"
+    labels = np.concatenate([blobs.labels, (np.arange(blobs.n) % 5 == 0)[:, None].astype(np.float32)], 1)
+    edited = ImageDataset(blobs.images, labels, [*blobs.label_names, "new"], "blobs-new")
+    cfg = replace(base_cfg, steps=3, init=str(ckpt), label_first_steps=3, label_first_lr=0.05, hflip=False)
+    tr = Trainer(edited, cfg, tmp_path / "ft", device="cpu")
+    before = {k: v.detach().clone() for k, v in tr.net.named_parameters()}  # BatchNorm's statistics still follow
+    _run(tr)
+    after = dict(tr.net.named_parameters())
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    inputs = [k for k in CONTEXT_INPUT_KEYS if k in before]
+    assert moved and set(moved) <= set(inputs), moved  # no weight but the context inputs
+    for k in inputs:
+        assert torch.equal(before[k][:, :-1], after[k][:, :-1])  # the known labels' columns
+    assert any(not torch.equal(before[k][:, -1], after[k][:, -1]) for k in inputs)
+    tr.close()
+    # past the label-first steps the whole network moves again
+    tr2 = Trainer.from_run(edited, tmp_path / "ft", device="cpu", steps=5)
+    before = {k: v.detach().clone() for k, v in tr2.net.named_parameters()}
+    _run(tr2)
+    after = dict(tr2.net.named_parameters())
+    assert any(not torch.equal(before[k], after[k]) for k in before if k not in inputs)
+    tr2.close()

@@ -71,7 +71,7 @@ def test_panel_import_does_not_load_torch():
     code = ("import sys; import desktop.panels.sample_panel; "
             "sys.exit(1 if 'torch' in sys.modules or any(m.startswith('core.') and m != 'core.catalog' "
                 "for m in sys.modules) else 0)")  # core.catalog is the torch-free list both sides share
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=root, env={"QT_QPA_PLATFORM": "offscreen",
                                                                        "PATH": "/usr/bin:/bin"}).returncode == 0
 
@@ -372,7 +372,7 @@ def test_removing_a_column_keeps_the_others_results_and_a_changed_column_is_mark
 def test_save_dialogs_remember_the_last_folder_and_never_open_in_the_install_folder(user_home, tmp_path):
     from desktop import settings
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     first = settings.export_dir()
     assert first.is_dir() and root not in first.resolve().parents and first.resolve() != root
     (tmp_path / "grids").mkdir()

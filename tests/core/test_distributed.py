@@ -18,8 +18,8 @@ from core import distributed
 from core.errors import UserError
 from core.training import LOG_FILE, MODEL_FILE, RESUME_FILE, TRAIN_PRESETS, Trainer, read_loss_log
 
-ROOT = Path(__file__).resolve().parent.parent
-RANK_SCRIPT = Path(__file__).with_name("ddp_rank.py")
+ROOT = Path(__file__).resolve().parents[2]
+RANK_SCRIPT = Path(__file__).resolve().parents[1] / "ddp_rank.py"  # the shared helper in tests/
 
 
 def _free_port() -> int:
@@ -59,6 +59,7 @@ def whole_run(tmp_path_factory):
     return tmp / "whole", _train(tmp, tmp / "whole", 8, 0, "w")
 
 
+@pytest.mark.slow
 def test_two_ranks_train_one_model_and_log_the_mean_of_their_losses(whole_run):
     out, (r0, r1) = whole_run
     assert r0["weights"] == r1["weights"]  # DDP keeps the replicas identical
@@ -71,6 +72,7 @@ def test_two_ranks_train_one_model_and_log_the_mean_of_their_losses(whole_run):
     np.testing.assert_allclose(log["loss"], r0["logged"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_two_rank_run_stopped_and_resumed_with_two_ranks_follows_the_same_curve(tmp_path, whole_run):
     whole_dir, (whole, _) = whole_run
     first = _train(tmp_path, tmp_path / "split", 8, 4, "s1")[0]
@@ -92,6 +94,7 @@ def test_a_two_rank_run_stopped_and_resumed_with_two_ranks_follows_the_same_curv
     tr.close()
 
 
+@pytest.mark.slow
 def test_global_batchnorm_over_two_ranks_equals_batchnorm_of_the_whole_batch(tmp_path):
     results = [tmp_path / f"bn-{r}.json" for r in range(2)]
     _run_ranks(lambda r: [sys.executable, str(RANK_SCRIPT), "batchnorm", str(results[r])])
@@ -111,6 +114,7 @@ def test_global_batchnorm_over_two_ranks_equals_batchnorm_of_the_whole_batch(tmp
         np.testing.assert_allclose(g["running_var"], bn.running_var.numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_torchrun_starts_one_run_that_reports_once(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -123,6 +127,7 @@ def test_torchrun_starts_one_run_that_reports_once(tmp_path):
     assert read_loss_log(out / LOG_FILE)["step"].tolist() == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_a_rank_that_dies_stops_the_other_with_a_clear_error(tmp_path):
     port = _free_port()
     args = [sys.executable, "main.py", "train", "--preset", "tiny", "--steps", "100000", "--out", str(tmp_path / "run")]

@@ -7,7 +7,7 @@ import torch
 from core.checkpoint import CheckpointError, load_checkpoint
 from core.unet import ContextUnet, UNetConfig, count_parameters
 
-STATE_DICT_LIST = Path(__file__).resolve().parents[2] / "shared" / "course_contextunet_state_dict.txt"
+STATE_DICT_LIST = Path(__file__).resolve().parents[3] / "shared" / "course_contextunet_state_dict.txt"
 
 
 def _course_keys():

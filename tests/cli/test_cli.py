@@ -11,7 +11,7 @@ from PIL import Image
 from cli import main
 from core.data import ImageDataset, save_npz
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

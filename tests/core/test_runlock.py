@@ -11,7 +11,7 @@ import pytest
 
 from core.runlock import LOCK_FILE, RunLock, RunLockedError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RACER = """
 import json, os, sys, time
 sys.path.insert(0, {root!r})

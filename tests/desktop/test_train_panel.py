@@ -87,6 +87,7 @@ def test_progress_signals_are_throttled(qtbot, panel, monkeypatch):
     assert panel.loss_plot.n_points == 30
 
 
+@pytest.mark.slow
 def test_pause_publishes_live_model_resume_continues_stop_saves(qtbot, panel):
     panel.apply_config({"steps": 5000, "checkpoint_every": 1000})
     panel.preview_every.setValue(0)
@@ -312,6 +313,7 @@ def test_teach_starts_the_fine_tune_from_the_shipped_model(qtbot, panel, tiny_co
     assert panel.models[-1].meta["step"] == 3
 
 
+@pytest.mark.slow
 def test_resuming_a_stopped_run_keeps_its_earlier_previews(qtbot, panel):
     panel.apply_config({"steps": 5000, "checkpoint_every": 1000})
     panel.preview_every.setValue(5)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("pytestqt")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -129,6 +129,7 @@ def test_closing_during_training_asks_stops_saves_and_exits(qtbot, window, qtlog
     assert not [r for r in qtlog.records if "Destroyed while thread" in r.message]
 
 
+@pytest.mark.slow
 def test_quitting_the_app_mid_run_exits_cleanly(user_home):
     """A real process: start training, close the window, and the process exits 0 with no Qt thread warning."""
     code = """
@@ -206,3 +207,28 @@ def test_load_errors_keep_the_library_text_out_of_the_headline():
     assert error_text(msg).splitlines()[0] == "/x/model.safetensors: not a readable .safetensors file"
     assert error_text(msg).endswith("Details: header too large")
     assert error_text("plain words only") == "plain words only"
+
+
+def test_a_small_screen_shows_every_row_and_scrolls_below_the_minimum(qtbot, user_home):
+    """At 1280x720 each sampler column's grid fits in the strip (all rows visible, nothing cut), the timings
+    below may collapse, and a window smaller than the content scrolls instead of squashing it."""
+    from desktop.main_window import MIN_CONTENT_HEIGHT, MIN_CONTENT_WIDTH, MainWindow
+
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.resize(1280, 720)
+    window.show()
+    window.tabs.setCurrentIndex(2)
+    qtbot.waitExposed(window)
+    panel = window.sample_panel
+    qtbot.waitUntil(lambda: panel.column_strip.viewport().height() > 0)
+    strip = panel.column_strip
+    for col in strip.columns:
+        assert col.height() <= strip.viewport().height(), (col.height(), strip.viewport().height())
+    split = panel._split
+    assert not split.isCollapsible(0) and split.isCollapsible(1)
+    assert split.sizes()[0] > 2 * split.sizes()[1]  # the grids get the room
+    assert window.tabs.minimumSize().width() == MIN_CONTENT_WIDTH
+    window.resize(640, 480)
+    qtbot.waitUntil(lambda: window.centralWidget().horizontalScrollBar().isVisible())
+    assert window.tabs.width() >= MIN_CONTENT_WIDTH and window.tabs.height() >= MIN_CONTENT_HEIGHT

@@ -10,6 +10,7 @@ import pytest
 from core.config import preset_dicts
 
 pytest.importorskip("pytestqt")
+pytestmark = pytest.mark.slow  # every test here starts a torchrun child run of 2 processes
 
 
 def _small_npz(tmp_path, emoji_small):

@@ -119,6 +119,7 @@ def _tiny_emoji_checkpoint(path):
                            label_names=EMOJI_LABELS, dataset="emoji16", step=1)
 
 
+@pytest.mark.slow
 def test_quality_report_and_docs_with_tiny_settings(tmp_path, capsys):
     ckpt = _tiny_emoji_checkpoint(tmp_path / "m.safetensors")
     docs = tmp_path / "docs"

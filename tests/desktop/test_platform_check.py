@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from desktop.platform_check import display_problem, package_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LDD = """\tlinux-vdso.so.1 (0x00007ffd)
 \tlibxcb-icccm.so.4 => not found
 \tlibxcb-keysyms.so.1 => not found

@@ -22,7 +22,7 @@ from core.data import ImageDataset, save_npz
 from core.runlock import LOCK_FILE, RunLockedError
 from core.training import TRAIN_PRESETS, Trainer, TrainingDiverged, read_loss_log
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CFG = replace(TRAIN_PRESETS["tiny"], steps=12, batch_size=8, checkpoint_every=4, precision="fp32", seed=1)
 
 
@@ -223,6 +223,7 @@ def test_a_second_writer_is_refused_and_a_stale_lock_is_replaced(tmp_path):
     assert not (tmp_path / LOCK_FILE).exists()
 
 
+@pytest.mark.slow
 def test_two_cli_trainers_on_one_folder(tmp_path):
     save_npz(_dataset(), tmp_path / "d.npz")
     cmd = [sys.executable, "main.py", "train", "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "run"),
@@ -252,6 +253,7 @@ def test_unwritable_out_fails_before_training(tmp_path):
 
 # --- the model/resume pair --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_crash_between_the_two_writes_resumes_exactly(tmp_path):
     ref = Trainer(_dataset(), CFG, tmp_path / "ref", device="cpu")
     ref_losses = [m.loss for m in ref.run()]

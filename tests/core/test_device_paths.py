@@ -102,7 +102,9 @@ def _blobs() -> ImageDataset:
 
 
 _SYNCS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
-_OURS = tuple(str(Path(__file__).resolve().parent.parent / "core" / f) for f in ("train.py", "unet.py", "device.py"))
+_CORE = Path(__file__).resolve().parents[2] / "core"
+_OURS = tuple(str(p) for p in (*sorted((_CORE / "training").glob("*.py")), _CORE / "unet.py", _CORE / "desk_unet.py",
+                               _CORE / "device.py"))
 
 
 def test_no_device_to_host_read_inside_a_group_of_training_steps(tmp_path, monkeypatch):
@@ -126,6 +128,7 @@ def test_no_device_to_host_read_inside_a_group_of_training_steps(tmp_path, monke
         tr._train_step()
     monkeypatch.undo()
     assert seen == []
+    assert all(Path(p).is_file() for p in _OURS) and any("trainer.py" in p for p in _OURS)  # watching real files
     assert [m.step for m in tr.run()] == [1, 2, 3, 4, 5, 6]  # the run itself, read back in groups of 3
     tr.close()
 
@@ -161,7 +164,7 @@ def test_a_thread_that_ran_a_parallel_op_can_free_its_openmp_team():
     if not os.path.isdir("/proc/self/task"):
         pytest.skip("counts threads through /proc (Linux)")
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    out = subprocess.run([sys.executable, "-c", _TEAM_CHECK], cwd=Path(__file__).resolve().parent.parent, env=env,
+    out = subprocess.run([sys.executable, "-c", _TEAM_CHECK], cwd=Path(__file__).resolve().parents[2], env=env,
                          capture_output=True, text=True, check=True, timeout=120).stdout.split()
     before, with_team, released, after = int(out[0]), int(out[1]), out[2], int(out[3])
     assert with_team > before and released == "True" and after == before
