@@ -183,3 +183,32 @@ def test_a_new_run_may_start_in_a_folder_holding_only_its_own_inputs(run_dir, tm
     (out / "dataset.npz").write_bytes((run_dir / "tiny.npz").read_bytes())  # as the app's torchrun launcher does
     assert main(["train", "--data", str(out / "dataset.npz"), "--out", str(out), "--preset", "tiny", "--steps", "2",
                  "--batch", "8", "--device", "cpu"]) == 0
+
+
+def test_sample_finishes_a_sketch_and_inpaints_keeping_the_rest(run_dir, tmp_path, capsys):
+    ckpt = str(run_dir / "run" / "model.safetensors")
+    sketch = np.zeros((8, 8, 3), np.uint8)
+    sketch[2:6, 2:6] = (220, 40, 40)
+    Image.fromarray(sketch).save(tmp_path / "sketch.png")
+    mask = np.zeros((8, 8, 3), np.uint8)
+    mask[:, :4] = 255  # redraw the left half
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    common = ["sample", "--checkpoint", ckpt, "--n", "2", "--device", "cpu", "--precision", "fp32", "--context", "cat",
+              "--init-image", str(tmp_path / "sketch.png")]
+    assert main([*common, "--strength", "0", "--out", str(tmp_path / "same.png"), "--json"]) == 0
+    capsys.readouterr()
+    grid = np.asarray(Image.open(tmp_path / "same.png").convert("RGB"))
+    assert (grid == sketch[0, 0]).all(axis=2).any() and (grid == (220, 40, 40)).all(axis=2).any()  # kept as drawn
+    assert main([*common, "--strength", "0.7", "--sampler", "dpmpp2m", "--steps", "4",
+                 "--out", str(tmp_path / "sdedit.png")]) == 0
+    assert main([*common, "--mask", str(tmp_path / "mask.png"), "--steps", "6", "--resample", "2",
+                 "--out", str(tmp_path / "inpaint.png")]) == 0
+    out = capsys.readouterr().out
+    assert "repaint 6 steps" in out and "12 model calls" in out
+    for bad, msg in ((["--strength", "1.5"], "--strength"), (["--resample", "0", "--mask", str(tmp_path / "mask.png")],
+                                                             "--resample")):
+        assert main([*common, *bad, "--out", str(tmp_path / "x.png")]) == 2
+        assert msg in capsys.readouterr().err
+    assert main(["sample", "--checkpoint", ckpt, "--mask", str(tmp_path / "mask.png"), "--out",
+                 str(tmp_path / "x.png")]) == 2
+    assert "needs --init-image" in capsys.readouterr().err
