@@ -124,3 +124,22 @@ def read_weights(path: Path) -> dict:
     from ..checkpoint import load_checkpoint
 
     return {k: v.detach().clone() for k, v in load_checkpoint(path).net.state_dict().items()}
+
+
+def label_first_setup(net, cfg, dataset, device, notes: list[str]):
+    """(parameters, a (1, L) mask that is 1 on the new labels' columns, optimizer) for a fine-tune's
+    label-first steps, or None when it has none (or no label is new; `notes` then says so)."""
+    if not (cfg.label_first_steps and cfg.init):
+        return None
+    init = Path(cfg.init)
+    if not init.is_file():
+        raise CheckpointError(f"{init}: the model this run fine-tunes is gone; the label-first steps need its "
+                              "label names")
+    cols = new_label_columns(read_metadata(init)["label_names"], list(dataset.label_names))
+    if not cols:
+        notes.append("label-first steps skipped: the data set has no label the model did not know")
+        return None
+    params = context_input_params(net)
+    keep = torch.zeros(1, params[0].shape[1], device=device)  # 1 on the new labels' columns
+    keep[0, cols] = 1.0
+    return params, keep, torch.optim.Adam(params, lr=cfg.label_first_lr)

@@ -12,27 +12,26 @@ import statistics
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from .. import distributed
 from ..catalog import LOG_FILE, MODEL_FILE, RESUME_FILE
-from ..checkpoint import (CheckpointError, ModelBundle, load_matching, load_resume_state, read_metadata,
-                          read_resume_info, save_checkpoint, save_resume_state)
+from ..checkpoint import (ModelBundle, load_matching, save_checkpoint, save_resume_state)
 from ..config import TrainConfig
 from ..device import autocast, pick_device, resolve_precision, to_fast_layout
 from ..errors import UserError
 from ..runlock import RunLock, RunLockedError
-from ..samplers import generate
+from ..samplers import preview_grid
 from ..schedule import Schedule, ScheduleConfig
 from ..unet import UNetConfig, build_network
-from .finetune import context_input_params, new_label_columns, read_init
+from .finetune import label_first_setup, read_init
 from .objective import band_losses, ema_decay_at, label_balanced_weights, loss_weights, lr_at
+from .resume import ResumeMixin
 from .runlog import append_log, truncate_log
 
 
@@ -60,7 +59,7 @@ EXPLODE_HISTORY = 200  # steps in that running median
 LOG_FLUSH_S = 2.0  # between checkpoints, loss.csv is appended to at most this often
 
 
-class Trainer:
+class Trainer(ResumeMixin):
     """One training run in `out_dir` on one data set (see module docstring)."""
 
     def __init__(self, dataset, config: TrainConfig, out_dir: str | Path, *, device: str = "auto",
@@ -110,7 +109,7 @@ class Trainer:
         # What the step calls: the net itself, or the net in DDP (same parameters, averaged gradients).
         self.model = distributed.wrap(self.dist, self.net, self.device) if self.dist else self.net
         self.opt = self._make_optimizer()
-        self._label_first = self._label_first_setup(dataset)
+        self._label_first = label_first_setup(self.net, config, dataset, self.device, self.notes)
         # fp16 (CUDA without bf16) needs loss scaling; bf16 and fp32 do not.
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         self.gen = torch.Generator(device=self.device).manual_seed(config.seed)  # with several ranks: images only
@@ -144,99 +143,12 @@ class Trainer:
         if stale:
             self.notes.append(f"removed {len(stale)} unfinished temporary file(s) of an interrupted save from "
                               f"{self.out_dir}")
-    def _label_first_setup(self, dataset):
-        """(parameters, a (1, L) mask that is 1 on the new labels' columns, optimizer) for the label-first
-        steps, or None."""
-        cfg = self.config
-        if not (cfg.label_first_steps and cfg.init):
-            return None
-        init = Path(cfg.init)
-        if not init.is_file():
-            raise CheckpointError(f"{init}: the model this run fine-tunes is gone; the label-first steps need its "
-                                  "label names")
-        cols = new_label_columns(read_metadata(init)["label_names"], list(dataset.label_names))
-        if not cols:
-            self.notes.append("label-first steps skipped: the data set has no label the model did not know")
-            return None
-        params = context_input_params(self.net)
-        keep = torch.zeros(1, params[0].shape[1], device=self.device)  # 1 on the new labels' columns
-        keep[0, cols] = 1.0
-        return params, keep, torch.optim.Adam(params, lr=cfg.label_first_lr)
-
     def _make_optimizer(self):
         cls = torch.optim.AdamW if self.config.optimizer == "adamw" else torch.optim.Adam
         return cls(self.net.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
 
     def _rank_generator(self, step: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(distributed.rank_seed(self.config.seed, self.dist.rank, step))
-
-    @classmethod
-    def from_run(cls, dataset, out_dir: str | Path, *, device: str = "auto", steps: int | None = None) -> "Trainer":
-        """Resume the run in `out_dir` with its saved config (optionally extending the step count)."""
-        config = TrainConfig.from_dict(_saved_train_config(Path(out_dir)))
-        if steps is not None:
-            config = replace(config, steps=steps)
-        return cls(dataset, config, out_dir, device=device, resume=True)
-
-    def _load_resume(self) -> None:
-        path = self.out_dir / RESUME_FILE
-        state = load_resume_state(path)
-        info = state["info"]
-        fp = info.get("dataset_fingerprint")
-        if fp and fp != self.dataset.fingerprint():
-            raise ValueError(f"{self.out_dir}: this run was trained on another data set ({info.get('dataset')})")
-        load_matching(self.net, state["model_state"], str(path))
-        self.step = state["step"]
-        load_matching(self.ema, state["ema_state"] or self._legacy_ema(), str(path))
-        self.opt.load_state_dict(state["optimizer_state"])
-        self.gen.set_state(state["rng_state"])
-        self._resume_rank_generator(info)
-        self.elapsed = float(info.get("elapsed", 0.0))
-        self.run_id = info.get("run_id", self.run_id)
-        if self._label_first is not None and self.step < self.config.label_first_steps:
-            self.notes.append("resumed inside the label-first steps: their optimizer starts afresh")
-        self._saved_step = self.step
-        if self.is_main:
-            truncate_log(self.out_dir / LOG_FILE, self.step)
-            self._repair_model_file()
-
-    def _resume_rank_generator(self, info: dict) -> None:
-        """Same number of processes: each rank continues its own noise stream. Another number: the weights, EMA,
-        optimizer and image order continue exactly, the noise, timesteps and flips are drawn afresh (said in a note)."""
-        saved_world = int(info.get("world_size", 1))
-        world = self.dist.world_size if self.dist else 1
-        if saved_world == world:
-            if self.dist:
-                self.rank_gen.set_state(distributed.unpack_state(info["rank_rng_states"][self.dist.rank]))
-            return
-        if self.dist:
-            self.rank_gen = self._rank_generator(self.step)
-        else:  # one process continues a multi-process run: one generator again, from step-dependent seed
-            self.rank_gen = self.gen = torch.Generator(device=self.device).manual_seed(
-                distributed.rank_seed(self.config.seed, 0, self.step))
-        self.notes.append(f"this run was saved with {saved_world} training process(es) and continues with {world}: "
-                          f"weights, EMA and optimizer continue exactly, but the random draws (noise, timesteps, "
-                          f"flips{'' if self.dist else ', image order'}) from step {self.step} on differ from an "
-                          "uninterrupted run")
-
-    def _legacy_ema(self) -> dict:
-        """EMA of a resume file written before it held one: model.safetensors, if it is from the same step."""
-        model = self.out_dir / MODEL_FILE
-        model_step = read_metadata(model)["step"] if model.is_file() else None
-        if model_step != self.step:
-            raise CheckpointError(f"{self.out_dir}: {MODEL_FILE} is from step {model_step} but {RESUME_FILE} from "
-                                  f"step {self.step} (a crash between the two writes); the run cannot continue exactly")
-        return load_file(str(model))
-
-    def _repair_model_file(self) -> None:
-        """A crash after the resume commit can leave model.safetensors older (or missing): re-derive it."""
-        model = self.out_dir / MODEL_FILE
-        meta = read_metadata(model) if model.is_file() else {"step": None, "extra": {}}
-        other_run = meta["extra"].get("run_id", self.run_id) != self.run_id
-        if meta["step"] != self.step or other_run:
-            self._save_model()
-            why = "belonged to another run" if other_run else f"was from step {meta['step']}"
-            self.notes.append(f"{MODEL_FILE} {why}; rewrote it from the resume state of step {self.step}")
 
     # --- one step ------------------------------------------------------------------------------------
     def _batch(self):
@@ -441,17 +353,6 @@ class Trainer:
                             seed=seed, precision=self.precision)
 
 
-def preview_grid(net, schedule: Schedule, n_labels: int, *, per_label: int = 6, steps: int = 20, seed: int = 1234,
-                 precision: str = "fp32") -> np.ndarray:
-    """A grid from fixed noise, one row per label: (rows, per_label, H, W, 3) uint8, by DPM-Solver++(2M)."""
-    L = max(1, n_labels)
-    eye = np.eye(L, dtype=np.float32) if n_labels else np.zeros((1, 1), np.float32)
-    ctx = np.repeat(eye, per_label, axis=0)  # (L * per_label, L); one unconditional row if unlabelled
-    res = generate(net, schedule, sampler="dpmpp2m", steps=steps, n=len(ctx), context=ctx, seed=seed,
-                   precision=precision)
-    return res.images.reshape(L, per_label, *res.images.shape[1:])
-
-
 def _take_lock(out_dir: Path) -> RunLock:
     try:
         return RunLock(out_dir).acquire()
@@ -459,13 +360,3 @@ def _take_lock(out_dir: Path) -> RunLock:
         raise
     except OSError as e:
         raise OSError(f"{out_dir}: cannot write the run folder there ({e.strerror or e}); choose another --out") from None
-
-
-def _saved_train_config(out_dir: Path) -> dict:
-    """The run's TrainConfig as saved: in the resume file (newer runs), else in the model file."""
-    resume = out_dir / RESUME_FILE
-    if resume.is_file():
-        cfg = read_resume_info(resume).get("train_config")  # header only: the tensors are read once, later
-        if cfg:
-            return cfg
-    return read_metadata(out_dir / MODEL_FILE)["train_config"]
