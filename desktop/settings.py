@@ -5,6 +5,7 @@ No core and no torch here (core.paths' folders are the install's; these are the 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -81,6 +82,22 @@ def qsettings() -> QSettings:
     if override:
         return QSettings(str(Path(override) / "settings.ini"), QSettings.Format.IniFormat)
     return QSettings(ORG_NAME, APP_NAME)
+
+
+def load_json(key: str):
+    """A value save_json stored under `key`, or None when it is missing or unreadable (the settings file is
+    the user's: a damaged entry costs only itself)."""
+    text = qsettings().value(key)
+    if not isinstance(text, str):
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def save_json(key: str, value) -> None:
+    qsettings().setValue(key, json.dumps(value))
 
 
 # --------------------------------------------------------------------------------------------

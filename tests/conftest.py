@@ -41,6 +41,13 @@ def pytest_runtest_protocol(item, nextitem):
         _watchdog_out.truncate()
 
 
+@pytest.fixture(autouse=True)
+def _own_settings(tmp_path_factory, monkeypatch):
+    """Every test gets its own settings and data folder: nothing a test saves (the composer, the sampler
+    columns, recent files) reaches the next test or the developer's own settings."""
+    monkeypatch.setenv("DIFFUSION_DESK_HOME", str(tmp_path_factory.mktemp("home")))
+
+
 @pytest.fixture
 def user_home(tmp_path, monkeypatch):
     """A fresh per-user data folder (runs, imported data sets, settings.ini) for one test."""

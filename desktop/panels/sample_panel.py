@@ -15,7 +15,7 @@ from PySide6.QtCore import Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import QMessageBox, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
 from core.catalog import SAMPLER_CATALOG, SIGMA_T_BEYOND_RAMP, T_DEFAULT
-from desktop import engine, threads
+from desktop import engine, settings, threads
 from desktop.jobs import sampling as sw
 from desktop.panels.model_bar import ModelBar
 from desktop.panels.quality_tab import QualityTab
@@ -23,7 +23,8 @@ from desktop.panels.run_controls import RunControls
 from desktop.panels.sample_exports import SampleExporter
 from desktop.panels.speed_tab import SpeedTab
 from desktop.state import AppState, Composition
-from desktop.widgets.sampler_column import MAX_COLUMNS, MIN_COLUMNS, ColumnStrip, SamplerColumn
+from desktop.widgets.sampler_column import (MAX_COLUMNS, MIN_COLUMNS, ColumnStrip, SamplerColumn, column_settings,
+                                            valid_column_settings)
 from desktop.widgets.schedule_view import ScheduleView
 from desktop.widgets.trajectory import TrajectoryBar, frame_index, position_text, slider_max
 
@@ -57,8 +58,11 @@ class SamplePanel(QWidget):
         self._redraw_timer = QTimer(self)
         self._redraw_timer.setInterval(REDRAW_MS)
         self._redraw_timer.timeout.connect(self._flush_frames)
-        for sampler, steps, spacing in DEFAULT_COLUMNS:
-            self._add_column(sampler, steps, spacing)
+        saved = valid_column_settings(settings.load_json("sample/columns"), {c.name for c in SAMPLER_CATALOG})
+        for d in saved or [dict(sampler=a, steps=b, spacing=c) for a, b, c in DEFAULT_COLUMNS]:
+            col = self._add_column(d["sampler"], d["steps"], d.get("spacing", "trailing"))
+            if col is not None and "eta" in d:
+                col.set_spec(d["sampler"], d["steps"], d["eta"], d["guidance"], d["spacing"])
         state.model_changed.connect(self._on_model_changed)
         state.dataset_changed.connect(self._on_dataset_changed)
         state.composition_changed.connect(self._on_composition_changed)
@@ -311,6 +315,7 @@ class SamplePanel(QWidget):
         if self._worker is not None:
             self._worker.request_stop()
         self._redraw_timer.stop()
+        settings.save_json("sample/columns", [column_settings(c) for c in self.columns])  # for the next session
 
     def _on_thread_finished(self) -> None:
         self._worker = None

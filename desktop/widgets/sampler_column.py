@@ -357,3 +357,31 @@ class ColumnStrip(QScrollArea):
         col.deleteLater()
         for i, c in enumerate(self.columns):
             c.set_index(i)
+
+
+def column_settings(col: SamplerColumn) -> dict:
+    """A column's settings as plain data, for the next session (guidance None: it follows the composer)."""
+    spec = col.spec()
+    return {"sampler": spec.sampler, "steps": spec.steps, "eta": spec.eta, "spacing": spec.spacing,
+            "guidance": spec.guidance if col.own_guidance.isChecked() else None}
+
+
+def valid_column_settings(saved, names: set[str]) -> list[dict]:
+    """The saved columns that still make sense (the settings file is the user's, so anything may be in it):
+    known samplers, whole step counts, numbers in range; MIN_COLUMNS..MAX_COLUMNS of them, else []."""
+    if not isinstance(saved, list):
+        return []
+    out = []
+    for d in saved[:MAX_COLUMNS]:
+        if not (isinstance(d, dict) and d.get("sampler") in names and isinstance(d.get("steps"), int)
+                and not isinstance(d.get("steps"), bool) and 1 <= d["steps"] <= 1000):
+            return []
+        eta, g = d.get("eta", 0.0), d.get("guidance")
+        if not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
+            return []
+        if g is not None and (not isinstance(g, (int, float)) or not 0 <= g <= 20):
+            return []
+        out.append({"sampler": d["sampler"], "steps": d["steps"], "eta": float(eta), "guidance": g,
+                    "spacing": d.get("spacing") if d.get("spacing") in SPACINGS else "trailing"})
+    return out if len(out) >= MIN_COLUMNS else []
+

@@ -474,3 +474,29 @@ def test_the_composer_offers_each_label_and_publishes_the_choice(qtbot, state):
     assert comp.saved_state()["guide_with"] == "label:food"
     comp.set_label_names([n for n in LABELS if n != "food"])  # the label goes: back to "no label"
     assert comp.guide_with() == ""
+
+
+def test_the_sampler_columns_come_back_next_session_and_bad_saved_ones_are_ignored(qtbot, state, user_home):
+    from desktop import settings
+    from desktop.panels.sample_panel import DEFAULT_COLUMNS, SamplePanel
+
+    first = SamplePanel(state)
+    qtbot.addWidget(first)
+    first.columns[1].set_spec("ipndm", 5, spacing="karras")
+    first.columns[2].set_spec("ddim", 8, eta=0.5, guidance=2.5)
+    first.shutdown()
+    second = SamplePanel(state)
+    qtbot.addWidget(second)
+    specs = second.specs()
+    assert [(s.sampler, s.steps, s.spacing) for s in specs[:2]] == [("ddpm", 500, "trailing"), ("ipndm", 5, "karras")]
+    assert (specs[2].sampler, specs[2].steps, specs[2].eta, specs[2].guidance) == ("ddim", 8, 0.5, 2.5)
+    assert second.columns[2].own_guidance.isChecked() and not second.columns[1].own_guidance.isChecked()
+    for bad in ([{"sampler": "nope", "steps": 5}] * 2, "not a list", [{"sampler": "ddim", "steps": True}] * 2):
+        settings.save_json("sample/columns", bad)
+        third = SamplePanel(state)
+        qtbot.addWidget(third)
+        assert [s.sampler for s in third.specs()] == [c[0] for c in DEFAULT_COLUMNS]
+    settings.qsettings().setValue("sample/columns", "{not json")
+    fourth = SamplePanel(state)
+    qtbot.addWidget(fourth)
+    assert len(fourth.specs()) == len(DEFAULT_COLUMNS)
