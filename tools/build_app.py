@@ -77,8 +77,15 @@ def build_python(args) -> str:
             "(torch is large: a few minutes) ...")
         pip = [str(py), "-m", "pip", "install", "-q"]
         # torch first, from the chosen index: on Linux, PyPI's default torch wheel is the multi-GB CUDA build
-        subprocess.run(pip + [torch_requirement(), "--index-url", args.torch_index], cwd=ROOT, check=True)
-        subprocess.run(pip + ["-r", str(ROOT / "requirements-build.txt")], cwd=ROOT, check=True)
+        if subprocess.run(pip + [torch_requirement(), "--index-url", args.torch_index], cwd=ROOT).returncode != 0:
+            # An offline machine or a mirror: the index pip is configured with may still have the pinned torch.
+            log(f"Could not install torch from {args.torch_index}; trying pip's configured package index instead.")
+            if subprocess.run(pip + [torch_requirement()], cwd=ROOT).returncode != 0:
+                raise SystemExit(f"error: could not install {torch_requirement()} from {args.torch_index} nor from "
+                                 "pip's configured index; give one that has it with --torch-index URL")
+        if subprocess.run(pip + ["-r", str(ROOT / "requirements-build.txt")], cwd=ROOT).returncode != 0:
+            raise SystemExit("error: could not install requirements-build.txt into the build venv (see pip's "
+                             "message above)")
     return str(py)
 
 
