@@ -138,6 +138,11 @@ def cmd_train(args) -> int:
     if args.resume:
         if not (out / RESUME_FILE).is_file():
             raise CliError(f"{out}: no run to resume ({RESUME_FILE} not found)")
+        fixed = [f"--{dest.replace('_', '-')}" for dest in _train_flags() if dest != "steps"
+                 and getattr(args, dest) is not None] + (["--config"] if getattr(args, "config", None) else [])
+        if fixed:  # silently ignoring them would train with other settings than the user believes
+            raise CliError(f"{' '.join(fixed)}: a resumed run keeps the settings it was started with; only "
+                           "--steps (and --device) can change on --resume. Leave the rest out, or start a new run")
         if args.steps is not None:
             _train_config(argparse.Namespace(**{**vars(args), **{f: None for f in _train_flags() if f != "steps"}}))
     else:

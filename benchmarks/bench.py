@@ -27,7 +27,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from .common import (QUALITY_LIST, QUICK, ROOT, SAMPLE_LIST, BenchError, Settings, judge_quality, load_json,
-                     machine_info, machine_stamp, peak_here, save_json)
+                     machine_info, machine_stamp, parse_entries, peak_here, save_json)
 from .pages import write_markdown
 from .peak import bench_peak
 from .quality import bench_quality, merge_quality, quality_grids, retime_quality
@@ -103,7 +103,40 @@ def run(args) -> int:
         return 2
 
 
+def check_args(args) -> None:
+    """Every flag's value, before any work: a bad one found after the timing rounds would lose them."""
+    import math
+
+    def bad(flag, value, why):
+        raise BenchError(f"{flag} {value}: {why}")
+
+    if args.rounds is not None and args.rounds < 1:
+        bad("--rounds", args.rounds, "must be at least 1")
+    if args.steps_per_round < 1:
+        bad("--steps-per-round", args.steps_per_round, "must be at least 1")
+    if args.loss_steps < 1:  # the loss check is part of the train benchmark's verdict: it cannot be skipped
+        bad("--loss-steps", args.loss_steps, "must be at least 1 (the fp32-vs-bf16 loss check is part of `train`)")
+    if not 1 <= args.n <= 100_000:
+        bad("--n", args.n, "images per quality figure must be from 1 to 100,000")
+    if not 1 <= args.seeds <= 100:
+        bad("--seeds", args.seeds, "must be from 1 to 100")
+    if not math.isfinite(args.guidance) or not 0 <= args.guidance <= 50:
+        bad("--guidance", args.guidance, "must be a number from 0 to 50 (1 = off)")
+    if args.what in ("quality", "all"):
+        for e in parse_entries(args.samplers):  # unknown samplers, modifiers and step counts say so here
+            for key in ("guidance", "eta", "rescale"):
+                v = e.get(key)
+                if v is not None and not math.isfinite(v):
+                    bad("--samplers", e["entry"], f"{key} must be a finite number")
+    if args.what in ("sample", "all"):
+        parse_entries(args.sample_list)
+    if args.quick and (args.n != 1000 or args.seeds != 3 or args.sample_list != SAMPLE_LIST):
+        raise BenchError("--quick sets its own --n, --seeds and --sample-list (a smoke test); leave those out, "
+                         "or drop --quick to measure with them")
+
+
 def _run(args) -> int:
+    check_args(args)
     docs = Path(args.docs)
     wants_docs = args.report or args.what == "report"
     json_path = Path(args.json) if args.json else (docs / "bench_results.json" if wants_docs else None)

@@ -111,6 +111,23 @@ def _cases(tmp: Path) -> list[tuple[list[str], str]]:
         (sample + [bad("labels", label_names=json.dumps(["cat"]))], "1 label names"),
         (sample + [data], "this is a data set (numpy file), not a model"),
         (sample + [str(tmp / "run" / "loss.csv")], "not a readable .safetensors"),
+        # settings a resumed run cannot change are refused, not silently ignored
+        (["train", "--data", data, "--out", str(run), "--resume", "--batch", "4", "--lr", "0.5"],
+         "--batch --lr: a resumed run keeps the settings"),
+        (["train", "--data", data, "--out", str(run), "--resume", "--config", str(cfg["typo"])], "--config"),
+        # every bench flag is checked before any work starts
+        (["bench", "quality", "--n", "0"], "--n 0"),
+        (["bench", "quality", "--seeds", "0"], "--seeds 0"),
+        (["bench", "quality", "--guidance", "nan"], "--guidance nan"),
+        (["bench", "quality", "--samplers", "ddim:10+g=nan"], "guidance must be a finite number"),
+        (["bench", "quality", "--samplers", "bogus:3"], "unknown sampler"),
+        (["bench", "sample", "--sample-list", "ddim:0"], "steps must be between 1 and 500"),
+        (["bench", "sample", "--sample-list", "ddim:abc"], "ddim:abc"),
+        (["bench", "train", "--rounds", "-1"], "--rounds -1"),
+        (["bench", "train", "--steps-per-round", "0"], "--steps-per-round 0"),
+        (["bench", "train", "--loss-steps", "-3"], "--loss-steps -3"),
+        (["bench", "train", "--loss-steps", "0"], "--loss-steps 0"),
+        (["bench", "quality", "--quick", "--n", "50"], "--quick sets its own"),
     ]
 
 
