@@ -133,6 +133,13 @@ def _check_label_names(names: list[str], n_labels: int, where: str) -> None:
         raise DataError(f"{where}: {n_labels} label columns but {len(names)} label names")
     if any(not n.strip() for n in names):
         raise DataError(f"{where}: label names must not be empty")
+    for n in names:  # a folder name that is not UTF-8 arrives with surrogates: no checkpoint could store it
+        try:
+            n.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = n.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+            raise DataError(f"{where}: the label name {shown!r} is not valid text (a folder name that is not UTF-8); "
+                            "rename that folder") from None
     lowered = [n.strip().lower() for n in names]
     if len(set(lowered)) != len(lowered):
         dupes = sorted({n for n in lowered if lowered.count(n) > 1})

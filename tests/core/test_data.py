@@ -422,3 +422,20 @@ def test_the_builtin_set_carries_its_mirror_mask_through_subset_and_save(tmp_pat
     assert (back.mirror_ok == sub.mirror_ok).all()
     with pytest.raises(DataError, match="mirror_ok"):
         ImageDataset(ds.images[:2], ds.labels[:2], ds.label_names, "x", mirror_ok=np.ones(3, bool))
+
+
+def test_a_label_folder_whose_name_is_not_utf8_is_refused_when_read(tmp_path):
+    import os
+
+    root = tmp_path / "set"
+    root.mkdir()
+    bad = os.path.join(os.fsencode(root), b"caf\xe9")  # Latin-1 bytes: not UTF-8
+    try:
+        os.mkdir(bad)
+    except OSError:
+        pytest.skip("this file system only takes UTF-8 names")
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(os.fsdecode(os.path.join(bad, b"a.png")))
+    (root / "good").mkdir()
+    Image.new("RGB", (16, 16), (10, 10, 200)).save(root / "good" / "b.png")
+    with pytest.raises(DataError, match=r"not valid text .*rename that folder"):
+        load_image_folder(root)
