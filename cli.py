@@ -62,6 +62,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     add_config_flags(p, TRAIN_FIELDS)  # one flag per training setting that has one (core.config)
     p.add_argument("--device", default="auto", help="auto (CUDA when detected), cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--force", action="store_true",
+                   help="with --resume: continue a run that stopped because its loss exploded or became NaN")
     p.add_argument("--init", metavar="CKPT",
                    help="fine-tune: start from this checkpoint ('default' = the shipped model) instead of from "
                         "scratch; labels are matched by name, new labels start from zero (try --preset finetune)")
@@ -158,7 +160,7 @@ def cmd_train(args) -> int:
     for file, reason in ds.skipped:
         print(f"skipped {file}: {reason}", file=sys.stderr)
     if args.resume:
-        trainer = Trainer.from_run(ds, out, device=args.device, steps=args.steps)
+        trainer = Trainer.from_run(ds, out, device=args.device, steps=args.steps, force=args.force)
     else:
         trainer = Trainer(ds, config, out, device=args.device)
     say = _main_process_print(trainer)

@@ -12,6 +12,7 @@ T_DEFAULT = 500  # the course's number of diffusion steps
 COURSE_LABEL_NAMES = ("hero", "non-hero", "food", "spell", "side-facing")  # the course's sprite labels, in order
 BUILTIN_DATASETS = {"emoji16": "emoji16.npz", "emoji32": "emoji32.npz"}  # name: file under resources/
 MODEL_FILE, RESUME_FILE, LOG_FILE = "model.safetensors", "resume.safetensors", "loss.csv"  # a run folder's files
+DIVERGED_FILE = "diverged.json"  # written when a run stops because it diverged; a resume then needs --force
 
 # --- networks ---------------------------------------------------------------------------------------
 NETWORKS = ("course", "desk")

@@ -2,6 +2,7 @@
 to the commit) and the repair of a model file a crash left older, as a mixin of core.training.Trainer."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,24 +10,50 @@ import torch
 from safetensors.torch import load_file
 
 from .. import distributed
-from ..catalog import LOG_FILE, MODEL_FILE, RESUME_FILE
+from ..catalog import DIVERGED_FILE, LOG_FILE, MODEL_FILE, RESUME_FILE
 from ..checkpoint import CheckpointError, load_matching, load_resume_state, read_metadata, read_resume_info
 from ..config import TrainConfig
+from ..errors import UserError
 from .runlog import truncate_log
+
+
+class DivergedRunError(UserError, ValueError):
+    """Resuming a run that stopped because it diverged, without --force."""
 
 
 class ResumeMixin:
     """The resume half of Trainer (which provides net, ema, opt, gen, rank_gen, dist, config, notes...)."""
 
     @classmethod
-    def from_run(cls, dataset, out_dir: str | Path, *, device: str = "auto", steps: int | None = None):
-        """Resume the run in `out_dir` with its saved config (optionally extending the step count)."""
+    def from_run(cls, dataset, out_dir: str | Path, *, device: str = "auto", steps: int | None = None,
+                 force: bool = False):
+        """Resume the run in `out_dir` with its saved config (optionally extending the step count). A run that
+        stopped because it diverged is refused unless `force` (see _check_not_diverged)."""
         config = TrainConfig.from_dict(_saved_train_config(Path(out_dir)))
         if steps is not None:
             config = replace(config, steps=steps)
-        return cls(dataset, config, out_dir, device=device, resume=True)
+        return cls(dataset, config, out_dir, device=device, resume=True, force=force)
+
+    def _check_not_diverged(self) -> None:
+        """A run that stopped on an exploding or NaN loss would train straight through the same place again."""
+        marker = self.out_dir / DIVERGED_FILE
+        if not marker.is_file():
+            return
+        try:
+            info = json.loads(marker.read_text())
+            what = f" at step {int(info['step'])} ({str(info['reason'])[:200]})"
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            what = ""
+        if not self.force:
+            raise DivergedRunError(
+                f"{self.out_dir}: this run stopped because it diverged{what}; resuming would train through the same "
+                f"place again. Start a new run from its model with a lower learning rate (--init "
+                f"{self.out_dir / MODEL_FILE} --lr ...), or resume anyway with --force")
+        marker.unlink(missing_ok=True)
+        self.notes.append(f"resumed a run that had diverged{what}, as asked (--force)")
 
     def _load_resume(self) -> None:
+        self._check_not_diverged()
         path = self.out_dir / RESUME_FILE
         state = load_resume_state(path)
         info = state["info"]

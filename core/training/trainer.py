@@ -8,6 +8,7 @@ checkpoint, so a resumed run continues the same loss curve. Under torchrun each 
 from __future__ import annotations
 
 import copy
+import json
 import statistics
 import time
 import uuid
@@ -20,11 +21,12 @@ import numpy as np
 import torch
 
 from .. import distributed
-from ..catalog import LOG_FILE, MODEL_FILE, RESUME_FILE
+from ..catalog import DIVERGED_FILE, LOG_FILE, MODEL_FILE, RESUME_FILE
 from ..checkpoint import (ModelBundle, load_matching, save_checkpoint, save_resume_state)
 from ..config import TrainConfig
 from ..device import autocast, pick_device, resolve_precision, to_fast_layout
 from ..errors import UserError
+from ..paths import atomic_write_bytes
 from ..runlock import RunLock, RunLockedError
 from ..samplers import preview_grid
 from ..schedule import Schedule, ScheduleConfig
@@ -63,8 +65,9 @@ class Trainer(ResumeMixin):
     """One training run in `out_dir` on one data set (see module docstring)."""
 
     def __init__(self, dataset, config: TrainConfig, out_dir: str | Path, *, device: str = "auto",
-                 resume: bool = False):
+                 resume: bool = False, force: bool = False):
         self.out_dir = Path(out_dir)
+        self.force = force  # resume a run that stopped because it diverged
         self.dataset, self.config = dataset, config
         self.notes: list[str] = []  # things the front end should tell the user (a stale lock, a repair)
         self.dist = distributed.from_env()  # None: one process, exactly as without torchrun
@@ -284,14 +287,28 @@ class Trainer(ResumeMixin):
         else:
             kept = f"the last good checkpoint, from step {self._saved_step}, was kept in {self.out_dir}"
         hint = "a lower learning rate" + (" or precision fp32" if self.precision != "fp32" else "")
-        return f"{reason}; training stopped and {kept}. Try {hint}."
+        message = f"{reason}; training stopped and {kept}. Try {hint}."
+        if self.is_main and self._saved_step is not None:  # a resume must not train through it unawares
+            try:
+                atomic_write_bytes(self.out_dir / DIVERGED_FILE, json.dumps(
+                    {"step": self.step, "saved_step": self._saved_step, "reason": reason}).encode())
+            except OSError:
+                pass  # the message still says what happened; only the resume guard is lost
+        return message
 
     def state_is_finite(self) -> bool:
-        """True when weights, EMA and optimizer state hold no NaN or inf (one device sync)."""
+        """True when weights, EMA and optimizer state hold no NaN or inf and the EMA model's output on a small
+        fixed batch is finite too, so a checkpoint kept as "good" samples (one device sync)."""
         tensors = [*self.net.state_dict().values(), *self.ema.state_dict().values()]
         for st in self.opt.state.values():
             tensors += [v for v in st.values() if isinstance(v, torch.Tensor)]
         flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
+        cfg = self.unet_config
+        g = torch.Generator(device=self.device).manual_seed(0)
+        x = torch.randn((2, cfg.in_channels, cfg.height, cfg.height), generator=g, device=self.device)
+        with torch.no_grad(), autocast(self.device, self.precision):
+            out = self.ema(to_fast_layout(x), torch.tensor([0.9], device=self.device), self.c[:1].expand(2, -1))
+        flags.append(torch.isfinite(out).all())
         return bool(torch.stack(flags).all())
 
     # --- outputs ---------------------------------------------------------------------------------------
@@ -300,7 +317,7 @@ class Trainer(ResumeMixin):
         model.safetensors (the EMA for sampling, re-derived on resume if a crash left it behind). Never
         writes non-finite weights: a poisoned state raises TrainingDiverged and the files on disk stay."""
         if not self.state_is_finite():  # the weights are the same on every rank, and so is this verdict
-            raise TrainingDiverged(self._diverged(f"the weights became NaN or infinite by step {self.step}"))
+            raise TrainingDiverged(self._diverged(f"the weights or the model's output became NaN or infinite by step {self.step}"))
         info = {"dataset": self.dataset.name, "dataset_fingerprint": self.dataset.fingerprint(), "elapsed": self.elapsed,
                 "run_id": self.run_id, "train_config": self.config.to_dict()}
         if self.dist:  # all ranks take part; rank 0 writes

@@ -220,6 +220,33 @@ def test_a_finite_but_exploding_loss_stops_the_run(tmp_path):
         for _ in tr.run():
             pass
     assert read_metadata(tmp_path / "model.safetensors")["step"] == 4
+    tr.close()
+    # resuming it would train through the same place: refused, unless asked for with --force
+    from core.training.resume import DivergedRunError
+
+    with pytest.raises(DivergedRunError, match="stopped because it diverged at step 6 .*--force"):
+        Trainer.from_run(_dataset(), tmp_path, device="cpu")
+    args = ["train", "--data", "x", "--out", str(tmp_path), "--resume"]
+    data = tmp_path.parent / "data.npz"
+    save_npz(_dataset(), data)
+    args[2] = str(data)
+    assert main(args) == 2  # the CLI: one line, exit 2
+    forced = Trainer.from_run(_dataset(), tmp_path, device="cpu", force=True)
+    assert any("had diverged at step 6" in n for n in forced.notes) and not (tmp_path / "diverged.json").exists()
+    forced.close()
+
+
+def test_a_checkpoint_whose_model_outputs_nan_is_not_called_good(tmp_path):
+    """Finite weights can still give NaN images (an overflow inside the network): save() checks a forward."""
+    tr = Trainer(_dataset(), CFG, tmp_path, device="cpu")
+    with torch.no_grad():
+        for p in tr.ema.parameters():
+            p.mul_(1e30)  # finite, but the forward overflows to inf / nan
+    assert all(torch.isfinite(p).all() for p in tr.ema.parameters())
+    with pytest.raises(TrainingDiverged, match="NaN or infinite"):
+        tr.save()
+    assert not (tmp_path / "model.safetensors").exists()
+    tr.close()
 
 
 # --- one writer, writable folder ------------------------------------------------------------------
