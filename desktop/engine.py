@@ -223,7 +223,24 @@ def read_run_info(folder: str | Path) -> dict:
                               "are written at the first checkpoint)")
     meta = read_metadata(model)
     return {"step": meta["step"], "train_config": meta["train_config"], "dataset": meta["dataset"],
-            "dataset_fingerprint": meta["dataset_fingerprint"], "label_names": meta["label_names"]}
+            "dataset_fingerprint": meta["dataset_fingerprint"], "label_names": meta["label_names"],
+            "diverged": _diverged_note(folder)}
+
+
+def _diverged_note(folder: Path) -> str:
+    """Why the run stopped, when it stopped because it diverged ("" otherwise; an unreadable note says so)."""
+    import json
+
+    from core.catalog import DIVERGED_FILE
+
+    marker = folder / DIVERGED_FILE
+    if not marker.is_file():
+        return ""
+    try:
+        info = json.loads(marker.read_text())
+        return f"at step {int(info['step'])}: {str(info['reason'])[:300]}"
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return "(its note is unreadable)"
 
 
 # --------------------------------------------------------------------------------------------

@@ -70,9 +70,10 @@ class TrainingJob:
 
     def __init__(self, dataset, config=None, out_dir: str | Path = "", *, resume: bool = False,
                  total_steps: int | None = None, preview_every: int = 200, device: str = "auto",
-                 threads: int | None = None):
+                 threads: int | None = None, force: bool = False):
         self.dataset, self.config, self.out_dir = dataset, config, Path(out_dir)
         self.resume, self.total_steps, self.device = resume, total_steps, device
+        self.force = force  # resume a run that had diverged (the user was asked)
         self.preview_every, self.threads = preview_every, threads  # threads None: one per core
         self._pause = threading.Event()
         self._stop: threading.Event | None = None
@@ -92,7 +93,8 @@ class TrainingJob:
         self._stop = control.stop
         configure_threads(self.threads)
         if self.resume:
-            tr = Trainer.from_run(self.dataset, self.out_dir, device=self.device, steps=self.total_steps)
+            tr = Trainer.from_run(self.dataset, self.out_dir, device=self.device, steps=self.total_steps,
+                                  force=self.force)
         else:
             tr = Trainer(self.dataset, self.config, self.out_dir, device=self.device)
         yield RunStarted(str(tr.out_dir), tr.step, tr.config.steps, str(tr.device), tr.precision, self.resume,

@@ -298,6 +298,16 @@ class TrainPanel(QWidget):
                         f"This run was trained on the data set '{info['dataset']}', which is not the one loaded now. "
                         "Open that data set (File menu), then resume the run.")
             return False
+        force = False
+        if info.get("diverged"):
+            answer = QMessageBox.question(
+                self, "This run diverged",
+                f"This run stopped because it diverged ({info['diverged']}). Resuming trains through the same "
+                "place again; a new run started from its model with a lower learning rate usually works "
+                "better.\n\nResume it anyway?")
+            if answer != QMessageBox.StandardButton.Yes:
+                return False
+            force = True
         total = total_steps or self._ask_total_steps(info)
         if total is None:
             return False
@@ -311,7 +321,7 @@ class TrainPanel(QWidget):
             self._child = ChildRun(self, self.multi_gpu.n_gpus)
             self._child.start(ds, folder, info=info, total_steps=total)
         else:
-            self._launch(ds, out_dir=Path(folder), resume=True, total_steps=total)
+            self._launch(ds, out_dir=Path(folder), resume=True, total_steps=total, force=force)
         return True
 
     def _ask_total_steps(self, info: dict) -> int | None:

@@ -355,3 +355,24 @@ def test_the_eta_waits_for_the_warm_up_then_uses_the_recent_rate():
     # slow start (imports), then 10 steps/s: 600 steps left at 10/s is 1 min, not the 2 min the mean says
     samples = [(0.5, 1), (15.0, 100)] + [(15.0 + k, 100 + 10 * k) for k in range(1, 31)]
     assert eta_text(samples, 400, 1000) == "about 1 min 00 s left"
+
+
+def test_resuming_a_diverged_run_asks_first_and_goes_on_only_when_told(qtbot, panel, dialogs):
+    import json
+
+    from PySide6.QtWidgets import QMessageBox
+
+    from core.catalog import DIVERGED_FILE
+
+    panel.start()
+    qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=30000)
+    run = Path(panel.models[-1].meta["run_dir"])
+    step = panel.models[-1].meta["step"]
+    (run / DIVERGED_FILE).write_text(json.dumps({"step": step + 1, "saved_step": step, "reason": "the loss exploded"}))
+    dialogs.answer = QMessageBox.StandardButton.No
+    assert not panel.resume_from_folder(str(run), total_steps=step + 4)
+    assert dialogs[-1][0] == "question" and "the loss exploded" in dialogs[-1][2]
+    dialogs.answer = QMessageBox.StandardButton.Yes
+    assert panel.resume_from_folder(str(run), total_steps=step + 4)
+    qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=30000)
+    assert panel.models[-1].meta["step"] == step + 4 and not (run / DIVERGED_FILE).exists()
