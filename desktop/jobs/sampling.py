@@ -124,6 +124,16 @@ class RunSummary:
     cancelled: bool = False
     seed: int = 0
     model: str = ""
+    calibrated_ms: dict[int, float] = field(default_factory=dict)  # column index: ms per model call (see Calibrated)
+
+
+@dataclass
+class Calibrated:
+    """ms per model call of each column's batch, timed alternately across the columns after the run, so load
+    that came and went while one column ran does not skew the comparison (the wall times stay as measured)."""
+
+    ms_per_call: dict[int, float]
+    rounds: int
 
 
 @dataclass
@@ -313,9 +323,44 @@ def run_columns(bundle, job: SampleJob, *, control):
                                    control.report, guide_net)
             summary.results.append(result)
             yield result
+        if len(job.columns) > 1 and not control.stop.is_set():
+            summary.calibrated_ms = calibrate_calls(net, job, summary.precision, guide_net)
+            yield Calibrated(summary.calibrated_ms, CALIBRATION_ROUNDS)
     except SamplingCancelled:
         summary.cancelled = True
     return summary
+
+
+CALIBRATION_ROUNDS = 5
+
+
+def calibrate_calls(net, job: SampleJob, precision: str, guide_net=None, rounds: int = CALIBRATION_ROUNDS) -> dict:
+    """Median ms of one model call (all of a step's passes) per column, the columns timed in turn, round after
+    round: the benchmark's alternating method, so every column sees the same machine."""
+    import statistics
+
+    import torch
+
+    from core.device import autocast, synchronize
+
+    device = next(net.parameters()).device
+    cfg = net.config
+    times: dict[int, list[float]] = {i: [] for i in range(len(job.columns))}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for i, spec in enumerate(job.columns):
+                passes = [(net, job.n)] if spec.calls_per_step == 1 else (
+                    [(net, job.n), (guide_net, job.n)] if guide_net is not None else [(net, 2 * job.n)])
+                synchronize(device)
+                start = time.perf_counter()
+                for model, b in passes:
+                    x = torch.zeros((b, cfg.in_channels, cfg.height, cfg.height), device=device)
+                    c = torch.zeros((b, cfg.n_cfeat), device=device)
+                    with autocast(device, precision):
+                        model(x, torch.full((1,), 0.5, device=device), c)
+                synchronize(device)
+                times[i].append(1000 * (time.perf_counter() - start) / spec.calls_per_step)
+    return {i: statistics.median(v) for i, v in times.items()}
 
 
 def measure_quality(bundle, job: SampleJob, reference, *, n: int = QUALITY_IMAGES, control):

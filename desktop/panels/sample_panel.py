@@ -336,6 +336,9 @@ class SamplePanel(QWidget):
             self._on_noise_ready(item.noise)
         elif isinstance(item, sw.RunStarted):
             self._on_run_started(item.runtime_label, item.warmup_seconds)
+        elif isinstance(item, sw.Calibrated):
+            self.summary.calibrated_ms = dict(item.ms_per_call)
+            self._update_timing()
 
     def _on_run_started(self, runtime_label: str, warmup: float) -> None:
         self.model_bar.show_runtime(runtime_label)
@@ -406,7 +409,7 @@ class SamplePanel(QWidget):
     # ============================================================================ timing
     def _update_timing(self) -> None:
         results = sorted(self.summary.results, key=lambda r: r.index) if self.summary else []
-        self.speed_tab.show_results(results, len(self.columns))
+        self.speed_tab.show_results(results, len(self.columns), self.summary.calibrated_ms if self.summary else None)
 
     # ============================================================================ trajectory
     def _setup_scrubber(self) -> None:

@@ -39,13 +39,28 @@ class SpeedTab(QWidget):
             self.timing_plot.addItem(t)
         lay.addWidget(self.timing_plot, 2)
 
-    def show_results(self, results: list, n_columns: int) -> None:
-        """One row and one bar per finished column (jobs.sampling.ColumnResult, in column order)."""
+    def show_results(self, results: list, n_columns: int, calibrated: dict[int, float] | None = None) -> None:
+        """One row and one bar per finished column (jobs.sampling.ColumnResult, in column order). With
+        `calibrated` (ms per model call of each column, timed alternately after the run) the ms per call and the
+        speed-up come from it: speed-up = model calls x calibrated ms of the slowest column over this one's."""
         self.timing_table.setRowCount(len(results))
         slowest = max((r.seconds for r in results), default=0.0)
+        cal = calibrated if calibrated and all(r.index in calibrated for r in results) else None
+        cost = {r.index: r.nfe * (cal[r.index] if cal else r.ms_per_call) for r in results}  # ms per image set
+        dearest = max(cost.values(), default=0.0)
+        ms_head = self.timing_table.horizontalHeaderItem(4)
+        ms_head.setText("ms per call" + (" (calibrated)" if cal else ""))
+        ms_head.setToolTip("Milliseconds per model call, " + (
+            "timed after the run: one call per column, in turn, over several rounds (the median), so every column "
+            "is measured on the same machine state" if cal else "the column's wall time over its calls"))
+        self.timing_table.horizontalHeaderItem(5).setToolTip(
+            "How many times faster than the slowest column: " + (
+                "its model calls times the calibrated ms per call, against this column's (the wall times can be "
+                "skewed by load that came and went)" if cal else "wall time against wall time"))
         for row, r in enumerate(results):
-            speedup = slowest / r.seconds if r.seconds > 0 else float("nan")
-            cells = [r.spec.title, str(r.spec.steps), str(r.nfe), f"{r.seconds:.2f} s", f"{r.ms_per_call:.1f}",
+            speedup = dearest / cost[r.index] if cost[r.index] > 0 else float("nan")
+            ms = cal[r.index] if cal else r.ms_per_call
+            cells = [r.spec.title, str(r.spec.steps), str(r.nfe), f"{r.seconds:.2f} s", f"{ms:.1f}",
                      f"{speedup:.1f}×"]
             for k, text in enumerate(cells):
                 item = QTableWidgetItem(text)
@@ -61,7 +76,7 @@ class SpeedTab(QWidget):
         for k, t in enumerate(self._bar_texts):
             if k < len(results):
                 r = results[k]
-                label = "slowest" if r.seconds == slowest else f"{slowest / r.seconds:.1f}× faster"
+                label = "slowest" if cost[r.index] == dearest else f"{dearest / cost[r.index]:.1f}× faster"
                 t.setText(f" {r.spec.label}: {r.seconds:.2f} s ({label})")
                 t.setPos(r.seconds, ys[k])
                 t.setVisible(True)

@@ -500,3 +500,24 @@ def test_the_sampler_columns_come_back_next_session_and_bad_saved_ones_are_ignor
     fourth = SamplePanel(state)
     qtbot.addWidget(fourth)
     assert len(fourth.specs()) == len(DEFAULT_COLUMNS)
+
+
+def test_speed_ups_come_from_an_alternating_per_call_calibration(qtbot, panel):
+    from desktop.jobs import sampling as sw
+
+    summary = run_and_wait(qtbot, panel)
+    cal = summary.calibrated_ms
+    assert set(cal) == {0, 1, 2} and all(v > 0 for v in cal.values())
+    head = panel.speed_tab.timing_table.horizontalHeaderItem(4)
+    assert head.text() == "ms per call (calibrated)" and "in turn" in head.toolTip()
+    rows = {panel.speed_tab.timing_table.item(r, 0).text(): r for r in range(3)}
+    by_index = {res.index: res for res in summary.results}
+    cost = {i: by_index[i].nfe * cal[i] for i in cal}
+    for i, res in by_index.items():
+        text = panel.speed_tab.timing_table.item(rows[res.spec.title], 5).text()
+        assert text == f"{max(cost.values()) / cost[i]:.1f}×"
+    # the calibration times each column's own batch: guided DDIM runs two passes a call
+    job = sw.SampleJob([sw.ColumnSpec("ddim", 2), sw.ColumnSpec("ddim", 2, guidance=3.0)], 0,
+                       np.eye(len(LABELS), dtype=np.float32)[:2], 4, "fp32")
+    ms = sw.calibrate_calls(tiny_bundle().net, job, "fp32", rounds=2)
+    assert set(ms) == {0, 1}
