@@ -40,25 +40,29 @@ def sweep_entries(bases: list[str], calls: list[int], *, zero_terminal: bool, gu
 
 
 def plot_sweep(quality: dict, bases: list[str], path: Path, *, reference: dict | None) -> Path:
-    """Feature-FID against model calls (log x), one line per base; DDPM-500's level and +15% dashed."""
+    """Feature-FID against model calls, both on log scales (few-call FIDs are 100x the many-call ones), one
+    line per base; the reference's level and +15% dashed."""
     W, H, L, R, T, B = 900, 540, 80, 200, 50, 60
     img = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(img)
     f, fs = font(16), font(13)
     res = quality["results"]
-    y_hi = max([r["fid_mean"] for r in res] + ([reference["fid_mean"] * 1.2] if reference else [])) * 1.08
+    fids = [r["fid_mean"] for r in res if r["fid_mean"] > 0] + ([reference["fid_mean"]] if reference else [])
+    y_lo, y_hi = min(fids) / 1.5, max(fids) * 1.5
     x_lo, x_hi = 1.6, 25
     px = lambda x: L + (math.log(x) - math.log(x_lo)) / (math.log(x_hi) - math.log(x_lo)) * (W - L - R)
-    py = lambda y: H - B - min(y, y_hi) / y_hi * (H - T - B)
+    py = lambda y: H - B - (math.log(min(max(y, y_lo), y_hi)) - math.log(y_lo)) / (math.log(y_hi) - math.log(y_lo)) \
+        * (H - T - B)
     d.rectangle([L, T, W - R, H - B], outline=(0, 0, 0))
     for x in (2, 3, 4, 5, 6, 8, 10, 15, 20):
         d.line([px(x), T, px(x), H - B], fill=(230, 230, 230))
         d.text((px(x), H - B + 6), str(x), fill=(0, 0, 0), font=fs, anchor="mt")
-    step = 10 ** math.floor(math.log10(y_hi / 4))
-    step *= next(m for m in (1, 2, 5, 10) if y_hi / (step * m) <= 6)
-    for k in range(int(y_hi / step) + 1):
-        d.line([L, py(k * step), W - R, py(k * step)], fill=(230, 230, 230))
-        d.text((L - 6, py(k * step)), f"{k * step:g}", fill=(0, 0, 0), font=fs, anchor="rm")
+    for e in range(math.floor(math.log10(y_lo)), math.ceil(math.log10(y_hi)) + 1):
+        for m in (1, 2, 5):
+            y = m * 10.0 ** e
+            if y_lo <= y <= y_hi:
+                d.line([L, py(y), W - R, py(y)], fill=(230, 230, 230))
+                d.text((L - 6, py(y)), f"{y:g}", fill=(0, 0, 0), font=fs, anchor="rm")
     if reference:
         for level, text in ((reference["fid_mean"], f"{reference['entry']}"), (1.15 * reference["fid_mean"], "+15%")):
             for x in range(L, W - R, 10):
@@ -78,6 +82,7 @@ def plot_sweep(quality: dict, bases: list[str], path: Path, *, reference: dict |
     d.text((W / 2, 14), f"Quality against model calls: feature-FID (lower is better), {quality['n']} images, "
            f"{quality['n_seeds']} seed(s)", fill=(0, 0, 0), font=f, anchor="mt")
     d.text((L + (W - L - R) / 2, H - 24), "model calls per image (log scale)", fill=(0, 0, 0), font=f, anchor="mt")
+    d.text((8, T - 20), "feature-FID (log scale)", fill=(0, 0, 0), font=fs, anchor="lt")
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
