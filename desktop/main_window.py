@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QFileDia
 
 from core.config import preset_dicts
 from desktop import engine, settings, threads
+from desktop.startup import _worth_remembering, startup_job
 from desktop.state import AppState
 from desktop.help import ABOUT, HOW_IT_WORKS
 from desktop.panels.data_panel import DataPanel
@@ -34,37 +35,8 @@ def _make_sample_panel(state: AppState) -> QWidget:
     return SamplePanel(state)
 
 
-def startup_job(dataset_spec: str | None, checkpoint: str | None) -> dict:
-    """Runs on a worker thread: torch and the trainer import, runtime, the data set and the model."""
-    out: dict = {"runtime": engine.runtime_label(), "errors": []}
-    engine.load_trainer()
-    out["dataset"], out["dataset_spec"] = None, None
-    for spec in [s for s in (dataset_spec, engine.builtin_names()[0]) if s]:
-        try:
-            out["dataset"], out["dataset_spec"] = engine.load_dataset(spec), spec
-            break
-        except Exception as e:  # noqa: BLE001 - a vanished last data set falls back to the built-in one
-            out["errors"].append(f"Could not reopen the last data set: {engine.user_message(e)}")
-    out["model"] = None
-    if checkpoint:
-        try:
-            out["model"] = engine.load_checkpoint(checkpoint)
-        except Exception as e:  # noqa: BLE001
-            out["errors"].append(f"Could not load the model {checkpoint}: {engine.user_message(e)}")
-    return out
-
-
 # The smallest content the tabs are laid out for (a 1024x768 screen less its panels); below it, scroll bars.
 MIN_CONTENT_WIDTH, MIN_CONTENT_HEIGHT = 1000, 560
-MIN_REMEMBERED_STEPS = 1000  # a run's model switched to by the app is reopened next launch only past this
-
-
-def _worth_remembering(bundle) -> bool:
-    """A model the user chose is reopened next launch; one the app switched to after a run only when trained
-    for a while (a stopped few-step demo draws noise)."""
-    return not bundle.meta.get("auto") or (bundle.meta.get("step") or 0) >= MIN_REMEMBERED_STEPS
-
-
 class MainWindow(QMainWindow):
     """`state` (AppState) and `tabs` (QTabWidget) are public for the self-test and for tests."""
 

@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QMessageBox, QPushButton, QS
                                QVBoxLayout, QWidget)
 
 from desktop import engine, settings
+from desktop.jobs import quality as qj
 from desktop.jobs import sampling as sw
 from desktop.widgets.common import HintLabel, results_table
 from desktop.widgets.sampler_column import MAX_COLUMNS, column_color
@@ -91,12 +92,12 @@ class QualityTab(QWidget):
 
     def on_item(self, item) -> None:
         """One of measure_quality's progress items (see desktop.jobs.sampling)."""
-        if isinstance(item, sw.QualityPoint):
+        if isinstance(item, qj.QualityPoint):
             self.points[item.index] = item
             self.show_points()
         elif isinstance(item, sw.ColumnStarted):
             self._on_column(item.index)
-        elif isinstance(item, sw.QualityStarted):
+        elif isinstance(item, qj.QualityStarted):
             self._on_started(item.info)
 
     def _empty_ranges(self) -> None:

@@ -11,22 +11,18 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from PySide6.QtCore import Qt, QTimer, Signal, Slot
-from PySide6.QtWidgets import QMessageBox, QSplitter, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtCore import QTimer, Signal, Slot
+from PySide6.QtWidgets import QMessageBox, QWidget
 
 from core.catalog import SAMPLER_CATALOG, SIGMA_T_BEYOND_RAMP, T_DEFAULT
 from desktop import engine, settings, threads
+from desktop.jobs import quality as qj
 from desktop.jobs import sampling as sw
-from desktop.panels.model_bar import ModelBar
-from desktop.panels.quality_tab import QualityTab
-from desktop.panels.run_controls import RunControls
-from desktop.panels.sample_exports import SampleExporter
-from desktop.panels.speed_tab import SpeedTab
+from desktop.panels.sample_layout import SampleLayout
 from desktop.state import AppState, Composition
-from desktop.widgets.sampler_column import (MAX_COLUMNS, MIN_COLUMNS, ColumnStrip, SamplerColumn, column_settings,
+from desktop.widgets.sampler_column import (MAX_COLUMNS, MIN_COLUMNS, SamplerColumn, column_settings,
                                             valid_column_settings)
-from desktop.widgets.schedule_view import ScheduleView
-from desktop.widgets.trajectory import TrajectoryBar, frame_index, position_text, slider_max
+from desktop.widgets.trajectory import frame_index, position_text, slider_max
 
 # The course's DDPM (None: all T steps), its DDIM-25, and the best 10-call solver measured on the shipped
 # model (docs/benchmarks.md): DPM-Solver++(3M) on the Karras spacing.
@@ -34,7 +30,7 @@ DEFAULT_COLUMNS = (("ddpm", None, "trailing"), ("ddim", 25, "trailing"), ("dpmpp
 REDRAW_MS = 100  # live grids repaint at most 10 times a second
 
 
-class SamplePanel(QWidget):
+class SamplePanel(SampleLayout, QWidget):
     """Compare samplers on the loaded model. `shutdown()` stops a run cooperatively (window close)."""
 
     busy_changed = Signal(bool)
@@ -69,70 +65,6 @@ class SamplePanel(QWidget):
         self._on_model_changed(state.model)
         self._on_dataset_changed(state.dataset)
         self._on_composition_changed(state.composition)
-
-    # ============================================================================ construction
-    def _build(self) -> None:
-        top = QWidget()
-        tl = QVBoxLayout(top)
-        tl.setContentsMargins(6, 6, 6, 0)
-        self.model_bar = ModelBar(self.state)
-        self.model_bar.model_requested.connect(self.model_requested)
-        self.model_bar.open_model_requested.connect(self.open_model_requested)
-        # the bar's widgets, under the names the panel has always had
-        self.model_picker, self.model_label = self.model_bar.model_picker, self.model_bar.model_label
-        self.precision_box = self.model_bar.precision_box
-        tl.addWidget(self.model_bar)
-        self.controls = RunControls()
-        c = self.controls  # its widgets, under the names the panel has always had
-        self.seed_spin, self.new_seed, self.per_row_spin = c.seed_spin, c.new_seed, c.per_row_spin
-        self.rows_label = c.rows_label
-        self.view_box, self.run_hint = c.view_box, c.run_hint
-        self.add_button, self.run_button, self.cancel_button = c.add_button, c.run_button, c.cancel_button
-        self.per_row_spin.valueChanged.connect(self._update_rows_text)
-        self.view_box.currentIndexChanged.connect(self._on_view_changed)
-        self.add_button.clicked.connect(lambda: self._add_column("ddim", 50))
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.cancel)
-        tl.addWidget(self.controls)
-        self.column_strip = ColumnStrip()
-        self.columns = self.column_strip.columns
-        tl.addWidget(self.column_strip, 1)
-        self.trajectory = TrajectoryBar()
-        self.trajectory.position_changed.connect(self._on_scrub)
-        self.trajectory.mode_changed.connect(self._on_scrub_mode)
-        self.exports = SampleExporter(self)
-        self.trajectory.export_gif.connect(self.exports.ask_gif)
-        self.trajectory.save_frame.connect(self.exports.ask_frame)
-        self.trajectory.save_grids.connect(self.exports.ask_final)
-        tl.addWidget(self.trajectory)
-        self.tabs = QTabWidget()
-        self.speed_tab, self.quality_tab = SpeedTab(), QualityTab(self.state)
-        self.timing_table = self.speed_tab.timing_table
-        self.quality_n, self.quality_button = self.quality_tab.quality_n, self.quality_tab.quality_button
-        self.quality_table = self.quality_tab.quality_table
-        self.quality_button.clicked.connect(self.measure_quality)
-        self.tabs.addTab(self.speed_tab, "Speed")
-        self.tabs.addTab(self.quality_tab, "Quality")
-        self.schedule_view = ScheduleView()
-        self.tabs.addTab(self.schedule_view, "Noise schedule")
-        self.tabs.setTabToolTip(0, "How long each sampler took and how many model calls it made")
-        self.tabs.setTabToolTip(1, "How good each sampler's images are, measured on a larger batch")
-        self.tabs.setTabToolTip(2, "The noise schedule, the noise levels each sampler visits, and what noise "
-                                   "does to a real image")
-        self._split = split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(top)
-        split.addWidget(self.tabs)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 1)
-        split.setSizes([720, 240])
-        # The grids never collapse; the timings and charts below may, by dragging the handle down, so a
-        # small screen can give every row of images the room.
-        split.setCollapsible(0, False)
-        split.setCollapsible(1, True)
-        self.tabs.setMinimumHeight(self.tabs.tabBar().sizeHint().height() + 8)  # the tab bar stays in reach
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(split)
 
     # ============================================================================ columns
     def _add_column(self, sampler: str, steps: int | None, spacing: str = "trailing") -> SamplerColumn | None:
@@ -451,6 +383,6 @@ class SamplePanel(QWidget):
         job = sw.SampleJob(self.specs(), self.seed_spin.value(), ctx, max(1, -(-n // len(ctx))),
                            self.model_bar.precision(), negative, guide_model)
         self.quality_tab.begin([c.spec().title for c in self.columns])
-        worker = threads.GeneratorWorker(sw.measure_quality, bundle, job, dataset, n=n, control=True)
+        worker = threads.GeneratorWorker(qj.measure_quality, bundle, job, dataset, n=n, control=True)
         self._start(worker, self.quality_tab.on_item, self.quality_tab.on_finished, self.quality_tab.on_failed)
         self.tabs.setCurrentIndex(1)
