@@ -1,10 +1,10 @@
 """Diffusion Desk. No arguments: the desktop app. `train`, `sample`, `bench`: the command line."""
 import sys
 
-# OpenMP's wait policy is left at its default (spin, then sleep): on an otherwise idle 2-core machine
-# OMP_WAIT_POLICY=PASSIVE made a batch-32 forward pass of the course network ~20% slower (61.7 -> 72+ ms
-# fp32). When another torch process shares the CPU, spinning threads starve each other (1,361 ms vs
-# 52 ms measured): set OMP_WAIT_POLICY=PASSIVE yourself then; the app adapts its thread count instead.
+# OpenMP's wait policy is left at its default (spin, then sleep): on an otherwise idle machine
+# OMP_WAIT_POLICY=PASSIVE makes every forward pass slower. When another torch process shares the CPU,
+# spinning threads starve each other: set OMP_WAIT_POLICY=PASSIVE yourself then; the app adapts its
+# thread count instead (core.threads). The figures: docs/benchmarks.md, "a busy machine".
 
 
 def main() -> int:

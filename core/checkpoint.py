@@ -186,7 +186,7 @@ def load_course_weights(path: str | Path, device: torch.device | str = "cpu") ->
     labels = list(COURSE_LABEL_NAMES) if n == len(COURSE_LABEL_NAMES) else [f"label {i + 1}" for i in range(n)]
     meta = {"kind": "course", "dataset": "course sprites", "step": None,
             "unet_config": cfg.to_dict(), "schedule_config": ScheduleConfig().to_dict()}
-    # The convolutions' preferred layout, as for our own files (NCHW weights on channels_last inputs: ~11% slower)
+    # The convolutions' preferred layout, as for our own files (NCHW weights on channels_last inputs are slower)
     return ModelBundle(to_fast_layout(net.to(device)).eval(), ScheduleConfig(), labels, meta, path)
 
 

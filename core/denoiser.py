@@ -20,7 +20,7 @@ class SamplingCancelled(Exception):
 
 # An eps model's x0 is clipped to the data range where sqrt(alpha-bar) is below this: the cosine schedule ends
 # at sqrt(ab_T) = 1e-4, where a 1% eps error becomes a 100x error in x0 and samplers from pure noise
-# blow up (measured: saturated noise). The course's linear schedule never gets there (sqrt(ab_T) = 0.079).
+# blow up into saturated noise. The course's linear schedule never gets there (sqrt(ab_T) = 0.079).
 EPS_X0_CLIP_BELOW = 0.05
 
 

@@ -82,7 +82,7 @@ def make_application(argv: list[str] | None = None) -> QApplication:
 
 
 # PySide6 6.12.0 drops a reference to None / True on every signal emit and every Python paint override
-# (measured: None's refcount falls ~2,800/s while the loss plot redraws), so the app crashes with
+# (None's refcount was seen falling steadily while the loss plot redraws), so the app crashes with
 # "Fatal Python error: none_dealloc" within a minute of training on Python < 3.12. 6.11.3 is clean.
 BROKEN_PYSIDE = {"6.12.0"}
 

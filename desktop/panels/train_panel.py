@@ -54,7 +54,7 @@ class TrainPanel(TrainLayout, QWidget):
     run_state_changed = Signal(str)
 
     REDRAW_MS = 100  # the progress line updates at ~10 Hz
-    PLOT_EVERY = 2  # the plot on every 2nd tick (~5 Hz): a repaint costs ~10-15 ms of the GUI thread's CPU
+    PLOT_EVERY = 2  # the plot on every 2nd tick (5 Hz): a repaint is the GUI thread's dearest work
 
     def __init__(self, state, parent=None):
         super().__init__(parent)

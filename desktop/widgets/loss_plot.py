@@ -60,7 +60,7 @@ class LossPlot(QWidget):
         super().__init__(parent)
         self.plot = pg.PlotWidget(background="w")
         self.item = self.plot.getPlotItem()
-        # No grid: pyqtgraph's grid lines cost ~20 ms a repaint here (measured), more than the rest together
+        # No grid: pyqtgraph's grid lines cost more of a repaint here than the rest of the plot together
         self.item.setLabel("bottom", "training step")
         self.item.setLabel("left", "loss (lower is better)")
         # An opaque box above both views: the curves (the learning rate's is in a second view drawn on top)
@@ -74,7 +74,7 @@ class LossPlot(QWidget):
                       for c, n in zip(self.BAND_COLORS, self.BAND_NAMES)]
         self.lr_box, self.lr_curve = self._lr_axis()
         # Ranges are set by refresh() rather than pyqtgraph's auto-range: auto-ranging two linked views
-        # repaints the plot twice per update (measured: 2 paints, ~9 ms; by hand: 1 paint, ~4 ms).
+        # repaints the plot twice per update, by hand once.
         # Zooming or panning by hand stops the following until the view is double-clicked.
         self.follow = True
         for vb in (self.item.vb, self.lr_box):
