@@ -4,7 +4,7 @@ import sys
 # OpenMP's wait policy is left at its default (spin, then sleep): on an otherwise idle machine
 # OMP_WAIT_POLICY=PASSIVE makes every forward pass slower. When another torch process shares the CPU,
 # spinning threads starve each other: set OMP_WAIT_POLICY=PASSIVE yourself then; the app adapts its
-# thread count instead (core.threads). The figures: docs/benchmarks.md, "a busy machine".
+# thread count instead (core.threads). The figures: docs/benchmarks.md, "Training on a busy machine".
 
 
 def main() -> int:

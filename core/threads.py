@@ -27,7 +27,7 @@ def release_openmp_threads() -> bool:
     Why: libgomp (PyTorch's OpenMP on Linux) cuts its spin-wait between parallel regions to almost
     nothing once it manages more threads than there are cores. A thread that ran one parallel op keeps
     its team, so a GUI thread that once did would leave a second team beside the training thread's, and
-    training then runs as under OMP_WAIT_POLICY=PASSIVE, clearly slower (docs/benchmarks.md, "app vs CLI").
+    training then runs as under OMP_WAIT_POLICY=PASSIVE, clearly slower (docs/benchmarks.md, "In the app vs on the command line").
     Returns whether the call was made; a no-op where the OpenMP library lacks it (never an error)."""
     fn = _omp_pause_resource_all()
     return fn is not None and fn(1) == 0  # omp_pause_soft: the team ends; the next parallel region makes one
@@ -54,7 +54,7 @@ class ThreadTuner:
 
     With the cores free, one thread per core is fastest. When other programs keep the cores busy, a
     multi-threaded step waits for its slowest thread at every layer and can run several times slower
-    than a single thread (docs/benchmarks.md, "a busy machine"). So every
+    than a single thread (docs/benchmarks.md, "Training on a busy machine"). So every
     `every` steps both settings are timed for a few steps and the faster one is kept.
     """
 
