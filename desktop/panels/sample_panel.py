@@ -274,6 +274,7 @@ class SamplePanel(SampleLayout, QWidget):
 
     def _on_run_started(self, runtime_label: str, warmup: float) -> None:
         self.model_bar.show_runtime(runtime_label)
+        self.state.set_runtime(runtime_label)  # the status bar says what this run uses too, not the start-up's
         self.summary.runtime_label, self.summary.warmup_seconds = runtime_label, warmup
         self.speed_tab.timing_note.setText(f"Each column runs alone, one after another, on {runtime_label}. "
                                            f"A warm-up call before the first column ({warmup:.2f} s) is not counted.")

@@ -521,3 +521,11 @@ def test_speed_ups_come_from_an_alternating_per_call_calibration(qtbot, panel):
                        np.eye(len(LABELS), dtype=np.float32)[:2], 4, "fp32")
     ms = sw.calibrate_calls(tiny_bundle().net, job, "fp32", rounds=2)
     assert set(ms) == {0, 1}
+
+
+def test_the_status_bar_and_the_header_name_the_same_runtime_after_a_run(qtbot, panel):
+    seen = []
+    panel.state.runtime_changed.connect(seen.append)
+    run_and_wait(qtbot, panel)
+    assert seen and seen[-1] == panel.summary.runtime_label
+    assert panel.summary.runtime_label in panel.model_bar.runtime_label.text()
