@@ -43,13 +43,14 @@ def multi_process_supported() -> bool:
 
 
 def torchrun_command(n_procs: int, out_dir: Path, data: str, *, config: dict | None = None,
-                     total_steps: int | None = None) -> list[str]:
+                     total_steps: int | None = None, force: bool = False) -> list[str]:
     """The child's command line. A new run (config given) gets its settings as a JSON file in its folder;
-    without config it resumes the run in out_dir (optionally to total_steps)."""
+    without config it resumes the run in out_dir (optionally to total_steps; force: even one that had
+    diverged, as the user was asked)."""
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_procs}",
             str(ROOT / "main.py"), "train", "--data", data, "--out", str(out_dir)]
     if config is None:
-        return args + ["--resume"] + (["--steps", str(total_steps)] if total_steps else [])
+        return args + ["--resume"] + (["--steps", str(total_steps)] if total_steps else []) + (["--force"] if force else [])
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / CONFIG_NAME).write_text(json.dumps(config, indent=1))
     return args + ["--config", str(out_dir / CONFIG_NAME)]

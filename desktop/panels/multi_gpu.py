@@ -43,7 +43,8 @@ class ChildRun:
     def __init__(self, panel, n_gpus: int):
         self.panel, self.n_gpus = panel, n_gpus
 
-    def start(self, ds, out_dir, *, config=None, info: dict | None = None, total_steps: int | None = None) -> None:
+    def start(self, ds, out_dir, *, config=None, info: dict | None = None, total_steps: int | None = None,
+              force: bool = False) -> None:
         """A new run (config) or a resumed one (info: engine.read_run_info of out_dir)."""
         p, out_dir = self.panel, Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -51,7 +52,7 @@ class ChildRun:
         cfg = config.to_dict() if config is not None else dict(info["train_config"])
         total = total_steps or cfg["steps"]
         cmd = torchrun.torchrun_command(self.n_gpus, out_dir, data, config=cfg if config is not None else None,
-                                        total_steps=total_steps)
+                                        total_steps=total_steps, force=force)
         run = torchrun.TorchrunRun(cmd, out_dir, total, parent=p)
         self.run = run
         p._job = p._worker = run  # the panel's Stop, Pause and error text reach the child run through these

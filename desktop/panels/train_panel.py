@@ -200,7 +200,7 @@ class TrainPanel(TrainLayout, QWidget):
         self.loss_plot.append(jobs.logged_metrics(folder))
         if self.multi_gpu.wanted():
             self._child = ChildRun(self, self.multi_gpu.n_gpus)
-            self._child.start(ds, folder, info=info, total_steps=total)
+            self._child.start(ds, folder, info=info, total_steps=total, force=force)
         else:
             self._launch(ds, out_dir=Path(folder), resume=True, total_steps=total, force=force)
         return True

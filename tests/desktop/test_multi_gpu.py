@@ -80,3 +80,11 @@ def test_a_child_run_that_fails_reports_its_own_error_line(qtbot, tmp_path, emoj
     run.start()
     qtbot.waitUntil(lambda: bool(failed), timeout=60000)
     assert "steps must be from 1" in str(failed[0]) and "Traceback" not in str(failed[0])
+
+
+def test_a_resume_the_user_allowed_past_a_divergence_passes_force_to_the_child(tmp_path):
+    from desktop.jobs import torchrun
+
+    cmd = torchrun.torchrun_command(2, tmp_path, "data.npz", total_steps=40, force=True)
+    assert cmd[-4:] == ["--resume", "--steps", "40", "--force"]
+    assert "--force" not in torchrun.torchrun_command(2, tmp_path, "data.npz")
