@@ -86,6 +86,11 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
                         "(compiling takes ~30 s on a small CPU)")
     p.add_argument("--n", type=int, help="number of images (default: 8 per label)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variation-seed", type=int,
+                   help="variations: mix the noise of --seed with this seed's (on the sphere, as the image tools' "
+                        "variation seeds), by --variation-strength: the same images, nudged")
+    p.add_argument("--variation-strength", type=float, default=0.1,
+                   help="with --variation-seed: 0 = the --seed images, 1 = the --variation-seed ones (default 0.1)")
     p.add_argument("--context", default="each",
                    help="'each' (one row per label), 'none' (unconditional), a label name, a mix such as "
                         "'hero+food:0.6', or a vector '1,0,0.6,0,0'")
@@ -380,6 +385,8 @@ def cmd_sample(args) -> int:
             "eta": args.eta, "guidance": args.guidance, "seed": args.seed, "context": args.context, "nfe": res.nfe,
             "spacing": args.spacing, "negative": args.negative or "",
             "guide_model": Path(guide.path).name if guide is not None and guide.path else ""}
+    if args.variation_seed is not None:  # the PNG says how to make it again
+        text.update(variation_seed=args.variation_seed, variation_strength=args.variation_strength)
     _write_outputs(args, res, frames, ncols, row_labels, text)
     _report_sample(args, res, rt, ckpt, n)
     return 0
@@ -415,6 +422,10 @@ def _check_sample_flags(args, info) -> None:
         bad("--guidance-rescale", args.guidance_rescale, "must be from 0 (off) to 1")
     if not 0 <= args.seed < 2**63:
         bad("--seed", args.seed, "must be from 0 to 2**63 - 1")
+    if not math.isfinite(args.variation_strength) or not 0 <= args.variation_strength <= 1:
+        bad("--variation-strength", args.variation_strength, "must be from 0 (the --seed images) to 1")
+    if args.variation_seed is not None and not 0 <= args.variation_seed < 2**63:
+        bad("--variation-seed", args.variation_seed, "must be from 0 to 2**63 - 1")
     if not math.isfinite(args.strength) or not 0 <= args.strength <= 1:
         bad("--strength", args.strength, "must be from 0 (keep the image) to 1 (pure noise)")
     if args.mask and not args.init_image:
@@ -517,13 +528,28 @@ def _generate_chunked(bundle, schedule, args, context, n: int, precision: str, c
     for k, start in enumerate(range(0, n, SAMPLE_CHUNK)):
         m = min(SAMPLE_CHUNK, n - start)
         parts.append(generate(bundle.net, schedule, n=m, context=None if ctx is None else ctx[start:start + m],
-                              seed=args.seed + k, callback=callback if k == 0 else None, **common))
+                              seed=args.seed + k, callback=callback if k == 0 else None,
+                              noise=_variation_noise(bundle, args, m, k), **common))
     res = parts[0]
     if len(parts) > 1:
         res.images = np.concatenate([p.images for p in parts])
         res.seconds = sum(p.seconds for p in parts)
         res.finite = all(p.finite for p in parts)
     return res
+
+
+def _variation_noise(bundle, args, m: int, k: int):
+    """--variation-seed: the starting noise of --seed slerped towards that seed's, or None (plain --seed)."""
+    if args.variation_seed is None:
+        return None
+    from core.editing import slerp_noise
+    from core.samplers import initial_noise
+
+    cfg = bundle.net.config
+    device = next(bundle.net.parameters()).device
+    shape = (cfg.in_channels, cfg.height, cfg.height)
+    return slerp_noise(initial_noise(m, shape, args.seed + k, device),
+                       initial_noise(m, shape, args.variation_seed + k, device), args.variation_strength)
 
 
 def _edit(bundle, schedule, args, ctx, n: int, precision: str, common: dict):

@@ -212,3 +212,22 @@ def test_sample_finishes_a_sketch_and_inpaints_keeping_the_rest(run_dir, tmp_pat
     assert main(["sample", "--checkpoint", ckpt, "--mask", str(tmp_path / "mask.png"), "--out",
                  str(tmp_path / "x.png")]) == 2
     assert "needs --init-image" in capsys.readouterr().err
+
+
+def test_variation_seeds_nudge_the_images_and_keep_their_ends(run_dir, tmp_path, capsys):
+    ckpt = str(run_dir / "run" / "model.safetensors")
+    common = ["sample", "--checkpoint", ckpt, "--sampler", "dpmpp2m", "--steps", "4", "--n", "4", "--device", "cpu",
+              "--precision", "fp32"]
+    shots = {}
+    for name, extra in (("a", ["--seed", "1"]), ("b", ["--seed", "2"]), ("v0", ["--seed", "1", "--variation-seed", "2",
+                        "--variation-strength", "0"]), ("v1", ["--seed", "1", "--variation-seed", "2",
+                        "--variation-strength", "1"]), ("v3", ["--seed", "1", "--variation-seed", "2",
+                        "--variation-strength", "0.3"])):
+        assert main([*common, *extra, "--out", str(tmp_path / f"{name}.png")]) == 0
+        shots[name] = np.asarray(Image.open(tmp_path / f"{name}.png").convert("RGB")).astype(int)
+    assert np.array_equal(shots["v0"], shots["a"]) and np.array_equal(shots["v1"], shots["b"])
+    d_near, d_far = np.abs(shots["v3"] - shots["a"]).mean(), np.abs(shots["b"] - shots["a"]).mean()
+    assert 0 < d_near < d_far  # nudged, not replaced
+    capsys.readouterr()
+    assert main([*common, "--variation-seed", "2", "--variation-strength", "1.5", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--variation-strength" in capsys.readouterr().err
