@@ -494,7 +494,9 @@ def _guide_model(args, ckpt, bundle, device):
         raise CliError("--guide-model: only acts with guidance; add --guidance 2 (or more)")
     path = Path(args.guide_model)
     if args.guide_model == "auto":
-        path = Path(ckpt).with_name(Path(ckpt).stem + ".guide.safetensors")
+        from core.paths import guide_model_for
+
+        path = guide_model_for(ckpt)
         if not path.is_file():
             raise CliError(f"--guide-model auto: no guide model beside {ckpt} ({path.name}); give a file")
     try:

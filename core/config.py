@@ -7,13 +7,12 @@ Adding a training option is one `ConfigField` entry here plus its use in the tra
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from .catalog import (BATCHNORM_MODES, LOSS_WEIGHTINGS, LR_SCHEDULES, MIN_SNR_GAMMA, NETWORK_SUMMARY, NETWORKS,
                       NEW_LABEL_INITS, OPTIMIZERS, PRECISIONS, PREDICTION_SUMMARY, PREDICTIONS, SCHEDULE_KINDS,
-                      SCHEDULE_SUMMARY, T_DEFAULT, config_dict)
+                      SCHEDULE_SUMMARY, T_DEFAULT, check_field_types, config_dict)
 
 MAX_STEPS = 10**9
 
@@ -195,20 +194,6 @@ TRAIN_RULES: tuple[tuple[Callable[[Any], bool], str], ...] = (
 )
 
 
-def check_types(spec: Sequence[ConfigField], values: dict) -> None:
-    """Whole numbers where a field is int, finite numbers where float, and so on (files and flags lie)."""
-    for f in spec:
-        v, what = values[f.key], f.key.replace("_", " ")
-        if f.type is int and (isinstance(v, bool) or not isinstance(v, int)):
-            raise ValueError(f"{what} must be a whole number, got {v!r}")
-        if f.type is float and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
-            raise ValueError(f"{what} must be a finite number, got {v!r}")
-        if f.type is bool and not isinstance(v, bool):
-            raise ValueError(f"{what} must be true or false, got {v!r}")
-        if f.type is str and not isinstance(v, str):
-            raise ValueError(f"{what} must be text, got {v!r}")
-
-
 def make_config_class(name: str, spec: Sequence[ConfigField], rules=(), doc: str = "") -> type:
     """A frozen dataclass with one field per entry of `spec`, validated on construction (types, then each
     field's rule, then `rules`), with to_dict() and from_dict() (unknown keys of a file are ignored)."""
@@ -216,7 +201,7 @@ def make_config_class(name: str, spec: Sequence[ConfigField], rules=(), doc: str
 
     def __post_init__(self):
         values = dataclasses.asdict(self)
-        check_types(spec, values)
+        check_field_types(self)  # the type check every config dataclass shares
         for f in spec:
             msg = f.check(values[f.key])
             if msg:

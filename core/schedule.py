@@ -179,28 +179,13 @@ def spaced_timesteps(steps: int, schedule: Schedule, spacing: str = "trailing", 
         return sampling_timesteps(steps, T)  # integers
     if not 1 <= steps <= T:
         raise ValueError(f"steps must be between 1 and {T}, got {steps}")
-    ab = schedule.ab_t[1:].numpy()  # (T,), indices 1..T
-    finite = ab > 0
-    lam = np.log(ab[finite] / (1 - ab[finite]))  # log-SNR, decreasing in t
-    t_idx = np.arange(1, T + 1, dtype=np.float64)[finite]
+    lam, _ = _log_snr_table(schedule)
     # Cap the noisy end at EDM's sigma_max = 80: schedules whose last steps hold almost no signal
     # (cosine, zero terminal SNR) would otherwise spend most steps where nothing visible happens.
     lam_max, lam_min = lam[0], max(lam[-1], -2 * math.log(SIGMA_RAMP_MAX))
-    if spacing == "logsnr":
-        grid = np.linspace(lam_min, lam_max, steps)  # noisiest first
-    else:
-        smax, smin = math.exp(-lam_min / 2), math.exp(-lam_max / 2)
-        ramp = np.linspace(0, 1, steps)
-        sig = (smax ** (1 / KARRAS_RHO) + ramp * (smin ** (1 / KARRAS_RHO) - smax ** (1 / KARRAS_RHO))) ** KARRAS_RHO
-        grid = -2 * np.log(sig)
-    # invert log-SNR(t): np.interp needs increasing x, so walk the reversed arrays
-    ts = np.interp(grid, lam[::-1], t_idx[::-1])
-    ts[0] = T  # the noisiest point is exactly t = T (pure noise under zero terminal SNR)
-    out = [float(t) for t in ts] + [0.0]
-    for a, b in zip(out, out[1:]):
-        if not a > b:  # coincident points can only come from steps close to T; fall back to integers
-            return sampling_timesteps(steps, T)
-    return out
+    # the noisiest point is exactly t = T (pure noise under zero terminal SNR); coincident points can only
+    # come from steps close to T: fall back to integers
+    return _ramp(steps, schedule, spacing, lam_min, lam_max, T) or sampling_timesteps(steps, T)
 
 
 def _spaced_from(steps: int, schedule: Schedule, spacing: str, t_max: float) -> list:
@@ -212,21 +197,30 @@ def _spaced_from(steps: int, schedule: Schedule, spacing: str, t_max: float) -> 
         return [int(t) if t.is_integer() else t for t in out]
     lam_of = lambda t: math.log(schedule.ab_at(t) / (1 - schedule.ab_at(t)))
     lam_max, lam_min = lam_of(1.0), max(lam_of(t_max), -2 * math.log(SIGMA_RAMP_MAX))
+    return _ramp(steps, schedule, spacing, lam_min, lam_max, t_max) or _spaced_from(steps, schedule, "trailing", t_max)
+
+
+def _log_snr_table(schedule: Schedule) -> tuple[np.ndarray, np.ndarray]:
+    """(log-SNR, t) at t = 1..T where the SNR is finite; log-SNR decreases with t."""
+    ab = schedule.ab_t[1:].numpy()  # (T,), indices 1..T
+    finite = ab > 0
+    lam = np.log(ab[finite] / (1 - ab[finite]))
+    return lam, np.arange(1, schedule.T + 1, dtype=np.float64)[finite]
+
+
+def _ramp(steps: int, schedule: Schedule, spacing: str, lam_min: float, lam_max: float, t_first: float) -> list | None:
+    """steps points uniform in log-SNR ("logsnr") or on Karras' sigma ramp between lam_min and lam_max, turned
+    back into t (the first pinned to t_first) and ended by 0; None when two points coincide."""
     if spacing == "logsnr":
-        grid = np.linspace(lam_min, lam_max, steps)
+        grid = np.linspace(lam_min, lam_max, steps)  # noisiest first
     else:
         smax, smin = math.exp(-lam_min / 2), math.exp(-lam_max / 2)
         ramp = np.linspace(0, 1, steps)
         sig = (smax ** (1 / KARRAS_RHO) + ramp * (smin ** (1 / KARRAS_RHO) - smax ** (1 / KARRAS_RHO))) ** KARRAS_RHO
         grid = -2 * np.log(sig)
-    ab = schedule.ab_t[1:].numpy()
-    finite = ab > 0
-    lam = np.log(ab[finite] / (1 - ab[finite]))
-    t_idx = np.arange(1, schedule.T + 1, dtype=np.float64)[finite]
+    lam, t_idx = _log_snr_table(schedule)
+    # invert log-SNR(t): np.interp needs increasing x, so walk the reversed arrays
     ts = np.interp(grid, lam[::-1], t_idx[::-1])
-    ts[0] = t_max
+    ts[0] = t_first
     out = [float(t) for t in ts] + [0.0]
-    if any(not a > b for a, b in zip(out, out[1:])):
-        return _spaced_from(steps, schedule, "trailing", t_max)
-    return out
-
+    return out if all(a > b for a, b in zip(out, out[1:])) else None

@@ -215,6 +215,7 @@ def read_run_info(folder: str | Path) -> dict:
     """{'step', 'train_config' (dict), 'dataset', 'label_names'} of a run folder, or CheckpointError."""
     from core.checkpoint import CheckpointError, read_metadata
     from core.training import MODEL_FILE, RESUME_FILE
+    from core.training.resume import diverged_note
 
     folder = Path(folder)
     model, resume = folder / MODEL_FILE, folder / RESUME_FILE
@@ -224,23 +225,8 @@ def read_run_info(folder: str | Path) -> dict:
     meta = read_metadata(model)
     return {"step": meta["step"], "train_config": meta["train_config"], "dataset": meta["dataset"],
             "dataset_fingerprint": meta["dataset_fingerprint"], "label_names": meta["label_names"],
-            "diverged": _diverged_note(folder)}
+            "diverged": diverged_note(folder)}
 
-
-def _diverged_note(folder: Path) -> str:
-    """Why the run stopped, when it stopped because it diverged ("" otherwise; an unreadable note says so)."""
-    import json
-
-    from core.catalog import DIVERGED_FILE
-
-    marker = folder / DIVERGED_FILE
-    if not marker.is_file():
-        return ""
-    try:
-        info = json.loads(marker.read_text())
-        return f"at step {int(info['step'])}: {str(info['reason'])[:300]}"
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
-        return "(its note is unreadable)"
 
 
 # --------------------------------------------------------------------------------------------

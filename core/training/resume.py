@@ -17,6 +17,19 @@ from ..errors import UserError
 from .runlog import truncate_log
 
 
+def diverged_note(out_dir: Path) -> str:
+    """Why the run in out_dir stopped when it stopped because it diverged ("at step N (reason)"), "" when it
+    did not; "(its note is unreadable)" for a damaged marker (the file is untrusted)."""
+    marker = Path(out_dir) / DIVERGED_FILE
+    if not marker.is_file():
+        return ""
+    try:
+        info = json.loads(marker.read_text())
+        return f"at step {int(info['step'])} ({str(info['reason'])[:200]})"
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return "(its note is unreadable)"
+
+
 class DivergedRunError(UserError, ValueError):
     """Resuming a run that stopped because it diverged, without --force."""
 
@@ -37,13 +50,10 @@ class ResumeMixin:
     def _check_not_diverged(self) -> None:
         """A run that stopped on an exploding or NaN loss would train straight through the same place again."""
         marker = self.out_dir / DIVERGED_FILE
-        if not marker.is_file():
+        note = diverged_note(self.out_dir)
+        if not note:
             return
-        try:
-            info = json.loads(marker.read_text())
-            what = f" at step {int(info['step'])} ({str(info['reason'])[:200]})"
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
-            what = ""
+        what = f" {note}" if not note.startswith("(") else ""
         if not self.force:
             raise DivergedRunError(
                 f"{self.out_dir}: this run stopped because it diverged{what}; resuming would train through the same "

@@ -196,24 +196,39 @@ def load_guide(path: str, net):
     return load_checkpoint(path, device).net.eval()
 
 
+def _step_passes(spec: ColumnSpec, n: int, net, guide_net=None) -> list[tuple]:
+    """(network, batch) of the passes one step of this column makes: one, a doubled batch for guidance, or the
+    model and its guide side by side (autoguidance)."""
+    if spec.calls_per_step == 1:
+        return [(net, n)]
+    return [(net, n), (guide_net, n)] if guide_net is not None else [(net, 2 * n)]
+
+
+def _blank_call(model, batch: int, precision: str) -> None:
+    """One model call on zeros of the run's shape (the inputs do not change the cost)."""
+    import torch
+
+    from core.device import autocast
+
+    cfg, device = model.config, next(model.parameters()).device
+    x = torch.zeros((batch, cfg.in_channels, cfg.height, cfg.height), device=device)
+    c = torch.zeros((batch, cfg.n_cfeat), device=device)
+    with autocast(device, precision):
+        model(x, torch.full((1,), 0.5, device=device), c)
+
+
 def _warm_up(net, job: SampleJob, precision: str, guide_net=None) -> float:
     """One untimed model call per batch shape the run will use (oneDNN/cuDNN build kernels on first use)."""
     import torch
 
-    from core.device import autocast, synchronize
+    from core.device import synchronize
 
     device = next(net.parameters()).device
-    cfg = net.config
     start = time.perf_counter()
-    # With a guide model the two passes run one network each, at the batch of one pass.
-    shapes = sorted({job.n * (1 if guide_net is not None else c.calls_per_step) for c in job.columns})
+    shapes = {(id(m), b): (m, b) for spec in job.columns for m, b in _step_passes(spec, job.n, net, guide_net)}
     with torch.inference_mode():
-        for model, sizes in ((net, shapes), (guide_net, [job.n] if guide_net is not None else [])):
-            for b in sizes:
-                x = torch.zeros((b, cfg.in_channels, cfg.height, cfg.height), device=device)
-                c = torch.zeros((b, cfg.n_cfeat), device=device)
-                with autocast(device, precision):
-                    model(x, torch.full((1,), 0.5, device=device), c)
+        for model, b in shapes.values():
+            _blank_call(model, b, precision)
     synchronize(device)
     return time.perf_counter() - start
 
@@ -326,23 +341,17 @@ def calibrate_calls(net, job: SampleJob, precision: str, guide_net=None, rounds:
 
     import torch
 
-    from core.device import autocast, synchronize
+    from core.device import synchronize
 
     device = next(net.parameters()).device
-    cfg = net.config
     times: dict[int, list[float]] = {i: [] for i in range(len(job.columns))}
     with torch.inference_mode():
         for _ in range(rounds):
             for i, spec in enumerate(job.columns):
-                passes = [(net, job.n)] if spec.calls_per_step == 1 else (
-                    [(net, job.n), (guide_net, job.n)] if guide_net is not None else [(net, 2 * job.n)])
                 synchronize(device)
                 start = time.perf_counter()
-                for model, b in passes:
-                    x = torch.zeros((b, cfg.in_channels, cfg.height, cfg.height), device=device)
-                    c = torch.zeros((b, cfg.n_cfeat), device=device)
-                    with autocast(device, precision):
-                        model(x, torch.full((1,), 0.5, device=device), c)
+                for model, b in _step_passes(spec, job.n, net, guide_net):
+                    _blank_call(model, b, precision)
                 synchronize(device)
                 times[i].append(1000 * (time.perf_counter() - start) / spec.calls_per_step)
     return {i: statistics.median(v) for i, v in times.items()}
