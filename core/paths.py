@@ -1,6 +1,7 @@
 """Where shipped resources live (from source and from a PyInstaller build alike), and the one atomic file write."""
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import tempfile
@@ -53,6 +54,15 @@ def shipped_guide_model() -> Path | None:
     """The shipped default model's guide (a weaker model of the same run), or None when none is shipped."""
     path = guide_model_for(checkpoint_path("default.safetensors"))
     return path if path.is_file() else None
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file (hex): the model a picture was drawn with, recorded beside its settings."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
