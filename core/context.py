@@ -85,3 +85,18 @@ def _resolve_label(text: str, names: list[str]) -> int | None:
     if key.isdigit() and int(key) < len(names):
         return int(key)
     return None
+
+
+def spec_from_context(context: Sequence[float], label_names: Sequence[str]) -> str:
+    """The text context_from_spec reads back to this exact vector: a label's name for a single label, "none"
+    for no label, else the whole vector ("0.5,0,1,0,0")."""
+    vec = [float(v) for v in context]
+    names = [str(n) for n in label_names]
+    if not any(vec):
+        return "none"
+    ones = [i for i, v in enumerate(vec) if v != 0]
+    if len(ones) == 1 and vec[ones[0]] == 1.0 and ones[0] < len(names):
+        name = names[ones[0]]
+        if "+" not in name and "," not in name and _resolve_label(name, names) == ones[0]:
+            return name
+    return ",".join(repr(v) for v in vec)

@@ -76,6 +76,9 @@ class MainWindow(QMainWindow):
         if hasattr(self.sample_panel, "model_requested"):
             self.sample_panel.model_requested.connect(self.open_checkpoint)
             self.sample_panel.open_model_requested.connect(self._on_open_checkpoint)
+            # a restored run's rows and guidance go back into the composer, which publishes them as usual
+            self.sample_panel.lab.restore_composition_requested.connect(
+                lambda saved: (self.composer.restore_state(saved), self.composer.publish()))
         self._poll_close_timer = QTimer(self)
         self._poll_close_timer.setInterval(50)
         self._poll_close_timer.timeout.connect(self._retry_close)

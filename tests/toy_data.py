@@ -15,3 +15,19 @@ def blob_squares(n: int):
         imgs[i, y:y + 4, x:x + 4, k] = 255
         labels[i, k] = 1
     return ImageDataset(imgs, labels, ["red", "green", "blue"], "blobs")
+
+
+EMOJI_LABELS = ["face", "person", "animal & nature", "food", "object", "symbol & flag"]  # the classifier's labels
+
+
+def tiny_bundle(net_class=None, path=None):
+    """An untrained 16 px model with the emoji labels, as the app holds a loaded one (a ModelBundle)."""
+    import torch
+
+    from core.checkpoint import ModelBundle
+    from core.schedule import ScheduleConfig
+    from core.unet import ContextUnet, UNetConfig
+
+    torch.manual_seed(0)
+    net = (net_class or ContextUnet)(UNetConfig(n_feat=8, n_cfeat=len(EMOJI_LABELS), height=16)).eval()
+    return ModelBundle(net, ScheduleConfig(), list(EMOJI_LABELS), {"dataset": "test", "step": 0}, path)

@@ -34,6 +34,8 @@ def export_text(summary_like: dict) -> dict[str, str]:
     if "position" in summary_like:
         text["frame"] = summary_like["position"]
     text["settings"] = json.dumps({"columns": [c.__dict__ for c in cols], "seed": summary_like["seed"]})
+    if summary_like.get("entry"):  # the whole run as the history keeps it: "Settings from a PNG…" restores it
+        text["entry"] = json.dumps(summary_like["entry"])
     return text
 
 

@@ -51,6 +51,12 @@ class ModelBar(QWidget):
     def precision(self) -> str:
         return self.precision_box.currentData() or "auto"
 
+    def set_precision(self, precision: str) -> None:
+        """Pick `precision` when this model offers it (a restored run's); otherwise keep the current choice."""
+        i = self.precision_box.findData(precision)
+        if i >= 0:
+            self.precision_box.setCurrentIndex(i)
+
     def refresh_model_choices(self, choices: list[tuple[str, str]]) -> None:
         """Fill the model menu (label, path); the loaded model is selected, or listed first when not a choice."""
         current = str(self.state.model.path) if self.state.model is not None and self.state.model.path else ""

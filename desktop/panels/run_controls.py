@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QMenu, QPushButton, QSpinBox, QToolButton, QWidget
 
 from desktop import settings
 from desktop.widgets.common import HintLabel
@@ -54,6 +54,23 @@ class RunControls(QWidget):
         row.addStretch(1)
         self.run_hint = HintLabel("Press Run to draw with three samplers from the same noise.")
         row.addWidget(self.run_hint)
+        # The sampler lab: one menu keeps the row short on small screens, each tool two clicks away.
+        self.lab_button = QToolButton()
+        self.lab_button.setText("Lab")
+        self.lab_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.lab_button.setToolTip("More ways to sample: an X/Y grid of settings, the history of every run "
+                                   "(restore any of them), and settings read back from an exported PNG")
+        self.lab_menu = QMenu(self.lab_button)
+        self.grid_action = self.lab_menu.addAction("X/Y grid…")
+        self.grid_action.setToolTip("Vary one setting along each axis (sampler × steps, guidance × label, ...) "
+                                    "from the same noise")
+        self.history_action = self.lab_menu.addAction("History…")
+        self.history_action.setToolTip("Every run you made, newest first: one click restores its settings here")
+        self.png_action = self.lab_menu.addAction("Settings from a PNG…")
+        self.png_action.setToolTip("Open an image this app exported and restore the settings that made it")
+        self.lab_menu.setToolTipsVisible(True)
+        self.lab_button.setMenu(self.lab_menu)
+        row.addWidget(self.lab_button)
         self.add_button = QPushButton("+ Add sampler")
         self.add_button.setToolTip("Compare up to four samplers")
         self.run_button = QPushButton("Run")

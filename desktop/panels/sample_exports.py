@@ -24,7 +24,8 @@ class SampleExporter:
         summary = self.panel.summary
         return {"columns": [r.spec for r in results], "seed": summary.seed, "model": summary.model,
                 "precision": self.panel.summary.precision, "row_names": self.panel._run_row_names,
-                "nfe": [r.nfe for r in results], "seconds": [r.seconds for r in results]}
+                "nfe": [r.nfe for r in results], "seconds": [r.seconds for r in results],
+                "entry": self.panel.lab.last_entry}
 
     def _results(self) -> list:
         return sorted(self.panel.summary.results, key=lambda r: r.index) if self.panel.summary else []

@@ -41,6 +41,9 @@ class SampleLayout:
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         tl.addWidget(self.controls)
+        from desktop.panels.sample_lab import SampleLab  # here: it needs the controls above
+
+        self.lab = SampleLab(self)
         self.column_strip = ColumnStrip()
         self.columns = self.column_strip.columns
         tl.addWidget(self.column_strip, 1)

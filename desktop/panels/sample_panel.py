@@ -212,7 +212,7 @@ class SamplePanel(SampleLayout, QWidget):
         bundle = self.state.model
         if bundle is None or self.is_busy():
             return
-        job = self.make_job()
+        job = self._job = self.make_job()
         self.run_hint.hide()
         self._forget_results()
         self.summary = sw.RunSummary(seed=job.seed, model=bundle.description)
@@ -247,6 +247,7 @@ class SamplePanel(SampleLayout, QWidget):
         if self._worker is not None:
             self._worker.request_stop()
         self._redraw_timer.stop()
+        self.lab.shutdown()
         settings.save_json("sample/columns", [column_settings(c) for c in self.columns])  # for the next session
 
     def _on_thread_finished(self) -> None:
@@ -322,6 +323,7 @@ class SamplePanel(SampleLayout, QWidget):
         else:
             self.state.status_message.emit(f"Sampled {n} columns from seed {summary.seed}.")
         self._setup_scrubber()
+        self.lab.record_compare(self.summary, self._job)
 
     def _on_run_error(self, error: BaseException) -> None:
         message = f"Sampling stopped: {engine.user_message(error)[:300]}"

@@ -1,0 +1,320 @@
+"""The history of sampling runs: every Sample & compare run and X/Y grid kept in the data folder (a JSON
+file of settings and a PNG thumbnail each), newest first, capped, and read back to restore any of them.
+
+The files are the user's and may be edited or damaged: every reader checks types and sizes and skips (the
+list) or refuses with one line (a restore) what it cannot use. Writing and listing run on worker threads
+(`threads.run_in_background`); nothing here imports torch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HISTORY_FOLDER = "history"
+MAX_ENTRIES = 500  # the oldest go first beyond this
+MAX_ENTRY_BYTES = 1 << 20  # a settings file larger than this is not one of ours
+MAX_PNG_BYTES = 64 << 20
+THUMB_TILE = 32  # px per image in a thumbnail
+ENTRY_VERSION = 1
+_ID = re.compile(r"^\d{8}-\d{6}-\d{6}$")
+
+
+def history_dir() -> Path:
+    from desktop.settings import user_data_dir
+
+    return user_data_dir() / HISTORY_FOLDER
+
+
+# --- making entries (GUI thread: plain data only) --------------------------------------------------------
+
+def compare_entry(summary, job, bundle, row_names: list[str], composition, columns: list[dict]) -> dict:
+    """A Sample & compare run as plain data: everything Run needs to draw it again, and what it measured."""
+    results = sorted(summary.results, key=lambda r: r.index)
+    names = list(bundle.label_names)
+    return {
+        "version": ENTRY_VERSION, "kind": "compare", "time": time.time(), "model": _model(bundle),
+        "seed": int(job.seed), "per_row": int(job.per_row), "precision": job.precision,
+        "runtime": summary.runtime_label, "columns": columns,
+        "composer": {"names": names, "rows": np.asarray(job.context, np.float64).tolist(),
+                     "guidance": float(composition.guidance), "guide_with": composition.guide_with},
+        "row_names": list(row_names),
+        "results": [{"title": r.spec.title, "sampler": r.spec.sampler, "steps": r.spec.steps, "nfe": r.nfe,
+                     "seconds": round(r.seconds, 4)} for r in results],
+        "cancelled": bool(summary.cancelled),
+    }
+
+
+def grid_entry(spec, summary) -> dict:
+    return {"version": ENTRY_VERSION, "kind": "grid", "time": time.time(),
+            "model": {"path": summary.model_path, "name": summary.model, "sha256": summary.model_hash},
+            "grid": spec.to_dict(), "runtime": summary.runtime_label, "precision": summary.precision,
+            "row_names": [spec.base.context], "results": [
+                {"title": c.settings.describe(spec.x.name), "sampler": c.settings.sampler, "steps": c.settings.steps,
+                 "nfe": c.nfe, "seconds": round(c.seconds, 4)} for c in summary.cells.values()],
+            "cancelled": bool(summary.cancelled)}
+
+
+def _model(bundle) -> dict:
+    path = str(bundle.path) if bundle.path is not None else ""
+    return {"path": path, "name": Path(path).name if path else "(unsaved)", "sha256": ""}
+
+
+def compare_thumbnail(summary) -> np.ndarray:
+    """(H, W, 3) uint8: one row per column, its first images."""
+    rows = [r.images[:4] for r in sorted(summary.results, key=lambda r: r.index)]
+    return _tile_rows(rows)
+
+
+def grid_thumbnail(spec, summary) -> np.ndarray:
+    rows, cols = spec.shape
+    first = next(iter(summary.cells.values())).images[0]
+    blank = np.full_like(first, 255)
+    grid = [[summary.cells[r, c].images[0] if (r, c) in summary.cells else blank for c in range(cols)]
+            for r in range(rows)]
+    return _tile_rows([np.stack(row) for row in grid])
+
+
+def _tile_rows(rows: list[np.ndarray]) -> np.ndarray:
+    h = rows[0].shape[1]
+    width = max(len(r) for r in rows)
+    out = np.full((len(rows) * (h + 1), width * (h + 1), 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            out[i * (h + 1):i * (h + 1) + h, j * (h + 1):j * (h + 1) + h] = img
+    return out
+
+
+# --- the store (worker threads) ----------------------------------------------------------------------------
+
+def _digest(path: str) -> str:
+    from core.paths import file_digest
+
+    try:
+        return file_digest(path) if path else ""
+    except OSError:
+        return ""
+
+
+def record(entry: dict, thumbnail: np.ndarray, folder: Path | None = None) -> dict:
+    """Write one entry (the model's sha256 filled in) and its thumbnail; drop the oldest beyond MAX_ENTRIES.
+    Returns the entry as written, with its "id"."""
+    from PIL import Image
+
+    from core.paths import atomic_write_bytes
+
+    folder = folder or history_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = json.loads(json.dumps(entry))  # a private copy: the caller's dict stays as it was
+    if not entry["model"].get("sha256"):
+        entry["model"]["sha256"] = _digest(entry["model"].get("path", ""))
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(entry["time"]))
+    entry["id"] = f"{stamp}-{int(entry['time'] * 1e6) % 1_000_000:06d}"
+    while (folder / f"{entry['id']}.json").exists():  # two runs in one microsecond: the next free id
+        entry["id"] = entry["id"][:-6] + f"{(int(entry['id'][-6:]) + 1) % 1_000_000:06d}"
+    h, w = thumbnail.shape[:2]
+    scale = max(1, THUMB_TILE // 16)
+    image = Image.fromarray(np.ascontiguousarray(thumbnail)).resize((w * scale, h * scale), Image.NEAREST)
+    image.save(folder / f"{entry['id']}.png")
+    atomic_write_bytes(folder / f"{entry['id']}.json", json.dumps(entry).encode())
+    _prune(folder)
+    return entry
+
+
+def _ids(folder: Path) -> list[str]:
+    try:
+        return sorted((p.stem for p in folder.glob("*.json") if _ID.match(p.stem)), reverse=True)
+    except OSError:
+        return []
+
+
+def _prune(folder: Path, keep: int = MAX_ENTRIES) -> None:
+    for old in _ids(folder)[keep:]:
+        delete(old, folder)
+
+
+def delete(entry_id: str, folder: Path | None = None) -> None:
+    folder = folder or history_dir()
+    if not _ID.match(entry_id):
+        return  # only our own files are ever removed
+    for ext in (".json", ".png"):
+        (folder / f"{entry_id}{ext}").unlink(missing_ok=True)
+
+
+def clear(folder: Path | None = None) -> int:
+    folder = folder or history_dir()
+    ids = _ids(folder)
+    for entry_id in ids:
+        delete(entry_id, folder)
+    return len(ids)
+
+
+def load_entries(folder: Path | None = None) -> list[dict]:
+    """Every readable entry, newest first, each with "thumbnail" (its PNG's path, or ""); damaged ones skipped."""
+    folder = folder or history_dir()
+    out = []
+    for entry_id in _ids(folder):
+        path = folder / f"{entry_id}.json"
+        try:
+            if path.stat().st_size > MAX_ENTRY_BYTES:
+                continue
+            entry = _parse(path.read_text(encoding="utf-8"))
+            restorable(entry)
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        thumb = folder / f"{entry_id}.png"
+        entry["id"], entry["thumbnail"] = entry_id, str(thumb) if thumb.is_file() else ""
+        out.append(entry)
+    return out
+
+
+def _parse(text: str) -> dict:
+    if len(text) > MAX_ENTRY_BYTES or _depth(text) > 16:
+        raise ValueError("the settings are too large or too deeply nested")
+    try:
+        entry = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ValueError("the settings are not readable JSON") from None
+    if not isinstance(entry, dict):
+        raise ValueError("the settings are not a JSON object")
+    return entry
+
+
+def _depth(text: str) -> int:
+    """Bracket nesting of JSON text, counted before json.loads could recurse that deep."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+# --- reading an entry back ---------------------------------------------------------------------------------
+
+@dataclass
+class Restorable:
+    kind: str
+    title: str
+    model_path: str = ""
+    model_hash: str = ""
+    columns: list | None = None
+    seed: int = 0
+    per_row: int = 4
+    precision: str = "auto"
+    composer: dict | None = None
+    grid: object = None  # core.xy_grid.GridSpec for a grid
+
+
+def restorable(entry) -> Restorable:
+    """The settings of an entry, checked (ValueError with one line when they cannot be used)."""
+    from core.catalog import PRECISIONS, SAMPLER_NAMES
+    from core.errors import UserError
+    from core.xy_grid import GridSpec
+    from desktop.widgets.sampler_column import valid_column_settings
+
+    if not isinstance(entry, dict) or entry.get("kind") not in ("compare", "grid"):
+        raise ValueError("these are not the settings of a Diffusion Desk run")
+    model = entry.get("model") if isinstance(entry.get("model"), dict) else {}
+    path, digest = model.get("path", ""), model.get("sha256", "")
+    path, digest = (path if isinstance(path, str) else ""), (digest if isinstance(digest, str) else "")
+    when = entry.get("time")
+    stamp = time.strftime("%d %b %H:%M", time.localtime(when)) if isinstance(when, (int, float)) and \
+        0 < when < 1e11 else "an earlier run"
+    if entry["kind"] == "grid":
+        try:
+            grid = GridSpec.from_dict(entry.get("grid"))
+        except (UserError, AttributeError) as e:
+            raise ValueError(f"the grid's settings are damaged ({e})") from None
+        return Restorable("grid", f"the grid of {stamp}", path, digest, grid=grid)
+    columns = valid_column_settings(entry.get("columns"), set(SAMPLER_NAMES))
+    seed, per_row = entry.get("seed"), entry.get("per_row")
+    if not columns:
+        raise ValueError("the run's sampler columns are missing or damaged")
+    if not (_is_int(seed) and 0 <= seed < 2**31 and _is_int(per_row) and 1 <= per_row <= 16):
+        raise ValueError("the run's seed or images per row are missing or out of range")
+    precision = entry.get("precision") if entry.get("precision") in PRECISIONS else "auto"
+    return Restorable("compare", f"the run of {stamp}", path, digest, columns, seed, per_row, precision,
+                      _composer(entry.get("composer")))
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _composer(d) -> dict | None:
+    """The composer's saved state when it is sound (the composer checks it again), else None."""
+    if not isinstance(d, dict) or not isinstance(d.get("names"), list) or not isinstance(d.get("rows"), list):
+        return None
+    names, rows = d["names"], d["rows"]
+    if not all(isinstance(n, str) for n in names) or len(rows) > 256:
+        return None
+    ok = all(isinstance(r, list) and len(r) == len(names) and all(isinstance(v, (int, float)) and
+                                                                  not isinstance(v, bool) for v in r) for r in rows)
+    g = d.get("guidance", 1.0)
+    if not ok or not isinstance(g, (int, float)) or not 0 <= g <= 50:
+        return None
+    guide = d.get("guide_with", "")
+    return {"names": names, "rows": rows, "guidance": float(g), "guide_with": guide if isinstance(guide, str) else ""}
+
+
+def read_png_entry(path: str) -> dict:
+    """The run settings an exported PNG carries (its "entry" or grid "settings" text chunk); ValueError if none."""
+    from PIL import Image
+
+    p = Path(path)
+    if p.stat().st_size > MAX_PNG_BYTES:
+        raise ValueError("the file is too large to be one of this app's pictures")
+    try:
+        with Image.open(p) as im:
+            if im.format != "PNG":
+                raise ValueError(f"this is a {im.format} file, not a PNG")
+            text = dict(getattr(im, "text", {}) or {})
+    except (OSError, Image.DecompressionBombError) as e:
+        raise ValueError(f"not a readable PNG ({e})") from None
+    if "entry" in text:
+        entry = _parse(text["entry"])
+    elif text.get("kind") == "xy-grid" and "settings" in text:
+        settings = _parse(text["settings"])
+        entry = {"kind": "grid", "grid": settings.get("grid"),
+                 "model": {"path": "", "name": settings.get("model", ""), "sha256": settings.get("model_sha256", "")}}
+    else:
+        raise ValueError("it carries no Diffusion Desk settings (only pictures this app exported do)")
+    restorable(entry)
+    return entry
+
+
+# --- the model a restore asks for ------------------------------------------------------------------------
+
+def exists(path: str) -> bool:
+    return bool(path) and Path(path).is_file()
+
+
+def same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def digest_matches(path: str, digest: str) -> bool:
+    """True when the file is the one recorded (or nothing was recorded to compare with)."""
+    return not digest or _digest(path) == digest
+

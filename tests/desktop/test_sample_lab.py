@@ -1,0 +1,210 @@
+"""Sample & compare's lab: the X/Y grid dialog, the history of runs and settings read back from PNGs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from toy_data import EMOJI_LABELS, tiny_bundle  # noqa: E402
+
+TIMEOUT_MS = 30000
+
+
+@pytest.fixture
+def saved_model(tmp_path):
+    """A tiny model saved to a file (the history records its path and sha256) and loaded back."""
+    from core.checkpoint import load_checkpoint, save_checkpoint
+
+    b = tiny_bundle()
+    path = save_checkpoint(tmp_path / "tiny.safetensors", b.net.state_dict(), unet_config=b.net.config,
+                           schedule_config=b.schedule_config, label_names=b.label_names, dataset="test")
+    return load_checkpoint(path, "cpu")
+
+
+@pytest.fixture
+def state(saved_model):
+    from desktop.state import AppState, Composition, ContextRow
+
+    s = AppState()
+    s.set_model(saved_model)
+    eye = np.eye(len(EMOJI_LABELS)).tolist()
+    s.set_composition(Composition([ContextRow(EMOJI_LABELS[i], eye[i]) for i in (0, 3)]))
+    return s
+
+
+@pytest.fixture
+def panel(qtbot, state):
+    from desktop.panels.sample_panel import SamplePanel
+
+    p = SamplePanel(state)
+    qtbot.addWidget(p)
+    p.per_row_spin.setValue(2)
+    p.precision_box.setCurrentIndex(p.precision_box.findData("fp32"))
+    p.columns[0].set_spec("ddim", 3)
+    p.columns[1].set_spec("dpmpp2m", 2)
+    p.columns[2].set_spec("heun", 2, spacing="karras")
+    p.seed_spin.setValue(7)
+    yield p
+    p.shutdown()
+
+
+def run_and_wait(qtbot, panel):
+    with qtbot.waitSignal(panel.busy_changed, timeout=TIMEOUT_MS, check_params_cb=lambda busy: not busy):
+        panel.run()
+    return panel.summary
+
+
+def wait_history(qtbot, n: int):
+    from desktop import threads
+    from desktop.jobs import history as hj
+
+    qtbot.waitUntil(lambda: not threads.background_busy() and len(hj.load_entries()) >= n, timeout=TIMEOUT_MS)
+    return hj.load_entries()
+
+
+def test_the_lab_menu_offers_grid_history_and_png_in_two_clicks(panel):
+    actions = [a.text() for a in panel.controls.lab_menu.actions()]
+    assert actions == ["X/Y grid…", "History…", "Settings from a PNG…"]
+    assert all(a.toolTip() for a in panel.controls.lab_menu.actions())
+
+
+def test_the_grid_dialog_fills_every_cell_with_exactly_a_single_runs_pixels(qtbot, panel, state, tmp_path):
+    from core.schedule import Schedule
+    from core.xy_grid import run_cell
+
+    dlg = panel.lab.open_grid()
+    qtbot.addWidget(dlg)
+    dlg.x_row.set_axis("sampler", "ddim,dpmpp2m")
+    dlg.y_row.set_axis("steps", "1,3")
+    dlg.per_cell.setValue(3)
+    base = dlg.base()[0]  # off the axes: the panel's cheapest column (dpmpp2m 2), seed and first row
+    assert (base.sampler, base.steps, base.seed, base.context) == ("dpmpp2m", 2, 7, "face")
+    with qtbot.waitSignal(dlg.grid_finished, timeout=TIMEOUT_MS):
+        dlg.run()
+    cells = dlg.summary.cells
+    assert set(cells) == {(0, 0), (0, 1), (1, 0), (1, 1)} and dlg.progress.value() == 4
+    for (r, c), cell in cells.items():
+        single = run_cell(state.model.net, Schedule(state.model.schedule_config), dlg.spec.cell(r, c), 3,
+                          EMOJI_LABELS, precision=dlg.summary.precision)
+        assert np.array_equal(cell.images, single.images)
+        assert dlg._cells[r, c][1].text().endswith(f"{cell.nfe} calls")
+    qtbot.waitUntil(lambda: not dlg.is_busy(), timeout=TIMEOUT_MS)
+    assert dlg.export_button.isEnabled()
+    out = tmp_path / "grid.png"
+    dlg.export(str(out))
+    qtbot.waitUntil(out.exists, timeout=TIMEOUT_MS)
+    from desktop.jobs import history as hj
+
+    entry = hj.read_png_entry(str(out))
+    assert hj.restorable(entry).grid == dlg.spec
+
+
+def test_a_bad_axis_is_a_message_and_nothing_runs(qtbot, panel, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    said = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a: said.append(a[2]))
+    dlg = panel.lab.open_grid()
+    qtbot.addWidget(dlg)
+    dlg.x_row.set_axis("steps", "1,zero")
+    dlg.run()
+    assert not dlg.is_busy() and "'zero' is not a whole number" in said[0]
+
+
+def test_a_restored_run_draws_the_same_pixels_bit_for_bit(qtbot, panel, state):
+    first = run_and_wait(qtbot, panel)
+    images = {r.index: r.images.copy() for r in first.results}
+    entries = wait_history(qtbot, 1)
+    entry = entries[0]
+    assert entry["model"]["sha256"] and entry["seed"] == 7 and entry["per_row"] == 2
+    assert [r["sampler"] for r in entry["results"]] == ["ddim", "dpmpp2m", "heun"]
+    # scramble the panel, then restore from the history
+    panel.seed_spin.setValue(99)
+    panel.per_row_spin.setValue(5)
+    panel.columns[0].set_spec("ddpm", 9)
+    panel._remove_column(panel.columns[2])
+    panel.lab.restore(entry)
+    assert panel.seed_spin.value() == 7 and panel.per_row_spin.value() == 2 and len(panel.columns) == 3
+    assert [c.spec().sampler for c in panel.columns] == ["ddim", "dpmpp2m", "heun"]
+    assert panel.columns[2].spec().spacing == "karras"
+    again = run_and_wait(qtbot, panel)
+    for r in again.results:
+        assert np.array_equal(r.images, images[r.index]), r.index
+
+
+def test_an_exported_png_restores_its_run(qtbot, panel, tmp_path):
+    from desktop.jobs import history as hj
+
+    run_and_wait(qtbot, panel)
+    wait_history(qtbot, 1)
+    out = tmp_path / "compare.png"
+    with qtbot.waitSignal(panel.export_finished, timeout=TIMEOUT_MS):
+        panel.exports.final_png(str(out))
+    entry = hj.read_png_entry(str(out))
+    r = hj.restorable(entry)
+    assert r.seed == 7 and [c["sampler"] for c in r.columns] == ["ddim", "dpmpp2m", "heun"]
+    assert r.composer["rows"][1] == np.eye(len(EMOJI_LABELS))[3].tolist()  # the composer's second row: food
+
+
+def test_the_history_dialog_lists_newest_first_filters_and_clears(qtbot, panel, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    run_and_wait(qtbot, panel)
+    panel.columns[0].set_spec("ddpm", 4)
+    run_and_wait(qtbot, panel)
+    wait_history(qtbot, 2)
+    dlg = panel.lab.open_history()
+    qtbot.addWidget(dlg)
+    qtbot.waitUntil(lambda: dlg.list.count() == 2, timeout=TIMEOUT_MS)
+    assert dlg.selected()["results"][0]["sampler"] == "ddpm"  # the newest first
+    assert not dlg.list.item(0).icon().isNull()
+    dlg.sampler_filter.setCurrentText("ddpm")
+    assert dlg.list.count() == 1
+    dlg.sampler_filter.setCurrentText("all")
+    restored = []
+    dlg.restore_requested.connect(restored.append)
+    dlg.restore_selected()
+    assert restored and restored[0]["results"][0]["sampler"] == "ddpm"
+    monkeypatch.setattr(QMessageBox, "question", lambda *a: QMessageBox.StandardButton.Yes)
+    dlg.ask_clear()
+    qtbot.waitUntil(lambda: dlg.list.count() == 0 and not dlg.clear_button.isEnabled(), timeout=TIMEOUT_MS)
+
+
+def test_the_history_is_capped_and_skips_damaged_files(tmp_path):
+    from desktop.jobs import history as hj
+
+    entry = {"version": 1, "kind": "compare", "time": 1.7e9, "model": {"path": "", "name": "m", "sha256": "x"},
+             "seed": 1, "per_row": 2, "precision": "fp32", "columns": [
+                 {"sampler": "ddim", "steps": 3, "eta": 0.0, "guidance": None, "spacing": "trailing"}] * 2,
+             "results": []}
+    thumb = np.zeros((16, 32, 3), np.uint8)
+    for i in range(5):
+        hj.record(dict(entry, time=1.7e9 + i), thumb, tmp_path)
+    hj._prune(tmp_path, keep=3)
+    assert len(hj.load_entries(tmp_path)) == 3
+    (tmp_path / "20990101-000000-000000.json").write_text("[" * 100000)  # a depth bomb
+    (tmp_path / "20990101-000000-000001.json").write_text(json.dumps({"kind": "compare", "seed": "x"}))
+    (tmp_path / "not-ours.json").write_text("{}")
+    assert [e["time"] for e in hj.load_entries(tmp_path)] == [1.7e9 + 4, 1.7e9 + 3, 1.7e9 + 2]
+    hj.clear(tmp_path)
+    assert (tmp_path / "not-ours.json").exists()  # only the history's own files are removed
+
+
+@pytest.mark.parametrize("text, says", [
+    ("not json", "not readable JSON"), ("[]", "not a JSON object"), ('{"kind": "video"}', "not the settings"),
+    ('{"kind": "compare", "columns": []}', "columns are missing"),
+    ('{"kind": "grid", "grid": {"x": 1}}', "grid's settings are damaged"),
+])
+def test_a_png_with_damaged_settings_is_one_line(tmp_path, text, says):
+    from PIL import Image
+
+    from core.export import save_png
+    from desktop.jobs import history as hj
+
+    out = tmp_path / "x.png"
+    save_png(Image.new("RGB", (4, 4)), out, {"entry": text})
+    with pytest.raises(ValueError, match=says):
+        hj.read_png_entry(str(out))
