@@ -62,10 +62,15 @@ class QualityTab(QWidget):
         self._quality_texts = [pg.TextItem(anchor=(0, 1 - k % 2), color="#222") for k in range(MAX_COLUMNS)]
         for t in self._quality_texts:
             self.quality_plot.addItem(t)
-        self._floor_line = pg.InfiniteLine(angle=0, pen=pg.mkPen("#888", style=Qt.PenStyle.DashLine),
-                                           label="real vs real", labelOpts={"position": 0.1, "color": "#666"})
+        dashed = pg.mkPen("#888", style=Qt.PenStyle.DashLine)
+        self._floor_line = pg.InfiniteLine(angle=0, pen=dashed)
         self._floor_line.setVisible(False)
         self.quality_plot.addItem(self._floor_line)
+        # The line is named in a legend in the top-right corner (the slow, good samplers sit low on the right,
+        # the fast ones high on the left): a label on the line itself ran into the points' labels.
+        self.floor_legend = self.quality_plot.addLegend(offset=(-8, 8), labelTextColor="#444")
+        self.quality_plot.plot([], [], pen=dashed, name="real vs real")
+        self.floor_legend.setVisible(False)
         lay.addWidget(self.quality_plot, 2)
 
     def set_model(self, bundle) -> None:
@@ -108,6 +113,7 @@ class QualityTab(QWidget):
     def _on_started(self, info: dict) -> None:
         floor = info.get("floor")
         self._floor_line.setVisible(floor is not None)
+        self.floor_legend.setVisible(floor is not None)
         if floor is not None:
             self._floor_line.setValue(floor)
         parts = [f"{info['n']} images per sampler, {info['mix']}."]

@@ -261,6 +261,20 @@ def test_quality_button_scores_every_column(qtbot, panel):
     assert panel.quality_table.rowCount() == 3
 
 
+def test_the_real_vs_real_line_is_named_in_a_legend_clear_of_the_points(panel):
+    from desktop.jobs import quality as qj
+
+    tab = panel.quality_tab
+    tab.begin([c.spec().title for c in panel.columns])
+    tab.on_item(qj.QualityStarted({"floor": 0.6, "n": 500, "mix": "one row per label"}))
+    for i, (fid, secs) in enumerate([(0.7, 8.0), (1.4, 0.3), (0.65, 0.1)]):  # a fast point right on the line
+        tab.on_item(qj.QualityPoint(i, panel.columns[i].spec(), fid, 0.8, 500, secs))
+    assert tab._floor_line.isVisible() and getattr(tab._floor_line, "label", None) is None  # no text on the line
+    assert tab.floor_legend.isVisible() and [label.text for _, label in tab.floor_legend.items] == ["real vs real"]
+    (x0, x1), (y0, y1) = tab.quality_plot.getPlotItem().viewRange()
+    assert y1 >= 1.4 * 1.2 - 1e-6 and x0 < np.log10(0.1) and x1 > np.log10(8.0)
+
+
 def test_quality_button_disabled_with_reason_when_unavailable(qtbot, state, monkeypatch):
     from desktop import engine
     from desktop.panels.sample_panel import SamplePanel
