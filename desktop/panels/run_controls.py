@@ -58,12 +58,16 @@ class RunControls(QWidget):
         self.lab_button = QToolButton()
         self.lab_button.setText("Lab")
         self.lab_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
-        self.lab_button.setToolTip("More ways to sample: an X/Y grid of settings, the history of every run "
-                                   "(restore any of them), and settings read back from an exported PNG")
+        self.lab_button.setToolTip("More ways to sample: an X/Y grid of settings, sketch → emoji and inpainting, "
+                                   "the history of every run (restore any of them), and settings read back from "
+                                   "an exported PNG")
         self.lab_menu = QMenu(self.lab_button)
         self.grid_action = self.lab_menu.addAction("X/Y grid…")
         self.grid_action.setToolTip("Vary one setting along each axis (sampler × steps, guidance × label, ...) "
                                     "from the same noise")
+        self.sketch_action = self.lab_menu.addAction("Sketch → emoji / inpaint…")
+        self.sketch_action.setToolTip("Paint a rough picture and let the model finish it (SDEdit), or mark a part "
+                                      "of an image to redraw (inpainting)")
         self.history_action = self.lab_menu.addAction("History…")
         self.history_action.setToolTip("Every run you made, newest first: one click restores its settings here")
         self.png_action = self.lab_menu.addAction("Settings from a PNG…")

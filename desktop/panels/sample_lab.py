@@ -22,11 +22,13 @@ class SampleLab(QObject):
         self.panel = panel
         self.grid_dialog = None
         self.history_dialog = None
+        self.sketch_dialog = None
         self.last_entry: dict | None = None  # the last run as the history keeps it (exports carry it too)
         panel.setAcceptDrops(True)
         panel.installEventFilter(self)
         c = panel.controls
         c.grid_action.triggered.connect(self.open_grid)
+        c.sketch_action.triggered.connect(self.open_sketch)
         c.history_action.triggered.connect(self.open_history)
         c.png_action.triggered.connect(self.ask_png)
 
@@ -64,6 +66,19 @@ class SampleLab(QObject):
     def _record_grid(self, spec: GridSpec, summary) -> None:
         if summary.cells:
             threads.run_in_background(hj.record, hj.grid_entry(spec, summary), hj.grid_thumbnail(spec, summary))
+
+    # ============================================================================ sketch
+    def open_sketch(self, image=None):
+        """The sketch / inpaint dialog; `image` (H, W, 3) uint8 is put on its canvas."""
+        from desktop.panels.sketch_dialog import SketchDialog
+
+        if self.sketch_dialog is None:
+            self.sketch_dialog = SketchDialog(self.panel.state, self.panel)
+        if image is not None:
+            self.sketch_dialog.load_image(image)
+        self.sketch_dialog.show()
+        self.sketch_dialog.raise_()
+        return self.sketch_dialog
 
     # ============================================================================ history
     def record_compare(self, summary, job) -> None:
@@ -165,5 +180,6 @@ class SampleLab(QObject):
         return super().eventFilter(obj, event)
 
     def shutdown(self) -> None:
-        if self.grid_dialog is not None:
-            self.grid_dialog.shutdown()
+        for dialog in (self.grid_dialog, self.sketch_dialog):
+            if dialog is not None:
+                dialog.shutdown()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.editing import inpaint, sdedit, slerp_noise
+from core.editing import inpaint, sdedit, sdedit_start, slerp_noise
 from core.samplers import generate, initial_noise, to_uint8
 from core.schedule import Schedule, ScheduleConfig, spaced_timesteps
 from core.unet import ContextUnet, UNetConfig
@@ -69,3 +69,41 @@ def test_inpainting_keeps_what_is_not_redrawn_and_redraws_everything_like_ddim_e
     assert np.array_equal(half.images[:, :, 4:], to_uint8(x0)[:, :, 4:])  # the right half is the input's
     assert not np.array_equal(half.images[:, :, :4], to_uint8(x0)[:, :, :4])
     assert half.nfe == 6 * 3  # every step repeated resample times
+
+
+def test_inpainting_with_jumps_keeps_the_limits_and_visits_every_step_resample_times(net, zsnr):
+    x0 = _images()
+    ctx = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]
+    for jump in (2, 4, 6, 10):  # 4 does not divide 6 steps: a last, shorter block; 6 and 10: one block
+        kept = inpaint(net, zsnr, x0, torch.zeros(8, 8), steps=6, resample=3, jump=jump, seed=4, context=ctx)
+        assert np.array_equal(kept.images, to_uint8(x0)), jump
+        assert kept.nfe == 6 * 3 and kept.settings["jump"] == jump
+        # without resampling no jump is taken: everything redrawn is DDIM eta = 1 exactly, as for jump 1
+        full = inpaint(net, zsnr, x0, torch.ones(8, 8), steps=6, resample=1, jump=jump, seed=4, context=ctx)
+        plain = generate(net, zsnr, sampler="ddim", eta=1.0, steps=6, n=4, context=ctx, seed=4)
+        assert np.array_equal(full.images, plain.images), jump
+    # with resampling the redrawn chain is a longer one (not plain sampling), and the jump length changes it
+    j1 = inpaint(net, zsnr, x0, torch.ones(8, 8), steps=6, resample=2, jump=1, seed=4, context=ctx)
+    j3 = inpaint(net, zsnr, x0, torch.ones(8, 8), steps=6, resample=2, jump=3, seed=4, context=ctx)
+    assert not np.array_equal(j1.images, j3.images)
+
+
+def test_inpainting_callback_sees_every_pass_and_marks_the_final_ones(net, zsnr):
+    seen = []
+    inpaint(net, zsnr, _images(1), torch.ones(8, 8), steps=6, resample=3, jump=4, seed=1,
+            callback=lambda info: seen.append((info["i"], info["pass"], info["final"])))
+    assert len(seen) == 6 * 3
+    # blocks of 4 then 2 steps, each walked 3 times; the final pass of each block is what stays
+    assert [i for i, _, final in seen if final] == list(range(6))
+    assert seen[:5] == [(0, 0, False), (1, 0, False), (2, 0, False), (3, 0, False), (0, 1, False)]
+
+
+def test_sdedit_starts_from_the_sketch_noised_to_t0(net, zsnr):
+    x0 = _images(2)
+    x_t0, t0 = sdedit_start(zsnr, x0, 0.4, seed=9)
+    ab = zsnr.ab_at(0.4 * zsnr.T)
+    assert t0 == pytest.approx(200)
+    expected = np.sqrt(ab) * x0 + np.sqrt(1 - ab) * initial_noise(2, (3, 8, 8), 9, "cpu")
+    assert torch.allclose(x_t0, expected, atol=1e-6)
+    with pytest.raises(ValueError):
+        sdedit_start(zsnr, x0, 0.0)

@@ -67,7 +67,7 @@ def wait_history(qtbot, n: int):
 
 def test_the_lab_menu_offers_grid_history_and_png_in_two_clicks(panel):
     actions = [a.text() for a in panel.controls.lab_menu.actions()]
-    assert actions == ["X/Y grid…", "History…", "Settings from a PNG…"]
+    assert actions == ["X/Y grid…", "Sketch → emoji / inpaint…", "History…", "Settings from a PNG…"]
     assert all(a.toolTip() for a in panel.controls.lab_menu.actions())
 
 
