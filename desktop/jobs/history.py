@@ -228,7 +228,7 @@ def restorable(entry) -> Restorable:
     from core.catalog import PRECISIONS, SAMPLER_NAMES
     from core.errors import UserError
     from core.xy_grid import GridSpec
-    from desktop.widgets.sampler_column import valid_column_settings
+    from desktop.widgets.column_strip import valid_column_settings
 
     if not isinstance(entry, dict) or entry.get("kind") not in ("compare", "grid"):
         raise ValueError("these are not the settings of a Diffusion Desk run")

@@ -9,7 +9,7 @@ from core.context import spec_from_context
 from core.xy_grid import GUIDE_MODEL, GUIDE_NO_LABEL, CellSettings, GridSpec
 from desktop import settings, threads
 from desktop.jobs import history as hj
-from desktop.widgets.sampler_column import column_settings
+from desktop.widgets.column_strip import column_settings
 
 
 class SampleLab(QObject):
@@ -23,6 +23,7 @@ class SampleLab(QObject):
         self.grid_dialog = None
         self.history_dialog = None
         self.sketch_dialog = None
+        self.variations_dialog = None
         self.last_entry: dict | None = None  # the last run as the history keeps it (exports carry it too)
         panel.setAcceptDrops(True)
         panel.installEventFilter(self)
@@ -79,6 +80,22 @@ class SampleLab(QObject):
         self.sketch_dialog.show()
         self.sketch_dialog.raise_()
         return self.sketch_dialog
+
+    # ============================================================================ variations
+    def open_variations(self, col, index: int):
+        """Variations of image `index` of column `col`'s last result (right-click or double-click on it)."""
+        from desktop.panels.variations_dialog import VariationsDialog
+
+        p = self.panel
+        result = next((r for r in p.summary.results if r.index == col.index), None) if p.summary else None
+        if result is None or getattr(p, "_job", None) is None or p._sampled_model is None:
+            return None
+        if self.variations_dialog is None:
+            self.variations_dialog = VariationsDialog(p.state, p)
+            self.variations_dialog.seed_chosen.connect(p.seed_spin.setValue)  # "Use this seed"
+        self.variations_dialog.open_for(p._sampled_model, p._job, result.spec, index, p._run_row_names,
+                                        result.images[index])
+        return self.variations_dialog
 
     # ============================================================================ history
     def record_compare(self, summary, job) -> None:
@@ -180,6 +197,6 @@ class SampleLab(QObject):
         return super().eventFilter(obj, event)
 
     def shutdown(self) -> None:
-        for dialog in (self.grid_dialog, self.sketch_dialog):
+        for dialog in (self.grid_dialog, self.sketch_dialog, self.variations_dialog):
             if dialog is not None:
                 dialog.shutdown()

@@ -10,7 +10,7 @@ from desktop.panels.quality_tab import QualityTab
 from desktop.panels.run_controls import RunControls
 from desktop.panels.sample_exports import SampleExporter
 from desktop.panels.speed_tab import SpeedTab
-from desktop.widgets.sampler_column import ColumnStrip
+from desktop.widgets.column_strip import ColumnStrip
 from desktop.widgets.schedule_view import ScheduleView
 from desktop.widgets.trajectory import TrajectoryBar
 

@@ -20,8 +20,8 @@ from desktop.jobs import quality as qj
 from desktop.jobs import sampling as sw
 from desktop.panels.sample_layout import SampleLayout
 from desktop.state import AppState, Composition
-from desktop.widgets.sampler_column import (MAX_COLUMNS, MIN_COLUMNS, SamplerColumn, column_settings,
-                                            valid_column_settings)
+from desktop.widgets.column_strip import column_settings, valid_column_settings
+from desktop.widgets.sampler_column import MAX_COLUMNS, MIN_COLUMNS, SamplerColumn
 from desktop.widgets.trajectory import frame_index, position_text, slider_max
 
 # The course's DDPM (None: all T steps), its DDIM-25, and the best 10-call solver measured on the shipped
@@ -78,6 +78,7 @@ class SamplePanel(SampleLayout, QWidget):
         col.settings_changed.connect(self._on_column_settings)
         col.remove_requested.connect(self._remove_column)
         col.save_requested.connect(self.exports.ask_column)
+        col.variations_requested.connect(self.lab.open_variations)
         self.column_strip.add(col)
         self._after_columns_changed()
         return col

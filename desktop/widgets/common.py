@@ -97,6 +97,13 @@ class ImageGridView(QWidget):
             p.drawText(self.rect().adjusted(8, 8, -8, -8), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
                        self._placeholder)
             return
+        x0, y0, w, h, scale = self._placement()
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+        p.drawPixmap(QRect(x0, y0, w, h), self._pixmap)
+        self._draw_row_labels(p, x0, y0, scale)
+
+    def _placement(self) -> tuple[int, int, int, int, float]:
+        """(x, y, width, height, scale) of the drawn grid in the widget (a pixmap must be set)."""
         lw = self._label_width()
         pw, ph = self._pixmap.width(), self._pixmap.height()
         scale = min((self.width() - lw - 8) / pw, (self.height() - 8) / ph)
@@ -104,11 +111,19 @@ class ImageGridView(QWidget):
         # room, so small views use the exact fit (still nearest-neighbour, never blurred).
         scale = max(float(self._min_scale), math.floor(scale) if scale >= 4 else scale, 0.25)
         w, h = round(pw * scale), round(ph * scale)
-        x0 = lw + max(4, (self.width() - lw - w) // 2)
-        y0 = max(4, (self.height() - h) // 2)
-        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
-        p.drawPixmap(QRect(x0, y0, w, h), self._pixmap)
-        self._draw_row_labels(p, x0, y0, scale)
+        return lw + max(4, (self.width() - lw - w) // 2), max(4, (self.height() - h) // 2), w, h, scale
+
+    def cell_at(self, pos) -> int | None:
+        """Reading-order index of the image under widget point `pos`, or None (no grid, a margin or a gap)."""
+        if self._pixmap is None or self._grid_shape is None:
+            return None
+        rows, cols, th, tw = self._grid_shape
+        x0, y0, w, h, _ = self._placement()
+        x = (pos.x() + 0.5 - x0) * self._pixmap.width() / w  # the image pixel under the pointer's centre
+        y = (pos.y() + 0.5 - y0) * self._pixmap.height() / h
+        r, c = int(y // (th + GAP)), int(x // (tw + GAP))
+        inside = x >= 0 and y >= 0 and r < rows and c < cols and x % (tw + GAP) < tw and y % (th + GAP) < th
+        return r * cols + c if inside else None
 
     def _draw_row_labels(self, p: QPainter, x0: int, y0: int, scale: float) -> None:
         if not self._row_labels or self._grid_shape is None:

@@ -1,10 +1,11 @@
 """One column of the Sample & compare panel: a sampler, its settings, its live grid and its timing."""
 from __future__ import annotations
 
+
 import numpy as np
-from PySide6.QtCore import QSize, Qt, Signal, Slot
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QHBoxLayout, QLabel,
-                               QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout,
+from PySide6.QtCore import QEvent, QPoint, QSize, Qt, Signal, Slot
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QHBoxLayout, QLabel, QMenu,
+                               QProgressBar, QPushButton, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout,
                                QWidget)
 
 from core.catalog import SPACING_SUMMARY, SPACINGS, T_DEFAULT, SamplerChoice
@@ -31,12 +32,22 @@ def column_color(index: int) -> str:
     return COLUMN_COLORS[index % len(COLUMN_COLORS)]
 
 
+def _choose(parent: QWidget, text: str, global_pos: QPoint) -> bool:
+    """A one-item context menu; True when the item was chosen (modal: the tests replace this)."""
+    menu = QMenu(parent)
+    action = menu.addAction(text)
+    chosen = menu.exec(global_pos) is action
+    menu.deleteLater()
+    return chosen
+
+
 class SamplerColumn(QFrame):
     """Settings on top, the image grid(s) in the middle, progress and timing at the bottom."""
 
     settings_changed = Signal()
     remove_requested = Signal(object)  # this column
     save_requested = Signal(object)  # this column: save its final grid
+    variations_requested = Signal(object, int)  # this column, an image's index in the batch: "Variations…"
 
     def __init__(self, catalog: list[SamplerChoice], parent=None):
         super().__init__(parent)
@@ -159,9 +170,25 @@ class SamplerColumn(QFrame):
             g.set_size_hint(QSize(200, 90))
             row.addWidget(g, 1)
         self._grid_x.setToolTip("x_t: the noisy image the sampler holds at this step")
-        self._grid_x0.setToolTip("x̂₀: the model's guess of the finished image at this step")
+        self._grid_x0.setToolTip("x̂₀: the model's guess of the finished image at this step.\nOnce the column is "
+                                 "done, right-click or double-click an image for its variations")
+        for g in (self._grid_x, self._grid_x0):
+            g.installEventFilter(self)  # "Variations…": a right-click menu or a double-click (eventFilter)
         self._apply_view()
         return box
+
+    def eventFilter(self, obj, event) -> bool:
+        """Right-click ("Variations…" menu) or double-click on a result image: variations_requested."""
+        kind = event.type()
+        if obj in (self._grid_x, self._grid_x0) and kind in (QEvent.Type.ContextMenu, QEvent.Type.MouseButtonDblClick):
+            pos = event.pos() if kind == QEvent.Type.ContextMenu else event.position().toPoint()
+            index = obj.cell_at(pos) if self._has_result and self._x0 is not None else None
+            if index is not None and index < len(self._x0):
+                if kind == QEvent.Type.MouseButtonDblClick or _choose(self, f"Variations of image {index + 1}…",
+                                                                      obj.mapToGlobal(pos)):
+                    self.variations_requested.emit(self, index)
+                return True
+        return super().eventFilter(obj, event)
 
     # --- settings ----------------------------------------------------------------------------------
     def set_index(self, index: int) -> None:
@@ -327,61 +354,3 @@ class SamplerColumn(QFrame):
 
     def set_stopped(self, text: str) -> None:
         self._progress.setFormat(text)
-
-
-class ColumnStrip(QScrollArea):
-    """The sampler columns side by side. They scroll sideways rather than widen the window: a fourth
-    sampler must not push it off-screen. `columns` is the list, in order; each knows its index."""
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.columns: list[SamplerColumn] = []
-        inner = QWidget()
-        self._box = QHBoxLayout(inner)
-        self._box.setContentsMargins(0, 0, 0, 0)
-        self._box.setSpacing(6)
-        self.setWidgetResizable(True)
-        self.setFrameShape(QFrame.Shape.NoFrame)
-        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setWidget(inner)
-
-    def add(self, col: SamplerColumn) -> None:
-        col.set_index(len(self.columns))
-        self.columns.append(col)
-        self._box.addWidget(col, 1)
-
-    def remove(self, col: SamplerColumn) -> None:
-        """Take `col` out (deleted later); the columns after it move up one index."""
-        self.columns.remove(col)
-        self._box.removeWidget(col)
-        col.deleteLater()
-        for i, c in enumerate(self.columns):
-            c.set_index(i)
-
-
-def column_settings(col: SamplerColumn) -> dict:
-    """A column's settings as plain data, for the next session (guidance None: it follows the composer)."""
-    spec = col.spec()
-    return {"sampler": spec.sampler, "steps": spec.steps, "eta": spec.eta, "spacing": spec.spacing,
-            "guidance": spec.guidance if col.own_guidance.isChecked() else None}
-
-
-def valid_column_settings(saved, names: set[str]) -> list[dict]:
-    """The saved columns that still make sense (the settings file is the user's, so anything may be in it):
-    known samplers, whole step counts, numbers in range; MIN_COLUMNS..MAX_COLUMNS of them, else []."""
-    if not isinstance(saved, list):
-        return []
-    out = []
-    for d in saved[:MAX_COLUMNS]:
-        if not (isinstance(d, dict) and d.get("sampler") in names and isinstance(d.get("steps"), int)
-                and not isinstance(d.get("steps"), bool) and 1 <= d["steps"] <= 1000):
-            return []
-        eta, g = d.get("eta", 0.0), d.get("guidance")
-        if not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
-            return []
-        if g is not None and (not isinstance(g, (int, float)) or not 0 <= g <= 20):
-            return []
-        out.append({"sampler": d["sampler"], "steps": d["steps"], "eta": float(eta), "guidance": g,
-                    "spacing": d.get("spacing") if d.get("spacing") in SPACINGS else "trailing"})
-    return out if len(out) >= MIN_COLUMNS else []
-

@@ -208,3 +208,20 @@ def test_a_png_with_damaged_settings_is_one_line(tmp_path, text, says):
     save_png(Image.new("RGB", (4, 4)), out, {"entry": text})
     with pytest.raises(ValueError, match=says):
         hj.read_png_entry(str(out))
+
+
+def test_variations_open_from_a_columns_image_and_redraw_it_exactly(qtbot, panel):
+    first = run_and_wait(qtbot, panel)
+    col = panel.columns[1]
+    result = next(r for r in first.results if r.index == col.index)
+    with qtbot.waitSignal(col.variations_requested, timeout=1000) as sig:
+        col.variations_requested.emit(col, 2)  # what the image's context menu and double-click send
+    dlg = panel.lab.variations_dialog
+    assert sig.args[1] == 2 and dlg is not None and dlg.isVisible()
+    qtbot.waitUntil(lambda: not dlg.is_busy() and dlg.redrawn is not None, timeout=TIMEOUT_MS)
+    assert np.array_equal(dlg.redrawn, result.images[2])
+    with qtbot.waitSignal(dlg.seed_chosen, timeout=1000) as chosen:
+        dlg.seed_chosen.emit(42)
+    assert chosen.args == [42] and panel.seed_spin.value() == 42  # "Use this seed" reaches the panel
+    dlg.cancel()
+    qtbot.waitUntil(lambda: not dlg.is_busy(), timeout=TIMEOUT_MS)

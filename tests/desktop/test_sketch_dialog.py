@@ -63,15 +63,18 @@ def state():
 def dlg(qtbot, state):
     from desktop.panels.sketch_dialog import SketchDialog
 
-    d = SketchDialog(state)
-    qtbot.addWidget(d)
+    d = SketchDialog(state)  # not qtbot.addWidget: it would be deleted before the wait below (see there)
     d.precision = "fp32"
     d.n_spin.setValue(3)
     d.steps_spin.setValue(4)
     d.canvas.set_image(sketch())
     yield d
+    # pytest-qt deletes added widgets before fixtures end, and a deleted dialog is never told its worker has
+    # finished: the worker ends first here, then the dialog goes.
     d.shutdown()
     qtbot.waitUntil(lambda: not d.is_busy(), timeout=RUN_TIMEOUT_MS)
+    d.close()
+    d.deleteLater()
 
 
 def run_and_wait(qtbot, d):
