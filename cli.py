@@ -231,6 +231,12 @@ def cmd_train(args) -> int:
         if not value.strip():
             raise CliError(f"{flag} is empty; give a {'run folder' if flag == '--out' else 'data set'} "
                            f"(an empty path would mean the current folder)")
+    from core.data.images import SIZE_MIN
+    from core.unet import IMAGE_SIDE_MAX
+
+    if not SIZE_MIN <= args.size <= IMAGE_SIDE_MAX:  # checked for every data kind, before anything loads
+        raise CliError(f"--size {args.size}: the image size must be from {SIZE_MIN} to {IMAGE_SIDE_MAX} px "
+                       "(it resizes folders and sprite sheets; built-in and saved sets keep their own size)")
     out = Path(args.out)
     if args.resume and args.init:
         raise CliError("--init starts a new run from a checkpoint; --resume continues one: use one of them")
@@ -359,12 +365,14 @@ def _train_config(args):
 
 
 def _read_config_file(path: str) -> dict:
+    """The --config file's JSON object, read through core.schema: its size and nesting are bounded before it is
+    parsed (a settings file is a few hundred bytes, one level deep); the values are TrainConfig's to check."""
+    from core.schema import read_json_file
+
     try:
-        data = json.loads(Path(path).read_text())
+        data = read_json_file(path, max_bytes=1 << 20, max_depth=8, error=CliError, source=f"--config {path}")
     except OSError as e:
         raise CliError(f"--config {path}: cannot read it ({e.strerror or e})") from None
-    except ValueError as e:
-        raise CliError(f"--config {path}: not valid JSON ({e})") from None
     if not isinstance(data, dict):
         raise CliError(f"--config {path}: must hold one JSON object of training settings")
     return data

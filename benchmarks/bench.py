@@ -27,7 +27,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from .common import (QUALITY_LIST, QUICK, ROOT, SAMPLE_LIST, BenchError, Settings, judge_quality, load_json,
-                     machine_info, machine_stamp, parse_entries, peak_here, save_json)
+                     machine_info, machine_stamp, parse_entries, peak_here, reading, save_json)
 from .pages import write_markdown
 from .peak import bench_peak
 from .quality import bench_quality, merge_quality, quality_grids, retime_quality
@@ -123,13 +123,13 @@ def check_args(args) -> None:
     if not math.isfinite(args.guidance) or not 0 <= args.guidance <= 50:
         bad("--guidance", args.guidance, "must be a number from 0 to 50 (1 = off)")
     if args.what in ("quality", "all"):
-        for e in parse_entries(args.samplers):  # unknown samplers, modifiers and step counts say so here
+        for e in parse_entries(args.samplers, "--samplers"):  # unknown samplers, modifiers and step counts say so here
             for key in ("guidance", "eta", "rescale"):
                 v = e.get(key)
                 if v is not None and not math.isfinite(v):
                     bad("--samplers", e["entry"], f"{key} must be a finite number")
     if args.what in ("sample", "all"):
-        parse_entries(args.sample_list)
+        parse_entries(args.sample_list, "--sample-list")
     if args.quick and (args.n != 1000 or args.seeds != 3 or args.sample_list != SAMPLE_LIST):
         raise BenchError("--quick sets its own --n, --seeds and --sample-list (a smoke test); leave those out, "
                          "or drop --quick to measure with them")
@@ -144,7 +144,8 @@ def _run(args) -> int:
     if args.what == "report":
         if not results:
             raise BenchError(f"{json_path}: no results to report; run `bench all --report` first")
-        print(f"wrote {write_markdown(results, docs)}")
+        with reading(json_path):
+            print(f"wrote {write_markdown(results, docs)}")
         return 0
     import torch
     from core.threads import configure_threads
@@ -215,7 +216,8 @@ def _write_docs(results: dict, pictures: dict | None, docs: Path, json_path: Pat
                                 "noise in each panel; " + ", ".join(p[0] for p in pictures["panels"]) + "."}
         save_json(results, json_path)
         print(f"wrote {docs / 'default_model_grid.png'}")
-    print(f"wrote {write_markdown(results, docs)}")
+    with reading(json_path):  # the page also shows the sections earlier runs left in the file
+        print(f"wrote {write_markdown(results, docs)}")
 
 
 def main(argv=None) -> int:

@@ -10,8 +10,11 @@ import os
 import platform
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from core.schema import Bool, Either, Float, Int, List, Null, Obj, Str, read_json_file
 
 ROOT = Path(__file__).resolve().parent.parent
 # The issue's list, then what the investigation found (stochastic DDIM; guidance 2, with DDPM-500 at the same
@@ -133,20 +136,24 @@ def forward_flops(net, batch: int, n_cfeat: int, height: int, *, backward: bool 
 
 # --- sampler lists -------------------------------------------------------------------------------------------
 
-def parse_entries(text: str) -> list[dict]:
+def parse_entries(text: str, flag: str = "") -> list[dict]:
     """'ddim:25+eta=1,dpmpp2m:10+clip+sp=karras' -> [{'entry', 'sampler', 'steps', 'eta', 'clip_x0', 'guidance',
     'spacing', 'rescale', 'interval', 'guide'}]. Modifiers: clip, eta=X, g=X (guidance), sp=trailing|logsnr|karras,
     r=X (CFG rescale phi), gi=LO-HI (guidance interval in t/T), ag=FILE (autoguidance: guide with the model in
-    FILE, relative to the repository, instead of with "no label")."""
+    FILE, relative to the repository, instead of with "no label"). Errors name `flag` (the option the text came
+    from) when given."""
     from core.catalog import SPACINGS
     from core.samplers import SAMPLERS
 
+    where = f"{flag} " if flag else ""
     out = []
     for item in filter(None, (t.strip() for t in text.split(","))):
         head, *mods = item.split("+")
         name, _, steps = head.partition(":")
         if name not in SAMPLERS:
-            raise BenchError(f"{item}: unknown sampler {name!r} (choose {', '.join(SAMPLERS)})")
+            raise BenchError(f"{where}{item}: unknown sampler {name!r} (choose {', '.join(SAMPLERS)})")
+        if steps and not steps.strip().isdigit():
+            raise BenchError(f"{where}{item}: the step count {steps!r} is not a whole number (e.g. {name}:10)")
         try:
             e = {"entry": item, "sampler": name, "steps": int(steps) if steps else SAMPLERS[name].default_steps,
                  "eta": 0.0, "clip_x0": False, "guidance": None, "spacing": "trailing", "rescale": 0.0,
@@ -169,12 +176,12 @@ def parse_entries(text: str) -> list[dict]:
                     raise ValueError(f"unknown modifier {m!r} (use clip, eta=X, g=X, sp={'|'.join(SPACINGS)}, "
                                      "r=X, gi=LO-HI or ag=FILE)")
         except ValueError as err:
-            raise BenchError(f"{item}: {err}") from None
+            raise BenchError(f"{where}{item}: {err}") from None
         if not 1 <= e["steps"] <= 500:
-            raise BenchError(f"{item}: steps must be between 1 and 500")
+            raise BenchError(f"{where}{item}: steps must be between 1 and 500")
         out.append(e)
     if not out:
-        raise BenchError("the sampler list is empty")
+        raise BenchError(f"{where}the sampler list is empty".strip())
     return out
 
 
@@ -189,9 +196,48 @@ def save_json(results: dict, path: str | Path) -> Path:
     return path
 
 
-def load_json(path: str | Path) -> dict:
+# A results file is read back (merged into, reported from), and anyone may have edited it: its size, depth and
+# the fields read before a benchmark runs (to merge, judge or retime) are checked when it is read; the
+# page's tables read more, under `reading` below.
+RESULTS_MAX_BYTES = 64 << 20  # every section together is well under a megabyte
+RESULTS_MAX_DEPTH = 32
+_NUMBER = Either(Float(), Null())
+QUALITY_ENTRY = Obj({"entry": Str(200), "sampler": Str(64), "steps": Int(1, 100_000), "nfe": Int(0, 10**7),
+                     "clip_x0": Bool(), "guidance": _NUMBER, "fid_mean": Float(), "seconds_32": Float(0)},
+                    optional=("guidance",))
+QUALITY = Obj({"results": List(QUALITY_ENTRY, 10_000), "guidance": Float(), "precision": Str(16),
+               "checkpoint": Either(Str(4096), Null()), "n": Int(1, 10**7), "n_seeds": Int(1, 10_000)},
+              optional=("checkpoint", "n", "n_seeds"))
+BENCH_RESULTS = Obj({"machine": Obj(), "settings": Obj(extra=Obj()), "commands": Obj(extra=Str(100_000)),
+                     "regenerate": Str(10_000), "peak": Obj({"machine": Obj()}, optional=("machine",)),
+                     "sample": Obj({"course_ddpm_seconds": _NUMBER}, optional=("course_ddpm_seconds",)),
+                     "quality": QUALITY, "train": Obj(), "ddp": Obj(), "busy": Obj(), "app": Obj()},
+                    optional=("machine", "settings", "commands", "regenerate", "peak", "sample", "quality", "train",
+                              "ddp", "busy", "app"))
+
+CALIBRATION = Obj(extra=Float(0, 1e6, above=True))  # the recipe study's seconds per step, by recipe name
+RUN_RESULT = Obj()  # a benchmark's worker result (benchmarks/ddp.py): read by the section that started it
+
+
+def load_json(path: str | Path, schema=BENCH_RESULTS) -> dict:
+    """A results file ({} when there is none yet), checked against `schema`; BenchError names the file."""
     path = Path(path)
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    return read_json_file(path, max_bytes=RESULTS_MAX_BYTES, max_depth=RESULTS_MAX_DEPTH, error=BenchError,
+                          schema=schema)
+
+
+@contextmanager
+def reading(path: str | Path):
+    """Around code that reads a results file's sections in depth (the page's tables): a field missing or of
+    another type there is the file's fault, said in one line that names it."""
+    try:
+        yield
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:
+        what = f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"
+        raise BenchError(f"{path}: a section is not as `bench` writes it ({what}); re-run the benchmark that writes "
+                         "it, or remove the file") from None
 
 
 def relative_to_root(path: Path) -> str:

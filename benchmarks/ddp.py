@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import ROOT, Settings, log
+from .common import ROOT, RUN_RESULT, Settings, load_json, log
 
 LOSS_N_FEAT = 32
 
@@ -61,7 +61,7 @@ def _launch(world: int, mode: str, **opts) -> dict:
         done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"torchrun {mode} with {world} process(es) failed: {done.stderr.strip()[-800:]}")
-        return json.loads(result.read_text())
+        return load_json(result, RUN_RESULT)
 
 
 # --- the worker: one torchrun process ----------------------------------------------------------------

@@ -27,7 +27,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .common import ROOT, font
+from .common import CALIBRATION, ROOT, BenchError, font, load_json
 
 RECIPES = {  # name: (TrainConfig overrides, what it is)
     "course": ({}, "the course's: eps target, linear schedule, plain MSE, n_feat 32"),
@@ -87,7 +87,7 @@ def calibrate(out: Path, only: list[str] | None = None) -> None:
                 / sum(1 for m in names if shape[m] == shape[name]) for name in names}
     out.mkdir(parents=True, exist_ok=True)
     cal = out / "calibration.json"
-    per_step = {**(json.loads(cal.read_text()) if cal.is_file() else {}), **per_step}
+    per_step = {**load_json(cal, CALIBRATION), **per_step}
     cal.write_text(json.dumps(per_step, indent=1))
     for name, s in per_step.items():
         print(f"{name}: {s * 1000:.0f} ms/step ({100 / s:.0f} img/s)")
@@ -106,7 +106,7 @@ def train(name: str, minutes: float, out: Path) -> None:
         return
     ds = load_builtin("emoji16")
     cal = out / "calibration.json"
-    per_step = json.loads(cal.read_text())[name] if cal.is_file() else None
+    per_step = load_json(cal, CALIBRATION).get(name)
     steps = max(100, int(minutes * 60 / per_step)) if per_step else _steps_for_budget(ds, name, minutes)
     print(f"{name}: {RECIPES[name][1]}; {steps} steps for {minutes:g} min", flush=True)
     if (run / "resume.safetensors").is_file():  # an interrupted run continues exactly where it stopped
@@ -128,7 +128,10 @@ def measure(name: str, out: Path, n: int, seeds: int) -> dict:
         subprocess.run([sys.executable, "main.py", "bench", "quality", "--checkpoint", str(run / "model.safetensors"),
                         "--n", str(n), "--seeds", str(seeds), "--samplers", SAMPLERS, "--json", str(q)],
                        cwd=ROOT, check=True)
-    return json.loads(q.read_text())["quality"]
+    quality = load_json(q).get("quality")
+    if not quality:
+        raise BenchError(f"{q}: holds no quality results; remove it to measure again")
+    return quality
 
 
 def report(out: Path, docs: Path, n: int, seeds: int) -> None:
@@ -165,7 +168,7 @@ def pictures(out: Path, docs: Path) -> list[Path]:
     from .pictures import grid_image
 
     (docs / "recipes").mkdir(parents=True, exist_ok=True)
-    cal = json.loads((out / "calibration.json").read_text()) if (out / "calibration.json").is_file() else {}
+    cal = load_json(out / "calibration.json", CALIBRATION)
     written, curves = [], []
     for name in RECIPES:
         run = out / name

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import ROOT
+from .common import CALIBRATION, ROOT, load_json
 
 PROG = "python -m benchmarks.teach_new_label"
 FRUIT = ("grapes", "melon", "watermelon", "tangerine", "lemon", "banana", "pineapple", "mango", "apple", "green_apple",
@@ -146,8 +146,8 @@ def main() -> int:
             checkpoint(m.step, m.elapsed)
     tr.close()
     cal = ROOT / "runs" / "study" / "calibration.json"
-    if cal.is_file():  # the finetune recipe costs what the study's n_feat 32 recipes cost per step
-        per_step = json.loads(cal.read_text())["v_zsnr"]
+    per_step = load_json(cal, CALIBRATION).get("v_zsnr")
+    if per_step:  # the finetune recipe costs what the study's n_feat 32 recipes cost per step
         for e in report:
             e["idle_minutes"] = e["step"] * per_step / 60
     show = min(a.n, 12)

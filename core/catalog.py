@@ -5,11 +5,14 @@ validate against the same tuples, so a new option is added here once and nothing
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
+
+from .schema import is_finite_number, is_int, shown
 
 T_DEFAULT = 500  # the course's number of diffusion steps
 COURSE_LABEL_NAMES = ("hero", "non-hero", "food", "spell", "side-facing")  # the course's sprite labels, in order
+IMAGE_SIDE_MAX = 512  # px: the largest image side a network is built for (its memory grows with the square)
+LABEL_NAME_MAX = 255  # characters in a label name: what a folder name (a label of a folder data set) can hold
 BUILTIN_DATASETS = {"emoji16": "emoji16.npz", "emoji32": "emoji32.npz"}  # name: file under resources/
 MODEL_FILE, RESUME_FILE, LOG_FILE = "model.safetensors", "resume.safetensors", "loss.csv"  # a run folder's files
 DIVERGED_FILE = "diverged.json"  # written when a run stops because it diverged; a resume then needs --force
@@ -113,14 +116,14 @@ def check_field_types(config) -> None:
     for f in fields(config):
         v = getattr(config, f.name)
         kind = f.type if isinstance(f.type, str) else f.type.__name__
-        if kind == "int" and (isinstance(v, bool) or not isinstance(v, int)):
-            raise ValueError(f"{f.name.replace('_', ' ')} must be a whole number, got {v!r}")
-        if kind == "float" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
-            raise ValueError(f"{f.name.replace('_', ' ')} must be a finite number, got {v!r}")
+        if kind == "int" and not is_int(v):
+            raise ValueError(f"{f.name.replace('_', ' ')} must be a whole number, got {shown(v)}")
+        if kind == "float" and not is_finite_number(v):
+            raise ValueError(f"{f.name.replace('_', ' ')} must be a finite number, got {shown(v)}")
         if kind == "bool" and not isinstance(v, bool):
-            raise ValueError(f"{f.name.replace('_', ' ')} must be true or false, got {v!r}")
+            raise ValueError(f"{f.name.replace('_', ' ')} must be true or false, got {shown(v)}")
         if kind == "str" and not isinstance(v, str):
-            raise ValueError(f"{f.name.replace('_', ' ')} must be text, got {v!r}")
+            raise ValueError(f"{f.name.replace('_', ' ')} must be text, got {shown(v)}")
 
 
 def config_dict(d, what: str) -> dict:

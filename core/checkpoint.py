@@ -19,16 +19,56 @@ from safetensors import safe_open
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .catalog import COURSE_LABEL_NAMES, LABEL_NAME_MAX
+from .config import MAX_STEPS
 from .device import to_fast_layout
 from .errors import UserError, one_line
+from .memory import check_fits, model_bytes
 from .paths import atomic_write_bytes  # noqa: F401 - re-exported: checkpoints are written with it
 from .schedule import ScheduleConfig
-from .catalog import COURSE_LABEL_NAMES
+from .schema import Bool, Either, Float, Int, IntText, List, Null, Obj, Str, check, load_json_text
+from .tensors import check_index, expected_state, first_non_finite, header_index, index_of, meta_network
 from .unet import (ContextUnet, CourseWeightsError, UNetConfig, build_network,
                    config_from_course_state_dict, load_course_state_dict)
 
 FORMAT = "diffusion-desk/1"
 RESUME_FORMAT = "diffusion-desk-resume/1"
+
+# --- what a header may hold (untrusted: core.schema checks it before anything is used) ---------------------
+MAX_HEADER_JSON = 1 << 20  # one JSON value of a header: configs and label names take a few KB
+MAX_JSON_DEPTH = 16  # our headers nest three levels at most (param groups > a group > its betas)
+_JSON_TEXT = Str(max_len=MAX_HEADER_JSON)
+LABEL_NAMES = List(Str(max_len=LABEL_NAME_MAX, min_len=1), max_len=4096)  # UNetConfig's n_cfeat limit
+MODEL_HEADER = Obj({"format": Str(64), "unet_config": _JSON_TEXT, "schedule_config": _JSON_TEXT,
+                    "label_names": _JSON_TEXT, "dataset": Str(1000), "dataset_fingerprint": Str(64),
+                    "step": IntText(0, MAX_STEPS), "precision": Str(16), "train_config": _JSON_TEXT,
+                    "extra": _JSON_TEXT},
+                   optional=("dataset", "dataset_fingerprint", "step", "precision", "train_config", "extra"),
+                   extra=_JSON_TEXT)
+# The configs' own dataclasses check their fields (one source for those rules); here only their shape.
+MODEL_JSON = Obj({"unet_config": Obj(), "schedule_config": Obj(), "label_names": LABEL_NAMES, "train_config": Obj(),
+                  "extra": Obj({"elapsed": Float(0, 1e12), "run_id": Str(64)}, optional=("elapsed", "run_id"))})
+RESUME_HEADER = Obj({"format": Str(64), "step": IntText(0, MAX_STEPS), "info": _JSON_TEXT,
+                     "param_groups": _JSON_TEXT, "opt_scalars": _JSON_TEXT}, extra=_JSON_TEXT)
+RESUME_INFO = Obj({"dataset": Str(1000), "dataset_fingerprint": Str(64), "elapsed": Float(0, 1e12),
+                   "run_id": Str(64), "train_config": Obj(), "world_size": Int(1, 65536),
+                   "rank_rng_states": List(Str(1 << 16), 65536)},
+                  optional=("dataset", "dataset_fingerprint", "elapsed", "run_id", "train_config", "world_size",
+                            "rank_rng_states"))
+_FLAG = Either(Bool(), Null())
+# An Adam/AdamW parameter group as torch writes it; other torch versions may add flags, which may be
+# JSON scalars only. Betas below 1: Adam divides by 1 - beta**step.
+PARAM_GROUP = Obj({"params": List(Int(0, 10**7), 10**7), "lr": Float(0, 10), "initial_lr": Float(0, 10),
+                   "betas": List(Float(0, 0.999999), 2, 2), "eps": Float(0, 1, above=True),
+                   "weight_decay": Float(0, 1e6), "amsgrad": Bool(), "maximize": Bool(), "foreach": _FLAG,
+                   "capturable": Bool(), "differentiable": Bool(), "fused": _FLAG, "decoupled_weight_decay": Bool()},
+                  optional=("lr", "initial_lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach",
+                            "capturable", "differentiable", "fused", "decoupled_weight_decay"),
+                  extra=Either(Bool(), Null(), Float(-1e30, 1e30), Str(100)))
+RESUME_JSON = Obj({"info": RESUME_INFO, "param_groups": List(PARAM_GROUP, 64, 1),
+                   "opt_scalars": Obj(extra=Either(Float(-1e30, 1e30), Bool(), Null()), max_keys=10**6,
+                                      key=Str(80, pattern=r"[0-9]{1,7}\.[A-Za-z_][A-Za-z0-9_]{0,63}",
+                                              words="'<parameter index>.<name>', e.g. '0.step'"))})
 
 
 class CheckpointError(UserError, ValueError):
@@ -89,21 +129,22 @@ def read_metadata(path: str | Path) -> dict:
     raw = _safetensors_header(path)
     if raw.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a Diffusion Desk checkpoint (no '{FORMAT}' metadata)")
+    check(raw, MODEL_HEADER, str(path), error=CheckpointError)
+    parsed = check(_parse_header_json(path, raw, ("unet_config", "schedule_config", "label_names", "train_config",
+                                                  "extra")), MODEL_JSON, str(path), error=CheckpointError)
     try:
-        return {
-            "unet_config": json.loads(raw["unet_config"]),
-            "schedule_config": json.loads(raw["schedule_config"]),
-            "label_names": json.loads(raw["label_names"]),
-            "dataset": raw.get("dataset", ""),
-            "dataset_fingerprint": raw.get("dataset_fingerprint", ""),
-            "step": int(raw.get("step", 0)),
-            "precision": raw.get("precision", ""),
-            "train_config": json.loads(raw.get("train_config", "{}")),
-            "extra": json.loads(raw.get("extra", "{}")),
-            "kind": "ours",
-        }
-    except (KeyError, ValueError) as e:
-        raise CheckpointError(f"{path}: damaged checkpoint metadata ({e})") from None
+        UNetConfig.from_dict(parsed["unet_config"])
+        ScheduleConfig.from_dict(parsed["schedule_config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: checkpoint has an invalid configuration ({e})") from None
+    return {**parsed, "dataset": raw.get("dataset", ""), "dataset_fingerprint": raw.get("dataset_fingerprint", ""),
+            "step": int(raw.get("step", 0)), "precision": raw.get("precision", ""), "kind": "ours"}
+
+
+def _parse_header_json(path: Path, raw: dict, keys) -> dict:
+    """The JSON values of a header ({} for an optional one left out), each bounded in size and depth."""
+    return {k: load_json_text(raw[k], source=f"{path} ({k})", max_bytes=MAX_HEADER_JSON, max_depth=MAX_JSON_DEPTH,
+                              error=CheckpointError) if k in raw else {} for k in keys}
 
 
 def _safetensors_header(path: Path) -> dict:
@@ -121,6 +162,21 @@ def _safetensors_header(path: Path) -> dict:
         raise CheckpointError(f"{path}: not a readable .safetensors file ({one_line(e, limit=160)})") from None
 
 
+def _header_index(path: Path) -> dict:
+    try:
+        return header_index(path)
+    except Exception as e:  # noqa: BLE001 - a header safetensors cannot parse is the file's fault
+        raise CheckpointError(f"{path}: not a readable .safetensors file ({one_line(e, limit=160)})") from None
+
+
+def check_weights_fit(source, config: UNetConfig, index: dict) -> None:
+    """Before a network is built: the file's tensors (`index`) are the ones `config` describes, by name, shape
+    and dtype, and loading them fits in memory (the file's bytes, its tensors and the network)."""
+    check_index(index, expected_state(meta_network(config)), str(source), error=CheckpointError)
+    check_fits(3 * model_bytes(config), "cpu", f"{source}: loading this model (n_feat {config.n_feat}, "
+               f"{config.height} px)", "it is too large for this machine")
+
+
 def _read_tensors(path: Path) -> dict:
     try:
         return st_load(path.read_bytes())
@@ -134,21 +190,17 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Mod
     if path.suffix.lower() in (".pth", ".pt", ".bin"):
         return load_course_weights(path, device)
     meta = read_metadata(path)
-    try:
-        unet_config = UNetConfig.from_dict(meta["unet_config"])
-        schedule_config = ScheduleConfig.from_dict(meta["schedule_config"])
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: checkpoint has an invalid configuration ({e})") from None
+    unet_config = UNetConfig.from_dict(meta["unet_config"])
+    schedule_config = ScheduleConfig.from_dict(meta["schedule_config"])
     labels = meta["label_names"]
-    if not isinstance(labels, list) or not all(isinstance(n, str) for n in labels):
-        raise CheckpointError(f"{path}: label_names must be a list of names")
     if labels and len(labels) != unet_config.n_cfeat:
         raise CheckpointError(f"{path}: {len(labels)} label names for a model with {unet_config.n_cfeat} context "
                               "inputs; the file is inconsistent")
+    check_weights_fit(path, unet_config, _header_index(path))
     net = build_network(unet_config)
     tensors = _read_tensors(path)
     load_matching(net, tensors, str(path))
-    bad = next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    bad = first_non_finite(tensors)
     if bad is not None:
         raise CheckpointError(f"{path}: the weights hold NaN or infinite values (first in {bad}); this model "
                               "cannot draw anything, use an earlier checkpoint")
@@ -178,7 +230,15 @@ def load_course_weights(path: str | Path, device: torch.device | str = "cpu") ->
         raise CheckpointError(f"{path}: expected a state dict of tensors")
     try:
         cfg = config_from_course_state_dict(sd, source=str(path))
-        net = ContextUnet(cfg)
+    except (CourseWeightsError, ValueError) as e:
+        raise CheckpointError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from None
+    check_weights_fit(path, cfg, index_of(sd))  # a tensor's shape can imply a huge network: check first
+    bad = first_non_finite(sd)
+    if bad is not None:
+        raise CheckpointError(f"{path}: the weights hold NaN or infinite values (first in {bad}); this model "
+                              "cannot draw anything")
+    net = ContextUnet(cfg)
+    try:
         load_course_state_dict(net, sd, source=str(path))
     except (CourseWeightsError, ValueError) as e:
         raise CheckpointError(str(e)) from None
@@ -216,33 +276,50 @@ def save_resume_state(path: str | Path, *, model_state: dict, optimizer_state: d
 
 def read_resume_info(path: str | Path) -> dict:
     """The JSON info of a resume file (data set, run id, train config) from its header alone, no tensors."""
-    path = Path(path)
+    return _resume_header(Path(path))[1]["info"]
+
+
+def _resume_header(path: Path) -> tuple[dict, dict]:
+    """(the header's strings, its JSON values parsed) of a resume file, both checked against their schemas."""
     raw = _safetensors_header(path)
     if raw.get("format") != RESUME_FORMAT:
         raise CheckpointError(f"{path}: not a Diffusion Desk resume file")
-    return json.loads(raw.get("info", "{}"))
+    check(raw, RESUME_HEADER, str(path), error=CheckpointError)
+    parsed = _parse_header_json(path, raw, ("info", "param_groups", "opt_scalars"))
+    return raw, check(parsed, RESUME_JSON, str(path), error=CheckpointError)
 
 
-def load_resume_state(path: str | Path) -> dict:
-    """Inverse of save_resume_state: {'model_state', 'optimizer_state', 'rng_state', 'step', 'info'}."""
+def load_resume_state(path: str | Path, expect: dict | None = None, required=None) -> dict:
+    """Inverse of save_resume_state: {'model_state', 'optimizer_state', 'rng_state', 'step', 'info'}.
+
+    With `expect` ({name: (shape, kind)}, see core.tensors.check_index) the tensors are checked from the
+    header before any is read; every floating tensor must be finite (a NaN moment would poison the run)."""
     path = Path(path)
-    raw = _safetensors_header(path)
-    if raw.get("format") != RESUME_FORMAT:
-        raise CheckpointError(f"{path}: not a Diffusion Desk resume file")
+    raw, parsed = _resume_header(path)
+    if expect is not None:
+        check_index(_header_index(path), expect, str(path), error=CheckpointError, required=required)
     tensors = _read_tensors(path)
+    bad = first_non_finite(tensors)
+    if bad is not None:
+        raise CheckpointError(f"{path}: tensor {bad} holds NaN or infinite values; the run cannot continue from "
+                              "this file (start a new run from its model.safetensors with --init)")
+    if "rng" not in tensors:
+        raise CheckpointError(f"{path}: tensor rng (the random generator's state) is missing")
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     ema_state = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
     state: dict[int, dict] = {}
     for k, v in tensors.items():
         if k.startswith("opt."):
-            _, idx, key = k.split(".", 2)
+            _, idx, key = (k.split(".", 2) + ["", ""])[:3]
+            if not idx.isdigit() or not key:
+                raise CheckpointError(f"{path}: unexpected tensor {k[:80]}; the file is damaged or not one of ours")
             state.setdefault(int(idx), {})[key] = v
-    for k, v in json.loads(raw["opt_scalars"]).items():
+    for k, v in parsed["opt_scalars"].items():  # keys "<index>.<name>" (RESUME_JSON checks the pattern)
         idx, key = k.split(".", 1)
         state.setdefault(int(idx), {})[key] = v
-    optimizer_state = {"state": state, "param_groups": json.loads(raw["param_groups"])}
+    optimizer_state = {"state": state, "param_groups": parsed["param_groups"]}
     return {"model_state": model_state, "ema_state": ema_state, "optimizer_state": optimizer_state,
-            "rng_state": tensors["rng"], "step": int(raw["step"]), "info": json.loads(raw["info"])}
+            "rng_state": tensors["rng"], "step": int(raw["step"]), "info": parsed["info"]}
 
 
 def describe_mismatch(net: torch.nn.Module, state: dict) -> str:

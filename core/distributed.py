@@ -29,9 +29,11 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .schema import Float, check
 
 TIMEOUT_ENV = "DIFFUSION_DESK_DIST_TIMEOUT"  # seconds a collective may wait for the others
 DEFAULT_TIMEOUT_S = 300
+TIMEOUT_RANGE_S = (1, 7 * 24 * 3600)  # a second to a week: a slow first compile or a long save may wait
 
 
 class PeerLost(UserError, RuntimeError):
@@ -69,6 +71,20 @@ def from_env(environ=os.environ) -> DistContext | None:
     return DistContext(rank, values["LOCAL_RANK"], world)
 
 
+def timeout_seconds(environ=os.environ) -> float:
+    """DIFFUSION_DESK_DIST_TIMEOUT in seconds (default DEFAULT_TIMEOUT_S), a finite number in TIMEOUT_RANGE_S:
+    inf or 1e400 overflow timedelta, 0 or less fail every collective at once."""
+    text = environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return float(DEFAULT_TIMEOUT_S)
+    try:
+        value = float(text)
+    except ValueError:
+        value = text
+    return check(value, Float(*TIMEOUT_RANGE_S), f"environment variable {TIMEOUT_ENV}={text[:40]!r}",
+                 error=UserError)
+
+
 def start(ctx: DistContext, device: torch.device) -> torch.device:
     """Join the process group (NCCL on CUDA, gloo on the CPU); returns this rank's device."""
     import torch.distributed as dist
@@ -79,7 +95,7 @@ def start(ctx: DistContext, device: torch.device) -> torch.device:
                             "device(s); start at most that many processes per machine (--nproc_per_node)")
         device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
-    timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
+    timeout = timedelta(seconds=timeout_seconds())
     with guard(ctx, "joining the other processes"):
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)

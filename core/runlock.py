@@ -22,8 +22,15 @@ except ImportError:  # Windows
     fcntl = None
 
 from .errors import UserError
+from .schema import Float, Int, Obj, Str, check, load_json_text
 
 LOCK_FILE = "run.lock"
+# The largest process id the OS can hand out: Linux's pid_max ceiling (2**22); Windows ids are 32-bit.
+PID_MAX = 2**32 - 1 if os.name == "nt" else 2**22
+# What _took writes. Anything else in the file is a damaged lock (a writer that died while writing it, or
+# not ours): under our OS lock it is replaced, with a note that says what was wrong with it.
+LOCK_SCHEMA = Obj({"pid": Int(1, PID_MAX), "host": Str(max_len=255, min_len=1), "since": Float(0, 1e12)},
+                  optional=("since",))
 
 
 class RunLockedError(UserError, OSError):
@@ -75,16 +82,16 @@ class RunLock:
                 os.close(fd)
                 continue
             try:
-                info = self._read_fd(fd)
-                self._check_content(info)
+                read = self._read_fd(fd)
+                self._check_content(read)
             except BaseException:
                 os.close(fd)
                 raise
             self._fd = fd
-            return self._took(key, info)
+            return self._took(key, read)
         raise RunLockedError(f"{self.path.parent}: could not take the run folder's lock ({self.path.name})")
 
-    def _took(self, key: str, info: dict) -> "RunLock":
+    def _took(self, key: str, read: tuple[dict, str]) -> "RunLock":
         """Write our PID and host into the file we hold, and remember it for this process."""
         data = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode()
         os.ftruncate(self._fd, 0)
@@ -101,16 +108,15 @@ class RunLock:
             return False
 
     @staticmethod
-    def _read_fd(fd: int) -> dict:
-        raw = os.pread(fd, 4096, 0)
-        return _parse_lock(raw)
+    def _read_fd(fd: int) -> tuple[dict, str]:
+        return _parse_lock(os.pread(fd, 4096, 0))
 
     def _refuse_holder(self) -> None:
         """Another process holds the OS lock: say who (it may still be writing its PID: read a few times)."""
         info = {}
         for _ in range(20):
             try:
-                info = _parse_lock(self.path.read_bytes()[:4096])
+                info, _ = _parse_lock(self.path.read_bytes()[:4096])
             except OSError:
                 return  # gone: the holder released it
             if info:
@@ -120,21 +126,21 @@ class RunLock:
         raise RunLockedError(f"{self.path.parent}: another training run (process {pid}, since {since}) is "
                              "writing this folder; wait for it to finish, stop it, or choose another --out")
 
-    def _check_content(self, info: dict) -> None:
+    def _check_content(self, read: tuple[dict, str]) -> None:
         """We hold the OS lock; a live writer named in the file that does not use it still excludes."""
-        pid, host = info.get("pid"), info.get("host")
-        if not info:
-            return  # new, or left empty by a writer that died while creating it
-        if host == socket.gethostname() and isinstance(pid, int) and not isinstance(pid, bool):
+        info, problem = read
+        if not info:  # new, left empty by a writer that died while creating it, or damaged
+            if problem:
+                self.note = f"removed an unreadable lock file from {self.path.parent} ({problem})"
+            return
+        pid, host = info["pid"], info["host"]
+        if host == socket.gethostname():
             if pid == os.getpid() or not _alive(pid):
                 if pid != os.getpid():
                     self.note = f"removed a stale lock of process {pid} (no longer running) from {self.path.parent}"
                 return
             raise RunLockedError(f"{self.path.parent}: another training run (process {pid}, since {_since(info)}) "
                                  "is writing this folder; wait for it to finish, stop it, or choose another --out")
-        if host is None or pid is None:
-            self.note = f"removed an unreadable lock file from {self.path.parent}"
-            return
         raise RunLockedError(f"{self.path.parent}: locked by process {pid} on host {host} (since {_since(info)}); "
                              f"if no run is active there, delete {self.path} and try again")
 
@@ -155,12 +161,12 @@ class RunLock:
     def _check_existing(self) -> None:
         """Raise if a live writer holds the lock; remove it if it is stale or our own."""
         try:
-            info = _parse_lock(self.path.read_bytes()[:4096])
+            info, problem = _parse_lock(self.path.read_bytes()[:4096])
         except OSError:
-            info = {}
+            info, problem = {}, ""
         pid, host = info.get("pid"), info.get("host")
         since = _since(info)
-        if host == socket.gethostname() and isinstance(pid, int):
+        if info and host == socket.gethostname():
             if pid == os.getpid():
                 self.path.unlink(missing_ok=True)  # this process's own (an earlier trainer in the app or a test)
                 return
@@ -171,7 +177,7 @@ class RunLock:
             raise RunLockedError(f"{self.path.parent}: another training run (process {pid}, since {since}) is "
                                  "writing this folder; wait for it to finish, stop it, or choose another --out")
         if not info:  # an empty or damaged lock: a writer that died while creating it
-            self.note = f"removed an unreadable lock file from {self.path.parent}"
+            self.note = f"removed an unreadable lock file from {self.path.parent}" + (f" ({problem})" if problem else "")
             self.path.unlink(missing_ok=True)
             return
         raise RunLockedError(f"{self.path.parent}: locked by process {pid} on host {host} (since {since}); if no "
@@ -193,13 +199,15 @@ class RunLock:
             pass
 
 
-def _parse_lock(raw: bytes) -> dict:
-    """A lock file's JSON object, or {} for an empty, damaged or foreign one (files lie: no exception)."""
+def _parse_lock(raw: bytes) -> tuple[dict, str]:
+    """(the lock's content, "") when it fits LOCK_SCHEMA; ({}, "") for an empty file; ({}, what is wrong) for
+    a damaged or foreign one (files lie: no exception)."""
+    if not raw.strip():
+        return {}, ""
     try:
-        info = json.loads(raw.decode("utf-8") or "{}")
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return {}
-    return info if isinstance(info, dict) else {}
+        return check(load_json_text(raw, source=LOCK_FILE, max_bytes=4096, max_depth=4), LOCK_SCHEMA, LOCK_FILE), ""
+    except UserError as e:
+        return {}, str(e)
 
 
 def _since(info: dict) -> str:

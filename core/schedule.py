@@ -38,8 +38,8 @@ class ScheduleConfig:
         if self.kind not in SCHEDULE_KINDS:
             raise ValueError(f"unknown schedule {self.kind!r}; choose one of {', '.join(SCHEDULE_KINDS)}")
         check_field_types(self)
-        if not 1 <= self.T <= 100_000:
-            raise ValueError(f"T must be a whole number from 1 to 100000, got {self.T!r}")
+        if not 1 <= self.T <= T_MAX:
+            raise ValueError(f"T must be a whole number from 1 to {T_MAX}, got {self.T!r}")
         if not 0 < self.beta1 <= self.beta2 < 1 or not 0 < self.cosine_s < 1:
             raise ValueError(f"need 0 < beta1 <= beta2 < 1 and 0 < cosine_s < 1, got {self.beta1}, {self.beta2}, "
                              f"{self.cosine_s}")
@@ -48,6 +48,7 @@ class ScheduleConfig:
         if self.kind in ZERO_TERMINAL_SCHEDULES and self.prediction == "eps":
             raise ValueError(f"the {self.kind} schedule ends in pure noise, where predicting eps says nothing "
                              "about the image: use prediction v or x0")
+        _check_alpha_bar(self, alpha_bar(self))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,6 +56,43 @@ class ScheduleConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ScheduleConfig":
         return cls(**{k: v for k, v in config_dict(d, "schedule_config").items() if k in cls.__dataclass_fields__})
+
+
+T_MAX = 10_000  # DDPM makes one model call per step; published schedules use at most a few thousand
+# The least alpha_bar a schedule that does not end in pure noise may reach: the samplers divide by
+# sqrt(alpha_bar), and training and sampling hold it in float32, where much smaller values are 0.
+AB_MIN = 1e-20
+
+
+def _check_alpha_bar(config: "ScheduleConfig", ab: torch.Tensor) -> None:
+    """Betas that the numbers cannot carry (tiny: no step adds noise; huge, or too many steps: the image is gone
+    long before T) divide by zero in the samplers: refuse them with the reason."""
+    betas = f"beta1 {config.beta1!r}, beta2 {config.beta2!r}, T {config.T}"
+    if not torch.isfinite(ab).all() or not bool((ab[1:] < ab[:-1]).all()):
+        raise ValueError(f"this {config.kind} schedule ({betas}) does not add noise at every step (alpha_bar "
+                         "stops falling: the betas are too small for the numbers to carry); use larger betas")
+    zero_terminal = config.kind in ZERO_TERMINAL_SCHEDULES
+    if zero_terminal and config.T == 1:
+        return  # one step, from pure noise: nothing in between to divide by
+    last = float(ab[-2] if zero_terminal else ab[-1])  # the last index that should still hold signal
+    if last < AB_MIN:
+        raise ValueError(f"this {config.kind} schedule ({betas}) leaves alpha_bar {last:.3g} near the last step, "
+                         f"below {AB_MIN:g}: the image is gone long before step T and the samplers would divide by "
+                         "zero; use smaller betas or fewer steps")
+
+
+def alpha_bar(config: "ScheduleConfig") -> torch.Tensor:
+    """alpha_bar at indices 0..T (float64) of a schedule config; index 0 is clean data (1)."""
+    T = config.T
+    if config.kind == "cosine":
+        return cosine_alpha_bar(T, config.cosine_s)
+    ab = torch.cumsum((1 - linear_betas(T, config.beta1, config.beta2)).log(), 0).exp()
+    ab[0] = 1.0  # as the course: index 0 is clean data
+    if config.kind == "linear":
+        return ab
+    ab = rescale_zero_terminal_snr(ab)  # linear_zsnr: the course's ab rescaled so the last index holds no signal
+    ab[-1] = 0.0  # exactly, not 1e-33 from rounding
+    return ab
 
 
 def linear_betas(T: int, beta1: float, beta2: float) -> torch.Tensor:
@@ -85,20 +123,11 @@ class Schedule:
 
     def __init__(self, config: ScheduleConfig | None = None):
         self.config = config or ScheduleConfig()
-        T = self.config.T
+        self.ab_t = alpha_bar(self.config)  # (T+1,)
         if self.config.kind == "linear":
-            self.b_t = linear_betas(T, self.config.beta1, self.config.beta2)  # (T+1,)
+            self.b_t = linear_betas(self.config.T, self.config.beta1, self.config.beta2)  # (T+1,)
             self.a_t = 1 - self.b_t
-            self.ab_t = torch.cumsum(self.a_t.log(), 0).exp()
-            self.ab_t[0] = 1.0  # as the course: index 0 is clean data
             return
-        if self.config.kind == "cosine":
-            self.ab_t = cosine_alpha_bar(T, self.config.cosine_s)
-        else:  # linear_zsnr: the course's ab rescaled so the last index holds no signal at all
-            ab = torch.cumsum((1 - linear_betas(T, self.config.beta1, self.config.beta2)).log(), 0).exp()
-            ab[0] = 1.0
-            self.ab_t = rescale_zero_terminal_snr(ab)
-            self.ab_t[-1] = 0.0  # exactly, not 1e-33 from rounding
         self.a_t = torch.cat([torch.ones(1, dtype=torch.float64), self.ab_t[1:] / self.ab_t[:-1]])
         self.b_t = 1 - self.a_t
 

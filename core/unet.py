@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
-from .catalog import NETWORKS, check_field_types, config_dict
+from .catalog import IMAGE_SIDE_MAX, NETWORKS, check_field_types, config_dict
 from .desk_unet import DeskUnet
 from .errors import UserError
 
@@ -40,8 +40,8 @@ class UNetConfig:
         if not 1 <= self.n_cfeat <= 4096 or self.in_channels not in (1, 3, 4):
             raise ValueError(f"n_cfeat must be from 1 to 4096 and in_channels 1, 3 or 4, got {self.n_cfeat}, "
                              f"{self.in_channels}")
-        if self.height % 4 or not 4 <= self.height <= 512:
-            raise ValueError(f"height must be a positive multiple of 4, got {self.height}")
+        if self.height % 4 or not 4 <= self.height <= IMAGE_SIDE_MAX:
+            raise ValueError(f"height must be a multiple of 4 from 4 to {IMAGE_SIDE_MAX} px, got {self.height}")
         if self.n_feat % 8:
             raise ValueError(f"n_feat must be a multiple of 8 (GroupNorm of 8 groups), got {self.n_feat}")
         if self.n_cfeat < 1:
@@ -212,6 +212,11 @@ def config_from_course_state_dict(sd: dict, *, source: str = "weights") -> UNetC
         w_up0 = sd["up0.0.weight"]  # (2nf, 2nf, h/4, h/4)
     except KeyError as e:
         raise CourseWeightsError(f"{source}: not a course ContextUnet state dict (no key {e.args[0]})") from None
+    for key, w, ndim in (("init_conv.conv1.0.weight", w_in, 4), ("contextembed1.model.0.weight", w_ctx, 2),
+                         ("up0.0.weight", w_up0, 4)):
+        if w.ndim != ndim:  # the shapes below are read by index: a tensor of other rank is not a course file's
+            raise CourseWeightsError(f"{source}: {key} has shape {tuple(w.shape)[:8]}, a course ContextUnet's is "
+                                     f"{ndim}-dimensional; this is not a course weights file")
     return UNetConfig(
         in_channels=int(w_in.shape[1]), n_feat=int(w_in.shape[0]), n_cfeat=int(w_ctx.shape[1]),
         height=4 * int(w_up0.shape[-1]), course_compat=True,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..catalog import COURSE_LABEL_NAMES
+from ..catalog import COURSE_LABEL_NAMES, LABEL_NAME_MAX
 from ..errors import DataError
 
 
@@ -133,6 +133,10 @@ def _check_label_names(names: list[str], n_labels: int, where: str) -> None:
         raise DataError(f"{where}: {n_labels} label columns but {len(names)} label names")
     if any(not n.strip() for n in names):
         raise DataError(f"{where}: label names must not be empty")
+    long = next((n for n in names if len(n) > LABEL_NAME_MAX), None)
+    if long is not None:
+        raise DataError(f"{where}: the label name {long[:40]!r}... has {len(long):,} characters, more than the "
+                        f"{LABEL_NAME_MAX} a label may have; rename it")
     for n in names:  # a folder name that is not UTF-8 arrives with surrogates: no checkpoint could store it
         try:
             n.encode("utf-8")

@@ -3,12 +3,15 @@ read with allow_pickle=False, so loading never runs code; every problem is a one
 from __future__ import annotations
 
 import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npf
 
 from ..catalog import BUILTIN_DATASETS
 from ..errors import DataError
+from ..memory import available_bytes, gigabytes
 from ..paths import atomic_write_bytes, resource_path
 
 from .dataset import ImageDataset, _describe, course_label_names, mirror_safe
@@ -27,17 +30,22 @@ def load_builtin(name: str) -> ImageDataset:
     return ds._replace(name=key, source=f"builtin:{key}")
 
 
+# The arrays of a data-set file, as (dtype kind, number of dimensions, what to say): checked from the
+# arrays' headers before any is read. Other arrays (the built-in sets' style) are allowed, never used.
+NPZ_ARRAYS = {"images": ("u", 4, "(N, H, W, 3) uint8"), "labels": ("f", 2, "(N, L) float32"),
+              "label_names": ("U", 1, "(L,) text"), "name": ("U", 0, "one text"), "mirror_ok": ("b", 1, "(N,) bool"),
+              "names": ("U", 1, "(N,) text")}
+NAME_MAX = 1000  # characters in a data set's name
+MAX_LABELS = 4096  # context inputs a network takes (UNetConfig's n_cfeat limit)
+
+
 def load_npz(path) -> ImageDataset:
     """A data set saved by `save_npz` (arrays images, labels, label_names; name optional)."""
     path = Path(path)
+    _check_npz_index(path, _npz_index(path))
     arrays = _read_npz(path)
-    missing = [k for k in ("images", "labels", "label_names") if k not in arrays]
-    if missing:
-        raise DataError(f"{path}: not a data set file, missing array(s) {', '.join(missing)}")
     names = arrays["label_names"]
-    if names.dtype.kind != "U" or names.ndim != 1:
-        raise DataError(f"{path}: label_names must be a 1-D text array, got {_describe(names)}")
-    name = str(arrays["name"]) if "name" in arrays else path.stem
+    name = str(arrays["name"])[:NAME_MAX] if "name" in arrays else path.stem
     ds = ImageDataset(arrays["images"], arrays["labels"], names.tolist(), name, str(path))
     if "mirror_ok" in arrays:
         return ds._replace(mirror_ok=arrays["mirror_ok"])
@@ -45,6 +53,70 @@ def load_npz(path) -> ImageDataset:
     if image_names is not None and image_names.dtype.kind == "U" and image_names.shape == (ds.n,):
         return ds._replace(mirror_ok=mirror_safe(image_names.tolist(), ds.labels, ds.label_names))
     return ds
+
+
+def _npz_index(path: Path) -> dict[str, tuple[tuple, np.dtype]]:
+    """{array name: (shape, dtype)} of an .npz from each array's header alone, refusing object arrays and a
+    header whose shape does not match the bytes stored (a size lie would allocate before numpy noticed), and
+    a total the machine cannot hold."""
+    _check_numpy_header(path, ".npz")
+    index, total = {}, 0
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                with zf.open(info) as f:
+                    shape, dtype, stored = _array_header(f, info.file_size, path, info.filename)
+                index[info.filename.removesuffix(".npy")] = (shape, dtype)
+                total += stored
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - not a zip, truncated, a bad header: the user's file at fault
+        raise DataError(f"{path}: not a readable .npz file ({_one_line(e)})") from None
+    _check_fits(path, total)
+    return index
+
+
+def _array_header(f, size: int, path: Path, member: str = "") -> tuple[tuple, np.dtype, int]:
+    """(shape, dtype, data bytes) of the .npy in file object `f` of `size` bytes (`member` of an .npz at
+    `path`, or the .npy `path` itself), from its header alone."""
+    version = npf.read_magic(f)
+    shape, _, dtype = (npf.read_array_header_1_0 if version == (1, 0) else npf.read_array_header_2_0)(f)
+    if dtype.hasobject:
+        raise DataError(f"{path}: contains Python objects (pickled data), which are not loaded for safety")
+    where = f"{path}: array {member}" if member else str(path)
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    stored = size - f.tell()
+    if declared != stored:
+        raise DataError(f"{where} claims shape {shape[:6]} ({gigabytes(declared)}) but the file holds "
+                        f"{stored:,} bytes of it; the file is damaged")
+    return tuple(shape), dtype, stored
+
+
+def _check_fits(path: Path, nbytes: int) -> None:
+    free = available_bytes("cpu")
+    if free is not None and nbytes > free:
+        raise DataError(f"{path}: the arrays take {gigabytes(nbytes)}, but this machine has {gigabytes(free)} of "
+                        "memory free; use a smaller data set")
+
+
+def _check_npz_index(path: Path, index: dict) -> None:
+    """The data set's arrays by name, dtype, dimensions and matching lengths, before any is read."""
+    missing = [k for k in ("images", "labels", "label_names") if k not in index]
+    if missing:
+        raise DataError(f"{path}: not a data set file, missing array(s) {', '.join(missing)}")
+    for key, (kind, ndim, words) in NPZ_ARRAYS.items():
+        if key in index and (index[key][1].kind != kind or len(index[key][0]) != ndim):
+            shape, dtype = index[key]
+            raise DataError(f"{path}: {key} must be {words}, got {shape[:6]} {dtype}")
+    n = index["images"][0][0]
+    if n == 0:
+        raise DataError(f"{path}: contains no images")
+    rows = {"labels": index["labels"][0][0], "mirror_ok": index.get("mirror_ok", ((n,),))[0][0]}
+    bad = next((k for k, r in rows.items() if r != n), None)
+    if bad:
+        raise DataError(f"{path}: {n} images but {rows[bad]} rows of {bad}")
+    if index["label_names"][0][0] != index["labels"][0][1]:
+        raise DataError(f"{path}: {index['labels'][0][1]} label columns but {index['label_names'][0][0]} label names")
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -117,8 +189,16 @@ def find_labels_beside(images_path: Path) -> Path | None:
 
 
 def _read_npy(path: Path) -> np.ndarray:
-    """One array from a .npy file without unpickling anything."""
+    """One array from a .npy file without unpickling anything (its header checked before it is read)."""
     _check_numpy_header(path, ".npy")
+    try:
+        with open(path, "rb") as f:
+            _, _, stored = _array_header(f, path.stat().st_size, path)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a header numpy cannot parse
+        raise DataError(f"{path}: not a readable .npy file ({_one_line(e)})") from None
+    _check_fits(path, stored)
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as e:
@@ -147,6 +227,9 @@ def _as_uint8_images(array: np.ndarray, path: Path) -> np.ndarray:
 def _as_label_matrix(array: np.ndarray, n: int, path: Path) -> np.ndarray:
     """(N, L) numbers as float32; (N,) integer class ids become one-hot rows."""
     if array.ndim == 1 and array.dtype.kind in "iu" and array.size and array.min() >= 0:
+        if array.max() >= MAX_LABELS:  # one column per class id: a huge id would allocate a huge matrix
+            raise DataError(f"{path}: class id {int(array.max())} is too large; a model takes at most {MAX_LABELS} "
+                            f"labels (ids 0 to {MAX_LABELS - 1})")
         array = np.eye(int(array.max()) + 1, dtype=np.float32)[array]
     if array.ndim != 2 or array.dtype.kind not in "fiub":
         raise DataError(f"{path}: expected labels of shape (N, L) numbers, got {_describe(array)}")

@@ -8,14 +8,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..catalog import BUILTIN_DATASETS
+from ..catalog import BUILTIN_DATASETS, IMAGE_SIDE_MAX
 from ..errors import DataError
+from ..schema import is_int
 
 from .dataset import ImageDataset, _on_white, _to_rgb, resize_images
 from .files import _one_line, load_builtin, load_course_npy, load_npz
 
 IMAGE_FORMATS = {"PNG", "JPEG", "GIF", "BMP", "WEBP"}  # PIL format names we accept
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"}
+SIZE_MIN = 4  # px: the smallest side the networks halve down to (4x4 at the bottom)
 
 
 # --------------------------------------------------------------------------------------------
@@ -31,6 +33,7 @@ def load_image_folder(path, *, size: int = 16) -> ImageDataset:
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
+    _check_size(size, root)
     label_dirs = sorted((d for d in root.iterdir() if d.is_dir() and not _hidden(d)),
                         key=lambda d: d.name.lower())
     groups = [(None, _files_in(root, recursive=False))]
@@ -123,6 +126,8 @@ def load_sprite_sheet(path, *, cell, size=None, margin: int = 0, spacing: int = 
     there must be one name per row. Fully transparent or single-colour cells are dropped.
     """
     path = Path(path)
+    if size is not None:
+        _check_size(size, path)
     cw, ch = (cell, cell) if isinstance(cell, int) else (int(cell[0]), int(cell[1]))
     rgba = np.asarray(_open_sheet(path))
     cols, rows = _grid_shape(rgba.shape[1], rgba.shape[0], cw, ch, margin, spacing, path)
@@ -145,6 +150,13 @@ def load_sprite_sheet(path, *, cell, size=None, margin: int = 0, spacing: int = 
     else:
         labels, names = np.eye(rows, dtype=np.float32)[row_of], list(label_names)
     return ImageDataset(images, labels, names, path.stem, str(path))
+
+
+def _check_size(size, where) -> None:
+    """The side images are resized to: one a network can be built for (a huge one would allocate at once)."""
+    if not is_int(size) or not SIZE_MIN <= size <= IMAGE_SIDE_MAX:
+        raise DataError(f"{where}: image size {size!r} px (--size) is out of range; choose {SIZE_MIN} to "
+                        f"{IMAGE_SIDE_MAX} px, the largest a network is built for")
 
 
 def _open_sheet(path: Path) -> Image.Image:

@@ -2,7 +2,6 @@
 to the commit) and the repair of a model file a crash left older, as a mixin of core.training.Trainer."""
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,9 +11,16 @@ from safetensors.torch import load_file
 from .. import distributed
 from ..catalog import DIVERGED_FILE, LOG_FILE, MODEL_FILE, RESUME_FILE
 from ..checkpoint import CheckpointError, load_matching, load_resume_state, read_metadata, read_resume_info
-from ..config import TrainConfig
+from ..config import MAX_STEPS, TrainConfig
 from ..errors import UserError
+from ..schema import Int, Obj, Str, read_json_file
+from ..tensors import expected_state
 from .runlog import truncate_log
+
+# What Trainer._diverged writes; the reason is shown cut to its first 200 characters.
+DIVERGED_NOTE = Obj({"step": Int(0, MAX_STEPS), "saved_step": Int(0, MAX_STEPS), "reason": Str(100_000)},
+                    optional=("saved_step",))
+OPTIMIZER_MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")  # Adam's per-parameter tensors (amsgrad: the max)
 
 
 def diverged_note(out_dir: Path) -> str:
@@ -24,10 +30,10 @@ def diverged_note(out_dir: Path) -> str:
     if not marker.is_file():
         return ""
     try:
-        info = json.loads(marker.read_text())
-        return f"at step {int(info['step'])} ({str(info['reason'])[:200]})"
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        info = read_json_file(marker, max_bytes=1 << 20, max_depth=4, schema=DIVERGED_NOTE)
+    except (OSError, UserError):
         return "(its note is unreadable)"
+    return f"at step {info['step']} ({' '.join(info['reason'].split())[:200]})"
 
 
 class DivergedRunError(UserError, ValueError):
@@ -42,7 +48,11 @@ class ResumeMixin:
                  force: bool = False):
         """Resume the run in `out_dir` with its saved config (optionally extending the step count). A run that
         stopped because it diverged is refused unless `force` (see _check_not_diverged)."""
-        config = TrainConfig.from_dict(_saved_train_config(Path(out_dir)))
+        source, saved = _saved_train_config(Path(out_dir))
+        try:
+            config = TrainConfig.from_dict(saved)
+        except ValueError as e:
+            raise CheckpointError(f"{source}: its train_config cannot be used ({e})") from None
         if steps is not None:
             config = replace(config, steps=steps)
         return cls(dataset, config, out_dir, device=device, resume=True, force=force)
@@ -65,7 +75,8 @@ class ResumeMixin:
     def _load_resume(self) -> None:
         self._check_not_diverged()
         path = self.out_dir / RESUME_FILE
-        state = load_resume_state(path)
+        state = load_resume_state(path, *self._resume_expectations())
+        self._check_optimizer_state(path, state["optimizer_state"])
         info = state["info"]
         fp = info.get("dataset_fingerprint")
         if fp and fp != self.dataset.fingerprint():
@@ -85,6 +96,35 @@ class ResumeMixin:
             truncate_log(self.out_dir / LOG_FILE, self.step)
             self._repair_model_file()
 
+    def _resume_expectations(self) -> tuple[dict, list[str]]:
+        """({tensor name: (shape, kind)} a resume file of this run may hold, the names it must hold): weights and
+        EMA of this network, Adam's state per parameter (indexed as torch numbers them), this generator's state."""
+        own = expected_state(self.net)
+        expect = {f"{part}.{k}": v for part in ("model", "ema") for k, v in own.items()}
+        params = [p for group in self.opt.param_groups for p in group["params"]]
+        for i, p in enumerate(params):
+            expect.update({f"opt.{i}.{key}": (tuple(p.shape), "float") for key in OPTIMIZER_MOMENTS})
+            expect[f"opt.{i}.step"] = ((), "float")
+        expect["rng"] = (tuple(self.gen.get_state().shape), "uint8", "the random generator's state is not one of "
+                         f"{self.device.type}'s: a run continues on the kind of device it was saved on (--device)")
+        return expect, [k for k in expect if k.startswith("model.")] + ["rng"]
+
+    def _check_optimizer_state(self, path: Path, opt_state: dict) -> None:
+        """The saved parameter groups number this optimizer's parameters as torch does (0, 1, ... across groups),
+        and the scalar state names only those parameters."""
+        groups, start, want = opt_state["param_groups"], 0, []
+        for group in self.opt.param_groups:
+            want.append(list(range(start, start + len(group["params"]))))
+            start += len(group["params"])
+        if [g["params"] for g in groups] != want:
+            raise CheckpointError(f"{path}: the optimizer's parameter groups do not match this network "
+                                  f"({len(groups)} group(s) of {[len(g['params']) for g in groups][:4]} parameters, "
+                                  f"expected {[len(w) for w in want]}); the file is damaged or from another run")
+        stray = next((i for i in opt_state["state"] if i >= start), None)
+        if stray is not None:
+            raise CheckpointError(f"{path}: optimizer state for parameter {stray}, but the network has {start}; the "
+                                  "file is damaged or from another run")
+
     def _resume_rank_generator(self, info: dict) -> None:
         """Same number of processes: each rank continues its own noise stream. Another number: the weights, EMA,
         optimizer and image order continue exactly, the noise, timesteps and flips are drawn afresh (said in a note)."""
@@ -92,7 +132,7 @@ class ResumeMixin:
         world = self.dist.world_size if self.dist else 1
         if saved_world == world:
             if self.dist:
-                self.rank_gen.set_state(distributed.unpack_state(info["rank_rng_states"][self.dist.rank]))
+                self.rank_gen.set_state(self._saved_rank_state(info))
             return
         if self.dist:
             self.rank_gen = self._rank_generator(self.step)
@@ -104,6 +144,19 @@ class ResumeMixin:
                           f"flips{'' if self.dist else ', image order'}) from step {self.step} on differ from an "
                           "uninterrupted run")
 
+    def _saved_rank_state(self, info: dict) -> torch.Tensor:
+        """This rank's generator state from the resume info, checked against the state of a generator here."""
+        states = info.get("rank_rng_states") or []
+        want = self.rank_gen.get_state()
+        try:
+            state = distributed.unpack_state(states[self.dist.rank])
+        except (IndexError, ValueError):  # too few ranks' states, or not base64
+            state = None
+        if state is None or state.shape != want.shape:
+            raise CheckpointError(f"{self.out_dir / RESUME_FILE}: the random state of training process "
+                                  f"{self.dist.rank} is missing or damaged; the run cannot continue exactly")
+        return state
+
     def _legacy_ema(self) -> dict:
         """EMA of a resume file written before it held one: model.safetensors, if it is from the same step."""
         model = self.out_dir / MODEL_FILE
@@ -114,21 +167,27 @@ class ResumeMixin:
         return load_file(str(model))
 
     def _repair_model_file(self) -> None:
-        """A crash after the resume commit can leave model.safetensors older (or missing): re-derive it."""
+        """A crash after the resume commit can leave model.safetensors older (or missing): re-derive it. A damaged
+        one is re-derived too: the resume file is the run's commit, the model file is made from it."""
         model = self.out_dir / MODEL_FILE
-        meta = read_metadata(model) if model.is_file() else {"step": None, "extra": {}}
+        damage = ""
+        try:
+            meta = read_metadata(model) if model.is_file() else {"step": None, "extra": {}}
+        except CheckpointError as e:
+            meta, damage = {"step": None, "extra": {}}, str(e).replace(f"{model}: ", "").replace(f"{model} ", "")
         other_run = meta["extra"].get("run_id", self.run_id) != self.run_id
         if meta["step"] != self.step or other_run:
             self._save_model()
-            why = "belonged to another run" if other_run else f"was from step {meta['step']}"
+            why = (f"was unreadable ({damage[:200]})" if damage else "belonged to another run" if other_run
+                   else f"was from step {meta['step']}")
             self.notes.append(f"{MODEL_FILE} {why}; rewrote it from the resume state of step {self.step}")
 
 
-def _saved_train_config(out_dir: Path) -> dict:
-    """The run's TrainConfig as saved: in the resume file (newer runs), else in the model file."""
+def _saved_train_config(out_dir: Path) -> tuple[Path, dict]:
+    """(the file it is in, the run's TrainConfig as saved): the resume file (newer runs), else the model file."""
     resume = out_dir / RESUME_FILE
     if resume.is_file():
         cfg = read_resume_info(resume).get("train_config")  # header only: the tensors are read once, later
         if cfg:
-            return cfg
-    return read_metadata(out_dir / MODEL_FILE)["train_config"]
+            return resume, cfg
+    return out_dir / MODEL_FILE, read_metadata(out_dir / MODEL_FILE)["train_config"]

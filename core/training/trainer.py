@@ -7,6 +7,7 @@ checkpoint, so a resumed run continues the same loss curve. Under torchrun each 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import statistics
@@ -25,7 +26,8 @@ from ..catalog import DIVERGED_FILE, LOG_FILE, MODEL_FILE, RESUME_FILE
 from ..checkpoint import (ModelBundle, load_matching, save_checkpoint, save_resume_state)
 from ..config import TrainConfig
 from ..device import autocast, pick_device, resolve_precision, to_fast_layout
-from ..errors import UserError
+from ..errors import DataError, UserError
+from ..memory import check_fits, training_bytes
 from ..paths import atomic_write_bytes
 from ..runlock import RunLock, RunLockedError
 from ..samplers import preview_grid
@@ -68,6 +70,8 @@ class Trainer(ResumeMixin):
                  resume: bool = False, force: bool = False):
         self.out_dir = Path(out_dir)
         self.force = force  # resume a run that stopped because it diverged
+        if dataset.n == 0:
+            raise DataError(f"{dataset.source or dataset.name}: the data set holds no images; add images before training")
         self.dataset, self.config = dataset, config
         self.notes: list[str] = []  # things the front end should tell the user (a stale lock, a repair)
         self.dist = distributed.from_env()  # None: one process, exactly as without torchrun
@@ -98,9 +102,10 @@ class Trainer(ResumeMixin):
             self.init_report = notes[-1]
         self.precision = resolve_precision(config.precision, self.device)
         self.schedule = Schedule(ScheduleConfig(kind=config.schedule, prediction=config.prediction))
-        # An unlabelled set (L = 0) trains an unconditional model: one context input, always zero.
-        self.unet_config = UNetConfig(n_feat=config.n_feat, n_cfeat=max(1, dataset.n_labels), height=dataset.size,
-                                      network=config.network, dropout=config.dropout)
+        self.unet_config = _network_config(dataset, config)
+        check_fits(training_bytes(self.unet_config, self.rank_batch, dataset.n), self.device,
+                   f"training this model ({config.network} network, n_feat {config.n_feat}, batch {self.rank_batch}, "
+                   f"{dataset.size} px)", "use a smaller --batch or --n-feat (Batch size, Network width in the app)")
         with torch.random.fork_rng(devices=[]):  # weights from the run's seed, global RNG untouched
             torch.manual_seed(config.seed)
             self.net = to_fast_layout(build_network(self.unet_config).to(self.device))
@@ -187,11 +192,14 @@ class Trainer(ResumeMixin):
         if not label_first:
             for group in self.opt.param_groups:
                 group["lr"] = lr_at(self.config, self.step)
-        with autocast(self.device, self.precision):
-            pred = self.model(to_fast_layout(x_t), t.float() / self.schedule.T, c)
-        per_sample = (pred.float() - target).pow(2).mean(dim=(1, 2, 3)) * self.loss_w[t]  # (B,)
-        self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(per_sample.mean()).backward()
+        # Under torchrun the forward pass (global BatchNorm) and the backward pass (DDP's gradient all-reduce)
+        # talk to the other processes: a peer that died is a PeerLost in one line, not gloo's traceback.
+        with distributed.guard(self.dist, "training a step") if self.dist else contextlib.nullcontext():
+            with autocast(self.device, self.precision):
+                pred = self.model(to_fast_layout(x_t), t.float() / self.schedule.T, c)
+            per_sample = (pred.float() - target).pow(2).mean(dim=(1, 2, 3)) * self.loss_w[t]  # (B,)
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(per_sample.mean()).backward()
         params = self.net.parameters()
         if label_first:  # only the new labels' columns of the context inputs move
             params, keep, _ = self._label_first
@@ -368,6 +376,18 @@ class Trainer(ResumeMixin):
         """A grid of the EMA model from fixed noise, one row per label (see preview_grid)."""
         return preview_grid(self.ema, self.schedule, self.dataset.n_labels, per_label=per_label, steps=steps,
                             seed=seed, precision=self.precision)
+
+
+def _network_config(dataset, config) -> UNetConfig:
+    """The network for this data set: a side it is built for and labels it can take, or a DataError saying so.
+    An unlabelled set (L = 0) trains an unconditional model: one context input, always zero."""
+    try:
+        return UNetConfig(n_feat=config.n_feat, n_cfeat=max(1, dataset.n_labels), height=dataset.size,
+                          network=config.network, dropout=config.dropout)
+    except ValueError as e:
+        raise DataError(f"{dataset.source or dataset.name}: a {config.network} network cannot train on these "
+                        f"{dataset.size}x{dataset.size} px images with {dataset.n_labels} label(s) ({e}); resize them "
+                        "(--size for a folder) or use fewer labels") from None
 
 
 def _take_lock(out_dir: Path) -> RunLock:

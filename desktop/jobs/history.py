@@ -174,37 +174,12 @@ def load_entries(folder: Path | None = None) -> list[dict]:
 
 
 def _parse(text: str) -> dict:
-    if len(text) > MAX_ENTRY_BYTES or _depth(text) > 16:
-        raise ValueError("the settings are too large or too deeply nested")
-    try:
-        entry = json.loads(text)
-    except (ValueError, RecursionError):
-        raise ValueError("the settings are not readable JSON") from None
+    from core.schema import load_json_text
+
+    entry = load_json_text(text, source="the settings", max_bytes=MAX_ENTRY_BYTES, max_depth=16, error=ValueError)
     if not isinstance(entry, dict):
         raise ValueError("the settings are not a JSON object")
     return entry
-
-
-def _depth(text: str) -> int:
-    """Bracket nesting of JSON text, counted before json.loads could recurse that deep."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
-    return deepest
 
 
 # --- reading an entry back ---------------------------------------------------------------------------------
