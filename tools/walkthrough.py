@@ -1,14 +1,18 @@
-"""The workshop flow, walked through in the real app on a real X server: edit labels -> teach -> sample.
+"""The workshop flow, walked through in the real app on a real X server: edit labels -> teach -> sample the
+new label without touching the composer -> switch models and back -> Run; then the sampler lab.
 
-    xvfb-run -a -s "-screen 0 1400x950x24" python tools/walkthrough.py     # screenshots into docs/screenshots/
+    xvfb-run -a -s "-screen 0 1400x950x24" python tools/walkthrough.py                # docs/screenshots/
+    xvfb-run -a -s "-screen 0 1280x720x24" python tools/walkthrough.py --size 1280x720 --prefix small_
 
-What it does, as a user would (each step calls the slot the button or menu calls): open the app on a
-fresh data folder; on Data & labels add the label "fruit", select the 34 fruit emoji in the image
-browser, give them "fruit" and take "food" off them; press "Teach the model these labels"; wait for
-the fine-tune on the Train tab; then draw "fruit" in Sample & compare with three samplers from the
-same noise. Screenshots of the whole screen (ImageMagick `import -window root`, the window's own
-grab where that is missing): teach_1_labels.png, teach_2_training.png, teach_3_trained.png,
-teach_4_sample.png.
+What it does, as a user would (each step calls the slot the button or menu calls; the image clicks are real
+X clicks with xdotool): open the app maximised on a fresh data folder; on Data & labels click an image and
+check the grid does not reflow under the pointer; add the label "fruit", select the 34 fruit emoji, give
+them "fruit" and take "food" off them; press "Teach the model these labels"; wait for the fine-tune on the
+Train tab; on Sample & compare press Run (the rows must already include "fruit"); pick the shipped model and
+then the taught one again in the model menu and press Run (the "fruit" row must come back); open the X/Y
+grid and the history. Screenshots of the whole screen (ImageMagick `import -window root`, the window's own
+grab where that is missing): PREFIXteach_1_labels.png ... PREFIXlab_2_history.png. Any check that fails
+stops the walk with exit code 1.
 """
 from __future__ import annotations
 
@@ -67,15 +71,56 @@ def _select_rows(view, wanted: set[int]) -> None:
         view.scrollTo(first)
 
 
+def _icons_per_row(view) -> int:
+    model = view.model()
+    tops = [view.visualRect(model.index(r, 0)).top() for r in range(min(model.rowCount(), 200))]
+    return tops.count(tops[0]) if tops else 0
+
+
+def _x_click(app, widget, x: int, y: int) -> None:
+    """A real click at widget coordinates, through the X server (xdotool), then the events it makes."""
+    pos = widget.mapToGlobal(widget.rect().topLeft())
+    subprocess.run(["xdotool", "mousemove", str(pos.x() + x), str(pos.y() + y), "click", "1"], check=True)
+    _settle(app, 0.5)
+
+
+def _check(ok: bool, what: str) -> None:
+    print(("ok: " if ok else "FAILED: ") + what, flush=True)
+    if not ok:
+        raise SystemExit(1)
+
+
+def _row_names(sp) -> list[str]:
+    return list(sp._contexts()[1])
+
+
 def main() -> int:
+    import argparse
+
     from screenshots import open_app
 
-    app, win, mw = open_app(1380, 920)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", default="1400x950")
+    ap.add_argument("--prefix", default="")
+    args = ap.parse_args()
+    width, height = map(int, args.size.split("x"))
+    pre = args.prefix
+    app, win, mw = open_app(width, height)
+    win.showMaximized()
+    _settle(app, 1.0)
     OUT.mkdir(parents=True, exist_ok=True)
+    print(f"window {win.width()}x{win.height()} on a {width}x{height} screen", flush=True)
 
-    # 1. Data & labels: a new label "fruit" on the fruit emoji, taken off "food"
+    # 1. Data & labels: a click on an image keeps the grid as it was; a new label "fruit" on the fruit emoji
     win.tabs.setCurrentIndex(mw.TAB_DATA)
     dp = win.data_panel
+    _settle(app, 1.0)
+    if os.environ.get("DISPLAY") and shutil.which("xdotool"):
+        before = _icons_per_row(dp.view)
+        rect = dp.view.visualRect(dp.view.model().index(2, 0))
+        _x_click(app, dp.view.viewport(), rect.center().x(), rect.center().y())
+        _check(len(dp.view.selectionModel().selectedIndexes()) == 1, "a real click selects one image")
+        _check(_icons_per_row(dp.view) == before, f"the image grid keeps {before} per row after the click")
     names = np.load(ROOT / "resources" / "emoji16.npz")["names"].astype(str)
     fruit = set(np.flatnonzero(np.isin(names, FRUIT)).tolist())
     assert dp.add_label("fruit")
@@ -87,31 +132,66 @@ def main() -> int:
     _select_rows(dp.view, fruit)
     assert dp.assign_selected(new, True) == len(fruit)
     dp.assign_selected(food, False)
-    _shot(app, win, "teach_1_labels.png")
+    _shot(app, win, f"{pre}teach_1_labels.png")
 
     # 2. Teach: the fine-tune preset from the shipped model, on the Train tab
     dp.teach_btn.click()
     tp = win.train_panel
     _wait(app, lambda: tp.run_state == "running" and tp._latest is not None and tp._latest.step >= 150,
           what="the fine-tune")
-    _shot(app, win, "teach_2_training.png")
+    _shot(app, win, f"{pre}teach_2_training.png")
     t0 = time.monotonic()
     _wait(app, lambda: tp.run_state == "idle", what="the end of the fine-tune")
     print(f"fine-tune finished {time.monotonic() - t0:.0f} s after the second screenshot; {tp.status.text()}")
     _settle(app, 2.0)
-    _shot(app, win, "teach_3_trained.png")
+    _shot(app, win, f"{pre}teach_3_trained.png")
 
-    # 3. Sample & compare: "fruit", three samplers from the same noise
+    # 3. Sample & compare: the taught label is among the rows without a visit to the composer
     _wait(app, lambda: win.state.model is not None and "fruit" in win.state.model.label_names, what="the new model")
-    row = win.composer.rows[0]
-    row.set_weights([1.0 if n == "fruit" else 0.0 for n in row.names])
-    win.composer.publish()
+    taught = str(win.state.model.path)
     win.tabs.setCurrentIndex(mw.TAB_SAMPLE)
     sp = win.sample_panel
+    _settle(app, 1.0)
+    _check("fruit" in _row_names(sp), f"the rows include fruit: {_row_names(sp)}")
     sp.run()
     _wait(app, lambda: not sp.is_busy(), what="sampling")
     _settle(app, 2.0)
-    _shot(app, win, "teach_4_sample.png")
+    _shot(app, win, f"{pre}teach_4_sample.png")
+
+    # 4. The shipped model and back: the "fruit" row returns with the model that knows it
+    picker = sp.model_picker
+    shipped = next(i for i in range(picker.count()) if str(picker.itemData(i)).endswith("default.safetensors"))
+    sp.model_bar.picked(shipped)
+    _wait(app, lambda: win.state.model is not None and str(win.state.model.path).endswith("default.safetensors"),
+          what="the shipped model")
+    _settle(app, 1.0)
+    _check("fruit" not in _row_names(sp), f"the shipped model draws its own labels: {_row_names(sp)}")
+    back = next(i for i in range(picker.count()) if str(picker.itemData(i)) == taught)
+    sp.model_bar.picked(back)
+    _wait(app, lambda: win.state.model is not None and str(win.state.model.path) == taught, what="the taught model")
+    _settle(app, 1.0)
+    _check("fruit" in _row_names(sp), f"back on the taught model the rows include fruit again: {_row_names(sp)}")
+    sp.run()
+    _wait(app, lambda: not sp.is_busy(), what="sampling")
+    _settle(app, 2.0)
+    _shot(app, win, f"{pre}teach_5_switched_back.png")
+
+    # 5. The sampler lab: an X/Y grid of the new label against its neighbours over the number of steps, then
+    # the history of this walk
+    grid = sp.lab.open_grid()
+    grid.x_row.set_axis("steps", "5,10,20")
+    grid.y_row.set_axis("context", "fruit,food,animal & nature")
+    grid.resize(min(1000, width - 40), min(800, height - 60))
+    grid.run()
+    _wait(app, lambda: not grid.is_busy() and grid.summary is not None and grid.summary.cells, what="the grid")
+    print(f"grid: {grid.note.text()}", flush=True)
+    _shot(app, win, f"{pre}lab_1_grid.png")
+    grid.close()
+    history = sp.lab.open_history()
+    _wait(app, lambda: history.list.count() >= 3, timeout=60, what="the history")
+    _check(history.list.count() >= 3, f"the history lists {history.list.count()} runs")
+    _shot(app, win, f"{pre}lab_2_history.png")
+    history.close()
     win.close()
     return 0
 

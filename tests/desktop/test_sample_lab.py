@@ -194,7 +194,7 @@ def test_the_history_is_capped_and_skips_damaged_files(tmp_path):
 
 
 @pytest.mark.parametrize("text, says", [
-    ("not json", "not readable JSON"), ("[]", "not a JSON object"), ('{"kind": "video"}', "not the settings"),
+    ("not json", "not valid JSON"), ("[]", "not a JSON object"), ('{"kind": "video"}', "not the settings"),
     ('{"kind": "compare", "columns": []}', "columns are missing"),
     ('{"kind": "grid", "grid": {"x": 1}}', "grid's settings are damaged"),
 ])
