@@ -4,7 +4,6 @@ are of the wrong dtype, shape or count or whose headers lie about their size, an
 built for, a model larger than the memory left. Each is refused with the project's own error, naming the
 file, before anything large is allocated. The JSON side: test_untrusted_files.py."""
 import io
-import itertools
 import json
 import math
 import zipfile
@@ -26,15 +25,6 @@ from core.unet import ContextUnet, UNetConfig
 
 
 
-@pytest.fixture(scope="module")
-def scratch(tmp_path_factory):
-    """A fresh folder per call, cheaper than tmp_path for hundreds of small cases."""
-    base, count = tmp_path_factory.mktemp("cases"), itertools.count()
-
-    def fresh():
-        (folder := base / str(next(count))).mkdir()
-        return folder
-    return fresh
 
 
 # --- model files -------------------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@ bomb, a type swap for every field, missing keys, huge numbers, NaN and infinitie
 Each must raise the project's own error type in one line that names the file (or the flag or variable) it
 came from; never RecursionError, KeyError, TypeError or OverflowError. Tensors and arrays:
 test_untrusted_arrays.py; the same inputs through the CLI, counted: tests/adversarial_cases.py."""
-import itertools
 import json
 import os
 import socket
@@ -23,15 +22,6 @@ from core.training.resume import diverged_note
 
 
 
-@pytest.fixture(scope="module")
-def scratch(tmp_path_factory):
-    """A fresh folder per call, cheaper than tmp_path for hundreds of small cases."""
-    base, count = tmp_path_factory.mktemp("cases"), itertools.count()
-
-    def fresh():
-        (folder := base / str(next(count))).mkdir()
-        return folder
-    return fresh
 
 
 # --- the validator itself ----------------------------------------------------------------------------------
