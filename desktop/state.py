@@ -6,10 +6,34 @@ torch has loaded.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
+
+
+MAX_ROWS, MAX_NAME = 256, 200  # more rows, or a longer label name, than the composer ever saves
+
+
+def composer_state(d) -> dict | None:
+    """The composer's saved state ({"names", "rows", "guidance", "guide_with"}: the settings file, a history entry
+    or a PNG's text, all the user's) when every part is sound, else None: names are short strings, each row one
+    finite weight per name, guidance finite in [0, 50]."""
+    if not isinstance(d, dict) or not isinstance(d.get("names"), list) or not isinstance(d.get("rows"), list):
+        return None
+    names, rows, g = d["names"], d["rows"], d.get("guidance", 1.0)
+    if len(names) > MAX_ROWS or len(rows) > MAX_ROWS or not all(isinstance(n, str) and len(n) <= MAX_NAME
+                                                                 for n in names):
+        return None
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+    if not all(isinstance(r, list) and len(r) == len(names) and all(map(number, r)) for r in rows):
+        return None
+    if not number(g) or not 0 <= g <= 50:
+        return None
+    guide = d.get("guide_with", "")
+    return {"names": list(names), "rows": [[float(v) for v in r] for r in rows], "guidance": float(g),
+            "guide_with": guide if isinstance(guide, str) and len(guide) <= 4096 else ""}
 
 
 @dataclass

@@ -164,9 +164,11 @@ def fit_image(image: np.ndarray, size: int) -> np.ndarray:
     return resize_images(np.ascontiguousarray(image, np.uint8)[None], size)[0]
 
 
-def save_result_png(path: str, result: EditResult, source: np.ndarray, mask: np.ndarray | None = None) -> str:
+def save_result_png(path: str, result: EditResult, source: np.ndarray, mask: np.ndarray | None = None,
+                    entry: dict | None = None) -> str:
     """One row, the input (the redrawn region tinted for inpainting) then the outputs, magnified, with the
-    settings as PNG text chunks; written atomically."""
+    settings as PNG text chunks (and `entry`, the run as the history keeps it, so "Settings from a PNG…" restores
+    it); written atomically."""
     from core.export import make_grid, save_png
 
     src = np.asarray(source, np.uint8).copy()
@@ -174,7 +176,10 @@ def save_result_png(path: str, result: EditResult, source: np.ndarray, mask: np.
         src[mask] = (0.55 * src[mask] + 0.45 * np.array([230, 30, 90])).astype(np.uint8)
     row = np.concatenate([src[None], result.images])
     scale = max(1, 64 // row.shape[1])  # 16 px emoji -> 64 px tiles
-    save_png(make_grid(row, ncols=len(row), scale=scale), path, result.png_text())
+    text = result.png_text()
+    if entry:
+        text["entry"] = json.dumps(entry)
+    save_png(make_grid(row, ncols=len(row), scale=scale), path, text)
     return str(path)
 
 

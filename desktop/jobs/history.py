@@ -1,5 +1,6 @@
-"""The history of sampling runs: every Sample & compare run and X/Y grid kept in the data folder (a JSON
-file of settings and a PNG thumbnail each), newest first, capped, and read back to restore any of them.
+"""The history of sampling runs: every Sample & compare run, X/Y grid and sketch / inpaint run kept in the data
+folder (a JSON file of settings and a PNG thumbnail each), newest first, capped, and read back to restore any of
+them.
 
 The files are the user's and may be edited or damaged: every reader checks types and sizes and skips (the
 list) or refuses with one line (a restore) what it cannot use. Writing and listing run on worker threads
@@ -7,6 +8,7 @@ list) or refuses with one line (a restore) what it cannot use. Writing and listi
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -58,6 +60,79 @@ def grid_entry(spec, summary) -> dict:
                 {"title": c.settings.describe(spec.x.name), "sampler": c.settings.sampler, "steps": c.settings.steps,
                  "nfe": c.nfe, "seconds": round(c.seconds, 4)} for c in summary.cells.values()],
             "cancelled": bool(summary.cancelled)}
+
+
+SKETCH_MODES = ("sketch", "inpaint")  # desktop.panels.sketch_dialog's SKETCH and INPAINT
+MAX_SKETCH_SIDE = 256  # pixels: a picture larger than any model here is not one of ours
+
+
+def sketch_entry(job, result, bundle, mode: str) -> dict:
+    """A sketch (SDEdit) or inpaint (RePaint) run as plain data: the canvas, the mask and every setting, so the
+    dialog can draw it again. `job` is a desktop.jobs.editing SketchJob or InpaintJob, `result` its EditResult."""
+    image = np.ascontiguousarray(getattr(job, "sketch", None) if mode == "sketch" else job.image, np.uint8)
+    mask = getattr(job, "mask", None)
+    sketch = {"mode": mode, "side": int(image.shape[0]), "image": base64.b64encode(image.tobytes()).decode(),
+              "mask": None if mask is None else base64.b64encode(np.packbits(np.asarray(mask, bool))).decode(),
+              "label": job.label, "strength": float(getattr(job, "strength", 1.0)),
+              "sampler": getattr(job, "sampler", "ddim"), "steps": int(job.steps),
+              "resample": int(getattr(job, "resample", 4)), "jump": int(getattr(job, "jump", 5)),
+              "guidance": float(job.guidance), "seed": int(job.seed), "n": int(job.n), "precision": job.precision}
+    title = "Sketch → emoji" if mode == "sketch" else "Inpaint"
+    return {"version": ENTRY_VERSION, "kind": "sketch", "time": time.time(), "model": _model(bundle),
+            "seed": int(job.seed), "precision": job.precision, "sketch": sketch, "row_names": [job.label],
+            "results": [{"title": title, "sampler": sketch["sampler"] if mode == "sketch" else "repaint",
+                         "steps": int(job.steps), "nfe": int(result.nfe), "seconds": round(result.seconds, 4)}],
+            "cancelled": bool(result.cancelled)}
+
+
+def sketch_thumbnail(source: np.ndarray, result) -> np.ndarray:
+    """(H, W, 3) uint8: the input, then the first outputs."""
+    return _tile_rows([np.concatenate([np.asarray(source, np.uint8)[None], result.images[:4]])])
+
+
+def sketch_settings(d) -> dict:
+    """A kept sketch run's settings, checked, with "image" (side, side, 3) uint8 and "mask" (side, side) bool or
+    None decoded: what SketchDialog.apply_settings takes. ValueError with one line when they cannot be used."""
+    from core.catalog import PRECISIONS, SAMPLER_NAMES
+
+    if not isinstance(d, dict) or d.get("mode") not in SKETCH_MODES:
+        raise ValueError("the sketch's settings are missing or damaged")
+    side = d.get("side")
+    if not (_is_int(side) and 1 <= side <= MAX_SKETCH_SIDE):
+        raise ValueError("the sketch's size is missing or out of range")
+    image = _decode(d.get("image"), side * side * 3, "picture").reshape(side, side, 3)
+    mask = None
+    if d.get("mask") is not None:
+        bits = _decode(d["mask"], (side * side + 7) // 8, "mask")
+        mask = np.unpackbits(bits)[: side * side].reshape(side, side).astype(bool)
+    out = {"mode": d["mode"], "image": image, "mask": mask}
+    label = d.get("label")
+    out["label"] = label if isinstance(label, str) and len(label) <= 200 else ""
+    for key, lo, hi in (("steps", 1, 1000), ("resample", 1, 20), ("jump", 1, 100), ("seed", 0, 2**31 - 1),
+                        ("n", 1, 8)):
+        if not (_is_int(d.get(key)) and lo <= d[key] <= hi):
+            raise ValueError(f"the sketch's {key} is missing or out of range")
+        out[key] = d[key]
+    for key, lo, hi in (("strength", 0.0, 1.0), ("guidance", 0.0, 10.0)):
+        v = d.get(key)
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi):
+            raise ValueError(f"the sketch's {key} is missing or out of range")
+        out[key] = float(v)
+    out["sampler"] = d.get("sampler") if d.get("sampler") in SAMPLER_NAMES else "dpmpp3m"
+    out["precision"] = d.get("precision") if d.get("precision") in PRECISIONS else "auto"
+    return out
+
+
+def _decode(text, size: int, what: str) -> np.ndarray:
+    if not isinstance(text, str) or len(text) > 4 * size // 3 + 8:
+        raise ValueError(f"the sketch's {what} is missing or damaged")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise ValueError(f"the sketch's {what} is damaged") from None
+    if len(raw) != size:
+        raise ValueError(f"the sketch's {what} has the wrong size")
+    return np.frombuffer(raw, np.uint8).copy()
 
 
 def _model(bundle) -> dict:
@@ -196,6 +271,7 @@ class Restorable:
     precision: str = "auto"
     composer: dict | None = None
     grid: object = None  # core.xy_grid.GridSpec for a grid
+    sketch: dict | None = None  # sketch_settings(...) for a sketch or inpaint run
 
 
 def restorable(entry) -> Restorable:
@@ -203,9 +279,10 @@ def restorable(entry) -> Restorable:
     from core.catalog import PRECISIONS, SAMPLER_NAMES
     from core.errors import UserError
     from core.xy_grid import GridSpec
+    from desktop.state import composer_state
     from desktop.widgets.column_strip import valid_column_settings
 
-    if not isinstance(entry, dict) or entry.get("kind") not in ("compare", "grid"):
+    if not isinstance(entry, dict) or entry.get("kind") not in ("compare", "grid", "sketch"):
         raise ValueError("these are not the settings of a Diffusion Desk run")
     model = entry.get("model") if isinstance(entry.get("model"), dict) else {}
     path, digest = model.get("path", ""), model.get("sha256", "")
@@ -219,6 +296,10 @@ def restorable(entry) -> Restorable:
         except (UserError, AttributeError) as e:
             raise ValueError(f"the grid's settings are damaged ({e})") from None
         return Restorable("grid", f"the grid of {stamp}", path, digest, grid=grid)
+    if entry["kind"] == "sketch":
+        sketch = sketch_settings(entry.get("sketch"))
+        what = "sketch" if sketch["mode"] == "sketch" else "inpainting"
+        return Restorable("sketch", f"the {what} of {stamp}", path, digest, sketch=sketch)
     columns = valid_column_settings(entry.get("columns"), set(SAMPLER_NAMES))
     seed, per_row = entry.get("seed"), entry.get("per_row")
     if not columns:
@@ -227,27 +308,11 @@ def restorable(entry) -> Restorable:
         raise ValueError("the run's seed or images per row are missing or out of range")
     precision = entry.get("precision") if entry.get("precision") in PRECISIONS else "auto"
     return Restorable("compare", f"the run of {stamp}", path, digest, columns, seed, per_row, precision,
-                      _composer(entry.get("composer")))
+                      composer_state(entry.get("composer")))
 
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _composer(d) -> dict | None:
-    """The composer's saved state when it is sound (the composer checks it again), else None."""
-    if not isinstance(d, dict) or not isinstance(d.get("names"), list) or not isinstance(d.get("rows"), list):
-        return None
-    names, rows = d["names"], d["rows"]
-    if not all(isinstance(n, str) for n in names) or len(rows) > 256:
-        return None
-    ok = all(isinstance(r, list) and len(r) == len(names) and all(isinstance(v, (int, float)) and
-                                                                  not isinstance(v, bool) for v in r) for r in rows)
-    g = d.get("guidance", 1.0)
-    if not ok or not isinstance(g, (int, float)) or not 0 <= g <= 50:
-        return None
-    guide = d.get("guide_with", "")
-    return {"names": names, "rows": rows, "guidance": float(g), "guide_with": guide if isinstance(guide, str) else ""}
 
 
 def read_png_entry(path: str) -> dict:

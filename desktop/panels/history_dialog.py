@@ -25,7 +25,8 @@ def entry_text(entry: dict) -> str:
     when = time.strftime("%d %b %H:%M:%S", time.localtime(entry.get("time", 0)))
     samplers = ", ".join(f"{r.get('sampler')} {r.get('steps')}" for r in entry.get("results", [])[:4])
     samplers = samplers if len(samplers) <= 40 else samplers[:38] + "…"
-    kind = "grid" if entry.get("kind") == "grid" else f"seed {entry.get('seed')}"
+    kind = {"grid": "grid", "sketch": f"sketch, seed {entry.get('seed')}"}.get(entry.get("kind"),
+                                                                              f"seed {entry.get('seed')}")
     return f"{when} · {kind}\n{samplers}"
 
 
@@ -141,7 +142,8 @@ class HistoryDialog(QDialog):
         if self.list.count():
             self.list.setCurrentRow(0)
         else:
-            self.details.setText("No runs yet: every run of Sample & compare and every X/Y grid appears here."
+            self.details.setText("No runs yet: every run of Sample & compare, every X/Y grid and every sketch "
+                                 "or inpainting appears here."
                                  if not self.entries else "No run matches these filters.")
         self._update_buttons()
 

@@ -1,8 +1,9 @@
-"""Sample & compare's lab: the X/Y grid, the history of runs and settings read back from exported PNGs
-(SampleLab, owned by the panel). The dialogs are made on first use and stay (non-modal, one of each)."""
+"""Sample & compare's lab: the X/Y grid, sketch / inpaint, variations, the history of runs and settings read back
+from exported PNGs (SampleLab, owned by the panel). The dialogs are made on first use and stay (non-modal, one of
+each)."""
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QObject, Signal
+from PySide6.QtCore import QEvent, QObject, QTimer, Signal
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from core.context import spec_from_context
@@ -25,6 +26,9 @@ class SampleLab(QObject):
         self.sketch_dialog = None
         self.variations_dialog = None
         self.last_entry: dict | None = None  # the last run as the history keeps it (exports carry it too)
+        self._pending_sketch: dict | None = None  # a restored sketch's settings, waiting for its model to load
+        self._switching = False  # the last restore asked for another model
+        panel.state.model_changed.connect(self._apply_pending_sketch)
         panel.setAcceptDrops(True)
         panel.installEventFilter(self)
         c = panel.controls
@@ -75,11 +79,33 @@ class SampleLab(QObject):
 
         if self.sketch_dialog is None:
             self.sketch_dialog = SketchDialog(self.panel.state, self.panel)
+            self.sketch_dialog.run_finished.connect(self._record_sketch)
         if image is not None:
             self.sketch_dialog.load_image(image)
         self.sketch_dialog.show()
         self.sketch_dialog.raise_()
         return self.sketch_dialog
+
+    def _record_sketch(self, job, result) -> None:
+        dialog, bundle = self.sketch_dialog, self.panel.state.model
+        if result.images is None or bundle is None:
+            return
+        entry = hj.sketch_entry(job, result, bundle, dialog.mode())
+        dialog.last_entry = entry
+        source = dialog._run_source
+
+        def written(kept):
+            if dialog.last_entry is not None and kept.get("time") == dialog.last_entry.get("time"):
+                dialog.last_entry = kept  # now with the model's sha256
+            self._history_changed()
+
+        threads.run_in_background(hj.record, entry, hj.sketch_thumbnail(source, result), on_done=written)
+
+    def _apply_pending_sketch(self, *_):
+        """After the model a restored sketch asked for has loaded (the dialog's own model slot runs first)."""
+        if self._pending_sketch is not None:
+            d, self._pending_sketch = self._pending_sketch, None
+            QTimer.singleShot(0, lambda: self.open_sketch().apply_settings(d))
 
     # ============================================================================ variations
     def open_variations(self, col, index: int):
@@ -135,7 +161,11 @@ class SampleLab(QObject):
             QMessageBox.warning(p, "Cannot restore", str(e))
             return
         note = self._restore_model(r.model_path, r.model_hash)
-        if r.grid is not None:
+        if r.sketch is not None and not self._switching:
+            self.open_sketch().apply_settings(r.sketch)
+        elif r.sketch is not None:
+            self._pending_sketch = r.sketch  # applied once the model it asked for is loaded
+        elif r.grid is not None:
             self.open_grid(r.grid)
         else:
             self.apply_settings(r.columns, r.seed, r.per_row, r.precision)
@@ -158,7 +188,10 @@ class SampleLab(QObject):
         p.model_bar.set_precision(precision)
 
     def _restore_model(self, path: str, digest: str) -> str:
+        """Ask for the entry's model when another is loaded (self._switching says whether it did); the note says
+        what differs from the run kept."""
         p = self.panel
+        self._switching = False
         bundle = p.state.model
         current = str(bundle.path) if bundle is not None and bundle.path is not None else ""
         if not path:
@@ -167,6 +200,7 @@ class SampleLab(QObject):
             return "" if hj.digest_matches(path, digest) else "the model file has changed since, so the pictures may differ"
         if not hj.exists(path):
             return f"its model {path} is gone, so it is drawn with the loaded one"
+        self._switching = True
         p.model_requested.emit(path)
         return "" if hj.digest_matches(path, digest) else "the model file has changed since, so the pictures may differ"
 

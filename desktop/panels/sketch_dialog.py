@@ -8,17 +8,15 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from PySide6.QtCore import QSize, Qt, Signal, Slot
-from PySide6.QtGui import QIcon
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDialog, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QLabel, QMessageBox, QProgressBar, QPushButton, QRadioButton, QSlider, QSpinBox,
-                               QToolButton, QVBoxLayout, QWidget)
+                               QLabel, QMessageBox, QProgressBar, QRadioButton, QSlider, QVBoxLayout, QWidget)
 
 from core.catalog import SAMPLER_CATALOG, T_DEFAULT, sampler_choice
 from desktop import engine, settings, threads
 from desktop.jobs import editing as ej
 from desktop.state import AppState
-from desktop.widgets.common import HintLabel, ImageGridView, error_text, pixmap_from_rgb
+from desktop.widgets.common import HintLabel, ImageGridView, error_text, OutputButtons, push_button, spin_box
 from desktop.widgets.paint_canvas import PaintCanvas
 
 SKETCH, INPAINT = "sketch", "inpaint"
@@ -31,6 +29,7 @@ class SketchDialog(QDialog):
 
     busy_changed = Signal(bool)
     saved = Signal(str)  # path written
+    run_finished = Signal(object, object)  # (the job, its EditResult): kept in the history
 
     def __init__(self, state: AppState, parent=None):
         super().__init__(parent)  # non-modal: show(), never exec()
@@ -39,7 +38,8 @@ class SketchDialog(QDialog):
         self.precision = "auto"  # as Sample & compare's default
         self.seconds_to_screen = 0.0  # Run pressed -> outputs drawn, of the last run
         self._worker: threads.GeneratorWorker | None = None
-        self._pressed, self._note, self._run_source, self._run_mask = 0.0, "", None, None
+        self._pressed, self._note, self._run_source, self._run_mask, self._job = 0.0, "", None, None, None
+        self.last_entry: dict | None = None  # the last run as the history keeps it: a saved PNG carries it
         self._T, self._alpha_bar, self._n_cfeat = T_DEFAULT, None, 0
         self._build()
         state.model_changed.connect(self._on_model_changed)
@@ -70,21 +70,6 @@ class SketchDialog(QDialog):
         row.addStretch(1)
         return row
 
-    @staticmethod
-    def _push(text: str, tip: str, slot) -> QPushButton:
-        b = QPushButton(text)
-        b.setToolTip(tip)
-        b.clicked.connect(slot)
-        return b
-
-    def _spin(self, lo, hi, value, tip, cls=QSpinBox, step=1):
-        s = cls()
-        s.setRange(lo, hi)
-        s.setSingleStep(step)
-        s.setValue(value)
-        s.setToolTip(tip)
-        return s
-
     def _settings_box(self) -> QWidget:
         self.label_box = QComboBox()
         self.label_box.setToolTip("The label the model draws towards; 'no label' lets it choose")
@@ -105,18 +90,18 @@ class SketchDialog(QDialog):
             self.sampler_box.setItemData(self.sampler_box.count() - 1, c.summary, Qt.ItemDataRole.ToolTipRole)
         self.sampler_box.setCurrentIndex(self.sampler_box.findData(DEFAULT_SAMPLER))
         self.sampler_box.setToolTip("The sampler that denoises from t0 to the clean image")
-        self.steps_spin = self._spin(1, 1000, 10, "Denoising steps from t0 to 0: model calls per image (twice "
+        self.steps_spin = spin_box(1, 1000, 10, "Denoising steps from t0 to 0: model calls per image (twice "
                                      "that with guidance; Heun makes two per step)")
-        self.resample_spin = self._spin(1, 20, 4, "RePaint's r: each block of steps is walked this many times, "
+        self.resample_spin = spin_box(1, 20, 4, "RePaint's r: each block of steps is walked this many times, "
                                         "noised back in between, so the redrawn part blends with the kept part")
-        self.jump_spin = self._spin(1, 100, 5, "RePaint's jump length j: steps per block walked before jumping "
+        self.jump_spin = spin_box(1, 100, 5, "RePaint's jump length j: steps per block walked before jumping "
                                     "back up; 1 redoes every step on its own")
-        self.guidance_spin = self._spin(0.0, 10.0, 1.0, "Classifier-free guidance: 1 is the plain model (one call "
+        self.guidance_spin = spin_box(0.0, 10.0, 1.0, "Classifier-free guidance: 1 is the plain model (one call "
                                         "per step); 2-3 follows the label more closely at two calls per step. "
                                         "Does nothing without a label", QDoubleSpinBox, 0.5)
-        self.seed_spin = self._spin(0, 2**31 - 1, settings.DEFAULT_SEED, "The same seed, settings and picture give "
+        self.seed_spin = spin_box(0, 2**31 - 1, settings.DEFAULT_SEED, "The same seed, settings and picture give "
                                     "the same outputs")
-        self.n_spin = self._spin(1, 8, 4, "Outputs per run, each from its own noise")
+        self.n_spin = spin_box(1, 8, 4, "Outputs per run, each from its own noise")
         box = QWidget()
         self._form = form = QFormLayout(box)
         for name, w in (("Label", self.label_box), ("Strength", self.strength_row), ("", self.strength_hint),
@@ -133,9 +118,9 @@ class SketchDialog(QDialog):
 
     def _run_row(self) -> QHBoxLayout:
         row = QHBoxLayout()
-        self.run_button = self._push("Run", "", self.run)
+        self.run_button = push_button("Run", "", self.run)
         self.run_button.setDefault(True)
-        self.cancel_button = self._push("Cancel", "Stop within one model call", self.cancel)
+        self.cancel_button = push_button("Cancel", "Stop within one model call", self.cancel)
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m")
         row.addWidget(self.run_button)
@@ -144,12 +129,11 @@ class SketchDialog(QDialog):
         return row
 
     def _results_box(self) -> QWidget:
-        box, self.strip, self.outputs = QWidget(), QHBoxLayout(), QButtonGroup(self)
+        box, self.outputs = QWidget(), OutputButtons("Output {n} (row {i} of the seed's noise): click to replay it")
         lay = QVBoxLayout(box)
         lay.setContentsMargins(0, 0, 0, 0)
-        self.strip.addStretch(1)
-        self.outputs.idClicked.connect(lambda _: self._show_frame())
-        lay.addLayout(self.strip)
+        self.outputs.picked.connect(lambda _: self._show_frame())
+        lay.addWidget(self.outputs)
         self.view = ImageGridView(placeholder="Draw a sketch and press Run", min_scale=1)
         self.view.setToolTip("The selected output at the scrubber's frame: x_t (left) and the model's guess of "
                              "the clean image, x̂0 (right)")
@@ -160,9 +144,9 @@ class SketchDialog(QDialog):
         self.frame_label, row, self.status = QLabel(), QHBoxLayout(), HintLabel()
         lay.addWidget(self.scrubber)
         lay.addWidget(self.frame_label)
-        self.use_button = self._push("Use as sketch", "Copy the selected output onto the canvas (undoable), to "
+        self.use_button = push_button("Use as sketch", "Copy the selected output onto the canvas (undoable), to "
                                      "refine it further", self.use_selected)
-        self.save_button = self._push("Save PNG…", "The input and every output in one PNG, the settings in its "
+        self.save_button = push_button("Save PNG…", "The input and every output in one PNG, the settings in its "
                                       "text chunks", self.ask_save)
         row.addWidget(self.use_button)
         row.addWidget(self.save_button)
@@ -224,6 +208,32 @@ class SketchDialog(QDialog):
         for w in (self.use_button, self.save_button, self.scrubber):
             w.setEnabled(done and not busy)
 
+    def apply_settings(self, d: dict) -> None:
+        """A kept run's settings (desktop.jobs.history.sketch_settings, checked) back into the dialog. A picture
+        of another size than the loaded model's is resized (its mask cannot be, so it is left off)."""
+        (self.inpaint_mode if d["mode"] == INPAINT else self.sketch_mode).setChecked(True)
+        notes = []
+        if d["image"].shape[0] == self.canvas.canvas.side:
+            self.canvas.set_image(d["image"])
+            if d["mask"] is not None:
+                self.canvas.set_mask(d["mask"])
+        else:
+            self.load_image(d["image"])
+            notes.append(f"the picture was {d['image'].shape[0]} px and is resized to this model's "
+                         f"{self.canvas.canvas.side} px" + (", without its mask" if d["mask"] is not None else ""))
+        label = self.label_box.findText(d["label"])
+        if label < 0:
+            notes.append(f"this model has no label \"{d['label']}\", so none is set")
+        self.label_box.setCurrentIndex(max(0, label))
+        self.strength_slider.setValue(round(100 * d["strength"]))
+        self.sampler_box.setCurrentIndex(max(0, self.sampler_box.findData(d["sampler"])))
+        for spin, key in ((self.steps_spin, "steps"), (self.resample_spin, "resample"), (self.jump_spin, "jump"),
+                          (self.guidance_spin, "guidance"), (self.seed_spin, "seed"), (self.n_spin, "n")):
+            spin.setValue(d[key])
+        self.precision = d["precision"]
+        self.status.setText("Settings restored" + (f" ({'; '.join(notes)})" if notes else "") +
+                            ". Press Run to draw it again.")
+
     def is_busy(self) -> bool:
         return self._worker is not None
 
@@ -245,7 +255,7 @@ class SketchDialog(QDialog):
         if bundle is None or self.is_busy():
             return
         self._pressed = time.perf_counter()
-        job = self.make_job()
+        self._job = job = self.make_job()
         self._run_source = job.sketch if isinstance(job, ej.SketchJob) else job.image
         self._run_mask = job.mask if isinstance(job, ej.InpaintJob) else None
         fn = ej.run_sdedit if isinstance(job, ej.SketchJob) else ej.run_inpaint
@@ -301,6 +311,7 @@ class SketchDialog(QDialog):
         self.progress.setValue(self.progress.maximum())
         self.status.setText(self._note + f"{len(result.images)} outputs in {self.seconds_to_screen:.2f} s from Run "
                             f"(denoising {result.seconds:.2f} s, {result.nfe} model calls each).")
+        self.run_finished.emit(self._job, result)
 
     def _on_failed(self, error: BaseException) -> None:
         self.status.setText("Stopped by an error.")
@@ -313,25 +324,10 @@ class SketchDialog(QDialog):
 
     # ============================================================================ results
     def _set_outputs(self, images: np.ndarray) -> None:
-        """One selectable button per output, its picture magnified; the selection survives a redraw."""
-        if len(self.outputs.buttons()) != len(images):
-            for b in self.outputs.buttons():
-                self.outputs.removeButton(b)
-                b.deleteLater()
-            for i in range(len(images)):
-                b = QToolButton()
-                b.setCheckable(True)
-                b.setToolTip(f"Output {i + 1} (row {i} of the seed's noise): click to replay it")
-                b.setIconSize(QSize(64, 64))
-                self.outputs.addButton(b, i)
-                self.strip.insertWidget(i, b)
-            self.outputs.button(0).setChecked(True)
-        scale = max(1, 64 // images.shape[1])  # 16 px emoji -> 64 px buttons
-        for i, b in enumerate(self.outputs.buttons()):
-            b.setIcon(QIcon(pixmap_from_rgb(images[i], scale)))
+        self.outputs.set_images(images)
 
     def selected(self) -> int:
-        return max(0, self.outputs.checkedId())
+        return self.outputs.selected()
 
     @Slot()
     def _show_frame(self) -> None:
@@ -395,5 +391,5 @@ class SketchDialog(QDialog):
             self.saved.emit(str(p))
 
         threads.run_in_background(ej.save_result_png, path, self.result, self._run_source, self._run_mask,
-                                  on_done=done, on_error=lambda m: QMessageBox.warning(self, "Could not save",
-                                                                                       f"{path}: {m}"))
+                                  self.last_entry, on_done=done,
+                                  on_error=lambda m: QMessageBox.warning(self, "Could not save", f"{path}: {m}"))

@@ -12,13 +12,13 @@ import numpy as np
 from PySide6.QtCore import QSignalBlocker, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDialog, QFileDialog, QGroupBox, QHBoxLayout, QLabel,
-                               QMessageBox, QProgressBar, QPushButton, QSlider, QSpinBox, QToolButton, QVBoxLayout,
+                               QMessageBox, QProgressBar, QSlider, QSpinBox, QToolButton, QVBoxLayout,
                                QWidget)
 
 from desktop import engine, settings, threads
 from desktop.jobs import variations as vj
 from desktop.jobs.sampling import ColumnSpec, SampleJob
-from desktop.widgets.common import HintLabel, pixmap_from_rgb
+from desktop.widgets.common import HintLabel, pixmap_from_rgb, push_button
 
 RESTART_MS = 300  # a slider drag redraws once it pauses, not at every tick
 STRENGTH_TIP = ("Variation strength: how far each neighbour moves away from this image.\n"
@@ -36,12 +36,6 @@ EXACT_NOTE = ("Each picture is drawn inside the original batch of {n} images (on
 def _tipped(widget, tip: str):
     widget.setToolTip(tip)
     return widget
-
-
-def _button(text: str, tip: str, slot) -> QPushButton:
-    b = _tipped(QPushButton(text), tip)
-    b.clicked.connect(slot)
-    return b
 
 
 def _row(row: QHBoxLayout, *items) -> QHBoxLayout:
@@ -137,12 +131,12 @@ class VariationsDialog(QDialog):
         lay.addWidget(self._build_variations())
         lay.addWidget(self._build_mix())
         self.progress = QProgressBar()
-        self.cancel_button = _button("Cancel", "Stop after the current model call; the pictures drawn so far are "
+        self.cancel_button = push_button("Cancel", "Stop after the current model call; the pictures drawn so far are "
                                      "kept", self.cancel)
-        self.save_png_button = _button("Save PNG…", "Both strips as one picture; how they were made goes into the "
+        self.save_png_button = push_button("Save PNG…", "Both strips as one picture; how they were made goes into the "
                                        "PNG's text", lambda: self.ask_save("png"))
         lay.addLayout(_row(QHBoxLayout(), (self.progress, 1), self.cancel_button, self.save_png_button,
-                           _button("Close", "", self.close)))
+                           push_button("Close", "", self.close)))
         self._update_buttons()
 
     def _build_variations(self) -> QGroupBox:
@@ -150,7 +144,7 @@ class VariationsDialog(QDialog):
         lay = QVBoxLayout(box)
         self.vseed = _tipped(QSpinBox(), VSEED_TIP)
         self.vseed.setRange(0, 2**31 - 1 - vj.STRIP)
-        self.new_seeds = _button("New variation seeds", "Eight other neighbours: a random variation seed",
+        self.new_seeds = push_button("New variation seeds", "Eight other neighbours: a random variation seed",
                                  lambda: self.vseed.setValue(random.randrange(self.vseed.maximum())))
         self.strength = _tipped(QSlider(Qt.Orientation.Horizontal), STRENGTH_TIP)
         self.strength.setRange(0, 100)
@@ -161,7 +155,7 @@ class VariationsDialog(QDialog):
         self.strip = PictureStrip(checkable=True)
         self.strip.picked.connect(self._update_use_seed)
         lay.addWidget(self.strip)
-        self.use_seed = _button("Use this seed", "", self._use_seed)
+        self.use_seed = push_button("Use this seed", "", self._use_seed)
         self.use_note = HintLabel("")
         lay.addLayout(_row(QHBoxLayout(), self.use_seed, (self.use_note, 1)))
         self.vseed.valueChanged.connect(self._restart.start)
@@ -176,7 +170,7 @@ class VariationsDialog(QDialog):
         self.label_b = _tipped(QComboBox(), "The label to morph to: context = (1 − w)·A + w·B, w from 0 to 1 in "
                                "eight steps, all from this image's starting noise")
         self.label_b.currentIndexChanged.connect(lambda: self.request("mix"))
-        self.save_gif_button = _button("Save GIF…", "The morph as a looping animation, A to B and back",
+        self.save_gif_button = push_button("Save GIF…", "The morph as a looping animation, A to B and back",
                                        lambda: self.ask_save("gif"))
         lay.addLayout(_row(QHBoxLayout(), self.label_a, QLabel("→"), self.label_b, self.save_gif_button, None))
         self.mix_strip = PictureStrip(checkable=False)

@@ -4,9 +4,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PySide6.QtCore import QRect, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPixmap
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QSizePolicy, QTableWidget, QWidget
+from PySide6.QtCore import QRect, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QIcon, QImage, QPainter, QPixmap
+from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QHBoxLayout, QHeaderView, QLabel, QPushButton,
+                               QSizePolicy, QSpinBox, QTableWidget, QToolButton, QWidget)
 
 GAP = 2  # pixels between tiles, in image pixels before scaling
 
@@ -143,6 +144,65 @@ def narrow_combo(combo, chars: int = 18):
     combo.setSizeAdjustPolicy(combo.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
     combo.setMinimumContentsLength(chars)
     return combo
+
+
+def push_button(text: str, tip: str, slot) -> QPushButton:
+    """A push button with its tooltip, clicked -> slot."""
+    b = QPushButton(text)
+    b.setToolTip(tip)
+    b.clicked.connect(slot)
+    return b
+
+
+def spin_box(lo, hi, value, tip: str, cls=QSpinBox, step=1):
+    """A QSpinBox (or `cls`, e.g. QDoubleSpinBox) with its range, step, value and tooltip."""
+    s = cls()
+    s.setRange(lo, hi)
+    s.setSingleStep(step)
+    s.setValue(value)
+    s.setToolTip(tip)
+    return s
+
+
+class OutputButtons(QWidget):
+    """A row of checkable picture buttons, one per image (the count follows `set_images`); `picked(i)` on a click.
+    One is always picked, and the pick survives a redraw with the same count."""
+
+    picked = Signal(int)
+
+    def __init__(self, tip: str = "Output {n}", parent=None):
+        super().__init__(parent)
+        self._tip, self._row, self.group = tip, QHBoxLayout(self), QButtonGroup(self)
+        self._row.setContentsMargins(0, 0, 0, 0)
+        self._row.addStretch(1)
+        self.group.idClicked.connect(self.picked)
+
+    def set_images(self, images: np.ndarray) -> None:
+        """(n, H, W, 3) uint8, each magnified to about 64 px."""
+        if len(self.group.buttons()) != len(images):
+            for b in self.group.buttons():
+                self.group.removeButton(b)
+                b.deleteLater()
+            for i in range(len(images)):
+                b = QToolButton()
+                b.setCheckable(True)
+                b.setToolTip(self._tip.format(n=i + 1, i=i))
+                b.setIconSize(QSize(64, 64))
+                self.group.addButton(b, i)
+                self._row.insertWidget(i, b)
+            self.group.button(0).setChecked(True)
+        scale = max(1, 64 // images.shape[1])  # 16 px emoji -> 64 px buttons
+        for i, b in enumerate(self.group.buttons()):
+            b.setIcon(QIcon(pixmap_from_rgb(images[i], scale)))
+
+    def selected(self) -> int:
+        return max(0, self.group.checkedId())
+
+    def buttons(self) -> list[QToolButton]:
+        return self.group.buttons()
+
+    def button(self, i: int) -> QToolButton | None:
+        return self.group.button(i)
 
 
 class HintLabel(QLabel):

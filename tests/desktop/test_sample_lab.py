@@ -225,3 +225,88 @@ def test_variations_open_from_a_columns_image_and_redraw_it_exactly(qtbot, panel
     assert chosen.args == [42] and panel.seed_spin.value() == 42  # "Use this seed" reaches the panel
     dlg.cancel()
     qtbot.waitUntil(lambda: not dlg.is_busy(), timeout=TIMEOUT_MS)
+
+
+def _sketch_dialog(qtbot, panel, inpaint: bool):
+    """The panel's sketch dialog with a picture (and, for inpainting, a mask) on its canvas, set for a quick run."""
+    d = panel.lab.open_sketch()
+    d.precision = "fp32"
+    picture = np.full((16, 16, 3), 255, np.uint8)
+    picture[4:12, 4:12] = (255, 204, 77)
+    d.canvas.set_image(picture)
+    (d.inpaint_mode if inpaint else d.sketch_mode).setChecked(True)
+    if inpaint:
+        mask = np.zeros((16, 16), bool)
+        mask[2:9, 3:13] = True
+        d.canvas.set_mask(mask)
+        d.resample_spin.setValue(2)
+        d.jump_spin.setValue(2)
+    d.steps_spin.setValue(3)
+    d.n_spin.setValue(2)
+    d.seed_spin.setValue(11)
+    d.label_box.setCurrentIndex(d.label_box.findText(EMOJI_LABELS[3]))
+    return d
+
+
+def _run_sketch(qtbot, d):
+    with qtbot.waitSignal(d.busy_changed, timeout=TIMEOUT_MS, check_params_cb=lambda busy: not busy):
+        d.run()
+    return d.result
+
+
+@pytest.mark.parametrize("inpaint", [False, True], ids=["sketch", "inpaint"])
+def test_a_sketch_run_is_kept_and_restores_the_same_pixels(qtbot, panel, inpaint):
+    d = _sketch_dialog(qtbot, panel, inpaint)
+    picture, mask = d.canvas.image(), d.canvas.mask()
+    first = _run_sketch(qtbot, d).images.copy()
+    entry = wait_history(qtbot, 1)[0]
+    assert entry["kind"] == "sketch" and entry["model"]["sha256"] and entry["seed"] == 11
+    assert entry["row_names"] == [EMOJI_LABELS[3]] and entry["results"][0]["nfe"] == d.result.nfe
+    # scramble the dialog, then restore from the history
+    d.canvas.canvas.clear()
+    d.canvas.canvas.clear_mask()
+    (d.sketch_mode if inpaint else d.inpaint_mode).setChecked(True)
+    d.seed_spin.setValue(3)
+    d.n_spin.setValue(5)
+    d.label_box.setCurrentIndex(0)
+    d.strength_slider.setValue(95)
+    panel.lab.restore(entry)
+    assert d.mode() == ("inpaint" if inpaint else "sketch") and d.seed_spin.value() == 11 and d.n_spin.value() == 2
+    assert np.array_equal(d.canvas.image(), picture) and np.array_equal(d.canvas.mask(), mask)
+    assert d.label_box.currentText() == EMOJI_LABELS[3] and "restored" in d.status.text()
+    assert np.array_equal(_run_sketch(qtbot, d).images, first)
+    d.shutdown()
+    qtbot.waitUntil(lambda: not d.is_busy(), timeout=TIMEOUT_MS)
+
+
+def test_a_saved_sketch_png_restores_its_run(qtbot, panel, tmp_path):
+    from desktop.jobs import history as hj
+
+    d = _sketch_dialog(qtbot, panel, inpaint=False)
+    _run_sketch(qtbot, d)
+    wait_history(qtbot, 1)
+    out = tmp_path / "sketch.png"
+    with qtbot.waitSignal(d.saved, timeout=TIMEOUT_MS):
+        d.save_png(str(out))
+    r = hj.restorable(hj.read_png_entry(str(out)))
+    assert r.kind == "sketch" and r.sketch["seed"] == 11 and r.sketch["steps"] == 3
+    assert np.array_equal(r.sketch["image"], d.canvas.image()) and r.sketch["mask"] is None
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"mode": "video"}, "missing or damaged"), ({"side": 10**9}, "size"), ({"image": "!!!"}, "picture"),
+    ({"image": "AAAA"}, "wrong size"), ({"mask": 5}, "mask"), ({"steps": 0}, "steps"), ({"seed": True}, "seed"),
+    ({"strength": "1"}, "strength"), ({"guidance": float("nan")}, "guidance"),
+])
+def test_a_damaged_sketch_entry_is_one_line(change, says):
+    import base64
+
+    from desktop.jobs import history as hj
+
+    good = {"mode": "inpaint", "side": 4, "image": base64.b64encode(bytes(48)).decode(),
+            "mask": base64.b64encode(bytes(2)).decode(), "label": "food", "strength": 1.0, "sampler": "ddim",
+            "steps": 3, "resample": 2, "jump": 2, "guidance": 1.0, "seed": 1, "n": 2, "precision": "fp32"}
+    ok = hj.restorable({"kind": "sketch", "sketch": good})
+    assert ok.sketch["image"].shape == (4, 4, 3) and ok.sketch["mask"].shape == (4, 4) and not ok.sketch["mask"].any()
+    with pytest.raises(ValueError, match=says):
+        hj.restorable({"kind": "sketch", "sketch": {**good, **change}})
