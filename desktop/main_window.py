@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, Qt, QTimer, Slot
+from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QFileDialog, QFrame, QLabel, QMainWindow,
                                QMessageBox, QScrollArea, QTabWidget, QTextBrowser, QVBoxLayout, QWidget)
@@ -145,8 +145,8 @@ class MainWindow(QMainWindow):
     def start_loading(self) -> None:
         """Load the runtime, presets, last (or built-in) data set and last (or default) model off-thread."""
         st = settings.qsettings()
-        spec = st.value("data/last", "") or None
-        ckpt = st.value("model/last", "") or None
+        spec = settings.read_str("data/last", st=st) or None
+        ckpt = settings.read_str("model/last", st=st) or None
         if ckpt and not Path(ckpt).is_file():
             ckpt = None
         ckpt = ckpt or engine.default_checkpoint()
@@ -318,14 +318,12 @@ class MainWindow(QMainWindow):
     # --- layout memory and closing ----------------------------------------------------------------------------
     def _restore_layout(self) -> None:
         st = settings.qsettings()
-        geom = st.value("window/geometry")
-        if isinstance(geom, QByteArray) and not geom.isEmpty():
+        if (geom := settings.read_bytes("window/geometry", st)) is not None:
             self.restoreGeometry(geom)
-        state = st.value("window/state")
-        if isinstance(state, QByteArray) and not state.isEmpty():
+        if (state := settings.read_bytes("window/state", st)) is not None:
             self.restoreState(state)
         # First launch opens on Sample & compare: the shipped model draws at once (Train invites a long run).
-        self.tabs.setCurrentIndex(int(st.value("window/tab", TAB_SAMPLE)))
+        self.tabs.setCurrentIndex(settings.read_int("window/tab", TAB_SAMPLE, 0, self.tabs.count() - 1, st))
         self._clamp_to_screen()
         self.data_panel.restore_layout(st)
 

@@ -1,20 +1,28 @@
 """The app's per-user side: its data folder, settings file, recent items, defaults shared by the panels.
 
-No core and no torch here (core.paths' folders are the install's; these are the user's).
+No torch here, and of core only the torch-free schema layer (core.paths' folders are the install's; these are the
+user's). The settings file is the user's and may be edited or damaged: every value is read through a typed reader
+(read_str, read_int, read_bytes, load_json) that falls back to the default rather than fail, so a bad value costs
+only itself and the window always opens.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QStandardPaths
+from PySide6.QtCore import QByteArray, QSettings, QStandardPaths
+
+from core.schema import load_json_text
 
 ORG_NAME = APP_NAME = "DiffusionDesk"
 MAX_RECENT = 8
+MAX_TEXT = 4096  # characters: a longer settings string (a path, a key) is not one the app wrote
+MAX_JSON_BYTES, MAX_JSON_DEPTH = 1 << 20, 32  # the JSON the app keeps in its settings is small and shallow
 DEFAULT_SEED = 1234  # the starting noise of training previews, Sample & compare and the self-test
 QUALITY_IMAGES = 240  # images per sampler of "Measure quality", unless the user picks another count
 
@@ -46,7 +54,7 @@ def datasets_dir() -> Path:
 def export_dir() -> Path:
     """Where save dialogs open: the last folder used, else the user's Pictures, else the data folder's
     exports/ (never the install folder)."""
-    last = qsettings().value("export/last_dir", "")
+    last = read_str("export/last_dir")
     if last and Path(last).is_dir():
         return Path(last)
     pictures = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.PicturesLocation)
@@ -84,16 +92,48 @@ def qsettings() -> QSettings:
     return QSettings(ORG_NAME, APP_NAME)
 
 
-def load_json(key: str):
-    """A value save_json stored under `key`, or None when it is missing or unreadable (the settings file is
-    the user's: a damaged entry costs only itself)."""
-    text = qsettings().value(key)
-    if not isinstance(text, str):
+def read_str(key: str, default: str = "", st: QSettings | None = None) -> str:
+    """A string setting; `default` when it is missing, not a string (an INI line with a comma reads as a list),
+    longer than MAX_TEXT or holds a NUL."""
+    value = (st or qsettings()).value(key, default)
+    return value if isinstance(value, str) and len(value) <= MAX_TEXT and "\0" not in value else default
+
+
+def read_int(key: str, default: int, lo: int, hi: int, st: QSettings | None = None) -> int:
+    """An integer setting in [lo, hi] (INI files hold text: "3" reads as 3); `default` otherwise."""
+    value = (st or qsettings()).value(key, default)
+    if isinstance(value, str) and len(value) <= 20:
+        try:
+            value = int(value.strip())
+        except ValueError:
+            return default
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi else default
+
+
+def read_bytes(key: str, st: QSettings | None = None) -> QByteArray | None:
+    """A saved Qt state (window geometry, splitter sizes), or None when it is missing or not one."""
+    value = (st or qsettings()).value(key)
+    return value if isinstance(value, QByteArray) and not value.isEmpty() and value.size() <= MAX_JSON_BYTES else None
+
+
+def load_json(key: str, st: QSettings | None = None):
+    """A value save_json stored under `key`, or None when it is missing or unreadable: too long, nested too deep
+    (core.schema checks both before parsing) or not JSON."""
+    text = read_str_long(key, st)
+    if not text:
         return None
     try:
-        return json.loads(text)
+        return load_json_text(text, source=key, max_bytes=MAX_JSON_BYTES, max_depth=MAX_JSON_DEPTH, error=ValueError)
     except ValueError:
         return None
+
+
+def read_str_long(key: str, st: QSettings | None = None) -> str:
+    """A string setting of up to MAX_JSON_BYTES characters (a JSON value), else ""."""
+    value = (st or qsettings()).value(key, "")
+    return value if isinstance(value, str) and len(value) <= MAX_JSON_BYTES else ""
 
 
 def save_json(key: str, value) -> None:
@@ -118,11 +158,12 @@ class RecentItem:
 
 
 def recent_items() -> list[RecentItem]:
-    raw = qsettings().value("recent/items", [], type=list) or []
+    raw = qsettings().value("recent/items", [])
+    raw = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
     items = []
-    for entry in raw:
-        kind, _, spec = str(entry).partition("|")
-        if kind in ("dataset", "checkpoint") and spec:
+    for entry in raw[:MAX_RECENT * 4]:
+        kind, _, spec = (entry if isinstance(entry, str) and len(entry) <= MAX_TEXT else "").partition("|")
+        if kind in ("dataset", "checkpoint") and spec and "\0" not in spec:
             items.append(RecentItem(kind, spec))
     return items
 

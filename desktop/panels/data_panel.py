@@ -323,12 +323,8 @@ class DataPanel(DataLayout, QWidget):
         st.setValue("composer/state", json.dumps(self.composer.saved_state()))
 
     def restore_layout(self, st) -> None:
-        value = st.value("data_panel/splitter")
-        if value is not None:
+        if (value := settings.read_bytes("data_panel/splitter", st)) is not None:
             self.splitter.restoreState(value)
-        try:
-            saved = json.loads(st.value("composer/state", "") or "null")
-        except ValueError:
-            saved = None
+        saved = settings.load_json("composer/state", st)
         if isinstance(saved, dict):
             self.composer.restore_state(saved)

@@ -83,7 +83,7 @@ class TrainPanel(TrainLayout, QWidget):
         """Called once torch has loaded: {'quick': TrainConfig dict, 'course': ..., ...}."""
         self.settings_box.set_presets(presets)
         self.multi_gpu.set_device_count(engine.cuda_device_count())  # torch has loaded: this is cheap now
-        last_run = settings.qsettings().value("train/last_run", "")
+        last_run = settings.read_str("train/last_run")
         if last_run and engine.can_resume(last_run):
             self._last_run_dir = last_run
         self._update_buttons()

@@ -64,14 +64,16 @@ class TrainSettingsBox(QGroupBox):
         """Called once torch has loaded: {'quick': TrainConfig dict, 'course': ..., ...}."""
         self.presets = presets
         self.setEnabled(True)
-        saved = self.saved_choices()
-        if saved and saved.get("preset") == "custom" and saved.get("config"):
-            self.form.set_values({**presets["quick"], **saved["config"]})
+        saved = self.saved_choices()  # the user's settings file: every part is checked before use
+        config, preset = saved.get("config"), saved.get("preset")
+        if preset == "custom" and isinstance(config, dict) and config:
+            self.form.set_values({**presets["quick"], **{k: v for k, v in config.items() if k in presets["quick"]}})
             self.select_preset("custom")
         else:
-            self.select_preset(saved.get("preset", "quick") if saved else "quick", apply=True)
-        if saved and "preview_every" in saved:
-            self.preview_every.setValue(int(saved["preview_every"]))
+            self.select_preset(preset if isinstance(preset, str) and preset in presets else "quick", apply=True)
+        every = saved.get("preview_every")
+        if isinstance(every, int) and not isinstance(every, bool):
+            self.preview_every.setValue(every)  # the spin box keeps it within its range
 
     def select_preset(self, key: str, apply: bool = False) -> None:
         i = self.preset_combo.findData(key)
@@ -135,11 +137,8 @@ class TrainSettingsBox(QGroupBox):
         self.form.set_values({**base, **values})
 
     def saved_choices(self) -> dict:
-        raw = settings.qsettings().value("train/last", "")
-        try:
-            return json.loads(raw) if raw else {}
-        except (TypeError, ValueError):
-            return {}
+        saved = settings.load_json("train/last")
+        return saved if isinstance(saved, dict) else {}
 
     def save_choices(self) -> None:
         choice = {"preset": self.preset_combo.currentData(), "config": self.form.values(),

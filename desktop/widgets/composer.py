@@ -13,7 +13,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFrame, QGroupBox, QHBoxLayout, QLabel,
                                QPushButton, QScrollArea, QSlider, QVBoxLayout, QWidget)
 
-from desktop.state import Composition, ContextRow
+from desktop.state import Composition, ContextRow, composer_state
 from desktop.widgets.common import HintLabel
 from desktop.widgets.context_row import ContextRowWidget, preset_list, row_title
 
@@ -306,16 +306,15 @@ class Composer(QWidget):
 
     def restore_state(self, saved: dict) -> None:
         """The last session's composition: guidance now, rows when the labels arrive (mapped by name)."""
-        try:
-            names, rows, g = list(saved["names"]), [list(map(float, r)) for r in saved["rows"]], float(saved["guidance"])
-        except (KeyError, TypeError, ValueError):
+        checked = composer_state(saved)
+        if checked is None:
             return  # an unreadable entry costs only the last session's rows
-        self.guidance_spin.setValue(g)
-        guide = saved.get("guide_with", "")
-        if isinstance(guide, str) and guide.startswith("model:") and Path(guide[6:]).is_file():
+        names, rows, guide = checked["names"], checked["rows"], checked["guide_with"]
+        self.guidance_spin.setValue(checked["guidance"])
+        if guide.startswith("model:") and "\0" not in guide and Path(guide[6:]).is_file():
             self._guide_file = guide[6:]
-        self._fill_guide_combo(guide if isinstance(guide, str) else "")
-        self._restore = {"names": names, "rows": [r for r in rows if len(r) == len(names)]}
+        self._fill_guide_combo(guide)
+        self._restore = {"names": names, "rows": rows}
         if self.names:  # labels already here: apply at once
             self._clear_rows()
             self.set_label_names(self.names)

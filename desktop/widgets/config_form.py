@@ -5,6 +5,8 @@ No torch: core.config loads none; the values are a plain dict for TrainConfig(**
 """
 from __future__ import annotations
 
+import math
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QSpinBox, QToolButton,
                                QVBoxLayout, QWidget)
@@ -14,6 +16,19 @@ from core.config import TRAIN_FIELDS, ConfigField, form_fields
 
 FIELDS: list[ConfigField] = form_fields(TRAIN_FIELDS)
 FIELD_KEYS = [f.key for f in FIELDS]
+
+
+def acceptable(f: ConfigField, value) -> bool:
+    """True when `value` has the field's type (an int where a float is asked is fine) and keeps its rule."""
+    if f.type is bool:
+        ok = isinstance(value, bool)
+    elif f.type is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif f.type is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    else:
+        ok = isinstance(value, str)
+    return ok and f.check(value) is None
 
 
 class ConfigForm(QWidget):
@@ -84,8 +99,9 @@ class ConfigForm(QWidget):
         self.blockSignals(True)
         try:
             for f in self.fields:
-                if f.key in values:
-                    self._set(self.widgets[f.key], f, values[f.key])
+                if f.key in values:  # a value the field cannot hold (a damaged settings file) leaves its default
+                    value = values[f.key]
+                    self._set(self.widgets[f.key], f, value if acceptable(f, value) else f.default)
             self._extra = {k: v for k, v in values.items() if k not in self.keys}
         finally:
             self.blockSignals(False)
