@@ -42,6 +42,8 @@ def test_package_names_for_unlisted_libraries():
     assert package_for("libxcb-cursor.so.0") == "libxcb-cursor0"
     assert package_for("libfoo-bar.so.3") == "libfoo-bar3"
     assert package_for("libgtk4.so.1") == "libgtk4-1"
+    # a bare Debian 12 lacks libgthread-2.0.so.0, which glib's package ships (there is no libgthread-2.0-0 package)
+    assert package_for("libgthread-2.0.so.0") == "libglib2.0-0"
 
 
 def test_the_app_without_a_display_exits_2_with_one_line():
