@@ -66,7 +66,7 @@ SKETCH_MODES = ("sketch", "inpaint")  # desktop.panels.sketch_dialog's SKETCH an
 MAX_SKETCH_SIDE = 256  # pixels: a picture larger than any model here is not one of ours
 
 
-def sketch_entry(job, result, bundle, mode: str) -> dict:
+def sketch_entry(job, result, bundle, mode: str, runtime: str = "") -> dict:
     """A sketch (SDEdit) or inpaint (RePaint) run as plain data: the canvas, the mask and every setting, so the
     dialog can draw it again. `job` is a desktop.jobs.editing SketchJob or InpaintJob, `result` its EditResult."""
     image = np.ascontiguousarray(getattr(job, "sketch", None) if mode == "sketch" else job.image, np.uint8)
@@ -79,7 +79,8 @@ def sketch_entry(job, result, bundle, mode: str) -> dict:
               "guidance": float(job.guidance), "seed": int(job.seed), "n": int(job.n), "precision": job.precision}
     title = "Sketch → emoji" if mode == "sketch" else "Inpaint"
     return {"version": ENTRY_VERSION, "kind": "sketch", "time": time.time(), "model": _model(bundle),
-            "seed": int(job.seed), "precision": job.precision, "sketch": sketch, "row_names": [job.label],
+            "seed": int(job.seed), "precision": job.precision, "runtime": runtime, "sketch": sketch,
+            "row_names": [job.label],
             "results": [{"title": title, "sampler": sketch["sampler"] if mode == "sketch" else "repaint",
                          "steps": int(job.steps), "nfe": int(result.nfe), "seconds": round(result.seconds, 4)}],
             "cancelled": bool(result.cancelled)}

@@ -90,7 +90,7 @@ class SampleLab(QObject):
         dialog, bundle = self.sketch_dialog, self.panel.state.model
         if result.images is None or bundle is None:
             return
-        entry = hj.sketch_entry(job, result, bundle, dialog.mode())
+        entry = hj.sketch_entry(job, result, bundle, dialog.mode(), dialog.runtime_label)
         dialog.last_entry = entry
         source = dialog._run_source
 

@@ -40,6 +40,7 @@ class SketchDialog(QDialog):
         self._worker: threads.GeneratorWorker | None = None
         self._pressed, self._note, self._run_source, self._run_mask, self._job = 0.0, "", None, None, None
         self.last_entry: dict | None = None  # the last run as the history keeps it: a saved PNG carries it
+        self.runtime_label = ""  # where the last run ran ("CPU (2 threads), fp32")
         self._T, self._alpha_bar, self._n_cfeat = T_DEFAULT, None, 0
         self._build()
         state.model_changed.connect(self._on_model_changed)
@@ -288,6 +289,7 @@ class SketchDialog(QDialog):
 
     def _on_item(self, item) -> None:
         if isinstance(item, ej.EditStarted):
+            self.runtime_label = item.runtime_label
             self.progress.setRange(0, max(1, item.total))
             self.progress.setValue(0)
             self.status.setText(f"Denoising from t0 = {item.t0:.0f} on {item.runtime_label}…")

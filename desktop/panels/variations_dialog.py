@@ -305,6 +305,7 @@ class VariationsDialog(QDialog):
 
     def _on_thread_finished(self) -> None:
         self._worker, self._running = None, set()
+        self.progress.setFormat("%v / %m pictures")  # no step is under way any more
         self._update_buttons()
         self.busy_changed.emit(False)
         self._start_pending()

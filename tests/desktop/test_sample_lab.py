@@ -262,6 +262,7 @@ def test_a_sketch_run_is_kept_and_restores_the_same_pixels(qtbot, panel, inpaint
     entry = wait_history(qtbot, 1)[0]
     assert entry["kind"] == "sketch" and entry["model"]["sha256"] and entry["seed"] == 11
     assert entry["row_names"] == [EMOJI_LABELS[3]] and entry["results"][0]["nfe"] == d.result.nfe
+    assert entry["runtime"].startswith("CPU")
     # scramble the dialog, then restore from the history
     d.canvas.canvas.clear()
     d.canvas.canvas.clear_mask()
