@@ -1,22 +1,24 @@
-"""How fast does the shipped model learn a new label? "fruit" from the fruit emoji, by fine-tuning.
+"""How well does the shipped model learn a new label? Any label carved out of the built-in set by emoji name.
 
-    python -m benchmarks.teach_new_label [--steps 600] [--every 100] [--n 32] [--out runs/teach_fruit]
+    python -m benchmarks.teach_new_label                                    # "fruit", 1 seed, 600 steps
+    python -m benchmarks.teach_new_label --label moon --match moon --seeds 3
+    python -m benchmarks.teach_new_label --label-first-steps 100 --tag label_first
 
-The workshop flow, without the clicks: emoji16 with a new label "fruit" given to the fruit emoji
-(moved out of "food"), then `--preset finetune --init default` (labels matched by name; label-balanced
-batches; "fruit" starts as the known label the model denoises its images best under). At step 0 and
-every --every steps, --n images of "fruit" are drawn from fixed noise with DDPM-500, with
-DPM-Solver++(3M) in 10 Karras steps, and with the same at guidance 3, and judged:
-  * by eye: docs/teach_fruit.png, one row per sampler and checkpoint;
-  * called fruit: the share of samples whose nearest label centroid, in the evaluation classifier's
-    features, is fruit's, among the seven labels' centroids of the real images (a judge that knows
-    "fruit"; the classifier itself knows the six built-in labels only);
-  * nearest is fruit: the share whose nearest real image in those features is a fruit emoji;
-  * called food: the share the six-label classifier calls "food".
-Each is read against the same measure on the real images (leave-one-out for the fruit emoji): fruit
-and food emoji sit close together in these features, so even real fruit scores far below 100%.
-Minutes are the run's training time (elapsed, from the trainer), and the idle-machine equivalent
-from the recipe study's calibration when runs/study/calibration.json exists.
+The workshop flow, without the clicks: emoji16 with a new label NAME on every emoji whose name is one of the
+--match words or ends in "_WORD" (taken off whatever label it had), then `--preset finetune --init default`
+(labels matched by name; label-balanced batches; the new label starts as the known label the model denoises
+its images best under). Judged, at step 0 and every --every steps, from fixed noise:
+  * called NAME: the share of --n samples of the new label that the judge calls NAME: core.judge, the same
+    linear probe on the evaluation classifier's features that the app's Train tab fits when Teach starts,
+    fitted on this edited set; its ceiling is how often it calls the real NAME images so (cross-validated);
+  * with the app's fast default sampler (core.judge.JUDGE_SAMPLER) unguided and at guidance --guidance, and, at
+    the last step only, with DDPM-500 unguided (500 calls per image);
+  * the old labels: the evaluation classifier's label accuracy on --n samples of each old label (fast sampler,
+    unguided), before and after: what the fine-tune cost them;
+  * copies: each sample's distance to its nearest training image of NAME (pixels, RMS), against the real NAME
+    images' distance to their nearest other NAME image: samples much closer than that are copies.
+Several seeds (--seeds) give each figure as mean and spread. The JSON and a grid (one row per checkpoint) go to
+--docs as teach_<label>[_<tag>].json / .png. Minutes are training time (the trainer's), on this machine.
 """
 from __future__ import annotations
 
@@ -28,139 +30,188 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import CALIBRATION, ROOT, load_json
+from .common import ROOT, log, machine_info
 
 PROG = "python -m benchmarks.teach_new_label"
 FRUIT = ("grapes", "melon", "watermelon", "tangerine", "lemon", "banana", "pineapple", "mango", "apple", "green_apple",
          "pear", "peach", "cherries", "strawberry", "blueberries", "kiwifruit", "coconut")
-SAMPLERS = (("DDPM-500", dict(sampler="ddpm")),
-            ("DPM-Solver++(3M)-10 Karras", dict(sampler="dpmpp3m", steps=10, spacing="karras")),
-            ("DPM-Solver++(3M)-10 Karras, guidance 3", dict(sampler="dpmpp3m", steps=10, spacing="karras", guidance=3.0)))
 
 
-def fruit_set():
-    """emoji16 with a 7th label "fruit" on the fruit emoji (taken off "food"): the app's edit, as data."""
+def matches(names: np.ndarray, words: list[str]) -> np.ndarray:
+    """(N,) bool: the emoji whose name is one of `words` or ends in "_<word>" ("moon" takes full_moon, not
+    moon_cake)."""
+    names = np.asarray(names).astype(str)
+    return np.array([any(n == w or n.endswith("_" + w) for w in words) for n in names])
+
+
+def carve(label: str, words: list[str]):
+    """emoji16 with a new label `label` on the matched emoji, taken off their old labels: the app's edit as data.
+    Returns (dataset, is_new (N,) bool)."""
     from core.data import ImageDataset, load_builtin
 
     ds = load_builtin("emoji16")
-    names = np.load(ROOT / "resources" / "emoji16.npz")["names"].astype(str)
-    is_fruit = np.isin(names, FRUIT)
-    labels = np.concatenate([ds.labels, is_fruit[:, None].astype(np.float32)], axis=1)
-    labels[is_fruit, ds.label_names.index("food")] = 0
-    return ImageDataset(ds.images, labels, [*ds.label_names, "fruit"], "emoji16-fruit"), is_fruit
+    if label.strip().lower() in (n.lower() for n in ds.label_names):
+        raise SystemExit(f"{PROG}: --label {label!r} is already one of the set's labels; choose a new name")
+    is_new = matches(np.load(ROOT / "resources" / "emoji16.npz")["names"], words)
+    if is_new.sum() < 4:
+        raise SystemExit(f"{PROG}: --match {','.join(words)} finds {int(is_new.sum())} emoji; at least 4 are needed")
+    labels = np.concatenate([ds.labels, is_new[:, None].astype(np.float32)], axis=1)
+    labels[is_new, :-1] = 0
+    return ImageDataset(ds.images, labels, [*ds.label_names, label], f"emoji16-{label}"), is_new
 
 
-class Judge:
-    """The three measures of the module's docstring, over the real images' features (N, F)."""
-
-    def __init__(self, ds, is_fruit: np.ndarray, clf):
-        from core.metrics import features
-
-        self.clf, self.is_fruit = clf, is_fruit
-        self.real = features(ds.images, clf)  # (N, F)
-        self.label = ds.labels.argmax(1)  # one label per image in this set
-        self.fruit = ds.label_names.index("fruit")
-        self.centroids = np.stack([self.real[self.label == k].mean(0) for k in range(ds.n_labels)])  # (L, F)
-
-    def __call__(self, images: np.ndarray) -> dict:
-        from core.metrics import features
-
-        return self._measures(features(images, self.clf), images)
-
-    def _measures(self, f: np.ndarray, images: np.ndarray, leave_out: np.ndarray | None = None) -> dict:
-        from core.metrics import predict_labels
-
-        d = ((f[:, None, :] - self.real[None]) ** 2).sum(-1)  # (n, N) squared distances
-        if leave_out is not None:
-            d[np.arange(len(f)), leave_out] = np.inf
-        called = np.empty(len(f), bool)
-        for i, x in enumerate(f):
-            cents = self.centroids.copy()
-            if leave_out is not None:  # the image's own label centroid without it
-                j = leave_out[i]
-                own = self.label == self.label[j]
-                own[j] = False
-                cents[self.label[j]] = self.real[own].mean(0)
-            called[i] = ((x - cents) ** 2).sum(-1).argmin() == self.fruit
-        food = self.clf.label_names.index("food")
-        return {"called_fruit": float(called.mean()), "nearest_is_fruit": float(self.is_fruit[d.argmin(1)].mean()),
-                "called_food": float((predict_labels(images, self.clf) == food).mean())}
-
-    def reference(self, ds) -> dict:
-        """The measures on the real images, each left out of its own comparison: the fruit emoji, and the
-        other food emoji (how often real food passes for fruit)."""
-        fi = np.flatnonzero(self.is_fruit)
-        food = np.flatnonzero(self.label == ds.label_names.index("food"))
-        real_fruit = self._measures(self.real[fi], ds.images[fi], leave_out=fi)
-        other_food = self._measures(self.real[food], ds.images[food], leave_out=food)
-        return {"real fruit emoji": real_fruit, "real other food emoji": other_food}
+def fruit_set():
+    """emoji16 with "fruit" on the fruit emoji (the walkthrough's edit)."""
+    return carve("fruit", list(FRUIT))
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=600)
-    ap.add_argument("--every", type=int, default=100)
-    ap.add_argument("--n", type=int, default=32)
-    ap.add_argument("--init", help="the model to start from (default: the shipped model)")
-    ap.add_argument("--label-first-steps", type=int, default=None,
-                    help="the fine-tune's label-first steps (default: the finetune preset's)")
-    ap.add_argument("--out", default=str(ROOT / "runs" / "teach_fruit"))
-    ap.add_argument("--docs", default=str(ROOT / "docs"))
-    a = ap.parse_args()
+def copy_distance(samples: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """(n,) RMS pixel distance (0..255) of each sample to its nearest image of `train`."""
+    a = samples.reshape(len(samples), -1).astype(np.float32)
+    b = train.reshape(len(train), -1).astype(np.float32)
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T
+    return np.sqrt(np.maximum(d2.min(1), 0) / a.shape[1])
 
-    from PIL import Image
 
-    from core.threads import configure_threads
-    from core.metrics import load_classifier
-    from core.paths import default_checkpoint
+def real_copy_distance(real: np.ndarray) -> np.ndarray:
+    """The real images' distance to their nearest *other* image of the same set (how close is close)."""
+    a = real.reshape(len(real), -1).astype(np.float32)
+    d2 = (a * a).sum(1)[:, None] + (a * a).sum(1)[None] - 2 * a @ a.T
+    np.fill_diagonal(d2, np.inf)
+    d2[d2 < 1e-6] = np.inf  # the set holds two styles of some emoji; an exact twin is not a neighbour
+    return np.sqrt(np.maximum(d2.min(1), 0) / a.shape[1])
+
+
+def one_run(a, ds, is_new, judge, clf, seed: int, init: str) -> dict:
+    """One fine-tune (seed `seed`) with its measurements at every checkpoint."""
+    from core.judge import JUDGE_SAMPLER, called_share
+    from core.metrics import label_accuracy
     from core.samplers import generate
     from core.training import TRAIN_PRESETS, Trainer
 
-    configure_threads()
-    ds, is_fruit = fruit_set()
-    judge = Judge(ds, is_fruit, load_classifier())
-    reference = judge.reference(ds)
-    print(json.dumps({"reference": reference}), flush=True)
-    cfg = replace(TRAIN_PRESETS["finetune"], steps=a.steps, init=str(a.init or default_checkpoint()), checkpoint_every=10**9)
-    if a.label_first_steps is not None:
-        cfg = replace(cfg, label_first_steps=a.label_first_steps)
-    tr = Trainer(ds, cfg, a.out, device="cpu")
-    print("; ".join(tr.notes))
-    ctx = np.zeros((a.n, ds.n_labels), np.float32)
-    ctx[:, ds.label_names.index("fruit")] = 1
-    rows, report = [], []
+    cfg = replace(TRAIN_PRESETS["finetune"], steps=a.steps, init=init, checkpoint_every=10**9, seed=seed,
+                  **({"label_first_steps": a.label_first_steps} if a.label_first_steps is not None else {}))
+    tr = Trainer(ds, cfg, Path(a.out) / f"seed{seed}", device="cpu")
+    log("; ".join(tr.notes))
+    label, old = ds.label_names[-1], list(ds.label_names[:-1])
+    train_new = ds.images[is_new]
 
-    def checkpoint(step: int, elapsed: float) -> None:
-        entry = {"step": step, "train_minutes": elapsed / 60}
-        for name, opts in SAMPLERS:
-            res = generate(tr.ema, tr.schedule, n=a.n, context=ctx, seed=1234, **opts)
-            rows.append(res.images)
-            entry[name] = judge(res.images)
-        report.append(entry)
-        print(json.dumps(entry), flush=True)
+    def old_accuracy() -> dict:
+        out = {}
+        for k, name in enumerate(old):
+            if name not in clf.label_names:
+                continue
+            ctx = np.zeros((a.n, ds.n_labels), np.float32)
+            ctx[:, k] = 1
+            res = generate(tr.ema, tr.schedule, n=a.n, context=ctx, seed=99, precision=tr.precision, **JUDGE_SAMPLER)
+            out[name] = label_accuracy(res.images, np.full(a.n, clf.label_names.index(name)), clf)
+        return out
 
-    checkpoint(0, 0.0)
+    checkpoints, grid = [], []
+
+    def measure(step: int, elapsed: float, last: bool) -> None:
+        e = {"step": step, "train_minutes": elapsed / 60,
+             "fast": called_share(judge, tr.ema, tr.schedule, [label], n=a.n, precision=tr.precision)[label],
+             "fast_guided": called_share(judge, tr.ema, tr.schedule, [label], n=a.n, guidance=a.guidance,
+                                         precision=tr.precision)[label]}
+        ctx = np.zeros((a.n, ds.n_labels), np.float32)
+        ctx[:, -1] = 1
+        imgs = generate(tr.ema, tr.schedule, n=a.n, context=ctx, seed=4321, precision=tr.precision,
+                        **JUDGE_SAMPLER).images
+        grid.append(imgs[:12])
+        e["copy_rms"] = float(np.median(copy_distance(imgs, train_new)))
+        if last or step == 0:
+            e["old_accuracy"] = old_accuracy()
+        if last and a.ddpm:
+            res = generate(tr.ema, tr.schedule, sampler="ddpm", n=a.n, context=ctx, seed=4321, precision=tr.precision)
+            e["ddpm500"] = judge.called(res.images, label)
+        checkpoints.append(e)
+        log(json.dumps(e))
+
+    measure(0, 0.0, False)
     for m in tr.run():
-        if m.step % a.every == 0:
-            checkpoint(m.step, m.elapsed)
+        if m.step % a.every == 0 or m.step == m.total_steps:
+            measure(m.step, m.elapsed, m.step == m.total_steps)
     tr.close()
-    cal = ROOT / "runs" / "study" / "calibration.json"
-    per_step = load_json(cal, CALIBRATION).get("v_zsnr")
-    if per_step:  # the finetune recipe costs what the study's n_feat 32 recipes cost per step
-        for e in report:
-            e["idle_minutes"] = e["step"] * per_step / 60
-    show = min(a.n, 12)
-    grid = np.concatenate([np.concatenate(list(r[:show]), axis=1) for r in rows], axis=0)  # (rows*16, show*16, 3)
-    img = Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.NEAREST)
+    return {"seed": seed, "checkpoints": checkpoints, "grid": np.stack(grid)}
+
+
+def summary(runs: list[dict]) -> dict:
+    """Mean and spread (standard deviation over seeds) of the last checkpoint's figures."""
+    last = [r["checkpoints"][-1] for r in runs]
+    first = [r["checkpoints"][0] for r in runs]
+
+    def ms(vals):
+        v = np.asarray(vals, np.float64)
+        return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+
+    out = {k: ms([c[k] for c in last]) for k in ("fast", "fast_guided", "ddpm500", "copy_rms", "train_minutes")
+           if all(k in c for c in last)}
+    drops = [np.mean([f["old_accuracy"][n] - c["old_accuracy"][n] for n in f["old_accuracy"]])
+             for f, c in zip(first, last)]
+    out["old_accuracy_before"] = ms([np.mean(list(f["old_accuracy"].values())) for f in first])
+    out["old_accuracy_drop"] = ms(drops)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--label", default="fruit", help="the new label's name (default fruit)")
+    ap.add_argument("--match", default=",".join(FRUIT), help="emoji names (or name endings) that get the label")
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--every", type=int, default=100)
+    ap.add_argument("--n", type=int, default=64, help="samples per label and measurement")
+    ap.add_argument("--seeds", type=int, default=1, help="fine-tunes with seeds 0..N-1")
+    ap.add_argument("--guidance", type=float, default=3.0, help="the guided row's scale")
+    ap.add_argument("--no-ddpm", dest="ddpm", action="store_false", help="skip the DDPM-500 figure (slow)")
+    ap.add_argument("--init", help="the model to start from (default: the shipped model)")
+    ap.add_argument("--label-first-steps", type=int, default=None,
+                    help="the fine-tune's label-first steps (default: the finetune preset's)")
+    ap.add_argument("--tag", default="", help="added to the output names, e.g. label_first")
+    ap.add_argument("--out", default=str(ROOT / "runs" / "teach"))
+    ap.add_argument("--docs", default=str(ROOT / "docs"))
+    a = ap.parse_args()
+    for flag, v, lo in (("--steps", a.steps, 1), ("--every", a.every, 1), ("--n", a.n, 1), ("--seeds", a.seeds, 1)):
+        if v < lo:
+            ap.error(f"{flag} must be at least {lo}, got {v}")
+    words = [w.strip() for w in a.match.split(",") if w.strip()]
+
+    from PIL import Image
+
+    from core.judge import JUDGE_SAMPLER, fit_judge
+    from core.metrics import load_classifier
+    from core.paths import default_checkpoint
+    from core.threads import configure_threads
+
+    configure_threads()
+    ds, is_new = carve(a.label, words)
+    clf = load_classifier()
+    judge = fit_judge(ds.images, ds.labels, list(ds.label_names), clf)
+    near = real_copy_distance(ds.images[is_new])
+    reference = {"ceiling": judge.ceiling.get(a.label), "images": int(is_new.sum()),
+                 "real_nearest_rms": float(np.median(near[np.isfinite(near)]))}
+    log(json.dumps({"reference": reference}))
+    init = str(a.init or default_checkpoint())
+    runs = [one_run(a, ds, is_new, judge, clf, seed, init) for seed in range(a.seeds)]
+    name = f"teach_{a.label.replace(' ', '_')}" + (f"_{a.tag}" if a.tag else "")
+    rows = np.concatenate([np.concatenate(list(g), axis=1) for g in runs[0]["grid"]], axis=0)
+    img = Image.fromarray(rows).resize((rows.shape[1] * 3, rows.shape[0] * 3), Image.NEAREST)
     docs = Path(a.docs)
-    img.save(docs / "teach_fruit.png")
-    command = " ".join([PROG, *sys.argv[1:]])
-    (docs / "teach_fruit.json").write_text(json.dumps({"command": command, "fruit_images": int(is_fruit.sum()),
-                                                       "chance": float(is_fruit.mean()), "rows": [s for s, _ in SAMPLERS],
-                                                       "reference": reference,
-                                                       "checkpoints": report}, indent=1))
-    print(f"wrote {docs / 'teach_fruit.png'} and {docs / 'teach_fruit.json'}")
+    img.save(docs / f"{name}.png")
+    result = {"command": " ".join([PROG, *sys.argv[1:]]), "machine": machine_info(), "label": a.label,
+              "match": words, "judge_sampler": JUDGE_SAMPLER, "guidance": a.guidance, "n": a.n,
+              "reference": reference, "summary": summary(runs),
+              "runs": [{k: v for k, v in r.items() if k != "grid"} for r in runs]}
+    (docs / f"{name}.json").write_text(json.dumps(result, indent=1))
+    s = result["summary"]
+    print(f"{a.label}: {reference['images']} images, judge ceiling {100 * (reference['ceiling'] or 0):.0f}%")
+    for k in ("fast", "fast_guided", "ddpm500"):
+        if k in s:
+            print(f"  called {a.label} ({k}): {100 * s[k]['mean']:.0f}% ± {100 * s[k]['sd']:.0f}")
+    print(f"  old labels' accuracy {s['old_accuracy_before']['mean']:.3f}, drop {s['old_accuracy_drop']['mean']:+.3f}"
+          f" ± {s['old_accuracy_drop']['sd']:.3f}; copy distance {s['copy_rms']['mean']:.1f} (real "
+          f"{reference['real_nearest_rms']:.1f}); {s['train_minutes']['mean']:.1f} min of training")
+    print(f"wrote {docs / (name + '.png')} and {docs / (name + '.json')}")
     return 0
 
 

@@ -164,6 +164,17 @@ def features(images, classifier: Classifier, batch: int = 512) -> np.ndarray:
     return _run(classifier, images, classifier.features, batch)
 
 
+def probe_features(images, classifier: Classifier, batch: int = 512) -> np.ndarray:
+    """(N, widths[-1] + feature_dim) float32: the trunk's pooled output and the feature layer side by side, what a
+    linear probe for labels the classifier was not trained on reads (core.judge): the trunk keeps detail the
+    six-label feature layer has let go (fruit against the rest of food)."""
+    def both(x):
+        pooled = classifier.trunk(x)
+        return torch.cat([pooled, classifier.feature(pooled)], dim=1)
+
+    return _run(classifier, images, both, batch)
+
+
 def predict_labels(images, classifier: Classifier, batch: int = 512) -> np.ndarray:
     """The classifier's label index (N,) for each image."""
     return _run(classifier, images, classifier.logits, batch).argmax(axis=1)

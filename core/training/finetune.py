@@ -47,6 +47,19 @@ def new_label_columns(old_names: list[str], new_names: list[str]) -> list[int]:
     return [j for j, n in enumerate(new_names) if n.strip().lower() not in known]
 
 
+def taught_labels(config, dataset) -> list[str]:
+    """The data set's labels that the model a fine-tune starts from (config.init) did not know; [] for a run from
+    scratch, or when that model's file is gone or unreadable (a resumed run whose init was moved)."""
+    if not config.init:
+        return []
+    try:
+        old = read_metadata(Path(config.init))["label_names"]
+    except (CheckpointError, OSError, KeyError, TypeError):
+        return []
+    names = list(dataset.label_names)
+    return [names[j] for j in new_label_columns(old, names)]
+
+
 def context_input_params(net) -> list:
     """The parameters that read the context vector (CONTEXT_INPUT_KEYS present in this network)."""
     named = dict(net.named_parameters())

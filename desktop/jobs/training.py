@@ -1,6 +1,7 @@
 """The Train tab's core work: `core.training.Trainer.run()` as a generator job for `threads.GeneratorWorker`.
 
-`TrainingJob(...).run` is started with control=True. It yields, in order: RunStarted; lists of
+`TrainingJob(...).run` is started with control=True. It yields, in order: RunStarted; for a fine-tune that
+teaches new labels, JudgeReady and then a LabelProgress every judge_every steps; lists of
 core.training.StepMetrics (everything since the previous batch, at most ~10 a second); Preview grids;
 ThreadsChosen when the thread tuner settles; Paused / Resumed; Saved; RunEnded. A stop request
 (the worker's stop event) ends the loop between two steps and saves a checkpoint; pause and resume
@@ -39,6 +40,22 @@ class Preview:
 
 
 @dataclass(frozen=True)
+class JudgeReady:
+    """A fine-tune that teaches new labels: the judge that knows them is fitted (core.judge)."""
+
+    labels: list[str]  # the labels the model did not know
+    ceiling: dict[str, float]  # per label: its real images called by that label when left out of the fitting
+    counts: dict[str, int]  # real images per label
+    how: str  # what draws the judged samples, for the panel's text
+
+
+@dataclass(frozen=True)
+class LabelProgress:
+    step: int
+    called: dict[str, float]  # per new label: the share of its samples the judge calls it
+
+
+@dataclass(frozen=True)
 class ThreadsChosen:
     threads: int  # torch CPU threads chosen by the ThreadTuner
 
@@ -61,7 +78,7 @@ class Saved:
 
 @dataclass(frozen=True)
 class RunEnded:
-    how: str  # "finished" or "stopped"
+    how: str  # "finished", "stopped" or "ceiling" (every new label reached its ceiling; see TrainingJob)
     bundle: object  # snapshot ModelBundle (meta["live"] = False)
 
 
@@ -70,11 +87,19 @@ class TrainingJob:
 
     def __init__(self, dataset, config=None, out_dir: str | Path = "", *, resume: bool = False,
                  total_steps: int | None = None, preview_every: int = 200, device: str = "auto",
-                 threads: int | None = None, force: bool = False):
+                 threads: int | None = None, force: bool = False, judge_every: int = 0, judge_guidance: float = 1.0,
+                 stop_at_ceiling: bool = False):
         self.dataset, self.config, self.out_dir = dataset, config, Path(out_dir)
         self.resume, self.total_steps, self.device = resume, total_steps, device
         self.force = force  # resume a run that had diverged (the user was asked)
         self.preview_every, self.threads = preview_every, threads  # threads None: one per core
+        # A fine-tune that teaches new labels: every judge_every steps (0 = never) its samples of each new label
+        # are judged, and with stop_at_ceiling the run ends once every new label is called as often as its
+        # own real images are.
+        self.judge_every, self.judge_guidance = judge_every, judge_guidance
+        self._judge, self._taught, self.reached_ceiling = None, [], False
+        self._stop_at_ceiling = threading.Event()  # the user may tick it while the run goes
+        self.set_stop_at_ceiling(stop_at_ceiling)
         self._pause = threading.Event()
         self._stop: threading.Event | None = None
 
@@ -84,6 +109,9 @@ class TrainingJob:
 
     def request_resume(self) -> None:
         self._pause.clear()
+
+    def set_stop_at_ceiling(self, on: bool) -> None:
+        self._stop_at_ceiling.set() if on else self._stop_at_ceiling.clear()
 
     # --- the thread's body -------------------------------------------------------------------------
     def run(self, *, control):
@@ -99,6 +127,8 @@ class TrainingJob:
             tr = Trainer(self.dataset, self.config, self.out_dir, device=self.device)
         yield RunStarted(str(tr.out_dir), tr.step, tr.config.steps, str(tr.device), tr.precision, self.resume,
                          tr.config.to_dict())
+        if self.judge_every:
+            yield from self._start_judge(tr)
         stopped = yield from self._loop(tr)
         if stopped or tr.step < tr.config.steps:
             path = tr.save()  # "Stop saves a checkpoint"; a finished run saved on its last step already
@@ -106,7 +136,8 @@ class TrainingJob:
             path = tr.out_dir / MODEL_FILE
         yield Saved(tr.step, str(path))
         yield self._preview(tr)
-        yield RunEnded("stopped" if stopped else "finished", self._snapshot(tr, live=False))
+        how = "ceiling" if self.reached_ceiling else "stopped" if stopped else "finished"
+        yield RunEnded(how, self._snapshot(tr, live=False))
 
     def _stopping(self) -> bool:
         return self._stop is not None and self._stop.is_set()
@@ -131,6 +162,12 @@ class TrainingJob:
                 pending, last_emit = [], now
             if self.preview_every and m.step % self.preview_every == 0 and m.step < m.total_steps:
                 yield self._preview(tr)
+            if self._judge is not None and (m.step % self.judge_every == 0 or m.step == m.total_steps):
+                progress = self._progress(tr)
+                yield progress
+                if self._stop_at_ceiling.is_set() and self._at_ceiling(progress) and m.step < m.total_steps:
+                    self.reached_ceiling = True
+                    break
             if self._pause.is_set() and not self._stopping():
                 if pending:
                     yield pending
@@ -140,7 +177,41 @@ class TrainingJob:
                 break
         if pending:
             yield pending
-        return self._stopping()
+        return self._stopping() or self.reached_ceiling
+
+    # --- the live "how well has it learnt?" ----------------------------------------------------------
+    def _start_judge(self, tr):
+        """Fit the judge on the run's own data set (a second or two) when the run teaches new labels."""
+        from core.judge import JUDGE_N, JUDGE_SAMPLER, fit_judge
+        from core.metrics import ClassifierError, load_classifier
+        from core.training.finetune import taught_labels
+
+        self._taught = taught_labels(tr.config, self.dataset)
+        if not self._taught:
+            return
+        try:
+            clf = load_classifier()
+        except ClassifierError:
+            return  # a build without the evaluation classifier trains as before, without the figure
+        ds = self.dataset
+        self._judge = fit_judge(ds.images, ds.labels, list(ds.label_names), clf)
+        how = (f"{JUDGE_N} samples per label, {JUDGE_SAMPLER['sampler']} {JUDGE_SAMPLER['steps']} "
+               f"{JUDGE_SAMPLER['spacing']} steps" + (f", guidance {self.judge_guidance:g}"
+                                                      if self.judge_guidance != 1 else ", unguided"))
+        yield JudgeReady(list(self._taught), {n: self._judge.ceiling.get(n, float("nan")) for n in self._taught},
+                         {n: self._judge.counts.get(n, 0) for n in self._taught}, how)
+        yield self._progress(tr)
+
+    def _progress(self, tr) -> LabelProgress:
+        from core.judge import called_share
+
+        called = called_share(self._judge, tr.ema, tr.schedule, self._taught, guidance=self.judge_guidance,
+                              precision=tr.precision)
+        return LabelProgress(tr.step, called)
+
+    def _at_ceiling(self, p: LabelProgress) -> bool:
+        ceiling = self._judge.ceiling
+        return all(n in ceiling and p.called[n] >= ceiling[n] for n in self._taught)
 
     def _wait_while_paused(self, tr):
         """Block this worker thread (not the GUI) until resume or stop; the model stays in memory."""

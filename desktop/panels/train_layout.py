@@ -12,6 +12,7 @@ from desktop.panels.multi_gpu import MultiGpuOption
 from desktop.panels.train_dataset_box import DatasetBox
 from desktop.panels.train_settings import TrainSettingsBox
 from desktop.widgets.loss_plot import LossPlot
+from desktop.widgets.label_progress import LabelProgressView
 from desktop.widgets.preview_strip import PreviewStrip
 
 
@@ -107,10 +108,12 @@ class TrainLayout:
         split = QSplitter(Qt.Orientation.Vertical)
         self.loss_plot = LossPlot()
         split.addWidget(self.loss_plot)
+        self.label_progress = LabelProgressView()  # shown for a fine-tune that teaches new labels
+        split.addWidget(self.label_progress)
         self.preview_strip = PreviewStrip()
         self.previews, self.preview_view = self.preview_strip.previews, self.preview_strip.view
         split.addWidget(self.preview_strip)
-        split.setSizes([400, 360])
+        split.setSizes([400, 200, 360])
         col.addWidget(split, 1)
         return right
 

@@ -19,6 +19,7 @@ from desktop.panels.train_layout import TrainLayout
 from desktop.widgets.common import error_text, format_duration
 
 
+JUDGE_EVERY = 50  # steps between two "called <new label>" measurements of a fine-tune (32 samples a label)
 ETA_WARMUP_S = 15.0  # the first seconds of a run (imports, first allocations) say little about its pace
 ETA_WINDOW_S = 30.0  # the rate of the last half minute of training
 
@@ -76,6 +77,8 @@ class TrainPanel(TrainLayout, QWidget):
         state.dataset_changed.connect(self._on_dataset_changed)
         state.label_names_changed.connect(self._on_label_names_changed)
         state.dataset_edited.connect(lambda _ds: self._on_label_names_changed([]))
+        self.label_progress.stop_at_ceiling_changed.connect(
+            lambda on: self._job is not None and self._job.set_stop_at_ceiling(on))
         self._update_buttons()
 
     # --- presets and the form ----------------------------------------------------------------------------
@@ -129,6 +132,7 @@ class TrainPanel(TrainLayout, QWidget):
         self.settings_box.save_choices()
         self.loss_plot.clear()
         self.preview_strip.clear()
+        self.label_progress.clear()
         if self.multi_gpu.wanted():
             self._child = ChildRun(self, self.multi_gpu.n_gpus)  # kept: its methods receive the run's signals
             self._child.start(ds, settings.new_run_dir(ds.name), config=config)
@@ -193,6 +197,7 @@ class TrainPanel(TrainLayout, QWidget):
         if total is None:
             return False
         self.loss_plot.clear()
+        self.label_progress.clear()
         if self._last_run_dir and Path(folder).resolve() == Path(self._last_run_dir).resolve():
             self.preview_strip.keep_until(info["step"])  # the same run: its earlier previews stay
         else:
@@ -217,7 +222,9 @@ class TrainPanel(TrainLayout, QWidget):
     # --- the worker -------------------------------------------------------------------------------------------
     def _launch(self, ds, **kwargs) -> None:
         self.preview_strip.labels = list(ds.label_names) or ["(no label)"]
-        job = jobs.TrainingJob(ds, preview_every=self.preview_every.value(), threads=self.train_threads, **kwargs)
+        job = jobs.TrainingJob(ds, preview_every=self.preview_every.value(), threads=self.train_threads,
+                               judge_every=JUDGE_EVERY, judge_guidance=self.state.composition.guidance,
+                               stop_at_ceiling=self.label_progress.stop_check.isChecked(), **kwargs)
         worker = threads.GeneratorWorker(job.run, control=True)
         self._job, self._worker = job, worker
         self._end_message, self._threads_text = "", ""
@@ -241,6 +248,10 @@ class TrainPanel(TrainLayout, QWidget):
             self._on_resumed()
         elif isinstance(item, jobs.Saved):
             self._on_saved(item.step, item.path)
+        elif isinstance(item, jobs.JudgeReady):
+            self.label_progress.ready(item.labels, item.ceiling, item.counts, item.how)
+        elif isinstance(item, jobs.LabelProgress):
+            self.label_progress.add(item.step, item.called)
         elif isinstance(item, jobs.ThreadsChosen):
             self._on_threads_changed(item.threads)
         elif isinstance(item, jobs.RunEnded):
@@ -309,7 +320,7 @@ class TrainPanel(TrainLayout, QWidget):
         elapsed = self._latest.elapsed if self._latest else 0.0
         loss = f" Final loss {self._latest.loss:.4f} (smoothed {self.loss_plot.smooth_y.view()[-1]:.4f})." \
             if self._latest and self.loss_plot.n_points else ""
-        head = "Finished" if how == "finished" else "Stopped"
+        head = {"finished": "Finished", "ceiling": "Learnt: stopped"}.get(how, "Stopped")
         switch = replaces_sampling_model(how, bundle, self.state.model)
         where = ("The model is now loaded in Sample & compare." if switch else
                  "Sample & compare keeps the model it had (this run is shorter); press 'Use this model for "

@@ -376,3 +376,41 @@ def test_resuming_a_diverged_run_asks_first_and_goes_on_only_when_told(qtbot, pa
     assert panel.resume_from_folder(str(run), total_steps=step + 4)
     qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=30000)
     assert panel.models[-1].meta["step"] == step + 4 and not (run / DIVERGED_FILE).exists()
+
+
+def test_teaching_a_new_label_shows_how_often_its_samples_are_called_it(qtbot, panel, tiny_config, shipped,
+                                                                        emoji_small, monkeypatch):
+    """The live figure of a fine-tune that teaches a label: the judge's ceiling when the run starts, then one
+    measurement every JUDGE_EVERY steps and one at the end, as signals the view plots."""
+    from desktop.jobs import training as jobs
+    from desktop.panels import train_panel as tp
+
+    monkeypatch.setattr(tp, "JUDGE_EVERY", 2)
+    labels = np.concatenate([emoji_small.labels, np.zeros((emoji_small.n, 1), np.float32)], axis=1)
+    labels[:20, -1], labels[:20, :-1] = 1, 0  # the first 20 images: a label the shipped model does not know
+    taught = type(emoji_small)(emoji_small.images, labels, [*emoji_small.label_names, "new one"], "taught")
+    panel.state.set_dataset(taught)
+    items = []
+    seen = panel._on_item
+    monkeypatch.setattr(panel, "_on_item", lambda item: (items.append(item), seen(item)))
+    presets = panel.settings_box.presets
+    presets["finetune"] = {**presets["finetune"], **tiny_config, "steps": 5, "batch_size": 8}
+    assert panel.teach()
+    qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=60000)
+    ready = [i for i in items if isinstance(i, jobs.JudgeReady)]
+    progress = [i for i in items if isinstance(i, jobs.LabelProgress)]
+    assert len(ready) == 1 and ready[0].labels == ["new one"] and ready[0].counts == {"new one": 20}
+    assert 0 <= ready[0].ceiling["new one"] <= 1
+    assert [p.step for p in progress] == [0, 2, 4, 5]  # at the start, every 2 steps, and the last step
+    assert all(0 <= p.called["new one"] <= 1 for p in progress)
+    view = panel.label_progress
+    assert view.isVisibleTo(panel) and [s for s, _ in view.points["new one"]] == [0, 2, 4, 5]
+    assert "called new one:" in view.text.text() and "real new one images:" in view.text.text()
+
+
+def test_a_fine_tune_without_new_labels_and_a_run_from_scratch_show_no_figure(qtbot, panel, tiny_config, shipped):
+    presets = panel.settings_box.presets
+    presets["finetune"] = {**presets["finetune"], **tiny_config, "steps": 3, "batch_size": 8}
+    assert panel.teach()
+    qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=60000)
+    assert not panel.label_progress.isVisibleTo(panel) and not panel.label_progress.points
