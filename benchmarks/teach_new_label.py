@@ -3,6 +3,7 @@
     python -m benchmarks.teach_new_label                                    # "fruit", 1 seed, 600 steps
     python -m benchmarks.teach_new_label --label moon --match moon --seeds 3
     python -m benchmarks.teach_new_label --label-first-steps 100 --tag label_first
+    python -m benchmarks.teach_new_label --noise-bias 1 --augment --tag bias_aug
 
 The workshop flow, without the clicks: emoji16 with a new label NAME on every emoji whose name is one of the
 --match words or ends in "_WORD" (taken off whatever label it had), then `--preset finetune --init default`
@@ -89,8 +90,9 @@ def one_run(a, ds, is_new, judge, clf, seed: int, init: str) -> dict:
     from core.samplers import generate
     from core.training import TRAIN_PRESETS, Trainer
 
-    cfg = replace(TRAIN_PRESETS["finetune"], steps=a.steps, init=init, checkpoint_every=10**9, seed=seed,
-                  **({"label_first_steps": a.label_first_steps} if a.label_first_steps is not None else {}))
+    options = {k: v for k, v in (("label_first_steps", a.label_first_steps), ("new_label_noise_bias", a.noise_bias),
+                                 ("new_label_augment", a.augment)) if v is not None}
+    cfg = replace(TRAIN_PRESETS["finetune"], steps=a.steps, init=init, checkpoint_every=10**9, seed=seed, **options)
     tr = Trainer(ds, cfg, Path(a.out) / f"seed{seed}", device="cpu")
     log("; ".join(tr.notes))
     label, old = ds.label_names[-1], list(ds.label_names[:-1])
@@ -167,6 +169,10 @@ def main() -> int:
     ap.add_argument("--init", help="the model to start from (default: the shipped model)")
     ap.add_argument("--label-first-steps", type=int, default=None,
                     help="the fine-tune's label-first steps (default: the finetune preset's)")
+    ap.add_argument("--noise-bias", type=float, default=None,
+                    help="the new label's noise-level bias (default: the finetune preset's)")
+    ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                    help="shift and colour-jitter the new label's images (default: the finetune preset's)")
     ap.add_argument("--tag", default="", help="added to the output names, e.g. label_first")
     ap.add_argument("--out", default=str(ROOT / "runs" / "teach"))
     ap.add_argument("--docs", default=str(ROOT / "docs"))
@@ -199,6 +205,7 @@ def main() -> int:
     docs = Path(a.docs)
     img.save(docs / f"{name}.png")
     result = {"command": " ".join([PROG, *sys.argv[1:]]), "machine": machine_info(), "label": a.label,
+              "steps": a.steps,
               "match": words, "judge_sampler": JUDGE_SAMPLER, "guidance": a.guidance, "n": a.n,
               "reference": reference, "summary": summary(runs),
               "runs": [{k: v for k, v in r.items() if k != "grid"} for r in runs]}

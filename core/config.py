@@ -174,6 +174,22 @@ TRAIN_FIELDS: tuple[ConfigField, ...] = (
                 tip="The learning rate of the label-first steps (only a few hundred numbers are trained, so it "
                     "can be much higher than the network's).",
                 flag="label-first-lr"),
+    # Fine-tuning: the new labels' own images, trained where it pays (each measured: docs/app.md, teach section).
+    ConfigField("new_label_noise_bias", float, 0.0, lambda v: 0 <= v <= 10,
+                "new-label noise bias must be from 0 to 10",
+                label="New-label noise bias", widget=(0.0, 10.0, 0.5, 1),
+                tip="Fine-tuning only: the new labels' images are trained more often at mid and high noise, where "
+                    "a picture's class and shape are decided. 0 draws their noise levels uniformly, like every "
+                    "other image's; b draws t/T with density (b + 1)·s^b, so 1 rises linearly towards pure noise.",
+                flag="new-label-noise-bias",
+                flag_help="fine-tune: draw the new labels' noise levels towards high noise (0 = uniform, 1 = linear)"),
+    ConfigField("new_label_augment", bool, False,
+                label="Augment new labels",
+                tip="Fine-tuning only: every time a new label's image is drawn it is shifted by up to one pixel "
+                    "and its colours are nudged slightly (white stays white), so a few dozen images go further. "
+                    "Mirroring follows 'Mirror images' as for every image.",
+                flag="new-label-augment",
+                flag_help="fine-tune: shift the new labels' images by up to 1 px and jitter their colours"),
     ConfigField("checkpoint_every", int, 500, lambda v: 1 <= v <= MAX_STEPS, "checkpoint every must be at least 1 step",
                 label="Save every (steps)", widget=(1, 1_000_000, 100), unit="steps",
                 tip="How often the model is saved to the run folder automatically. A crash or power cut loses at "

@@ -60,6 +60,20 @@ def taught_labels(config, dataset) -> list[str]:
     return [names[j] for j in new_label_columns(old, names)]
 
 
+def new_label_rows(config, dataset) -> np.ndarray | None:
+    """(N,) bool: the images that carry a label the init model did not know, when the run treats them apart
+    (new_label_noise_bias or new_label_augment); else None. The init model's file must still be there (its label
+    names say which labels are new), so a resumed run does exactly what it did."""
+    if not (config.init and (config.new_label_noise_bias > 0 or config.new_label_augment)):
+        return None
+    init = Path(config.init)
+    if not init.is_file():
+        raise CheckpointError(f"{init}: the model this run fine-tunes is gone; the new-label noise bias and "
+                              "augmentation need its label names")
+    cols = new_label_columns(read_metadata(init)["label_names"], list(dataset.label_names))
+    return (np.asarray(dataset.labels)[:, cols] > 0).any(axis=1) if cols else None
+
+
 def context_input_params(net) -> list:
     """The parameters that read the context vector (CONTEXT_INPUT_KEYS present in this network)."""
     named = dict(net.named_parameters())

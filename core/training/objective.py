@@ -1,5 +1,6 @@
 """The training objective's pieces: learning-rate and EMA schedules, per-timestep loss weights, label-balanced
-drawing, and the loss per noise band that the log records."""
+drawing, the loss per noise band that the log records, and what a fine-tune does to its new labels' images
+(noise levels biased towards high noise, small shifts and colour nudges)."""
 from __future__ import annotations
 
 import math
@@ -71,3 +72,37 @@ def band_losses(losses: torch.Tensor, ts: torch.Tensor, T: int) -> tuple[float, 
         sel = losses[band == k]
         out.append(float(sel.mean()) if sel.numel() else float("nan"))
     return tuple(out)
+
+
+def biased_timesteps(n: int, T: int, bias: float, generator: torch.Generator) -> torch.Tensor:
+    """(n,) timesteps in 1..T whose t/T has density (bias + 1) * s**bias on (0, 1]: 0 is uniform, 1 rises
+    linearly towards pure noise (mean 2/3 T), larger values crowd near T."""
+    u = torch.rand(n, generator=generator, device=generator.device)
+    return (u.pow(1.0 / (1.0 + bias)) * T).ceil().clamp(1, T).long()
+
+
+def shift_and_jitter(x: torch.Tensor, generator: torch.Generator, *, jitter: float = 0.1) -> torch.Tensor:
+    """Each image (B, 3, H, W) in [-1, 1] moved by -1, 0 or +1 pixel in each direction (the edge pixels
+    continue: an emoji's white margin stays white) and each colour channel's distance from white scaled by a
+    factor in [1 - jitter, 1 + jitter] (white stays white, colours shift slightly). On the device, no sync."""
+    b, c, h, w = x.shape
+    dev = x.device
+    d = torch.randint(-1, 2, (b, 2), generator=generator, device=dev)  # (B, 2): dy, dx
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")  # (B, C, H+2, W+2)
+    ys = torch.arange(h, device=dev)[None] + 1 - d[:, :1]  # (B, H)
+    xs = torch.arange(w, device=dev)[None] + 1 - d[:, 1:]  # (B, W)
+    rows = torch.arange(b, device=dev)[:, None, None, None]
+    chans = torch.arange(c, device=dev)[None, :, None, None]
+    moved = padded[rows, chans, ys[:, None, :, None], xs[:, None, None, :]]  # (B, C, H, W)
+    scale = 1 + jitter * (2 * torch.rand(b, c, 1, 1, generator=generator, device=dev) - 1)
+    return (1 - (1 - moved) * scale).clamp(-1, 1)
+
+
+def treat_new_labels(x0: torch.Tensor, t: torch.Tensor, new: torch.Tensor, config, T: int, generator: torch.Generator):
+    """A fine-tune's batch (x0 (B, 3, H, W), t (B,)) with the new labels' images (`new`, (B,) bool) given
+    config.new_label_noise_bias's timesteps and config.new_label_augment's shifts and colour nudges."""
+    if config.new_label_noise_bias > 0:
+        t = torch.where(new, biased_timesteps(len(t), T, config.new_label_noise_bias, generator), t)
+    if config.new_label_augment:
+        x0 = torch.where(new.view(-1, 1, 1, 1), shift_and_jitter(x0, generator), x0)
+    return x0, t

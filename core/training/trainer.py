@@ -33,8 +33,8 @@ from ..runlock import RunLock, RunLockedError
 from ..samplers import preview_grid
 from ..schedule import Schedule, ScheduleConfig
 from ..unet import UNetConfig, build_network
-from .finetune import label_first_setup, read_init
-from .objective import band_losses, ema_decay_at, label_balanced_weights, loss_weights, lr_at
+from .finetune import label_first_setup, new_label_rows, read_init
+from .objective import band_losses, ema_decay_at, label_balanced_weights, loss_weights, lr_at, treat_new_labels
 from .resume import ResumeMixin
 from .runlog import append_log, truncate_log
 
@@ -131,6 +131,8 @@ class Trainer(ResumeMixin):
         self.draw_w = label_balanced_weights(labels).to(self.device) if config.balance_labels else None  # (N,)
         # Images a mirror would change the meaning of (flags, arrows, writing) are never flipped.
         self.mirror_ok = None if dataset.mirror_ok is None else torch.as_tensor(dataset.mirror_ok).to(self.device)
+        rows = new_label_rows(self.config, dataset)  # a fine-tune's new-label images, when they are treated apart
+        self.new_rows = None if rows is None else torch.as_tensor(rows).to(self.device)  # (N,) bool
         self.ab = self.schedule.ab_t.to(self.device, torch.float32)
         self.loss_w = loss_weights(self.schedule, config.prediction, config.loss_weighting,
                                    config.min_snr_gamma).to(self.device, torch.float32)  # (T+1,)
@@ -178,6 +180,8 @@ class Trainer(ResumeMixin):
         c = c * keep.unsqueeze(1)  # dropped rows become the all-zero "no context" vector
         t = torch.randint(1, self.schedule.T + 1, (b,), generator=g, device=dev)
         noise = torch.randn(x0.shape, generator=g, device=dev)
+        if self.new_rows is not None:  # drawn last: a run without these options draws exactly what it did
+            x0, t = treat_new_labels(x0, t, self.new_rows[idx], self.config, self.schedule.T, g)
         return x0, c, t, noise
 
     def _train_step(self):

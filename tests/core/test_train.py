@@ -344,3 +344,52 @@ def test_label_first_steps_move_only_the_new_labels_inputs(blobs, tmp_path, netw
     after = dict(tr2.net.named_parameters())
     assert any(not torch.equal(before[k], after[k]) for k in before if k not in inputs)
     tr2.close()
+
+
+def test_biased_timesteps_follow_their_density_and_shifts_keep_white_white():
+    from core.training.objective import biased_timesteps, shift_and_jitter
+
+    g = torch.Generator().manual_seed(0)
+    uniform, linear = biased_timesteps(40000, 500, 0.0, g), biased_timesteps(40000, 500, 1.0, g)
+    assert int(uniform.min()) >= 1 and int(linear.max()) <= 500
+    assert abs(uniform.float().mean().item() / 500 - 0.5) < 0.01  # density 1
+    assert abs(linear.float().mean().item() / 500 - 2 / 3) < 0.01  # density 2s: mean 2/3
+    assert abs((linear <= 250).float().mean().item() - 0.25) < 0.01  # P(s <= 1/2) = 1/4
+    white = torch.ones(8, 3, 6, 6)
+    assert torch.equal(shift_and_jitter(white, g), white)
+    dot = -torch.ones(64, 3, 6, 6)
+    dot[:, :, 3, 3] = 1.0  # one white pixel on black: where it lands is the shift
+    out = shift_and_jitter(dot, g, jitter=0.0)
+    where = [divmod(int(i), 6) for i in (out[:, 0] > 0.5).flatten(1).float().argmax(1)]
+    assert {(y - 3, x - 3) for y, x in where} == {(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)}
+    assert torch.equal(out.abs(), torch.ones_like(out))  # a pure shift: no value changes, edges replicate
+
+
+def test_new_label_options_touch_only_the_new_labels_images(blobs, tmp_path):
+    """With the noise bias and augmentation on, the old labels' images get exactly the batch they got without
+    them; the new label's images are drawn towards high noise and moved."""
+    base = Trainer(blobs, replace(CFG, steps=2), tmp_path / "base", device="cpu")
+    _run(base)
+    base.close()
+    ckpt = str(tmp_path / "base" / "model.safetensors")
+    labels = np.concatenate([blobs.labels, (np.arange(blobs.n) % 2 == 0)[:, None].astype(np.float32)], 1)
+    edited = ImageDataset(blobs.images, labels, [*blobs.label_names, "new"], "blobs-new")
+    plain = Trainer(edited, replace(CFG, init=ckpt, hflip=False), tmp_path / "plain", device="cpu")
+    treated = Trainer(edited, replace(CFG, init=ckpt, hflip=False, new_label_noise_bias=3.0, new_label_augment=True),
+                      tmp_path / "treated", device="cpu")
+    assert treated.new_rows.sum().item() == (labels[:, -1] > 0).sum() and plain.new_rows is None
+    new_t, old_t, moved = [], [], 0
+    for _ in range(30):
+        treated.gen.set_state(plain.gen.get_state())  # the same draws up to the options' own (they come last)
+        peek = torch.Generator().set_state(treated.gen.get_state())  # the batch's first draw is its images
+        is_new = treated.new_rows[torch.randint(0, blobs.n, (CFG.batch_size,), generator=peek)]
+        (x_a, c_a, t_a, n_a), (x_b, c_b, t_b, n_b) = plain._batch(), treated._batch()
+        assert torch.equal(c_a, c_b) and torch.equal(n_a, n_b)
+        assert torch.equal(t_a[~is_new], t_b[~is_new]) and torch.equal(x_a[~is_new], x_b[~is_new])
+        new_t += t_b[is_new].tolist()
+        old_t += t_b[~is_new].tolist()
+        moved += int((x_a[is_new] != x_b[is_new]).flatten(1).any(1).sum())
+    assert np.mean(new_t) / 500 > 0.7 and abs(np.mean(old_t) / 500 - 0.5) < 0.08  # bias 3: mean 4/5
+    assert moved > 0.5 * len(new_t)
+    for tr in (plain, treated):
+        tr.close()
