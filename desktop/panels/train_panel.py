@@ -38,10 +38,10 @@ def eta_text(samples, step: int, total: int) -> str:
 
 
 def replaces_sampling_model(how: str, run_bundle, current) -> bool:
-    """Whether a run that ended becomes the sampling model by itself: when it finished, when nothing is
-    loaded, or when it has trained at least as many steps as the loaded model (a stopped 99-step demo must not
-    replace a good model; the user can still choose it)."""
-    if how == "finished" or current is None:
+    """Whether a run that ended becomes the sampling model by itself: when it finished (or a fine-tune stopped
+    because its new labels were learnt), when nothing is loaded, or when it has trained at least as many steps
+    as the loaded model (a stopped 99-step demo must not replace a good model; the user can still choose it)."""
+    if how in ("finished", "ceiling") or current is None:
         return True
     step, current_step = run_bundle.meta.get("step") or 0, current.meta.get("step")
     return current_step is None or current_step <= step

@@ -340,6 +340,7 @@ def test_a_short_stopped_run_does_not_replace_the_sampling_model_nor_become_the_
     good, demo = SimpleNamespace(meta={"step": 20000}), SimpleNamespace(meta={"step": 99})
     assert not replaces_sampling_model("stopped", demo, good)
     assert replaces_sampling_model("finished", demo, good)  # a run that ran to its end is what was asked for
+    assert replaces_sampling_model("ceiling", demo, good)  # a fine-tune that stopped because it had learnt
     assert replaces_sampling_model("stopped", SimpleNamespace(meta={"step": 25000}), good)
     assert replaces_sampling_model("stopped", demo, None)
     assert not _worth_remembering(SimpleNamespace(meta={"step": 99, "auto": True}))
@@ -378,11 +379,8 @@ def test_resuming_a_diverged_run_asks_first_and_goes_on_only_when_told(qtbot, pa
     assert panel.models[-1].meta["step"] == step + 4 and not (run / DIVERGED_FILE).exists()
 
 
-def test_teaching_a_new_label_shows_how_often_its_samples_are_called_it(qtbot, panel, tiny_config, shipped,
-                                                                        emoji_small, monkeypatch):
-    """The live figure of a fine-tune that teaches a label: the judge's ceiling when the run starts, then one
-    measurement every JUDGE_EVERY steps and one at the end, as signals the view plots."""
-    from desktop.jobs import training as jobs
+def _teach_a_new_label(panel, tiny_config, emoji_small, monkeypatch, steps: int) -> list:
+    """Teach "new one" (the first 20 images) with a judgement every 2 steps; the job's items, as they come."""
     from desktop.panels import train_panel as tp
 
     monkeypatch.setattr(tp, "JUDGE_EVERY", 2)
@@ -394,8 +392,18 @@ def test_teaching_a_new_label_shows_how_often_its_samples_are_called_it(qtbot, p
     seen = panel._on_item
     monkeypatch.setattr(panel, "_on_item", lambda item: (items.append(item), seen(item)))
     presets = panel.settings_box.presets
-    presets["finetune"] = {**presets["finetune"], **tiny_config, "steps": 5, "batch_size": 8}
+    presets["finetune"] = {**presets["finetune"], **tiny_config, "steps": steps, "batch_size": 8}
     assert panel.teach()
+    return items
+
+
+def test_teaching_a_new_label_shows_how_often_its_samples_are_called_it(qtbot, panel, tiny_config, shipped,
+                                                                        emoji_small, monkeypatch):
+    """The live figure of a fine-tune that teaches a label: the judge's ceiling when the run starts, then one
+    measurement every JUDGE_EVERY steps and one at the end, as signals the view plots."""
+    from desktop.jobs import training as jobs
+
+    items = _teach_a_new_label(panel, tiny_config, emoji_small, monkeypatch, steps=5)
     qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=60000)
     ready = [i for i in items if isinstance(i, jobs.JudgeReady)]
     progress = [i for i in items if isinstance(i, jobs.LabelProgress)]
@@ -414,3 +422,22 @@ def test_a_fine_tune_without_new_labels_and_a_run_from_scratch_show_no_figure(qt
     assert panel.teach()
     qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=60000)
     assert not panel.label_progress.isVisibleTo(panel) and not panel.label_progress.points
+
+
+def test_stop_once_learnt_ends_the_fine_tune_at_the_ceiling(qtbot, panel, tiny_config, shipped, emoji_small,
+                                                             monkeypatch):
+    import core.judge
+
+    fit = core.judge.fit_judge
+
+    def easy_judge(*args, **kwargs):  # a ceiling of 0: the first judgement inside the run reaches it
+        judge = fit(*args, **kwargs)
+        judge.ceiling = {name: 0.0 for name in judge.ceiling}
+        return judge
+
+    monkeypatch.setattr(core.judge, "fit_judge", easy_judge)
+    panel.label_progress.stop_check.setChecked(True)
+    _teach_a_new_label(panel, tiny_config, emoji_small, monkeypatch, steps=50)
+    qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=60000)
+    assert panel.models[-1].meta["step"] == 2  # stopped at the first judgement after step 0, and saved
+    assert panel.status.text().startswith("Learnt: stopped") and panel.state.model is panel.models[-1]
