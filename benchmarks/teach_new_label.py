@@ -12,8 +12,9 @@ its images best under). Judged, at step 0 and every --every steps, from fixed no
   * called NAME: the share of --n samples of the new label that the judge calls NAME: core.judge, the same
     linear probe on the evaluation classifier's features that the app's Train tab fits when Teach starts,
     fitted on this edited set; its ceiling is how often it calls the real NAME images so (cross-validated);
-  * with the app's fast default sampler (core.judge.JUDGE_SAMPLER) unguided and at guidance --guidance, and, at
-    the last step only, with DDPM-500 unguided (500 calls per image);
+  * with the app's fast default sampler (core.judge.JUDGE_SAMPLER) unguided, at guidance --guidance, and at that
+    guidance against the known label the new one started as ("fruit, not food": the composer's "Not <label>"),
+    and, at the last step only, with DDPM-500 unguided (500 calls per image);
   * the old labels: the evaluation classifier's label accuracy on --n samples of each old label (fast sampler,
     unguided), before and after: what the fine-tune cost them;
   * copies: each sample's distance to its nearest training image of NAME (pixels, RMS), against the real NAME
@@ -97,6 +98,9 @@ def one_run(a, ds, is_new, judge, clf, seed: int, init: str) -> dict:
     log("; ".join(tr.notes))
     label, old = ds.label_names[-1], list(ds.label_names[:-1])
     train_new = ds.images[is_new]
+    starts = [part[len(label) + 11:] for note in tr.notes for part in note.split("; ")
+              if part.startswith(f"{label} starts as ")]
+    start = starts[0] if starts and starts[0] in old else None  # the known label the new one started as
 
     def old_accuracy() -> dict:
         out = {}
@@ -116,6 +120,9 @@ def one_run(a, ds, is_new, judge, clf, seed: int, init: str) -> dict:
              "fast": called_share(judge, tr.ema, tr.schedule, [label], n=a.n, precision=tr.precision)[label],
              "fast_guided": called_share(judge, tr.ema, tr.schedule, [label], n=a.n, guidance=a.guidance,
                                          precision=tr.precision)[label]}
+        if start:  # guided against the label it started as ("fruit, not food"): the composer's "Not <label>"
+            e["fast_contrast"] = called_share(judge, tr.ema, tr.schedule, [label], n=a.n, guidance=a.guidance,
+                                              precision=tr.precision, negative={label: start})[label]
         ctx = np.zeros((a.n, ds.n_labels), np.float32)
         ctx[:, -1] = 1
         imgs = generate(tr.ema, tr.schedule, n=a.n, context=ctx, seed=4321, precision=tr.precision,
@@ -147,7 +154,8 @@ def summary(runs: list[dict]) -> dict:
         v = np.asarray(vals, np.float64)
         return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
 
-    out = {k: ms([c[k] for c in last]) for k in ("fast", "fast_guided", "ddpm500", "copy_rms", "train_minutes")
+    out = {k: ms([c[k] for c in last]) for k in ("fast", "fast_guided", "fast_contrast", "ddpm500", "copy_rms",
+                                                 "train_minutes")
            if all(k in c for c in last)}
     drops = [np.mean([f["old_accuracy"][n] - c["old_accuracy"][n] for n in f["old_accuracy"]])
              for f, c in zip(first, last)]
@@ -212,7 +220,7 @@ def main() -> int:
     (docs / f"{name}.json").write_text(json.dumps(result, indent=1))
     s = result["summary"]
     print(f"{a.label}: {reference['images']} images, judge ceiling {100 * (reference['ceiling'] or 0):.0f}%")
-    for k in ("fast", "fast_guided", "ddpm500"):
+    for k in ("fast", "fast_guided", "fast_contrast", "ddpm500"):
         if k in s:
             print(f"  called {a.label} ({k}): {100 * s[k]['mean']:.0f}% ± {100 * s[k]['sd']:.0f}")
     print(f"  old labels' accuracy {s['old_accuracy_before']['mean']:.3f}, drop {s['old_accuracy_drop']['mean']:+.3f}"

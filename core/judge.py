@@ -129,9 +129,11 @@ JUDGE_N, JUDGE_SEED = 32, 4321  # samples per label and their noise: fixed, so t
 
 
 def called_share(judge: LabelJudge, net, schedule, labels: list[str], *, n: int = JUDGE_N, seed: int = JUDGE_SEED,
-                 guidance: float = 1.0, precision: str = "fp32", sampler: dict | None = None) -> dict[str, float]:
+                 guidance: float = 1.0, precision: str = "fp32", sampler: dict | None = None,
+                 negative: dict[str, str] | None = None) -> dict[str, float]:
     """{label: share of the model's samples of that label the judge calls it}: `n` images per label with
-    JUDGE_SAMPLER (or `sampler`) from fixed noise, one-hot context on the label's column of judge.label_names."""
+    JUDGE_SAMPLER (or `sampler`) from fixed noise, one-hot context on the label's column of judge.label_names.
+    `negative` {label: other label} guides a label against another one instead of against "no label"."""
     from .samplers import generate
 
     out = {}
@@ -139,7 +141,11 @@ def called_share(judge: LabelJudge, net, schedule, labels: list[str], *, n: int 
         k = judge.label_names.index(name)
         ctx = np.zeros((n, len(judge.label_names)), np.float32)
         ctx[:, k] = 1
+        neg = None
+        if negative and negative.get(name):
+            neg = np.zeros_like(ctx)
+            neg[:, judge.label_names.index(negative[name])] = 1
         res = generate(net, schedule, n=n, context=ctx, seed=seed, guidance=guidance, precision=precision,
-                       **(sampler or JUDGE_SAMPLER))
+                       negative_context=neg, **(sampler or JUDGE_SAMPLER))
         out[name] = judge.called(res.images, k)
     return out
