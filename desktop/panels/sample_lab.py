@@ -3,6 +3,8 @@ from exported PNGs (SampleLab, owned by the panel). The dialogs are made on firs
 each)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import QEvent, QObject, QTimer, Signal
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
@@ -196,13 +198,22 @@ class SampleLab(QObject):
         current = str(bundle.path) if bundle is not None and bundle.path is not None else ""
         if not path:
             return "its model was never saved, so it is drawn with the loaded one"
-        if current and hj.same_file(current, path):
-            return "" if hj.digest_matches(path, digest) else "the model file has changed since, so the pictures may differ"
-        if not hj.exists(path):
-            return f"its model {path} is gone, so it is drawn with the loaded one"
-        self._switching = True
-        p.model_requested.emit(path)
-        return "" if hj.digest_matches(path, digest) else "the model file has changed since, so the pictures may differ"
+        if not (current and hj.same_file(current, path)):
+            if not hj.exists(path):
+                return f"its model {path} is gone, so it is drawn with the loaded one"
+            self._switching = True
+            p.model_requested.emit(path)
+        self._check_digest(path, digest)
+        return ""
+
+    def _check_digest(self, path: str, digest: str) -> None:
+        """Hash the model file on a worker (never on the GUI thread); say so when it is not the one recorded."""
+        def said(same: bool) -> None:
+            if not same:
+                self.panel.state.status_message.emit(f"The model file {Path(path).name} has changed since that run, "
+                                                     "so Run may draw other pictures.")
+
+        threads.run_in_background(hj.digest_matches, path, digest, on_done=said)
 
     # ============================================================================ PNG info
     def ask_png(self) -> None:

@@ -311,3 +311,15 @@ def test_a_damaged_sketch_entry_is_one_line(change, says):
     assert ok.sketch["image"].shape == (4, 4, 3) and ok.sketch["mask"].shape == (4, 4) and not ok.sketch["mask"].any()
     with pytest.raises(ValueError, match=says):
         hj.restorable({"kind": "sketch", "sketch": {**good, **change}})
+
+
+def test_a_restore_checks_the_models_digest_off_the_gui_thread(qtbot, panel, state):
+    run_and_wait(qtbot, panel)
+    entry = wait_history(qtbot, 1)[0]
+    said = []
+    state.status_message.connect(said.append)
+    panel.lab.restore(entry)  # the same file: nothing to say beyond the restore itself
+    changed = dict(entry, model=dict(entry["model"], sha256="0" * 64))
+    panel.lab.restore(changed)
+    qtbot.waitUntil(lambda: any("has changed since" in s for s in said), timeout=TIMEOUT_MS)
+    assert sum("has changed since" in s for s in said) == 1
