@@ -66,12 +66,17 @@ def new_label_rows(config, dataset) -> np.ndarray | None:
     names say which labels are new), so a resumed run does exactly what it did."""
     if not (config.init and (config.new_label_noise_bias > 0 or config.new_label_augment)):
         return None
+    cols = _init_new_columns(config, dataset, "the new-label noise bias and augmentation need")
+    return (np.asarray(dataset.labels)[:, cols] > 0).any(axis=1) if cols else None
+
+
+def _init_new_columns(config, dataset, needed_by: str) -> list[int]:
+    """The data set's label columns that config.init's model did not know; CheckpointError when that file is
+    gone (`needed_by` says what needs its label names)."""
     init = Path(config.init)
     if not init.is_file():
-        raise CheckpointError(f"{init}: the model this run fine-tunes is gone; the new-label noise bias and "
-                              "augmentation need its label names")
-    cols = new_label_columns(read_metadata(init)["label_names"], list(dataset.label_names))
-    return (np.asarray(dataset.labels)[:, cols] > 0).any(axis=1) if cols else None
+        raise CheckpointError(f"{init}: the model this run fine-tunes is gone; {needed_by} its label names")
+    return new_label_columns(read_metadata(init)["label_names"], list(dataset.label_names))
 
 
 def context_input_params(net) -> list:
@@ -158,11 +163,7 @@ def label_first_setup(net, cfg, dataset, device, notes: list[str]):
     label-first steps, or None when it has none (or no label is new; `notes` then says so)."""
     if not (cfg.label_first_steps and cfg.init):
         return None
-    init = Path(cfg.init)
-    if not init.is_file():
-        raise CheckpointError(f"{init}: the model this run fine-tunes is gone; the label-first steps need its "
-                              "label names")
-    cols = new_label_columns(read_metadata(init)["label_names"], list(dataset.label_names))
+    cols = _init_new_columns(cfg, dataset, "the label-first steps need")
     if not cols:
         notes.append("label-first steps skipped: the data set has no label the model did not know")
         return None
