@@ -8,7 +8,7 @@ What it does, as a user would (each step calls the slot the button or menu calls
 X clicks with xdotool): open the app maximised on a fresh data folder; on Data & labels click an image and
 check the grid does not reflow under the pointer; add the label "fruit", select the 34 fruit emoji, give
 them "fruit" and take "food" off them; press "Teach the model these labels"; wait for the fine-tune on the
-Train tab; on Sample & compare press Run (the rows must already include "fruit"); pick the shipped model and
+Train tab (its live "called fruit" figure must show; --steps sets the fine-tune's length); on Sample & compare press Run (the rows must already include "fruit"); pick the shipped model and
 then the taught one again in the model menu and press Run (the "fruit" row must come back); open the X/Y
 grid and the history. Screenshots of the whole screen (ImageMagick `import -window root`, the window's own
 grab where that is missing): PREFIXteach_1_labels.png ... PREFIXlab_2_history.png. Any check that fails
@@ -102,6 +102,10 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="1400x950")
     ap.add_argument("--prefix", default="")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="the fine-tune's steps (default: the Teach preset's); e.g. 300 on a CPU without fast bf16")
+    ap.add_argument("--skip-lab", action="store_true", help="stop after the teach flow (tools/lab_walkthrough.py "
+                    "records the lab on the shipped model)")
     args = ap.parse_args()
     width, height = map(int, args.size.split("x"))
     pre = args.prefix
@@ -135,14 +139,18 @@ def main() -> int:
     _shot(app, win, f"{pre}teach_1_labels.png")
 
     # 2. Teach: the fine-tune preset from the shipped model, on the Train tab
-    dp.teach_btn.click()
     tp = win.train_panel
-    _wait(app, lambda: tp.run_state == "running" and tp._latest is not None and tp._latest.step >= 150,
-          what="the fine-tune")
+    if args.steps:
+        tp.settings_box.presets["finetune"] = {**tp.settings_box.presets["finetune"], "steps": args.steps}
+    dp.teach_btn.click()
+    _wait(app, lambda: tp.run_state == "running" and tp._latest is not None and tp._latest.step >= 150
+          and len(tp.label_progress.points.get("fruit", [])) >= 3, what="the fine-tune")
+    _check(tp.label_progress.isVisible(), f"the live figure: {tp.label_progress.text.text()}")
     _shot(app, win, f"{pre}teach_2_training.png")
     t0 = time.monotonic()
     _wait(app, lambda: tp.run_state == "idle", what="the end of the fine-tune")
     print(f"fine-tune finished {time.monotonic() - t0:.0f} s after the second screenshot; {tp.status.text()}")
+    print(f"live figure: {tp.label_progress.text.text()}; points {tp.label_progress.points.get('fruit')}", flush=True)
     _settle(app, 2.0)
     _shot(app, win, f"{pre}teach_3_trained.png")
 
@@ -175,6 +183,10 @@ def main() -> int:
     _wait(app, lambda: not sp.is_busy(), what="sampling")
     _settle(app, 2.0)
     _shot(app, win, f"{pre}teach_5_switched_back.png")
+
+    if args.skip_lab:
+        win.close()
+        return 0
 
     # 5. The sampler lab: an X/Y grid of the new label against its neighbours over the number of steps, then
     # the history of this walk
