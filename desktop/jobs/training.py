@@ -163,9 +163,10 @@ class TrainingJob:
             if self.preview_every and m.step % self.preview_every == 0 and m.step < m.total_steps:
                 yield self._preview(tr)
             if self._judge is not None and (m.step % self.judge_every == 0 or m.step == m.total_steps):
-                progress = self._progress(tr)
-                yield progress
-                if self._stop_at_ceiling.is_set() and self._at_ceiling(progress) and m.step < m.total_steps:
+                if (progress := self._progress(tr)) is not None:
+                    yield progress
+                if progress is not None and self._stop_at_ceiling.is_set() and self._at_ceiling(progress) \
+                        and m.step < m.total_steps:
                     self.reached_ceiling = True
                     break
             if self._pause.is_set() and not self._stopping():
@@ -194,19 +195,28 @@ class TrainingJob:
         except ClassifierError:
             return  # a build without the evaluation classifier trains as before, without the figure
         ds = self.dataset
-        self._judge = fit_judge(ds.images, ds.labels, list(ds.label_names), clf)
+        try:
+            self._judge = fit_judge(ds.images, ds.labels, list(ds.label_names), clf)
+        except Exception:  # noqa: BLE001 - the figure is an extra: a set it cannot judge still trains
+            return
         how = (f"{JUDGE_N} samples per label, {JUDGE_SAMPLER['sampler']} {JUDGE_SAMPLER['steps']} "
                f"{JUDGE_SAMPLER['spacing']} steps" + (f", guidance {self.judge_guidance:g}"
                                                       if self.judge_guidance != 1 else ", unguided"))
         yield JudgeReady(list(self._taught), {n: self._judge.ceiling.get(n, float("nan")) for n in self._taught},
                          {n: self._judge.counts.get(n, 0) for n in self._taught}, how)
-        yield self._progress(tr)
+        if (first := self._progress(tr)) is not None:
+            yield first
 
-    def _progress(self, tr) -> LabelProgress:
+    def _progress(self, tr) -> LabelProgress | None:
+        """The new labels' figure now; None (and no more figures this run) if judging fails: training goes on."""
         from core.judge import called_share
 
-        called = called_share(self._judge, tr.ema, tr.schedule, self._taught, guidance=self.judge_guidance,
-                              precision=tr.precision)
+        try:
+            called = called_share(self._judge, tr.ema, tr.schedule, self._taught, guidance=self.judge_guidance,
+                                  precision=tr.precision)
+        except Exception:  # noqa: BLE001 - the figure is an extra, never a reason to stop the run
+            self._judge = None
+            return None
         return LabelProgress(tr.step, called)
 
     def _at_ceiling(self, p: LabelProgress) -> bool:

@@ -441,3 +441,19 @@ def test_stop_once_learnt_ends_the_fine_tune_at_the_ceiling(qtbot, panel, tiny_c
     qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=60000)
     assert panel.models[-1].meta["step"] == 2  # stopped at the first judgement after step 0, and saved
     assert panel.status.text().startswith("Learnt: stopped") and panel.state.model is panel.models[-1]
+
+
+def test_a_judge_that_fails_never_stops_the_fine_tune(qtbot, panel, tiny_config, shipped, emoji_small, monkeypatch):
+    import core.judge
+    from desktop.jobs import training as jobs
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the judge broke")
+
+    monkeypatch.setattr(core.judge, "called_share", broken)
+    items = _teach_a_new_label(panel, tiny_config, emoji_small, monkeypatch, steps=5)
+    qtbot.waitUntil(lambda: panel.run_state == "idle", timeout=60000)
+    assert panel.models[-1].meta["step"] == 5
+    assert [i for i in items if isinstance(i, jobs.JudgeReady)] and not [i for i in items
+                                                                          if isinstance(i, jobs.LabelProgress)]
+    assert any(isinstance(i, jobs.RunEnded) and i.how == "finished" for i in items)
