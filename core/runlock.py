@@ -216,3 +216,14 @@ def _since(info: dict) -> str:
         return time.strftime("%Y-%m-%d %H:%M", time.localtime(float(t)))
     except (TypeError, ValueError, OverflowError, OSError):
         return "an unknown time"
+
+
+def take_run_lock(out_dir: Path) -> RunLock:
+    """The run folder's lock, taken for a run: RunLockedError when another writer holds it, an OSError naming the
+    folder when it cannot be written there."""
+    try:
+        return RunLock(out_dir).acquire()
+    except RunLockedError:
+        raise
+    except OSError as e:
+        raise OSError(f"{out_dir}: cannot write the run folder there ({e.strerror or e}); choose another --out") from None

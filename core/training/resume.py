@@ -89,7 +89,7 @@ class ResumeMixin:
         self._resume_rank_generator(info)
         self.elapsed = float(info.get("elapsed", 0.0))
         self.run_id = info.get("run_id", self.run_id)
-        if self._label_first is not None and self.step < self.config.label_first_steps:
+        if self._in_label_first():
             self.notes.append("resumed inside the label-first steps: their optimizer starts afresh")
         self._saved_step = self.step
         if self.is_main:

@@ -29,7 +29,7 @@ from ..device import autocast, pick_device, resolve_precision, to_fast_layout
 from ..errors import DataError, UserError
 from ..memory import check_fits, training_bytes
 from ..paths import atomic_write_bytes
-from ..runlock import RunLock, RunLockedError
+from ..runlock import take_run_lock
 from ..samplers import preview_grid
 from ..schedule import Schedule, ScheduleConfig
 from ..unet import UNetConfig, build_network
@@ -85,7 +85,7 @@ class Trainer(ResumeMixin):
         if self.dist:  # join the others first, so a failure below reaches them as a lost peer, not a hang
             self.device = distributed.start(self.dist, self.device)
         # Fail before any work: a second writer, or no write access (rank 0 alone writes the run folder).
-        self._lock = _take_lock(self.out_dir) if self.is_main else None
+        self._lock = take_run_lock(self.out_dir) if self.is_main else None
         if self._lock is not None and self._lock.note:
             self.notes.append(self._lock.note)
         if self._lock is not None:
@@ -191,7 +191,7 @@ class Trainer(ResumeMixin):
         a, s = ab.sqrt(), (1 - ab).sqrt()
         x_t = a * x0 + s * noise  # the correct sqrt(1 - ab) (the course drops the sqrt)
         target = {"eps": noise, "v": a * noise - s * x0, "x0": x0}[self.config.prediction]
-        label_first = self._label_first is not None and self.step < self.config.label_first_steps
+        label_first = self._in_label_first()
         opt = self._label_first[2] if label_first else self.opt
         if not label_first:
             for group in self.opt.param_groups:
@@ -218,6 +218,10 @@ class Trainer(ResumeMixin):
             self._update_ema()
         return per_sample.detach(), t
 
+    def _in_label_first(self) -> bool:
+        """True while the current step (self.step, not yet counted) trains only the new labels' inputs."""
+        return self._label_first is not None and self.step < self.config.label_first_steps
+
     @torch.no_grad()
     def _update_ema(self):
         d = ema_decay_at(self.config.ema_decay, self.step)
@@ -234,7 +238,7 @@ class Trainer(ResumeMixin):
         t_start = time.perf_counter()
         while self.step < self.config.steps:
             losses, ts = self._train_step()
-            lr = self.opt.param_groups[0]["lr"]
+            lr = self.config.label_first_lr if self._in_label_first() else self.opt.param_groups[0]["lr"]
             self.step += 1
             pending.append((losses, ts, lr))
             if len(pending) < log_every and self.step < self.config.steps:
@@ -393,11 +397,3 @@ def _network_config(dataset, config) -> UNetConfig:
                         f"{dataset.size}x{dataset.size} px images with {dataset.n_labels} label(s) ({e}); resize them "
                         "(--size for a folder) or use fewer labels") from None
 
-
-def _take_lock(out_dir: Path) -> RunLock:
-    try:
-        return RunLock(out_dir).acquire()
-    except RunLockedError:
-        raise
-    except OSError as e:
-        raise OSError(f"{out_dir}: cannot write the run folder there ({e.strerror or e}); choose another --out") from None

@@ -328,7 +328,7 @@ def test_label_first_steps_move_only_the_new_labels_inputs(blobs, tmp_path, netw
     cfg = replace(base_cfg, steps=3, init=str(ckpt), label_first_steps=3, label_first_lr=0.05, hflip=False)
     tr = Trainer(edited, cfg, tmp_path / "ft", device="cpu")
     before = {k: v.detach().clone() for k, v in tr.net.named_parameters()}  # BatchNorm's statistics still follow
-    _run(tr)
+    assert [m.lr for m in _run(tr)] == [0.05] * 3  # the log and the plot show the rate these steps use
     after = dict(tr.net.named_parameters())
     moved = [k for k in before if not torch.equal(before[k], after[k])]
     inputs = [k for k in CONTEXT_INPUT_KEYS if k in before]
@@ -340,7 +340,7 @@ def test_label_first_steps_move_only_the_new_labels_inputs(blobs, tmp_path, netw
     # past the label-first steps the whole network moves again
     tr2 = Trainer.from_run(edited, tmp_path / "ft", device="cpu", steps=5)
     before = {k: v.detach().clone() for k, v in tr2.net.named_parameters()}
-    _run(tr2)
+    assert all(m.lr != 0.05 for m in _run(tr2))  # the network's own rate again
     after = dict(tr2.net.named_parameters())
     assert any(not torch.equal(before[k], after[k]) for k in before if k not in inputs)
     tr2.close()
