@@ -92,11 +92,11 @@ def qsettings() -> QSettings:
     return QSettings(ORG_NAME, APP_NAME)
 
 
-def read_str(key: str, default: str = "", st: QSettings | None = None) -> str:
+def read_str(key: str, default: str = "", st: QSettings | None = None, *, max_len: int = MAX_TEXT) -> str:
     """A string setting; `default` when it is missing, not a string (an INI line with a comma reads as a list),
-    longer than MAX_TEXT or holds a NUL."""
+    longer than `max_len` or holds a NUL."""
     value = (st or qsettings()).value(key, default)
-    return value if isinstance(value, str) and len(value) <= MAX_TEXT and "\0" not in value else default
+    return value if isinstance(value, str) and len(value) <= max_len and "\0" not in value else default
 
 
 def read_int(key: str, default: int, lo: int, hi: int, st: QSettings | None = None) -> int:
@@ -121,19 +121,13 @@ def read_bytes(key: str, st: QSettings | None = None) -> QByteArray | None:
 def load_json(key: str, st: QSettings | None = None):
     """A value save_json stored under `key`, or None when it is missing or unreadable: too long, nested too deep
     (core.schema checks both before parsing) or not JSON."""
-    text = read_str_long(key, st)
+    text = read_str(key, "", st, max_len=MAX_JSON_BYTES)
     if not text:
         return None
     try:
         return load_json_text(text, source=key, max_bytes=MAX_JSON_BYTES, max_depth=MAX_JSON_DEPTH, error=ValueError)
     except ValueError:
         return None
-
-
-def read_str_long(key: str, st: QSettings | None = None) -> str:
-    """A string setting of up to MAX_JSON_BYTES characters (a JSON value), else ""."""
-    value = (st or qsettings()).value(key, "")
-    return value if isinstance(value, str) and len(value) <= MAX_JSON_BYTES else ""
 
 
 def save_json(key: str, value) -> None:
