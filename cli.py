@@ -25,11 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Diffusion Desk: train and sample the course's context-conditioned diffusion model. "
                     "With no command, opens the desktop app.",
     )
-    sub = p.add_subparsers(dest="command", metavar="{train,sample,grid,bench}")
+    sub = p.add_subparsers(dest="command", metavar="{train,sample,grid,tune-steps,distill,bench}")
     _add_train(sub.add_parser("train", help="train a model on a data set", description=_TRAIN_DESC))
     _add_sample(sub.add_parser("sample", help="sample an image grid from a checkpoint", description=_SAMPLE_DESC))
     _add_grid(sub.add_parser("grid", help="an X/Y grid: one setting along each axis, from the same noise",
                              description=_GRID_DESC))
+    _add_tune_steps(sub.add_parser("tune-steps", help="search the timesteps a sampler should visit at few model "
+                                   "calls, for one model", description=_TUNE_DESC))
+    _add_distill(sub.add_parser("distill", help="teach a shortcut: distil a model into a student that draws in "
+                                "1-4 model calls", description=_DISTILL_DESC))
     bench = sub.add_parser("bench", help="benchmarks against the course code (speed, quality)")
     try:
         from benchmarks.bench import add_arguments
@@ -80,8 +84,9 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=list(SAMPLERS), default="ddim")
     p.add_argument("--steps", type=int, help="model-call steps (default: 500 for ddpm, 25 ddim, 10 dpmpp2m)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 DDPM-like")
-    p.add_argument("--spacing", choices=SPACINGS, default="trailing",
-                   help="which timesteps the steps visit: trailing (uniform in t), logsnr, karras (rho 7)")
+    p.add_argument("--spacing", default="trailing",
+                   help=f"which timesteps the steps visit: {', '.join(SPACINGS)}, or one the model holds (tuned-5 "
+                        "from tune-steps, distilled-4 of a distilled model)")
     p.add_argument("--compile", action="store_true",
                    help="run the network through torch.compile (CUDA graphs on a GPU) where a compiler is "
                         "installed, else as usual; pays off for DDPM's 500 calls, not for one 10-step grid "
@@ -128,6 +133,183 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object with the run's figures")
 
 
+_TUNE_DESC = ("Tune the steps: for one sampler and number of model calls, search the timesteps whose images land "
+              "closest to a 100-step solution of the model's own ODE (GITS: dynamic programming over a fine grid, on "
+              "a few hundred noise images), about a minute on a CPU. The model is written again to --out with the "
+              "result as a named spacing (tuned-5, or tuned-<sampler>-N), which `sample --spacing`, the grid and "
+              "the app's spacing menus then offer.")
+
+
+def _add_tune_steps(p: argparse.ArgumentParser) -> None:
+    from core.step_search import TUNABLE_SAMPLERS, StepSearchConfig
+
+    d = StepSearchConfig()
+    p.add_argument("--checkpoint", help="model file (default: the shipped default model)")
+    p.add_argument("--calls", type=int, default=d.calls, help=f"model calls per image (default {d.calls})")
+    p.add_argument("--sampler", choices=TUNABLE_SAMPLERS, default=d.sampler, help=f"default {d.sampler}")
+    p.add_argument("--out", help="new model file with the spacing added (default: <checkpoint>.tuned.safetensors "
+                                 "beside it); an existing file is never replaced")
+    p.add_argument("--trajectories", type=int, default=d.trajectories,
+                   help=f"noise images the search fits on (default {d.trajectories}; {d.held_out} more judge it)")
+    p.add_argument("--guidance", type=float, default=1.0, help="tune for this classifier-free guidance (1 = off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the result")
+
+
+def cmd_tune_steps(args) -> int:
+    from core.catalog import sampler_choice
+    from core.checkpoint import load_checkpoint, resave_checkpoint
+    from core.device import runtime
+    from core.paths import default_checkpoint
+    from core.schedule import Schedule
+    from core.step_search import StepSearchConfig, search_steps
+    from core.threads import configure_threads
+
+    configure_threads()
+    ckpt = args.checkpoint or default_checkpoint()
+    if ckpt is None:
+        raise CliError("no --checkpoint given and this installation has no default model")
+    out = Path(args.out) if args.out else Path(ckpt).with_name(Path(ckpt).name.split(".")[0] + ".tuned.safetensors")
+    if out.exists() or _same_path(out, Path(ckpt)):
+        raise CliError(f"--out {out}: the file exists; name a new file (tune-steps never replaces one)")
+    _check_writable("--out", out)
+    try:
+        config = StepSearchConfig(calls=args.calls, sampler=args.sampler, trajectories=args.trajectories,
+                                  guidance=args.guidance, seed=args.seed)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    rt = runtime(args.device, "fp32")
+    bundle = load_checkpoint(ckpt, rt.device)
+    last = [-1]
+
+    def progress(done, total):
+        pct = 100 * done // total
+        if pct // 10 > last[0] and not args.json:
+            last[0] = pct // 10
+            print(f"tune-steps: {pct}%", file=sys.stderr, flush=True)
+
+    res = search_steps(bundle.net, Schedule(bundle.schedule_config), config, progress=progress)
+    info = {"sampler": res.sampler, "calls": res.calls, "timesteps": res.timesteps, "error": round(res.error, 5),
+            "baselines": {k: round(v, 5) for k, v in res.baselines.items()}, "seconds": round(res.seconds, 1),
+            "guidance": args.guidance, "trajectories": args.trajectories, "seed": args.seed}
+    tuned = dict((bundle.meta.get("extra") or {}).get("tuned") or {})
+    tuned[res.name] = info
+    resave_checkpoint(bundle, out, schedule_config=bundle.schedule_config.with_spacing(res.name, res.timesteps),
+                      extra={"tuned": tuned})
+    if args.json:
+        print(json.dumps({"spacing": res.name, "out": str(out), **info}))
+        return 0
+    base = ", ".join(f"{k} {v:.4f}" for k, v in res.baselines.items())
+    print(f"{res.name}: {sampler_choice(res.sampler).label}, {res.calls} calls, timesteps "
+          f"{', '.join(f'{t:g}' for t in (round(t, 1) for t in res.timesteps))}\n"
+          f"  RMS distance to the 100-step images: {res.error:.4f} (built-in spacings: {base}); {res.seconds:.0f} s\n"
+          f"  wrote {out}\n  sample with: python main.py sample --checkpoint {out} --sampler {res.sampler} "
+          f"--steps {res.steps} --spacing {res.name}")
+    return 0
+
+
+_DISTILL_DESC = ("Teach a shortcut: a student starts from the model's weights and learns to make, in one step, the "
+                 "jump the model's accurate solver makes between two of the student's timesteps (SFD, Zhou et al. "
+                 "2024), on a pool of the model's own solutions. Writes the student (model.safetensors, its "
+                 "sampler: DDIM over the spacing distilled-<calls>), resume.safetensors, pool.safetensors and "
+                 "loss.csv into --out; Ctrl-C saves, --resume continues exactly.")
+
+
+def _add_distill(p: argparse.ArgumentParser) -> None:
+    from core.catalog import PRECISIONS
+    from core.training.distill import DistillConfig
+
+    d = DistillConfig()
+    p.add_argument("--checkpoint", help="the teacher (default: the shipped default model)")
+    p.add_argument("--out", required=True, help="run folder for the student")
+    p.add_argument("--calls", type=int, help=f"the student's model calls per image, 1-8 (default {d.calls})")
+    p.add_argument("--spacing", help="the student's timesteps: auto (the teacher's tuned-<calls> if it has one, else "
+                                     "trailing), trailing, logsnr, karras or a named spacing of the teacher")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance built into the student (default 1: none)")
+    p.add_argument("--steps", type=int, help=f"optimizer steps (default {d.steps}); with --resume: a new total")
+    p.add_argument("--trajectories", type=int, help=f"teacher solutions to learn from (default {d.trajectories})")
+    p.add_argument("--teacher-calls", type=int, help=f"the teacher's solver steps (default {d.teacher_calls})")
+    p.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    p.add_argument("--lr", type=float, help=f"default {d.lr:g}")
+    p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--precision", choices=PRECISIONS, help="default auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+
+
+_DISTILL_FLAGS = ("calls", "spacing", "guidance", "steps", "trajectories", "teacher_calls", "batch_size", "lr", "seed",
+                  "precision")
+
+
+def cmd_distill(args) -> int:
+    from core.catalog import RESUME_FILE
+    from core.checkpoint import load_checkpoint
+    from core.device import runtime
+    from core.paths import default_checkpoint
+    from core.threads import configure_threads
+    from core.training.distill import CONFIG_FILE, DistillConfig, Distiller
+
+    configure_threads()
+    ckpt = args.checkpoint or default_checkpoint()
+    if ckpt is None:
+        raise CliError("no --checkpoint given and this installation has no default model")
+    out = Path(args.out)
+    given = {k: getattr(args, k) for k in _DISTILL_FLAGS if getattr(args, k) is not None}
+    if args.resume:
+        if not (out / RESUME_FILE).is_file() or not (out / CONFIG_FILE).is_file():
+            raise CliError(f"{out}: no distillation to resume ({RESUME_FILE} or {CONFIG_FILE} not found)")
+        fixed = [f"--{k.replace('_', '-')}" for k in given if k != "steps"]
+        if fixed:
+            raise CliError(f"{' '.join(fixed)}: a resumed run keeps its settings; only --steps can change")
+        try:
+            saved = json.loads((out / CONFIG_FILE).read_text()[:1 << 20])["distill_config"]
+            config = DistillConfig.from_dict({**saved, **given})
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CliError(f"{out / CONFIG_FILE}: cannot read the run's settings ({e})") from None
+    else:
+        _refuse_a_folder_with_files(out)
+        try:
+            config = DistillConfig(**given)
+        except (TypeError, ValueError) as e:
+            raise CliError(str(e)) from None
+    rt = runtime(args.device, config.precision)
+    teacher = load_checkpoint(ckpt, rt.device)
+    last = [-1]
+
+    def progress(done, total):
+        if 10 * done // total > last[0]:
+            last[0] = 10 * done // total
+            print(f"teacher solutions: {done}/{total}", flush=True)
+
+    distiller = Distiller(teacher, config, out, resume=args.resume, progress=progress)
+    try:
+        return _distill_loop(distiller, out)
+    finally:
+        distiller.close()
+
+
+def _distill_loop(distiller, out: Path) -> int:
+    last_print = 0.0
+    with _StopRequest(distiller) as stop:
+        for m in distiller.run():
+            now = time.perf_counter()
+            if now - last_print >= 2.0 or m.step == m.total_steps:
+                last_print = now
+                print(f"step {m.step}/{m.total_steps}  loss {m.loss:.5f}  lr {m.lr:.2e}  {m.images_per_s:.0f} img/s  "
+                      f"elapsed {_hms(m.elapsed)}  eta {_hms(m.eta)}", flush=True)
+    path = distiller.save()
+    if stop.signal is not None:
+        print(f"\n{signal.Signals(stop.signal).name}: saved step {distiller.step} to {path}; continue with --resume",
+              file=sys.stderr)
+        return 128 + stop.signal
+    c = distiller.config
+    print(f"student: {path} ({c.calls} calls{f', guidance {c.guidance:g} built in' if c.guidance != 1 else ''})\n"
+          f"sample with: python main.py sample --checkpoint {path} --sampler ddim --steps {c.calls} "
+          f"--spacing {c.spacing_name}")
+    return 0
+
+
 _GRID_DESC = ("Draw an X/Y grid: --x and --y each vary one setting (NAME=V1,V2,...), every other setting comes "
               "from the flags below, and every cell starts from the same noise (unless seed is an axis). Each cell "
               "is exactly what `sample` draws with its settings. Axes: sampler, steps, spacing, eta, guidance, "
@@ -147,7 +329,8 @@ def _add_grid(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=8, help="images per cell (default 8)")
     p.add_argument("--sampler", choices=list(SAMPLERS), default=base.sampler)
     p.add_argument("--steps", type=int, default=base.steps)
-    p.add_argument("--spacing", choices=SPACINGS, default=base.spacing)
+    p.add_argument("--spacing", default=base.spacing,
+                   help=f"{', '.join(SPACINGS)}, or a spacing the model holds (tuned-5, distilled-4)")
     p.add_argument("--eta", type=float, default=base.eta, help="DDIM noise: 0 deterministic, 1 DDPM-like")
     p.add_argument("--guidance", type=float, default=base.guidance, help="guidance scale (1 = off)")
     p.add_argument("--guide", default=base.guide,
@@ -779,6 +962,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_sample(args)
         if args.command == "grid":
             return cmd_grid(args)
+        if args.command == "tune-steps":
+            return cmd_tune_steps(args)
+        if args.command == "distill":
+            return cmd_distill(args)
         return _cmd_bench(args)
     except KeyboardInterrupt:  # Ctrl-C outside the training loop's own handler (loading, sampling, benches)
         print(f"interrupted: {args.command} stopped; a run folder keeps its last saved step", file=sys.stderr)

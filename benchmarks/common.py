@@ -138,11 +138,11 @@ def forward_flops(net, batch: int, n_cfeat: int, height: int, *, backward: bool 
 
 def parse_entries(text: str, flag: str = "") -> list[dict]:
     """'ddim:25+eta=1,dpmpp2m:10+clip+sp=karras' -> [{'entry', 'sampler', 'steps', 'eta', 'clip_x0', 'guidance',
-    'spacing', 'rescale', 'interval', 'guide'}]. Modifiers: clip, eta=X, g=X (guidance), sp=trailing|logsnr|karras,
-    r=X (CFG rescale phi), gi=LO-HI (guidance interval in t/T), ag=FILE (autoguidance: guide with the model in
-    FILE, relative to the repository, instead of with "no label"). Errors name `flag` (the option the text came
-    from) when given."""
-    from core.catalog import SPACINGS
+    'spacing', 'rescale', 'interval', 'guide'}]. Modifiers: clip, eta=X, g=X (guidance),
+    sp=trailing|logsnr|karras or a named spacing the model holds (tuned-5), r=X (CFG rescale phi), gi=LO-HI
+    (guidance interval in t/T), ag=FILE (autoguidance: guide with the model in FILE, relative to the
+    repository, instead of with "no label"). Errors name `flag` (the option the text came from) when given."""
+    from core.catalog import NAMED_SPACING, SPACINGS
     from core.samplers import SAMPLERS
 
     where = f"{flag} " if flag else ""
@@ -164,7 +164,7 @@ def parse_entries(text: str, flag: str = "") -> list[dict]:
                     e["clip_x0"] = True
                 elif key in ("eta", "g", "r"):
                     e[{"eta": "eta", "g": "guidance", "r": "rescale"}[key]] = float(val)
-                elif key == "sp" and val in SPACINGS:
+                elif key == "sp" and (val in SPACINGS or NAMED_SPACING.fullmatch(val)):
                     e["spacing"] = val
                 elif key == "gi":
                     e["interval"] = [float(v) for v in val.split("-")]

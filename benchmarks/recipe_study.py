@@ -12,9 +12,9 @@ then budget / (seconds per step), so the run (with its linear learning-rate deca
 budget on an idle machine. Budgets are therefore idle-machine CPU time converted to steps once:
 the runs themselves may share the machine (they are slower then, but their results are the same,
 step for step). Without a calibration file each run times itself first (then nothing else may run).
-Every recipe starts from seed 0. Measurement is `python main.py bench quality` on each run (the same
-evaluation classifier as docs/benchmarks.md), with the sampler list below; results land in
-runs/study/<recipe>/quality.json and a DDPM and a fast-sampler grid per recipe in docs/recipes/.
+Every recipe starts from seed 0 unless --seed says otherwise. Measurement is `python main.py bench quality`
+on each run (the same evaluation classifier as docs/benchmarks.md), with the sampler list below; results
+land in runs/study/<recipe>/quality.json and a DDPM and a fast-sampler grid per recipe in docs/recipes/.
 """
 from __future__ import annotations
 
@@ -43,10 +43,10 @@ SAMPLERS = ("ddpm:500,ddim:25,dpmpp2m:10,dpmpp2m:20,dpmpp3m:10+sp=karras,dpmpp3m
             "dpmpp3m:10+sp=logsnr,heun:10+sp=karras")
 
 
-def _config(name: str, steps: int):
+def _config(name: str, steps: int, seed: int = 0):
     from core.training import TRAIN_PRESETS, TrainConfig
 
-    base = replace(TRAIN_PRESETS["course"], n_feat=32, checkpoint_every=500, seed=0)  # eps, linear, uniform
+    base = replace(TRAIN_PRESETS["course"], n_feat=32, checkpoint_every=500, seed=seed)  # eps, linear, uniform
     return TrainConfig.from_dict({**base.to_dict(), **RECIPES[name][0], "steps": steps})
 
 
@@ -93,7 +93,7 @@ def calibrate(out: Path, only: list[str] | None = None) -> None:
         print(f"{name}: {s * 1000:.0f} ms/step ({100 / s:.0f} img/s)")
 
 
-def train(name: str, minutes: float, out: Path) -> None:
+def train(name: str, minutes: float, out: Path, seed: int = 0) -> None:
     from core.data import load_builtin
     from core.threads import configure_threads
     from core.training import Trainer
@@ -112,13 +112,13 @@ def train(name: str, minutes: float, out: Path) -> None:
     if (run / "resume.safetensors").is_file():  # an interrupted run continues exactly where it stopped
         tr = Trainer.from_run(ds, run)
     else:
-        tr = Trainer(ds, _config(name, steps), run)
+        tr = Trainer(ds, _config(name, steps, seed), run)
     for m in tr.run():
         if m.step % 250 == 0:
             print(f"{name}: step {m.step}/{m.total_steps} loss {m.loss:.4f} {m.images_per_s:.0f} img/s", flush=True)
     tr.save()
     tr.close()
-    done.write_text(f"{steps} steps, budget {minutes:g} min\n")
+    done.write_text(f"{steps} steps, budget {minutes:g} min, seed {seed}\n")
 
 
 def measure(name: str, out: Path, n: int, seeds: int) -> dict:
@@ -221,6 +221,8 @@ def main() -> int:
     ap.add_argument("--pictures", action="store_true", help="a grid per recipe and the loss curves, into docs/recipes/")
     ap.add_argument("--n", type=int, default=1000, help="images per quality figure (default 1000)")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0,
+                    help="training seed (default 0); give each seed its own --out, with the calibration copied in")
     args = ap.parse_args()
     out = Path(args.out)
     if args.calibrate:
@@ -234,7 +236,7 @@ def main() -> int:
             print(f"wrote {p}")
         return 0
     for name in args.only or RECIPES:
-        train(name, args.minutes, out)
+        train(name, args.minutes, out, args.seed)
     return 0
 
 

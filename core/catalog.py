@@ -5,6 +5,7 @@ validate against the same tuples, so a new option is added here once and nothing
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 
 from .schema import is_finite_number, is_int, shown
@@ -60,6 +61,9 @@ SPACING_SUMMARY = {
     "karras": "Karras et al. 2022 (rho = 7): many small steps near the clean image",
 }
 KARRAS_RHO = 7.0
+# A spacing one model holds (core.schedule.ScheduleConfig.spacings): tuned-5 or tuned-heun-9 from the step
+# search, distilled-4 of a distilled student
+NAMED_SPACING = re.compile(r"(tuned|distilled)(-[a-z0-9]{1,12})?-[0-9]{1,4}")
 SIGMA_RAMP_MAX = 80.0  # Karras et al. 2022's sigma_max: where the log-SNR and Karras ramps start at most
 
 

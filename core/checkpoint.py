@@ -123,6 +123,18 @@ def save_checkpoint(path: str | Path, state_dict: dict, *, unet_config: UNetConf
     return Path(path)
 
 
+def resave_checkpoint(bundle: "ModelBundle", path: str | Path, *, schedule_config: ScheduleConfig | None = None,
+                      extra: dict | None = None) -> Path:
+    """Write a loaded model to a new file with its metadata, another schedule config (a named spacing added)
+    and more `extra` entries; the weights are the loaded ones, unchanged."""
+    m = bundle.meta
+    return save_checkpoint(path, bundle.net.state_dict(), unet_config=bundle.net.config,
+                           schedule_config=schedule_config or bundle.schedule_config, label_names=bundle.label_names,
+                           dataset=m.get("dataset") or "", fingerprint=m.get("dataset_fingerprint") or "",
+                           step=m.get("step") or 0, precision=m.get("precision") or "fp32",
+                           train_config=m.get("train_config") or {}, extra={**(m.get("extra") or {}), **(extra or {})})
+
+
 def read_metadata(path: str | Path) -> dict:
     """Decoded metadata of one of our checkpoints (raises CheckpointError otherwise)."""
     path = Path(path)
@@ -177,7 +189,8 @@ def check_weights_fit(source, config: UNetConfig, index: dict) -> None:
                f"{config.height} px)", "it is too large for this machine")
 
 
-def _read_tensors(path: Path) -> dict:
+def read_tensors(path: Path) -> dict:
+    """Every tensor of an untrusted .safetensors file; a CheckpointError naming the file if it cannot be parsed."""
     try:
         return st_load(path.read_bytes())
     except Exception as e:  # noqa: BLE001 - any failure to parse an untrusted file is the file's
@@ -198,7 +211,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Mod
                               "inputs; the file is inconsistent")
     check_weights_fit(path, unet_config, _header_index(path))
     net = build_network(unet_config)
-    tensors = _read_tensors(path)
+    tensors = read_tensors(path)
     load_matching(net, tensors, str(path))
     bad = first_non_finite(tensors)
     if bad is not None:
@@ -298,7 +311,7 @@ def load_resume_state(path: str | Path, expect: dict | None = None, required=Non
     raw, parsed = _resume_header(path)
     if expect is not None:
         check_index(_header_index(path), expect, str(path), error=CheckpointError, required=required)
-    tensors = _read_tensors(path)
+    tensors = read_tensors(path)
     bad = first_non_finite(tensors)
     if bad is not None:
         raise CheckpointError(f"{path}: tensor {bad} holds NaN or infinite values; the run cannot continue from "

@@ -13,12 +13,12 @@ solvers step in, and it is smooth where ab itself changes by orders of magnitude
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 
-from .catalog import check_field_types, config_dict, KARRAS_RHO, SIGMA_RAMP_MAX, PREDICTIONS, SCHEDULE_KINDS, SPACINGS, T_DEFAULT, ZERO_TERMINAL_SCHEDULES
+from .catalog import NAMED_SPACING, check_field_types, config_dict, KARRAS_RHO, SIGMA_RAMP_MAX, PREDICTIONS, SCHEDULE_KINDS, SPACINGS, T_DEFAULT, ZERO_TERMINAL_SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,10 @@ class ScheduleConfig:
     # What the network predicts; kept with the schedule (as diffusers' prediction_type) because every
     # sampler needs both to turn the network's output into eps and x0. Course files are "eps".
     prediction: str = "eps"
+    # Named spacings found for one model ("tuned-5" by core.step_search, "distilled-4" for a distilled
+    # student): (name, timesteps from T to 0) pairs, kept with the schedule because the timesteps only mean
+    # something on it; training starts every new model with none.
+    spacings: tuple = ()
 
     def __post_init__(self):
         if self.kind not in SCHEDULE_KINDS:
@@ -49,6 +53,7 @@ class ScheduleConfig:
             raise ValueError(f"the {self.kind} schedule ends in pure noise, where predicting eps says nothing "
                              "about the image: use prediction v or x0")
         _check_alpha_bar(self, alpha_bar(self))
+        object.__setattr__(self, "spacings", _checked_spacings(self.spacings, self.T))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,6 +61,39 @@ class ScheduleConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ScheduleConfig":
         return cls(**{k: v for k, v in config_dict(d, "schedule_config").items() if k in cls.__dataclass_fields__})
+
+    def named_spacing(self, name: str) -> list | None:
+        """The timesteps of a named spacing of this model, or None."""
+        return next((list(ts) for n, ts in self.spacings if n == name), None)
+
+    def with_spacing(self, name: str, timesteps) -> "ScheduleConfig":
+        """A copy holding one more named spacing (replacing one of the same name)."""
+        kept = tuple((n, ts) for n, ts in self.spacings if n != name)
+        return replace(self, spacings=kept + ((name, tuple(float(t) for t in timesteps)),))
+
+
+MAX_NAMED_SPACINGS = 32
+
+
+def _checked_spacings(spacings, T: int) -> tuple:
+    """Named spacings from a file: a name such as tuned-5, then strictly decreasing timesteps from T to 0."""
+    if not isinstance(spacings, (list, tuple)) or len(spacings) > MAX_NAMED_SPACINGS:
+        raise ValueError(f"spacings must be a list of at most {MAX_NAMED_SPACINGS} [name, timesteps] pairs")
+    out = []
+    for item in spacings:
+        if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], str):
+            raise ValueError("each named spacing must be a [name, timesteps] pair")
+        name, ts = item
+        if not NAMED_SPACING.fullmatch(name):
+            raise ValueError(f"named spacing {name[:40]!r} must look like tuned-5 or distilled-4")
+        if (not isinstance(ts, (list, tuple)) or not 2 <= len(ts) <= T + 1
+                or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in ts)):
+            raise ValueError(f"named spacing {name}: needs 2 to {T + 1} timesteps")
+        ts = tuple(float(t) for t in ts)
+        if ts[0] != T or ts[-1] != 0 or not all(a > b for a, b in zip(ts, ts[1:])):
+            raise ValueError(f"named spacing {name}: timesteps must fall strictly from {T} to 0")
+        out.append((name, ts))
+    return tuple(out)
 
 
 T_MAX = 10_000  # DDPM makes one model call per step; published schedules use at most a few thousand
@@ -199,8 +237,12 @@ def spaced_timesteps(steps: int, schedule: Schedule, spacing: str = "trailing", 
     from the largest finite sigma (at most SIGMA_RAMP_MAX) and its first point is pinned to t = T.
     t_max < T starts part-way (SDEdit: from a noised image): the same spacing over (0, t_max].
     """
+    named = schedule.config.named_spacing(spacing)
+    if named is not None:
+        return _named(spacing, named, steps, schedule, t_max)
     if spacing not in SPACINGS:
-        raise ValueError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
+        extra = [n for n, _ in schedule.config.spacings]
+        raise ValueError(f"unknown spacing {spacing!r}; choose one of {', '.join([*SPACINGS, *extra])}")
     if t_max is not None and t_max < schedule.T:
         return _spaced_from(steps, schedule, spacing, float(t_max))
     T = schedule.T
@@ -215,6 +257,27 @@ def spaced_timesteps(steps: int, schedule: Schedule, spacing: str = "trailing", 
     # the noisiest point is exactly t = T (pure noise under zero terminal SNR); coincident points can only
     # come from steps close to T: fall back to integers
     return _ramp(steps, schedule, spacing, lam_min, lam_max, T) or sampling_timesteps(steps, T)
+
+
+def _named(name: str, timesteps: list, steps: int, schedule: Schedule, t_max: float | None) -> list:
+    """A model's named spacing: its own number of steps, from T."""
+    if steps != len(timesteps) - 1:
+        raise ValueError(f"the spacing {name} has {len(timesteps) - 1} steps, not {steps}: set the steps to "
+                         f"{len(timesteps) - 1}")
+    if t_max is not None and t_max < schedule.T:
+        raise ValueError(f"the spacing {name} starts from pure noise; use another spacing to start part-way")
+    return [int(t) if t.is_integer() else t for t in timesteps]
+
+
+def spacing_names(config: ScheduleConfig) -> tuple[str, ...]:
+    """Every spacing a model can sample with: the built-in ones, then its named ones."""
+    return (*SPACINGS, *(n for n, _ in config.spacings))
+
+
+def named_spacing_steps(config: ScheduleConfig, name: str) -> int | None:
+    """How many steps a named spacing takes (None for the built-in spacings, which take any number)."""
+    ts = config.named_spacing(name)
+    return None if ts is None else len(ts) - 1
 
 
 def _spaced_from(steps: int, schedule: Schedule, spacing: str, t_max: float) -> list:

@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .catalog import SAMPLER_NAMES, SPACINGS, model_calls, sampler_choice
+from .catalog import NAMED_SPACING, SAMPLER_NAMES, SPACINGS, model_calls, sampler_choice
 from .context import context_from_spec
 from .errors import UserError
 
@@ -116,6 +116,13 @@ def _one_of(choices: Sequence[str]):
     return parse
 
 
+def _spacing(text: str) -> str:
+    """A built-in spacing or a model's named one (checked against the model when the cell is drawn)."""
+    if text not in SPACINGS and not NAMED_SPACING.fullmatch(text):
+        raise ValueError(f"'{text}' is not one of {', '.join(SPACINGS)} nor a named spacing such as tuned-5")
+    return text
+
+
 def _label(text: str) -> str:
     if not text:
         raise ValueError("an empty label")
@@ -132,7 +139,8 @@ class AxisKind:
 AXIS_KINDS = {a.name: a for a in (
     AxisKind("sampler", _one_of(SAMPLER_NAMES), "sampler names, e.g. ddim,heun,dpmpp3m"),
     AxisKind("steps", _int_in(1, 1000), "steps per image, e.g. 5,10,20"),
-    AxisKind("spacing", _one_of(SPACINGS), "which timesteps the steps visit: " + ", ".join(SPACINGS)),
+    AxisKind("spacing", _spacing, "which timesteps the steps visit: " + ", ".join(SPACINGS)
+             + ", or a spacing the model holds (tuned-5, distilled-4)"),
     AxisKind("eta", _float_in(0, 1), "DDIM's noise, 0 to 1 (other samplers have none)"),
     AxisKind("guidance", _float_in(0, 50), "guidance scales, 1 = off, e.g. 1,2,3"),
     AxisKind("guide", _label, f"what guidance pushes away from: {GUIDE_NO_LABEL}, {GUIDE_MODEL} (the guide "

@@ -1,0 +1,183 @@
+"""Teach a shortcut: a tiny model distilled for a few steps runs, saves, resumes exactly and samples; the student
+is linked to its teacher; built-in guidance at scale 1 is the unguided teacher; damaged or foreign runs are refused."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from cli import main
+from core.checkpoint import load_checkpoint, save_checkpoint
+from core.denoiser import Denoiser
+from core.paths import file_digest
+from core.samplers import generate, sample_ddim, sample_dpmpp_3m
+from core.schedule import Schedule, ScheduleConfig
+from core.training.distill import (POOL_FILE, DistillConfig, DistillError, Distiller, jump, preview_inputs,
+                                   student_timesteps, teacher_timesteps)
+from core.unet import UNetConfig, build_network
+
+ZSNR = ScheduleConfig(kind="linear_zsnr", prediction="v")
+SMALL = dict(calls=2, trajectories=32, steps=6, batch_size=8, teacher_calls=6, checkpoint_every=3, lr=1e-3,
+             precision="fp32")
+
+
+@pytest.fixture(scope="module", params=["course", "desk"])
+def teacher_file(request, tmp_path_factory):
+    torch.manual_seed(0)
+    net = build_network(UNetConfig(n_feat=8, n_cfeat=3, height=8, network=request.param))
+    with torch.no_grad():  # the desk network starts with zero label and output layers: make the label matter
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
+    return save_checkpoint(path, net.state_dict(), unet_config=net.config, schedule_config=ZSNR,
+                           label_names=["a", "b", "c"], dataset="toy", step=7)
+
+
+def _run(teacher_file, out, **kw):
+    d = Distiller(load_checkpoint(teacher_file), DistillConfig(**{**SMALL, **kw}), out)
+    losses = [m.loss for m in d.run()]
+    d.close()
+    return losses
+
+
+def test_a_tiny_distillation_saves_a_student_linked_to_its_teacher(teacher_file, tmp_path):
+    losses = _run(teacher_file, tmp_path / "d")
+    assert len(losses) == 6 and all(np.isfinite(losses))
+    student = load_checkpoint(tmp_path / "d" / "model.safetensors")
+    info = student.meta["extra"]["distilled"]
+    assert info["teacher"] == "teacher.safetensors" and info["teacher_sha256"] == file_digest(teacher_file)
+    assert info["calls"] == 2 and info["guidance"] == 1.0 and info["distill_steps"] == 6
+    assert student.schedule_config.spacings[0][0] == "distilled-2"
+    assert student.label_names == ["a", "b", "c"] and student.meta["step"] == 7
+    res = generate(student.net, Schedule(student.schedule_config), sampler="ddim", steps=2, spacing="distilled-2",
+                   n=3, context=np.eye(3, dtype=np.float32), seed=1)
+    assert res.nfe == 2 and res.finite and res.timesteps == [500, 250, 0]  # auto: trailing without a tuned-2
+    assert (tmp_path / "d" / "loss.csv").read_text().count("\n") == 7
+
+
+def test_resume_continues_exactly(teacher_file, tmp_path):
+    whole = _run(teacher_file, tmp_path / "whole")
+    d = Distiller(load_checkpoint(teacher_file), DistillConfig(**SMALL), tmp_path / "split")
+    it = d.run()
+    first = [next(it).loss for _ in range(3)]  # step 3 is a checkpoint
+    d.close()
+    d = Distiller(load_checkpoint(teacher_file), DistillConfig(**SMALL), tmp_path / "split", resume=True)
+    assert d.step == 3
+    rest = [m.loss for m in d.run()]
+    d.close()
+    assert first + rest == whole
+    a = load_checkpoint(tmp_path / "whole" / "model.safetensors").net.state_dict()
+    b = load_checkpoint(tmp_path / "split" / "model.safetensors").net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "split" / "loss.csv").read_text().count("\n") == 7
+
+
+def test_resume_may_raise_the_total_but_not_change_the_settings(teacher_file, tmp_path):
+    _run(teacher_file, tmp_path / "d")
+    teacher = load_checkpoint(teacher_file)
+    with pytest.raises(DistillError, match="other settings"):
+        Distiller(teacher, DistillConfig(**{**SMALL, "lr": 5e-4}), tmp_path / "d", resume=True)
+    d = Distiller(teacher, DistillConfig(**{**SMALL, "steps": 8}), tmp_path / "d", resume=True)
+    assert [m.step for m in d.run()] == [7, 8]
+    d.close()
+    assert json.loads((tmp_path / "d" / "distill.json").read_text())["distill_config"]["steps"] == 8
+
+
+def test_another_teacher_or_a_damaged_pool_is_refused(teacher_file, tmp_path):
+    _run(teacher_file, tmp_path / "d")
+    other = build_network(UNetConfig(n_feat=8, n_cfeat=3, height=8))
+    other_file = save_checkpoint(tmp_path / "other.safetensors", other.state_dict(), unet_config=other.config,
+                                 schedule_config=ZSNR, label_names=["a", "b", "c"])
+    with pytest.raises(DistillError, match="another teacher"):
+        Distiller(load_checkpoint(other_file), DistillConfig(**SMALL), tmp_path / "d", resume=True)
+    (tmp_path / "d" / POOL_FILE).write_bytes(b"\x00" * 100)
+    with pytest.raises(DistillError, match="pool.safetensors.*make the teacher's solutions again"):
+        Distiller(load_checkpoint(teacher_file), DistillConfig(**SMALL), tmp_path / "d", resume=True)
+
+
+def test_pool_is_the_teachers_own_solution_and_guidance_one_is_unguided(teacher_file, tmp_path):
+    """With guidance 1 the pool holds exactly the unguided teacher's DPM-Solver++(3M) states at the student's
+    timesteps; with guidance 2 it differs (the guided path is what that student learns)."""
+    teacher = load_checkpoint(teacher_file)
+    d = Distiller(teacher, DistillConfig(**{**SMALL, "steps": 1}), tmp_path / "g1")
+    d.close()
+    sched = Schedule(ZSNR)
+    student_ts = student_timesteps(sched, DistillConfig(**SMALL))
+    grid = teacher_timesteps(sched, student_ts, 6)
+    assert set(student_ts) <= set(grid)
+    noise = d.states[:, 0]
+    model = Denoiser(teacher.net, sched, d.contexts)
+    final = sample_dpmpp_3m(model, noise.clone(), grid)
+    assert torch.allclose(d.states[:, -1], final, atol=1e-5)
+    d2 = Distiller(teacher, DistillConfig(**{**SMALL, "steps": 1, "guidance": 2.0}), tmp_path / "g2")
+    d2.close()
+    assert torch.equal(d2.states[:, 0], noise)
+    guided = sample_dpmpp_3m(Denoiser(teacher.net, sched, d.contexts, guidance=2.0), noise.clone(), grid)
+    assert torch.allclose(d2.states[:, -1], guided, atol=1e-5)
+    assert not torch.equal(d2.states[:, -1], d.states[:, -1])
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
+def test_jump_is_the_ddim_step_of_each_prediction_target(prediction):
+    """jump() with per-image coefficients equals the Denoiser's conversion followed by DDIM's step."""
+    sched = Schedule(ScheduleConfig(prediction=prediction))
+    x, out = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    t, s = 300, 120
+    a_t, s_t = sched.ab_at(t) ** 0.5, (1 - sched.ab_at(t)) ** 0.5
+    a_s, s_s = sched.ab_at(s) ** 0.5, (1 - sched.ab_at(s)) ** 0.5
+    full = lambda v: torch.full((2, 1, 1, 1), v)  # noqa: E731
+    got = jump(out, x, prediction, full(a_t), full(s_t), full(a_s), full(s_s))
+
+    class Fixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+            self.config = UNetConfig(n_feat=8, n_cfeat=1, height=4)
+
+        def forward(self, *_):
+            return out
+
+    want = sample_ddim(Denoiser(Fixed(), sched), x.clone(), [t, s])
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_distillation_brings_two_calls_closer_to_the_teacher(teacher_file, tmp_path):
+    """After 80 steps the student's 2-call images are nearer the teacher's accurate ones than the teacher's own
+    2-call DDIM images were (the point of a shortcut), on noise outside the pool."""
+    teacher = load_checkpoint(teacher_file)
+    d = Distiller(teacher, DistillConfig(**{**SMALL, "steps": 80, "trajectories": 64, "batch_size": 32}),
+                  tmp_path / "d")
+    for _ in d.run():
+        pass
+    noise, ctx = preview_inputs(teacher, per_label=4, seed=123)
+    ref = d.teacher_preview(noise, ctx)
+    before = sample_ddim(Denoiser(teacher.net, d.schedule, ctx), noise.clone(), d.student_ts)
+    after = d.preview(noise, ctx)
+    d.close()
+    err = lambda x: (x - ref).pow(2).mean().sqrt().item()  # noqa: E731
+    assert err(after) < 0.92 * err(before), (err(after), err(before))
+
+
+def test_bad_settings_are_refused_in_one_line():
+    for bad, msg in [({"calls": 0}, "calls must be between 1"), ({"calls": 9}, "between 1 and 8"),
+                     ({"teacher_calls": 1}, "teacher calls"), ({"guidance": 0.0}, "guidance"),
+                     ({"trajectories": 4, "batch_size": 8}, "one batch"), ({"lr": -1.0}, "lr")]:
+        with pytest.raises(ValueError, match=msg):
+            DistillConfig(**bad)
+
+
+def test_cli_distills_resumes_and_refuses_changed_settings(teacher_file, tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["distill", "--checkpoint", str(teacher_file), "--out", str(out), "--calls", "2", "--trajectories", "16",
+            "--batch-size", "8", "--teacher-calls", "4", "--steps", "2", "--precision", "fp32", "--device", "cpu"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "--spacing distilled-2" in text and "teacher solutions: 16/16" in text
+    assert main(["distill", "--checkpoint", str(teacher_file), "--out", str(out), "--resume", "--steps", "3"]) == 0
+    assert "step 3/3" in capsys.readouterr().out
+    assert main(["distill", "--checkpoint", str(teacher_file), "--out", str(out), "--resume", "--calls", "3"]) == 2
+    assert "keeps its settings" in capsys.readouterr().err
+    assert main(args) == 2  # a new run into a used folder
+    assert "not empty" in capsys.readouterr().err
+    shutil.rmtree(out)
