@@ -107,11 +107,16 @@ def model_choices() -> list[tuple[str, str]]:
     runs = sorted(run_models(), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in runs[:30]:
         try:
-            step = read_metadata(path)["step"]
+            meta = read_metadata(path)
         except CheckpointError:
             continue
         when = _time.strftime("%d %b %H:%M", _time.localtime(path.stat().st_mtime))
-        out.append((f"Run {path.parent.name} (step {step:,}, {when})", str(path)))
+        shortcut = (meta.get("extra") or {}).get("distilled")
+        if isinstance(shortcut, dict):  # a distilled student: say what it is a shortcut of
+            out.append((f"Shortcut {path.parent.name} ({shortcut.get('calls')} calls, of "
+                        f"{str(shortcut.get('teacher', '?'))[:40]}, {when})", str(path)))
+        else:
+            out.append((f"Run {path.parent.name} (step {meta['step']:,}, {when})", str(path)))
     return out
 
 
@@ -263,10 +268,27 @@ def schedule_curves(schedule_config) -> dict:
 
 
 def timesteps_for(spec, schedule_config) -> list:
-    """The timesteps a column (a jobs.sampling.ColumnSpec) visits, for its steps and spacing on the model's schedule."""
+    """The timesteps a column (a jobs.sampling.ColumnSpec) visits, for its steps and spacing on the model's schedule;
+    [] when the spacing does not fit (a named spacing of another model, or of another step count)."""
     from core.schedule import Schedule, spaced_timesteps
 
-    return spaced_timesteps(spec.steps, Schedule(schedule_config), spec.spacing)
+    try:
+        return spaced_timesteps(spec.steps, Schedule(schedule_config), spec.spacing)
+    except ValueError:
+        return []
+
+
+def named_spacings(bundle) -> dict[str, int]:
+    """The loaded model's own spacings (tuned-5, distilled-4) and the steps each takes."""
+    if bundle is None:
+        return {}
+    return {name: len(ts) - 1 for name, ts in bundle.schedule_config.spacings}
+
+
+def distilled_info(bundle) -> dict | None:
+    """What a distilled student's file says of its teacher and calls; None for any other model."""
+    info = ((bundle.meta or {}).get("extra") or {}).get("distilled") if bundle is not None else None
+    return info if isinstance(info, dict) and isinstance(info.get("calls"), int) else None
 
 
 def quality_available() -> tuple[bool, str]:

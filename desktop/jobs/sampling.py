@@ -31,11 +31,13 @@ class ColumnSpec:
     eta: float = 0.0
     guidance: float = 1.0
     label: str = ""  # display name of the sampler
-    spacing: str = "trailing"  # which timesteps the steps visit (core.catalog.SPACINGS)
+    spacing: str = "trailing"  # which timesteps the steps visit (core.catalog.SPACINGS or a model's tuned-5...)
     zero_terminal: bool = False  # the model's schedule ends in pure noise (Heun then saves a call)
 
     @property
     def title(self) -> str:
+        if self.spacing.startswith("distilled-"):  # a student's own sampler: DDIM over the steps it learnt
+            return f"distilled, {self.steps} calls"
         name = self.label or self.sampler
         text = f"{name}, {self.steps} steps"
         text += f", eta {self.eta:g}" if self.sampler == "ddim" else ""

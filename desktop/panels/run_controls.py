@@ -68,6 +68,12 @@ class RunControls(QWidget):
         self.sketch_action = self.lab_menu.addAction("Sketch → emoji / inpaint…")
         self.sketch_action.setToolTip("Paint a rough picture and let the model finish it (SDEdit), or mark a part "
                                       "of an image to redraw (inpainting)")
+        self.lab_menu.addSeparator()
+        self.tune_action = self.lab_menu.addAction("Tune the steps…")
+        self.tune_action.setToolTip("Search the timesteps that make few model calls draw best with the loaded model")
+        self.shortcut_action = self.lab_menu.addAction("Teach a shortcut…")
+        self.shortcut_action.setToolTip("Distil the loaded model into a student that draws in 1 to 4 model calls")
+        self.lab_menu.addSeparator()
         self.history_action = self.lab_menu.addAction("History…")
         self.history_action.setToolTip("Every run you made, newest first: one click restores its settings here")
         self.png_action = self.lab_menu.addAction("Settings from a PNG…")

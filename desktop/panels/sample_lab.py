@@ -27,6 +27,8 @@ class SampleLab(QObject):
         self.history_dialog = None
         self.sketch_dialog = None
         self.variations_dialog = None
+        self.tune_dialog = None
+        self.shortcut_dialog = None
         self.last_entry: dict | None = None  # the last run as the history keeps it (exports carry it too)
         self._pending_sketch: dict | None = None  # a restored sketch's settings, waiting for its model to load
         self._switching = False  # the last restore asked for another model
@@ -36,6 +38,8 @@ class SampleLab(QObject):
         c = panel.controls
         c.grid_action.triggered.connect(self.open_grid)
         c.sketch_action.triggered.connect(self.open_sketch)
+        c.tune_action.triggered.connect(self.open_tune)
+        c.shortcut_action.triggered.connect(self.open_shortcut)
         c.history_action.triggered.connect(self.open_history)
         c.png_action.triggered.connect(self.ask_png)
 
@@ -73,6 +77,32 @@ class SampleLab(QObject):
     def _record_grid(self, spec: GridSpec, summary) -> None:
         if summary.cells:
             threads.run_in_background(hj.record, hj.grid_entry(spec, summary), hj.grid_thumbnail(spec, summary))
+
+    # ============================================================================ make it fast
+    def open_tune(self):
+        from desktop.panels.shortcut_dialogs import TuneStepsDialog
+
+        if self.tune_dialog is None:
+            self.tune_dialog = TuneStepsDialog(self.panel.state, self.panel)
+        self.tune_dialog.show()
+        self.tune_dialog.raise_()
+        return self.tune_dialog
+
+    def open_shortcut(self):
+        from desktop.panels.shortcut_dialogs import ShortcutDialog
+
+        if self.shortcut_dialog is None:
+            self.shortcut_dialog = ShortcutDialog(self.panel.state, self.panel)
+            self.shortcut_dialog.load_requested.connect(self.panel.model_requested)
+            self.shortcut_dialog.student_saved.connect(self._refresh_models)
+        self.shortcut_dialog.show()
+        self.shortcut_dialog.raise_()
+        return self.shortcut_dialog
+
+    def _refresh_models(self, _path: str = "") -> None:
+        from desktop import engine
+
+        threads.run_in_background(engine.model_choices, on_done=self.panel.refresh_model_choices)
 
     # ============================================================================ sketch
     def open_sketch(self, image=None):
@@ -242,6 +272,7 @@ class SampleLab(QObject):
         return super().eventFilter(obj, event)
 
     def shutdown(self) -> None:
-        for dialog in (self.grid_dialog, self.sketch_dialog, self.variations_dialog):
+        for dialog in (self.grid_dialog, self.sketch_dialog, self.variations_dialog, self.tune_dialog,
+                       self.shortcut_dialog):
             if dialog is not None:
                 dialog.shutdown()

@@ -72,6 +72,7 @@ class SamplePanel(SampleLayout, QWidget):
             return None
         col = SamplerColumn(list(SAMPLER_CATALOG))
         col.set_T(self._T, self._zero_terminal)
+        col.set_model_spacings(engine.named_spacings(self.state.model))
         col.set_spec(sampler, steps if steps is not None else self._T, spacing=spacing)
         col.set_shared_guidance(self.state.composition.guidance)
         col.set_view(self.view_box.currentData())
@@ -127,12 +128,24 @@ class SamplePanel(SampleLayout, QWidget):
         else:
             self._T = int(bundle.schedule_config.T)
             self._zero_terminal = bundle.schedule_config.kind in SIGMA_T_BEYOND_RAMP  # Heun: one call fewer
+            named = engine.named_spacings(bundle)
             for c in self.columns:
                 c.set_T(self._T, self._zero_terminal)
+                c.set_model_spacings(named)
+            self._offer_student_sampler(bundle, named)
             self.schedule_view.set_curves(engine.schedule_curves(bundle.schedule_config))
         self._update_rows_text()
         self._update_schedule_markers()
         self._update_buttons()
+
+    def _offer_student_sampler(self, bundle, named: dict[str, int]) -> None:
+        """A distilled student samples with DDIM over the steps it learnt, at guidance 1 (any guidance it has is
+        built in): the first column becomes that ("distilled, 4 calls") unless a column already is."""
+        info = engine.distilled_info(bundle)
+        spacing = f"distilled-{info['calls']}" if info else None
+        if spacing not in named or any(c.spec().spacing == spacing for c in self.columns):
+            return
+        self.columns[0].set_spec("ddim", named[spacing], 0.0, 1.0, spacing)
 
     @Slot(object)
     def _on_dataset_changed(self, dataset) -> None:

@@ -23,6 +23,9 @@ ETA_TIP = ("How much fresh noise DDIM adds at each step.\n0 = none: the same noi
            "1 = as much as DDPM.")
 SPACING_TIP = ("Which noise levels the steps visit (the same choice for every sampler):\n" +
                "\n".join(f"{k}: {v}" for k, v in SPACING_SUMMARY.items()))
+NAMED_SPACING_TIP = ("This model's own timesteps: tuned-N were searched for it (Tune the steps), distilled-N are\n"
+                     "the steps a distilled student learnt (use DDIM and guidance 1 with it). Each holds its own\n"
+                     "number of steps.")
 GUIDANCE_TIP = ("Classifier-free guidance: how strongly the images follow their context.\n"
                 "1 = the plain model; above 1 exaggerates the label (two model calls per step); "
                 "0 ignores the context.\nUnticked, the column uses the context composer's value.")
@@ -100,7 +103,7 @@ class SamplerColumn(QFrame):
         self.sampler_box.currentIndexChanged.connect(self._on_sampler_changed)
         self.steps_spin.valueChanged.connect(self._on_setting_changed)
         self.eta_spin.valueChanged.connect(self._on_setting_changed)
-        self.spacing_box.currentIndexChanged.connect(self._on_setting_changed)
+        self.spacing_box.currentIndexChanged.connect(self._on_spacing_changed)
         self.own_guidance.toggled.connect(self._on_own_guidance)
         self.guidance_spin.valueChanged.connect(self._on_setting_changed)
 
@@ -248,7 +251,8 @@ class SamplerColumn(QFrame):
 
     def _update_title(self) -> None:
         spec = self.spec()
-        self._title.setText(f"{spec.calls} calls")
+        self._title.setText(f"distilled, {spec.calls} calls" if spec.spacing.startswith("distilled-")
+                            else f"{spec.calls} calls")
 
     def set_T(self, T: int, zero_terminal: bool = False) -> None:
         """The model's number of training steps: the most steps any sampler can take (DDPM's default); and
@@ -258,6 +262,33 @@ class SamplerColumn(QFrame):
         self.steps_spin.setMaximum(T)
         if was_full and self._choice().default_steps == 0:
             self.steps_spin.setValue(T)
+
+    def set_model_spacings(self, named: dict[str, int]) -> None:
+        """The loaded model's own spacings (name -> steps) join the built-in ones; a column on a spacing the new
+        model lacks goes back to trailing."""
+        current = self.spacing_box.currentData()
+        self._named = dict(named)
+        self.spacing_box.blockSignals(True)
+        self.spacing_box.clear()
+        for name in SPACINGS:
+            self.spacing_box.addItem(name, name)
+        for name, steps in self._named.items():
+            self.spacing_box.addItem(f"{name} ({steps} steps)", name)
+            self.spacing_box.setItemData(self.spacing_box.count() - 1, NAMED_SPACING_TIP, Qt.ItemDataRole.ToolTipRole)
+        self.spacing_box.setCurrentIndex(max(0, self.spacing_box.findData(current)))
+        self.spacing_box.blockSignals(False)
+        self._on_spacing_changed()
+
+    @Slot()
+    def _on_spacing_changed(self) -> None:
+        """A named spacing has its own number of steps: set them and hold them while it is chosen."""
+        steps = getattr(self, "_named", {}).get(self.spacing_box.currentData())
+        self.steps_spin.blockSignals(True)
+        if steps is not None:
+            self.steps_spin.setValue(steps)
+        self.steps_spin.setEnabled(steps is None and not getattr(self, "_running", False))
+        self.steps_spin.blockSignals(False)
+        self._on_setting_changed()
 
     def set_shared_guidance(self, g: float) -> None:
         self._shared_guidance = float(g)
@@ -276,6 +307,7 @@ class SamplerColumn(QFrame):
             self.steps_spin.setValue(steps)
         self.eta_spin.setValue(eta)
         self.spacing_box.setCurrentIndex(max(0, self.spacing_box.findData(spacing)))
+        self._on_spacing_changed()
         self.own_guidance.setChecked(guidance is not None)
         if guidance is not None:
             self.guidance_spin.setValue(guidance)
@@ -293,8 +325,11 @@ class SamplerColumn(QFrame):
 
     def set_running(self, running: bool) -> None:
         """Lock the settings while a run uses them."""
+        self._running = running
         for w in (self.sampler_box, self.steps_spin, self.spacing_box, self.eta_spin, self.own_guidance, self._remove):
             w.setEnabled(not running)
+        if not running and getattr(self, "_named", {}).get(self.spacing_box.currentData()) is not None:
+            self.steps_spin.setEnabled(False)  # a named spacing holds its steps
         self.guidance_spin.setEnabled(not running and self.own_guidance.isChecked())
         self._save.setEnabled(not running and self._has_result)
 

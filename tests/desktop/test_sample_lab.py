@@ -66,9 +66,10 @@ def wait_history(qtbot, n: int):
 
 
 def test_the_lab_menu_offers_grid_history_and_png_in_two_clicks(panel):
-    actions = [a.text() for a in panel.controls.lab_menu.actions()]
-    assert actions == ["X/Y grid…", "Sketch → emoji / inpaint…", "History…", "Settings from a PNG…"]
-    assert all(a.toolTip() for a in panel.controls.lab_menu.actions())
+    actions = [a for a in panel.controls.lab_menu.actions() if not a.isSeparator()]
+    assert [a.text() for a in actions] == ["X/Y grid…", "Sketch → emoji / inpaint…", "Tune the steps…",
+                                           "Teach a shortcut…", "History…", "Settings from a PNG…"]
+    assert all(a.toolTip() for a in actions)
 
 
 def test_the_grid_dialog_fills_every_cell_with_exactly_a_single_runs_pixels(qtbot, panel, state, tmp_path):

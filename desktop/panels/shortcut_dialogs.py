@@ -1,0 +1,317 @@
+"""Sample & compare's "make it fast" tools (its lab menu):
+
+TuneStepsDialog  "Tune the steps…": search the timesteps a sampler should visit at a few model calls for the
+                 loaded model; the result becomes a spacing of that model (tuned-5) in every spacing menu, and
+                 can be saved with the model to a new file.
+ShortcutDialog   "Teach a shortcut…": distil the loaded model into a student that draws in 1-4 calls, with
+                 progress, a live loss curve and the teacher's and the student's images from the same noise;
+                 stop saves, Resume continues; the student lands in the model menu.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
+                               QMessageBox, QProgressBar, QVBoxLayout)
+
+from core.catalog import sampler_choice
+from desktop import engine, settings, threads
+from desktop.jobs import shortcuts as sj
+from desktop.widgets.common import HintLabel, ImageGridView, format_duration, push_button, spin_box
+from desktop.widgets.loss_plot import LossPlot
+
+TUNABLE = ("dpmpp3m", "ipndm", "dpmpp2m", "ddim", "heun")  # core.step_search.TUNABLE_SAMPLERS, best first
+
+
+class TuneStepsDialog(QDialog):
+    """Search, show the result against the built-in spacings, add it to the model, save it (see module)."""
+
+    def __init__(self, state, parent=None):
+        super().__init__(parent)
+        self.state = state
+        self.setWindowTitle("Tune the steps")
+        self._worker = None
+        self.result: sj.TuneResult | None = None
+        self._tuned: dict = {}  # name -> what the search found, saved into the model's file with it
+        lay = QVBoxLayout(self)
+        lay.addWidget(HintLabel(
+            "Few model calls lose quality mostly because the steps land in the wrong places. This searches, for "
+            "the loaded model, the timesteps whose images come closest to a 100-step solution of the same noise "
+            "(about a minute on a CPU). The result is a new spacing of this model, e.g. tuned-5, in every "
+            "column's spacing menu."))
+        form = QFormLayout()
+        self.sampler_box = QComboBox()
+        for name in TUNABLE:
+            self.sampler_box.addItem(sampler_choice(name).label, name)
+        self.sampler_box.setToolTip("The sampler the timesteps are tuned for (they work with the others too)")
+        self.calls_spin = spin_box(2, 20, 5, "Model calls per image: 3 to 6 is where tuning pays most")
+        form.addRow("Sampler", self.sampler_box)
+        form.addRow("Model calls", self.calls_spin)
+        lay.addLayout(form)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        lay.addWidget(self.progress)
+        self.note = QLabel("")
+        self.note.setWordWrap(True)
+        lay.addWidget(self.note)
+        row = QHBoxLayout()
+        self.run_button = push_button("Search", "Search the timesteps for the loaded model", self.run)
+        self.stop_button = push_button("Stop", "Stop the search (nothing changes)", self.stop)
+        self.save_button = push_button("Save model with it…", "Write the model with its tuned spacings to a new "
+                                       "file, so they are there next time (the CLI's tune-steps does the same)",
+                                       self.ask_save)
+        for b in (self.run_button, self.stop_button, self.save_button):
+            row.addWidget(b)
+        row.addStretch(1)
+        lay.addLayout(row)
+        state.model_changed.connect(lambda _b: self._update_buttons())
+        self._update_buttons()
+
+    def is_busy(self) -> bool:
+        return self._worker is not None
+
+    def _update_buttons(self) -> None:
+        has = self.state.model is not None
+        self.run_button.setEnabled(has and not self.is_busy())
+        self.stop_button.setEnabled(self.is_busy())
+        self.save_button.setEnabled(has and not self.is_busy() and bool(self._tuned))
+
+    def run(self) -> None:
+        if self.state.model is None or self.is_busy():
+            return
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.note.setText("Solving the reference trajectories…")
+        self._worker = threads.GeneratorWorker(sj.tune_steps, self.state.model, self.sampler_box.currentData(),
+                                               self.calls_spin.value(), control=True)
+        threads.start(self._worker, on_progress=self._on_item, on_result=self._on_result, on_failed=self._on_failed,
+                      on_finished=self._on_finished)
+        self._update_buttons()
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.request_stop()
+
+    def _on_item(self, item) -> None:
+        if isinstance(item, sj.Progress):
+            self.progress.setRange(0, max(item.total, 1))
+            self.progress.setValue(item.done)
+
+    def _on_result(self, res) -> None:
+        if res is None:
+            self.note.setText("Stopped; the model is unchanged.")
+            return
+        self.result = res
+        bundle = self.state.model
+        if bundle is None:
+            return
+        self._tuned[res.name] = {"sampler": res.sampler, "calls": res.calls, "timesteps": res.timesteps,
+                                 "error": round(res.error, 5), "seconds": round(res.seconds, 1)}
+        best_name, best = min(res.baselines.items(), key=lambda kv: kv[1])
+        ts = ", ".join(f"{t:.0f}" for t in res.timesteps)
+        self.note.setText(
+            f"<b>{res.name}</b> for {sampler_choice(res.sampler).label} at {res.calls} calls: timesteps {ts}.<br>"
+            f"Distance to the 100-step images {res.error:.3f}; the best built-in spacing ({best_name}) {best:.3f} "
+            f"({100 * (1 - res.error / best):+.0f}% closer). {res.seconds:.0f} s.<br>"
+            f"It is now in every column's spacing menu for this model; save the model with it to keep it.")
+        self.state.set_model(sj.with_spacing(bundle, res.name, res.timesteps))
+        self.state.status_message.emit(f"Tuned spacing {res.name} added to the model")
+
+    def _on_failed(self, error) -> None:
+        self.note.setText("Stopped by an error.")
+        QMessageBox.warning(self, "Tune the steps", f"The search stopped: {engine.user_message(error)[:300]}")
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self.progress.setValue(self.progress.maximum())
+        self._update_buttons()
+
+    def ask_save(self) -> None:
+        bundle = self.state.model
+        if bundle is None or not self._tuned:
+            return
+        stem = bundle.path.name.split(".")[0] if bundle.path else "model"
+        start = str(settings.export_dir() / f"{stem}.tuned.safetensors")
+        path, _ = QFileDialog.getSaveFileName(self, "Save the model with its tuned spacings", start,
+                                              "Model (*.safetensors)", options=QFileDialog.Option.DontConfirmOverwrite)
+        if path:
+            self.save(path)
+
+    def save(self, path: str) -> None:
+        if Path(path).exists():
+            QMessageBox.warning(self, "Not saved", f"{path}: the file exists; choose a new name (nothing is replaced)")
+            return
+        threads.run_in_background(sj.save_with_spacings, self.state.model, path, dict(self._tuned),
+                                  on_done=lambda p: self.state.status_message.emit(f"Saved {p}"),
+                                  on_error=lambda m: QMessageBox.warning(self, "Could not save", f"{path}: {m}"))
+
+    def shutdown(self) -> None:
+        self.stop()
+
+    def closeEvent(self, event) -> None:
+        self.stop()
+        super().closeEvent(event)
+
+
+class ShortcutDialog(QDialog):
+    """Distil the loaded model into a student (see module docstring)."""
+
+    student_saved = Signal(str)  # the student's model file, after a run ends or stops (the model menu lists it)
+    load_requested = Signal(str)  # "Load the student"
+
+    def __init__(self, state, parent=None):
+        super().__init__(parent)
+        self.state = state
+        self.setWindowTitle("Teach a shortcut")
+        self._worker = None
+        self.summary: sj.DistillSummary | None = None
+        self._run_dir: str | None = None  # the last run, for Resume
+        self._teacher_path: str | None = None
+        lay = QVBoxLayout(self)
+        lay.addWidget(HintLabel(
+            "The model teaches a copy of itself (the student) to jump, in one step, as far as its own accurate "
+            "solver goes in several: the student then draws in 1 to 4 model calls. It learns from a few thousand "
+            "of the model's own solutions, made first. Stop saves; Resume continues exactly."))
+        form = QFormLayout()
+        self.calls_spin = spin_box(1, 4, 4, "The student's model calls per image")
+        self.guidance_spin = spin_box(1.0, 5.0, 1.0, "Classifier-free guidance built into the student: it then draws "
+                                      "guided images at no extra cost (1 = none)", cls=QDoubleSpinBox, step=0.5)
+        self.steps_spin = spin_box(100, 20000, 1200, "Training steps: about a second each on a laptop CPU", step=100)
+        self.pool_spin = spin_box(256, 16384, 4096, "How many of the model's solutions the student learns from",
+                                  step=256)
+        form.addRow("Student's model calls", self.calls_spin)
+        form.addRow("Guidance built in", self.guidance_spin)
+        form.addRow("Training steps", self.steps_spin)
+        form.addRow("Teacher's solutions", self.pool_spin)
+        lay.addLayout(form)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%p%")
+        lay.addWidget(self.progress)
+        self.note = QLabel("")
+        self.note.setWordWrap(True)
+        lay.addWidget(self.note)
+        pics = QFormLayout()
+        self.teacher_view = ImageGridView(placeholder="the teacher's images appear here")
+        self.student_view = ImageGridView(placeholder="the student's images appear here")
+        for v in (self.teacher_view, self.student_view):
+            v.setMinimumHeight(56)
+        self.student_label = QLabel("Student")
+        pics.addRow(QLabel("Teacher"), self.teacher_view)
+        pics.addRow(self.student_label, self.student_view)
+        lay.addLayout(pics)
+        self.loss_plot = LossPlot()
+        self.loss_plot.setMinimumHeight(160)
+        lay.addWidget(self.loss_plot, 1)
+        row = QHBoxLayout()
+        self.start_button = push_button("Start", "Start a new student from the loaded model", self.start)
+        self.stop_button = push_button("Stop", "Stop and save; Resume continues exactly", self.stop)
+        self.resume_button = push_button("Resume", "Continue the last stopped student", self.resume)
+        self.load_button = push_button("Load the student", "Sample with the student in Sample & compare",
+                                       self.load_student)
+        for b in (self.start_button, self.stop_button, self.resume_button, self.load_button):
+            row.addWidget(b)
+        row.addStretch(1)
+        lay.addLayout(row)
+        state.model_changed.connect(lambda _b: self._update_buttons())
+        self._update_buttons()
+
+    def is_busy(self) -> bool:
+        return self._worker is not None
+
+    def _update_buttons(self) -> None:
+        bundle = self.state.model
+        ok = bundle is not None and bundle.path is not None and engine.distilled_info(bundle) is None
+        busy = self.is_busy()
+        self.start_button.setEnabled(ok and not busy)
+        self.start_button.setToolTip("Start a new student from the loaded model" if ok else
+                                     "Load a saved model that is not itself a student first")
+        self.stop_button.setEnabled(busy)
+        stopped = self.summary is not None and self.summary.stopped
+        self.resume_button.setEnabled(not busy and stopped and self._teacher_path is not None)
+        self.load_button.setEnabled(not busy and self.summary is not None)
+        for w in (self.calls_spin, self.guidance_spin, self.steps_spin, self.pool_spin):
+            w.setEnabled(not busy)
+
+    def config(self) -> dict:
+        return {"calls": self.calls_spin.value(), "guidance": float(self.guidance_spin.value()),
+                "steps": self.steps_spin.value(), "trajectories": self.pool_spin.value()}
+
+    def start(self) -> None:
+        bundle = self.state.model
+        if bundle is None or bundle.path is None or self.is_busy():
+            return
+        self._teacher_path = str(bundle.path)
+        self._run_dir = str(sj.new_run_folder(settings.runs_dir(), self.calls_spin.value()))
+        self._config = self.config()
+        self.loss_plot.clear()
+        self._launch(resume=False)
+
+    def resume(self) -> None:
+        if self._run_dir is None or self._teacher_path is None or self.is_busy():
+            return
+        self._launch(resume=True)
+
+    def _launch(self, resume: bool) -> None:
+        self.summary = None
+        self.note.setText("Resuming…" if resume else "Making the teacher's solutions…")
+        self.student_label.setText(f"Student ({self._config['calls']} calls)")
+        self._worker = threads.GeneratorWorker(sj.distill, self._teacher_path, self._config, self._run_dir, resume,
+                                               control=True)
+        threads.start(self._worker, on_progress=self._on_item, on_result=self._on_result, on_failed=self._on_failed,
+                      on_finished=self._on_finished)
+        self._update_buttons()
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.request_stop()
+            self.note.setText("Stopping after this step and saving…")
+
+    def _on_item(self, item) -> None:
+        if isinstance(item, sj.Progress):
+            self.progress.setRange(0, max(item.total, 1))
+            self.progress.setValue(item.done)
+            self.note.setText(f"Making the teacher's solutions: {item.done} of {item.total}")
+        elif isinstance(item, sj.TeacherImages):
+            self.teacher_view.set_grid(item.images[None])
+        elif isinstance(item, sj.StudentImages):
+            self.student_view.set_grid(item.images[None])
+            self.student_label.setText(f"Student ({self._config['calls']} calls)\nstep {item.step}")
+        elif isinstance(item, sj.DistillSteps) and item.metrics:
+            m = item.metrics[-1]
+            self.loss_plot.append(item.metrics)
+            self.loss_plot.refresh()
+            self.progress.setRange(0, m.total_steps)
+            self.progress.setValue(m.step)
+            self.note.setText(f"Step {m.step} of {m.total_steps}, loss {m.loss:.4f}, "
+                              f"{format_duration(m.elapsed)} so far, about {format_duration(m.eta)} left")
+
+    def _on_result(self, summary) -> None:
+        if summary is None:
+            self.note.setText("Stopped before the teacher's solutions were made; nothing was saved.")
+            return
+        self.summary = summary
+        what = "Stopped and saved" if summary.stopped else "Done"
+        self.note.setText(f"{what}: step {summary.step} of {summary.total}, {format_duration(summary.seconds)}. "
+                          f"The student is {summary.model_path} (in the model menu as a shortcut)."
+                          + (" Resume continues it." if summary.stopped else ""))
+        self.student_saved.emit(summary.model_path)
+
+    def _on_failed(self, error) -> None:
+        self.note.setText("Stopped by an error.")
+        QMessageBox.warning(self, "Teach a shortcut", f"The shortcut stopped: {engine.user_message(error)[:300]}")
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self._update_buttons()
+
+    def load_student(self) -> None:
+        if self.summary is not None:
+            self.load_requested.emit(self.summary.model_path)
+
+    def shutdown(self) -> None:
+        self.stop()
+
+    def closeEvent(self, event) -> None:  # the run goes on in the background; Stop stops it
+        super().closeEvent(event)

@@ -1,0 +1,128 @@
+"""Sample & compare's "make it fast" tools: Tune the steps adds a spacing to the loaded model that every column
+offers and that saves with it; Teach a shortcut distils the loaded model with previews, stops, resumes, and its
+student samples as "distilled, N calls"."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from toy_data import EMOJI_LABELS, tiny_bundle  # noqa: E402
+
+TIMEOUT_MS = 120000
+
+
+@pytest.fixture
+def saved_model(tmp_path):
+    from core.checkpoint import load_checkpoint, save_checkpoint
+    from core.schedule import ScheduleConfig
+
+    b = tiny_bundle()
+    path = save_checkpoint(tmp_path / "tiny.safetensors", b.net.state_dict(), unet_config=b.net.config,
+                           schedule_config=ScheduleConfig(kind="linear_zsnr", prediction="v"),
+                           label_names=b.label_names, dataset="test", step=5)
+    return load_checkpoint(path, "cpu")
+
+
+@pytest.fixture
+def state(saved_model):
+    from desktop.state import AppState, Composition, ContextRow
+
+    s = AppState()
+    s.set_model(saved_model)
+    eye = np.eye(len(EMOJI_LABELS)).tolist()
+    s.set_composition(Composition([ContextRow(EMOJI_LABELS[i], eye[i]) for i in (0, 3)]))
+    return s
+
+
+@pytest.fixture
+def panel(qtbot, state):
+    from desktop.panels.sample_panel import SamplePanel
+
+    p = SamplePanel(state)
+    qtbot.addWidget(p)
+    yield p
+    p.shutdown()
+
+
+def _wait_idle(qtbot, dlg):
+    qtbot.waitUntil(lambda: not dlg.is_busy(), timeout=TIMEOUT_MS)
+
+
+def test_tuned_spacing_joins_every_column_holds_its_steps_and_saves_with_the_model(qtbot, panel, state, tmp_path,
+                                                                                     monkeypatch, dialogs):
+    import core.step_search as ss
+    from core.checkpoint import load_checkpoint
+
+    small = dict(trajectories=16, held_out=16, grid=40, batch=32)  # the search's size, not its logic
+    real = ss.StepSearchConfig
+    monkeypatch.setattr(ss, "StepSearchConfig", lambda **kw: real(**{**small, **kw}))
+    dlg = panel.lab.open_tune()
+    qtbot.addWidget(dlg)
+    dlg.calls_spin.setValue(3)
+    dlg.run()
+    assert dlg.is_busy() and not dlg.run_button.isEnabled()
+    _wait_idle(qtbot, dlg)
+    ts = state.model.schedule_config.named_spacing("tuned-3")
+    assert ts is not None and ts[0] == 500 and ts[-1] == 0 and len(ts) == 4
+    assert "tuned-3" in dlg.note.text() and "closer" in dlg.note.text()
+    col = panel.columns[0]
+    i = col.spacing_box.findData("tuned-3")
+    assert i >= 0 and col.spacing_box.itemText(i) == "tuned-3 (3 steps)"
+    col.set_spec("dpmpp3m", 10)
+    col.spacing_box.setCurrentIndex(i)
+    assert col.steps_spin.value() == 3 and not col.steps_spin.isEnabled() and col.spec().spacing == "tuned-3"
+    col.spacing_box.setCurrentIndex(col.spacing_box.findData("karras"))
+    assert col.steps_spin.isEnabled()
+
+    out = tmp_path / "tuned.safetensors"
+    dlg.save(str(out))
+    qtbot.waitUntil(out.is_file, timeout=TIMEOUT_MS)
+    again = load_checkpoint(out)
+    assert again.schedule_config.named_spacing("tuned-3") == ts
+    assert again.meta["extra"]["tuned"]["tuned-3"]["calls"] == 3
+    before = out.read_bytes()
+    dlg.save(str(out))  # never over a file
+    assert dialogs and "exists" in dialogs[-1][2] and out.read_bytes() == before
+
+
+def test_shortcut_distils_previews_stops_resumes_and_its_student_samples_as_distilled(qtbot, panel, state, tmp_path,
+                                                                                      user_home):
+    dlg = panel.lab.open_shortcut()
+    qtbot.addWidget(dlg)
+    dlg.calls_spin.setValue(2)
+    dlg.steps_spin.setValue(100)
+    dlg.pool_spin.setValue(256)
+    saved = []
+    dlg.student_saved.connect(saved.append)
+    dlg.start()
+    qtbot.waitUntil(lambda: dlg.loss_plot.n_points >= 3, timeout=TIMEOUT_MS)
+    dlg.stop()
+    _wait_idle(qtbot, dlg)
+    assert dlg.summary.stopped and 3 <= dlg.summary.step < 100
+    assert dlg.resume_button.isEnabled() and saved == [dlg.summary.model_path]
+    assert dlg.teacher_view.has_image() and dlg.student_view.has_image()
+    assert dlg.teacher_view._grid_shape[:2] == (1, len(EMOJI_LABELS))
+    assert Path(dlg.summary.model_path).parent.parent == user_home / "runs"
+    dlg.resume()
+    _wait_idle(qtbot, dlg)
+    assert not dlg.summary.stopped and dlg.summary.step == 100 and "Done" in dlg.note.text()
+
+    with qtbot.waitSignal(panel.model_requested, timeout=TIMEOUT_MS) as got:
+        dlg.load_button.click()
+    from core.checkpoint import load_checkpoint
+
+    student = load_checkpoint(got.args[0])
+    state.set_model(student)
+    spec = panel.columns[0].spec()
+    assert (spec.sampler, spec.steps, spec.spacing, spec.guidance) == ("ddim", 2, "distilled-2", 1.0)
+    assert spec.title == "distilled, 2 calls" and panel.columns[0]._title.text() == "distilled, 2 calls"
+    assert not dlg.start_button.isEnabled()  # a student is not distilled again
+
+
+def test_lab_menu_lists_the_fast_tools(panel):
+    texts = [a.text() for a in panel.controls.lab_menu.actions() if not a.isSeparator()]
+    assert "Tune the steps…" in texts and "Teach a shortcut…" in texts
