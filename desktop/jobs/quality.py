@@ -20,18 +20,45 @@ class QualityPoint:
     seconds: float
 
 
+@dataclass
+class CurvePoint(QualityPoint):
+    """One point of a column's quality-against-model-calls curve (the column's sampler at other steps)."""
+
+
+SWEEP_CALLS = (2, 3, 4, 5, 6, 8, 10, 15, 20)  # model calls per image (unguided) of the curves
+
+
+def sweep_specs(spec: ColumnSpec, named: dict[str, int]) -> list[ColumnSpec]:
+    """The column at each step count that makes SWEEP_CALLS model calls; one point on a spacing of its own
+    (tuned-5, distilled-4), which holds its steps."""
+    from dataclasses import replace
+
+    from core.catalog import model_calls
+
+    if spec.spacing in named:
+        return [replace(spec, steps=named[spec.spacing])]
+    out = []
+    for calls in SWEEP_CALLS:
+        steps = next((k for k in range(1, calls + 1)
+                      if model_calls(spec.sampler, k, zero_terminal=spec.zero_terminal) == calls), None)
+        if steps is not None:
+            out.append(replace(spec, steps=steps))
+    return out
+
+
 @dataclass(frozen=True)
 class QualityStarted:
     info: dict  # {"n", "mix", "floor", "accuracy", "classifier_labels"}
 
 
-def measure_quality(bundle, job: SampleJob, reference, *, n: int = QUALITY_IMAGES, control):
+def measure_quality(bundle, job: SampleJob, reference, *, n: int = QUALITY_IMAGES, sweep: bool = False, control):
     """Sample a larger batch per column and score it with core.metrics (feature-FID, label accuracy).
 
     When the model's labels are the data set's, the batch follows the data set's label mix
     (metrics.reference_targets), so the FID compares like with like; otherwise it repeats the
     composer's rows. Accuracy needs the model's labels to be the classifier's. Yields QualityStarted,
-    then ColumnStarted and QualityPoint per column; returns True when cancelled.
+    then ColumnStarted and QualityPoint per column; returns True when cancelled. With `sweep`, each column is
+    measured at every step count of sweep_specs and yields a CurvePoint per count instead.
     """
     from core import metrics
     from core.samplers import SamplingCancelled, generate
@@ -54,15 +81,18 @@ def measure_quality(bundle, job: SampleJob, reference, *, n: int = QUALITY_IMAGE
         yield QualityStarted({"n": len(ctx), "mix": mix, "floor": floor, "accuracy": with_acc,
                               "classifier_labels": clf.label_names})
         _warm_up(net, SampleJob(job.columns, job.seed, ctx, 1), precision, guide_net)
-        for index, spec in enumerate(job.columns):
+        named = {name: len(ts) - 1 for name, ts in bundle.schedule_config.spacings}
+        for index, column in enumerate(job.columns):
             yield ColumnStarted(index)
-            res = generate(net, schedule, sampler=spec.sampler, steps=spec.steps, n=len(ctx), context=ctx,
-                           guidance=spec.guidance, eta=spec.eta, seed=job.seed, precision=precision,
-                           cancel=control.stop, spacing=spec.spacing, negative_context=job.negative_batch(len(ctx)),
-                           guide_net=guide_net)
-            report = metrics.evaluate(res.images, targets if with_acc else None, reference=ds, classifier=clf)
-            acc = None if report.accuracy is None else float(report.accuracy)
-            yield QualityPoint(index, spec, float(report.fid), acc, int(report.n), res.seconds)
+            for spec in sweep_specs(column, named) if sweep else [column]:
+                res = generate(net, schedule, sampler=spec.sampler, steps=spec.steps, n=len(ctx), context=ctx,
+                               guidance=spec.guidance, eta=spec.eta, seed=job.seed, precision=precision,
+                               cancel=control.stop, spacing=spec.spacing,
+                               negative_context=job.negative_batch(len(ctx)), guide_net=guide_net)
+                report = metrics.evaluate(res.images, targets if with_acc else None, reference=ds, classifier=clf)
+                acc = None if report.accuracy is None else float(report.accuracy)
+                yield (CurvePoint if sweep else QualityPoint)(index, spec, float(report.fid), acc, int(report.n),
+                                                               res.seconds)
     except SamplingCancelled:
         return True
     return False

@@ -36,8 +36,10 @@ class QualityTab(QWidget):
         self.quality_n.setToolTip("More images give steadier numbers but take longer. Numbers are only comparable "
                                   "at the same count.")
         self.quality_button = QPushButton("Measure quality")
+        self.curves_button = QPushButton("Against model calls")
         ctl.addWidget(self.quality_n)
         ctl.addWidget(self.quality_button)
+        ctl.addWidget(self.curves_button)
         ctl.addStretch(1)
         left.addLayout(ctl)
         self.quality_note = HintLabel(
@@ -71,7 +73,31 @@ class QualityTab(QWidget):
         self.floor_legend = self.quality_plot.addLegend(offset=(-8, 8), labelTextColor="#444")
         self.quality_plot.plot([], [], pen=dashed, name="real vs real")
         self.floor_legend.setVisible(False)
-        lay.addWidget(self.quality_plot, 2)
+        right = QVBoxLayout()
+        right.addWidget(self.quality_plot, 1)
+        right.addWidget(self._build_curves_plot(), 1)
+        lay.addLayout(right, 2)
+
+    def _build_curves_plot(self) -> pg.PlotWidget:
+        """Quality against model calls: a curve per column, its sampler and spacing at 2 to 20 calls."""
+        self.curves: dict[int, list] = {}  # column index -> jobs.quality.CurvePoint, by calls
+        plot = self.curves_plot = pg.PlotWidget(background="w")
+        plot.setTitle("Quality against model calls")
+        plot.setLabel("bottom", "model calls per image (log scale)")
+        plot.setLabel("left", "feature-FID")
+        plot.setLogMode(x=True, y=False)
+        plot.setMouseEnabled(x=False, y=False)
+        plot.hideButtons()
+        plot.setMenuEnabled(False)
+        plot.showGrid(x=True, y=True, alpha=0.25)
+        ticks = [(np.log10(v), str(v)) for v in qj.SWEEP_CALLS]
+        plot.getAxis("bottom").setTicks([ticks, []])
+        plot.setXRange(np.log10(1.8), np.log10(22), padding=0)
+        plot.setYRange(0, 10, padding=0)
+        self.curves_legend = plot.addLegend(offset=(-8, 8), labelTextColor="#444")
+        self._curve_items = [plot.plot([], [], pen=pg.mkPen(column_color(k), width=2), symbol="o", symbolSize=7,
+                                       symbolBrush=column_color(k), symbolPen=None) for k in range(MAX_COLUMNS)]
+        return plot
 
     def set_model(self, bundle) -> None:
         """Whether this installation's quality measure can score `bundle`'s images, and why not."""
@@ -85,19 +111,31 @@ class QualityTab(QWidget):
     def update_button(self, busy: bool) -> None:
         ok = self.available and self.state.dataset is not None
         self.quality_button.setEnabled(ok and not busy)
+        self.curves_button.setEnabled(ok and not busy)
         self.quality_button.setToolTip(
             "Sample a larger batch with every column and score it (feature-FID, label accuracy)" if ok
             else (self._reason if not self.available else "Load the data set the model was trained on"))
+        self.curves_button.setToolTip("Measure every column at 2, 3, 4, 5, 6, 8, 10, 15 and 20 model calls: where "
+                                      "each sampler falls off" if ok else self.quality_button.toolTip())
 
-    def begin(self, titles: list[str]) -> None:
-        """A measurement of the columns titled `titles` starts: forget the old points."""
+    def begin(self, titles: list[str], sweep: bool = False) -> None:
+        """A measurement of the columns titled `titles` starts: forget the old points (or, for a sweep against
+        model calls, the old curves)."""
         self.titles = list(titles)
-        self.points.clear()
-        self.show_points()
+        self._sweep = sweep
+        if sweep:
+            self.curves.clear()
+            self.show_curves()
+        else:
+            self.points.clear()
+            self.show_points()
 
     def on_item(self, item) -> None:
         """One of measure_quality's progress items (see desktop.jobs.sampling)."""
-        if isinstance(item, qj.QualityPoint):
+        if isinstance(item, qj.CurvePoint):
+            self.curves.setdefault(item.index, []).append(item)
+            self.show_curves()
+        elif isinstance(item, qj.QualityPoint):
             self.points[item.index] = item
             self.show_points()
         elif isinstance(item, sw.ColumnStarted):
@@ -129,22 +167,43 @@ class QualityTab(QWidget):
         n = len(self.titles)
         title = self.titles[index] if index < n else f"column {index + 1}"
         self.state.status_message.emit(f"Measuring quality: {title} ({index + 1} of {n})…")
-        self.quality_button.setText(f"Measuring {index + 1} of {n}…")
+        button = self.curves_button if getattr(self, "_sweep", False) else self.quality_button
+        button.setText(f"Measuring {index + 1} of {n}…")
 
     def remove_column(self, removed: int) -> None:
         """Column `removed` is gone: the others keep their points, renumbered."""
         self.points = {k - (k > removed): dataclasses.replace(p, index=k - (k > removed))
                        for k, p in self.points.items() if k != removed}
+        self.curves = {k - (k > removed): [dataclasses.replace(p, index=k - (k > removed)) for p in ps]
+                       for k, ps in self.curves.items() if k != removed}
         self.show_points()
+        self.show_curves()
 
     def on_finished(self, cancelled: bool) -> None:
         self.quality_button.setText("Measure quality")
+        self.curves_button.setText("Against model calls")
         self.state.status_message.emit("Quality measurement cancelled." if cancelled else "Quality measured.")
 
     def on_failed(self, error: BaseException) -> None:
         message = f"Measuring quality stopped: {engine.user_message(error)[:300]}"
         self.quality_button.setText("Measure quality")
+        self.curves_button.setText("Against model calls")
         QMessageBox.warning(self, "Measuring quality stopped", message)
+
+    def show_curves(self) -> None:
+        """A line per column through its points, by model calls; the legend names the columns."""
+        self.curves_legend.clear()
+        top = 0.0
+        for k, item in enumerate(self._curve_items):
+            pts = sorted(self.curves.get(k, []), key=lambda p: p.spec.calls)
+            item.setData([p.spec.calls for p in pts], [p.fid for p in pts])
+            if pts:
+                head = pts[0].spec
+                name = "distilled" if head.spacing.startswith("distilled") else (head.label or head.sampler) + (
+                    f", {head.spacing}" if head.spacing != "trailing" else "")
+                self.curves_legend.addItem(item, name)
+                top = max(top, max(p.fid for p in pts))
+        self.curves_plot.setYRange(0, (top * 1.1) if top > 0 else 10, padding=0)
 
     def show_points(self) -> None:
         points = [self.points[k] for k in sorted(self.points)]

@@ -60,7 +60,8 @@ class SampleLayout:
         self.timing_table = self.speed_tab.timing_table
         self.quality_n, self.quality_button = self.quality_tab.quality_n, self.quality_tab.quality_button
         self.quality_table = self.quality_tab.quality_table
-        self.quality_button.clicked.connect(self.measure_quality)
+        self.quality_button.clicked.connect(lambda: self.measure_quality())
+        self.quality_tab.curves_button.clicked.connect(self.measure_curves)
         self.tabs.addTab(self.speed_tab, "Speed")
         self.tabs.addTab(self.quality_tab, "Quality")
         self.schedule_view = ScheduleView()

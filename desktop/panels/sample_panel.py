@@ -390,7 +390,12 @@ class SamplePanel(SampleLayout, QWidget):
 
     # ============================================================================ quality
     @Slot()
-    def measure_quality(self) -> None:
+    def measure_curves(self) -> None:
+        """Every column at 2 to 20 model calls: quality against calls, a curve per column."""
+        self.measure_quality(sweep=True)
+
+    @Slot()
+    def measure_quality(self, sweep: bool = False) -> None:
         bundle, dataset = self.state.model, self.state.dataset
         if bundle is None or dataset is None or self.is_busy() or not self.quality_tab.available:
             return
@@ -399,7 +404,7 @@ class SamplePanel(SampleLayout, QWidget):
         negative, guide_model = self._guide()
         job = sw.SampleJob(self.specs(), self.seed_spin.value(), ctx, max(1, -(-n // len(ctx))),
                            self.model_bar.precision(), negative, guide_model)
-        self.quality_tab.begin([c.spec().title for c in self.columns])
-        worker = threads.GeneratorWorker(qj.measure_quality, bundle, job, dataset, n=n, control=True)
+        self.quality_tab.begin([c.spec().title for c in self.columns], sweep=sweep)
+        worker = threads.GeneratorWorker(qj.measure_quality, bundle, job, dataset, n=n, sweep=sweep, control=True)
         self._start(worker, self.quality_tab.on_item, self.quality_tab.on_finished, self.quality_tab.on_failed)
         self.tabs.setCurrentIndex(1)

@@ -251,6 +251,42 @@ def test_quality_button_scores_every_column(qtbot, panel):
     assert panel.quality_table.rowCount() == 3
 
 
+def test_the_sweep_visits_each_samplers_own_step_counts():
+    from desktop.jobs import quality as qj
+    from desktop.jobs.sampling import ColumnSpec
+
+    calls = lambda specs: [s.calls for s in specs]  # noqa: E731
+    assert calls(qj.sweep_specs(ColumnSpec("dpmpp3m", 10), {})) == list(qj.SWEEP_CALLS)
+    heun = qj.sweep_specs(ColumnSpec("heun", 10), {})  # two calls a step but one on the last: odd counts only
+    assert calls(heun) == [3, 5, 15] and [s.steps for s in heun] == [2, 3, 8]
+    zsnr = qj.sweep_specs(ColumnSpec("heun", 10, zero_terminal=True), {})  # and one fewer from pure noise
+    assert calls(zsnr) == [2, 4, 6, 8, 10, 20]
+    one = qj.sweep_specs(ColumnSpec("ddim", 3, spacing="distilled-4"), {"distilled-4": 4})
+    assert [(s.steps, s.spacing) for s in one] == [(4, "distilled-4")]
+    guided = qj.sweep_specs(ColumnSpec("ddim", 3, guidance=2.0), {})
+    assert calls(guided) == [2 * c for c in qj.SWEEP_CALLS]  # guidance doubles each count
+
+
+def test_quality_against_calls_draws_a_curve_per_column(qtbot, panel):
+    pytest.importorskip("core.metrics")
+    if not panel.quality_tab.curves_button.isEnabled():
+        pytest.skip(panel.quality_tab.curves_button.toolTip())
+    from desktop.jobs import quality as qj
+
+    panel.quality_n.setValue(60)
+    panel.columns[0].set_spec("dpmpp3m", 10)
+    with qtbot.waitSignal(panel.busy_changed, timeout=120000, check_params_cb=lambda busy: not busy):
+        panel.measure_curves()
+    curves = panel.quality_tab.curves
+    assert sorted(curves) == [0, 1, 2]
+    assert [p.spec.calls for p in curves[0]] == list(qj.SWEEP_CALLS)
+    assert all(np.isfinite(p.fid) and p.n == 60 for ps in curves.values() for p in ps)
+    xs, ys = panel.quality_tab._curve_items[0].getData()
+    assert len(xs) == len(qj.SWEEP_CALLS) and np.allclose(ys, [p.fid for p in curves[0]])
+    assert len(panel.quality_tab.curves_legend.items) == 3
+    assert panel.quality_tab.points == {}  # the table's single points are a separate measurement
+
+
 def test_the_real_vs_real_line_is_named_in_a_legend_clear_of_the_points(panel):
     from desktop.jobs import quality as qj
 
