@@ -7,7 +7,9 @@ curves beside DDPM-500's level.
 
 A base is an entry of `bench quality` without its step count (modifiers as there: sp=, g=, ag=...). The
 steps for a number of calls follow core.catalog.model_calls (Heun makes two calls a step); a count a sampler
-cannot make exactly is skipped.
+cannot make exactly is skipped. `sp=tuned` stands for the model's own tuned-<calls> spacing (from
+`main.py tune-steps`) where it has one. `--student FILE` (repeatable) adds a distilled student's single point
+(DDIM over its distilled-<calls> spacing), measured the same way.
 """
 from __future__ import annotations
 
@@ -23,9 +25,11 @@ from .quality import bench_quality
 COLORS = [(40, 110, 200), (200, 60, 50), (30, 150, 80), (150, 80, 190), (220, 140, 0), (90, 90, 90)]
 
 
-def sweep_entries(bases: list[str], calls: list[int], *, zero_terminal: bool, guided: bool = False) -> list[str]:
+def sweep_entries(bases: list[str], calls: list[int], *, zero_terminal: bool, guided: bool = False,
+                  named: tuple[str, ...] = ()) -> list[str]:
     """'heun+sp=karras' at calls [2, 5] -> ['heun:2+sp=karras', ...]: the step count whose model calls equal
-    the target (for each base and target where one exists)."""
+    the target (for each base and target where one exists). 'sp=tuned' becomes the model's tuned-<steps>
+    spacing, where `named` (the model's own spacings) has it."""
     from core.catalog import model_calls
 
     out = []
@@ -34,9 +38,24 @@ def sweep_entries(bases: list[str], calls: list[int], *, zero_terminal: bool, gu
         for c in calls:
             steps = next((k for k in range(1, c + 1) if model_calls(name, k, zero_terminal=zero_terminal,
                                                                      guided=guided) == c), None)
-            if steps is not None:
-                out.append("+".join([f"{name}:{steps}", *mods]))
+            if steps is None:
+                continue
+            if "sp=tuned" in mods:
+                tuned = f"tuned-{steps}" if name == "dpmpp3m" else f"tuned-{name}-{steps}"
+                if tuned not in named:
+                    continue
+                mods_here = [f"sp={tuned}" if m == "sp=tuned" else m for m in mods]
+            else:
+                mods_here = mods
+            out.append("+".join([f"{name}:{steps}", *mods_here]))
     return out
+
+
+def _base_of(entry: str) -> str:
+    """The base an entry was made from: its name without the step count, sp=tuned-N read as sp=tuned."""
+    head, *mods = entry.split("+")
+    mods = ["sp=tuned" if m.startswith("sp=tuned") else m for m in mods]
+    return "+".join([head.split(":")[0], *mods])
 
 
 def plot_sweep(quality: dict, bases: list[str], path: Path, *, reference: dict | None) -> Path:
@@ -70,15 +89,20 @@ def plot_sweep(quality: dict, bases: list[str], path: Path, *, reference: dict |
             d.text((W - R + 6, py(level)), text, fill=(90, 90, 90), font=fs, anchor="lm")
     for k, base in enumerate(bases):
         color = COLORS[k % len(COLORS)]
-        name, *mods = base.split("+")
-        pts = sorted((r["nfe"], r["fid_mean"]) for r in res
-                     if r["sampler"] == name and r["entry"].split("+")[1:] == mods)
+        pts = sorted((r["nfe"], r["fid_mean"]) for r in res if _base_of(r["entry"]) == base)
         if not pts:
             continue
-        d.line([(px(x), py(y)) for x, y in pts], fill=color, width=2)
+        if len(pts) > 1:
+            d.line([(px(x), py(y)) for x, y in pts], fill=color, width=2)
         for x, y in pts:
             d.ellipse([px(x) - 4, py(y) - 4, px(x) + 4, py(y) + 4], fill=color)
         d.text((W - R + 6, T + 10 + 18 * k), base, fill=color, font=fs, anchor="lm")
+    for j, r in enumerate(r for r in res if r.get("student")):  # distilled students: a diamond each
+        color = COLORS[(len(bases) + j) % len(COLORS)]
+        x, y = px(r["nfe"]), py(r["fid_mean"])
+        d.polygon([(x, y - 7), (x + 7, y), (x, y + 7), (x - 7, y)], fill=color)
+        d.text((W - R + 6, T + 10 + 18 * (len(bases) + j)), f"distilled student, {r['nfe']} calls", fill=color,
+               font=fs, anchor="lm")
     d.text((W / 2, 14), f"Quality against model calls: feature-FID (lower is better), {quality['n']} images, "
            f"{quality['n_seeds']} seed(s)", fill=(0, 0, 0), font=f, anchor="mt")
     d.text((L + (W - L - R) / 2, H - 24), "model calls per image (log scale)", fill=(0, 0, 0), font=f, anchor="mt")
@@ -98,6 +122,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--json", required=True, help="results file (written; an existing one is replaced)")
     p.add_argument("--png", help="the curves")
+    p.add_argument("--student", action="append", default=[], metavar="FILE",
+                   help="a distilled student of the model: its own point (repeatable)")
     args = p.parse_args(argv)
     try:
         calls = [int(c) for c in args.calls.split(",") if c.strip()]
@@ -108,16 +134,20 @@ def main(argv=None) -> int:
     from core.schedule import ScheduleConfig
 
     ckpt = args.checkpoint or str(default_checkpoint())
-    zero_terminal = ScheduleConfig.from_dict(read_metadata(ckpt)["schedule_config"]).kind == "linear_zsnr"
+    sched = ScheduleConfig.from_dict(read_metadata(ckpt)["schedule_config"])
+    zero_terminal = sched.kind == "linear_zsnr"
     bases = [b.strip() for b in args.bases.split(",") if b.strip()]
-    entries = sweep_entries(bases, calls, zero_terminal=zero_terminal) + ([args.reference] if args.reference else [])
+    entries = sweep_entries(bases, calls, zero_terminal=zero_terminal, named=tuple(n for n, _ in sched.spacings))
+    entries += [args.reference] if args.reference else []
     log(f"sweep: {len(entries)} entries on {ckpt}")
     s = Settings(checkpoint=ckpt, quality_list=",".join(entries), quality_n=args.n, quality_seeds=args.seeds)
     try:
         q = bench_quality(s)
     except BenchError as e:
         raise SystemExit(f"error: {e}") from None
-    q["sweep"] = {"bases": bases, "calls": calls, "reference": args.reference}
+    for student in args.student:
+        q["results"] += _student_points(student, args)
+    q["sweep"] = {"bases": bases, "calls": calls, "reference": args.reference, "students": args.student}
     save_json({"quality": q}, args.json)
     if args.png:
         ref = next((r for r in q["results"] if r["entry"] == args.reference), None)
@@ -125,6 +155,20 @@ def main(argv=None) -> int:
     for r in q["results"]:
         print(f"{r['entry']:28s} {r['nfe']:4d} calls  FID {r['fid_mean']:.3f}  accuracy {r['accuracy_mean']:.3f}")
     return 0
+
+
+def _student_points(path: str, args) -> list[dict]:
+    """The student's own sampler (DDIM over its distilled-<calls> spacing), measured as the sweep's entries."""
+    from core.checkpoint import read_metadata
+
+    meta = read_metadata(path)
+    info = (meta.get("extra") or {}).get("distilled") or {}
+    if not isinstance(info.get("calls"), int):
+        raise SystemExit(f"error: --student {path}: not a distilled student (no 'distilled' in its metadata)")
+    k = info["calls"]
+    q = bench_quality(Settings(checkpoint=path, quality_list=f"ddim:{k}+sp=distilled-{k}", quality_n=args.n,
+                               quality_seeds=args.seeds))
+    return [{**r, "student": path, "distilled_guidance": info.get("guidance")} for r in q["results"]]
 
 
 if __name__ == "__main__":

@@ -266,3 +266,7 @@ def test_the_few_step_sweep_picks_the_steps_that_make_each_call_count():
     assert got == ["ipndm:2+sp=karras", "ipndm:3+sp=karras", "ipndm:4+sp=karras", "ipndm:10+sp=karras",
                    "heun:2+sp=karras", "heun:3+sp=karras", "heun:6+sp=karras"]
     assert sweep_entries(["heun"], [3], zero_terminal=False) == ["heun:2"]  # 2 * 2 - 1 calls
+    # sp=tuned: the model's own tuned-<steps> where it has one, nothing where it has none
+    got = sweep_entries(["dpmpp3m+sp=tuned", "ipndm+sp=tuned+g=2"], [3, 4, 5], zero_terminal=True,
+                        named=("tuned-3", "tuned-5", "tuned-ipndm-4"))
+    assert got == ["dpmpp3m:3+sp=tuned-3", "dpmpp3m:5+sp=tuned-5", "ipndm:4+sp=tuned-ipndm-4+g=2"]
