@@ -141,7 +141,7 @@ _TUNE_DESC = ("Tune the steps: for one sampler and number of model calls, search
 
 
 def _add_tune_steps(p: argparse.ArgumentParser) -> None:
-    from core.step_search import TUNABLE_SAMPLERS, StepSearchConfig
+    from core.step_search import DISTANCES, TUNABLE_SAMPLERS, StepSearchConfig
 
     d = StepSearchConfig()
     p.add_argument("--checkpoint", help="model file (default: the shipped default model)")
@@ -152,6 +152,10 @@ def _add_tune_steps(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trajectories", type=int, default=d.trajectories,
                    help=f"noise images the search fits on (default {d.trajectories}; {d.held_out} more judge it)")
     p.add_argument("--guidance", type=float, default=1.0, help="tune for this classifier-free guidance (1 = off)")
+    p.add_argument("--distance", choices=DISTANCES, default=d.distance,
+                   help="how the sampler's images are compared with the 100-step ones: pixel (RMS, default), "
+                        "perceptual (LPIPS-style, the evaluation classifier's early maps), distribution (Frechet "
+                        "distance of the two sets)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object with the result")
@@ -176,7 +180,7 @@ def cmd_tune_steps(args) -> int:
     _check_writable("--out", out)
     try:
         config = StepSearchConfig(calls=args.calls, sampler=args.sampler, trajectories=args.trajectories,
-                                  guidance=args.guidance, seed=args.seed)
+                                  guidance=args.guidance, seed=args.seed, distance=args.distance)
     except ValueError as e:
         raise CliError(str(e)) from None
     rt = runtime(args.device, "fp32")
@@ -190,7 +194,8 @@ def cmd_tune_steps(args) -> int:
             print(f"tune-steps: {pct}%", file=sys.stderr, flush=True)
 
     res = search_steps(bundle.net, Schedule(bundle.schedule_config), config, progress=progress)
-    info = {"sampler": res.sampler, "calls": res.calls, "timesteps": res.timesteps, "error": round(res.error, 5),
+    info = {"sampler": res.sampler, "calls": res.calls, "timesteps": res.timesteps, "distance": res.distance,
+            "error": round(res.error, 5),
             "baselines": {k: round(v, 5) for k, v in res.baselines.items()}, "seconds": round(res.seconds, 1),
             "guidance": args.guidance, "trajectories": args.trajectories, "seed": args.seed}
     tuned = dict((bundle.meta.get("extra") or {}).get("tuned") or {})
@@ -203,7 +208,8 @@ def cmd_tune_steps(args) -> int:
     base = ", ".join(f"{k} {v:.4f}" for k, v in res.baselines.items())
     print(f"{res.name}: {sampler_choice(res.sampler).label}, {res.calls} calls, timesteps "
           f"{', '.join(f'{t:g}' for t in (round(t, 1) for t in res.timesteps))}\n"
-          f"  RMS distance to the 100-step images: {res.error:.4f} (built-in spacings: {base}); {res.seconds:.0f} s\n"
+          f"  {res.distance} distance to the 100-step images: {res.error:.4f} (built-in spacings: {base}); "
+          f"{res.seconds:.0f} s\n"
           f"  wrote {out}\n  sample with: python main.py sample --checkpoint {out} --sampler {res.sampler} "
           f"--steps {res.steps} --spacing {res.name}")
     return 0

@@ -175,6 +175,34 @@ def probe_features(images, classifier: Classifier, batch: int = 512) -> np.ndarr
     return _run(classifier, images, both, batch)
 
 
+PERCEPTUAL_BLOCKS = (2, 5)  # trunk layers whose maps the perceptual distance compares: full and half resolution
+
+
+def early_maps(classifier: Classifier, x: torch.Tensor) -> list[torch.Tensor]:
+    """The classifier trunk's early feature maps of x (B, 3, H, W) in [-1, 1]: after its first two conv blocks
+    (full resolution) and after the next two (half), each unit-normalised over channels at every pixel."""
+    out, h = [], x
+    for i, layer in enumerate(classifier.trunk):
+        h = layer(h)
+        if i in PERCEPTUAL_BLOCKS:
+            out.append(h / h.pow(2).sum(dim=1, keepdim=True).sqrt().clamp_min(1e-8))
+        if i >= max(PERCEPTUAL_BLOCKS):
+            break
+    return out
+
+
+@torch.no_grad()
+def perceptual_distance(a: torch.Tensor, b: torch.Tensor, classifier: Classifier) -> torch.Tensor:
+    """Per-image distance (B,) between two batches in [-1, 1], LPIPS-style (Zhang et al. 2018) on the classifier's
+    early feature maps (not the pooled layer FID reads): squared differences of the unit-normalised maps,
+    averaged over pixels and summed over the two layers. Unlike a pixel distance it does not prefer a blurred
+    image to a sharp one whose details sit slightly elsewhere."""
+    classifier.eval()
+    dev = next(classifier.parameters()).device
+    fa, fb = early_maps(classifier, a.to(dev).float()), early_maps(classifier, b.to(dev).float())
+    return sum((x - y).pow(2).sum(dim=1).mean(dim=(1, 2)) for x, y in zip(fa, fb)).cpu()
+
+
 def predict_labels(images, classifier: Classifier, batch: int = 512) -> np.ndarray:
     """The classifier's label index (N,) for each image."""
     return _run(classifier, images, classifier.logits, batch).argmax(axis=1)

@@ -30,6 +30,7 @@ from .denoiser import Denoiser
 from .samplers import get_sampler, initial_noise, sample_dpmpp_3m
 from .schedule import Schedule, spaced_timesteps
 
+DISTANCES = ("pixel", "perceptual", "distribution")
 TUNABLE_SAMPLERS = ("ddim", "dpmpp2m", "dpmpp3m", "heun", "ipndm")  # deterministic: one answer per noise
 
 
@@ -43,8 +44,18 @@ class StepSearchConfig:
     guidance: float = 1.0
     seed: int = 0
     batch: int = 160  # images per model call
+    # How the polish compares a sampler's images with the reference's:
+    #   "pixel"         per image, RMS over pixels: GITS's own distance (the default);
+    #   "perceptual"    per image, core.metrics' LPIPS-style distance on the evaluation classifier's early maps;
+    #   "distribution"  the Frechet distance between the two sets of images (all trajectories) in that
+    #                   classifier's features.
+    # The last two fall back to pixels where the classifier cannot read the model's images. Measured on the
+    # shipped model at 5 calls (docs/fast.md) all three land within the seed spread of each other in FID.
+    distance: str = "pixel"
 
     def __post_init__(self):
+        if self.distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {', '.join(DISTANCES)}, got {self.distance!r}")
         if self.sampler not in TUNABLE_SAMPLERS:
             raise ValueError(f"steps can be tuned for the deterministic samplers only: {', '.join(TUNABLE_SAMPLERS)}")
         if not 1 <= self.calls <= 50:
@@ -60,8 +71,9 @@ class StepSearchResult:
     calls: int
     steps: int
     timesteps: list[float]  # steps + 1, from T to 0
-    error: float  # RMS distance of the sampler's images to the reference ones, held-out trajectories
+    error: float  # distance of the sampler's images to the reference ones, held-out trajectories
     baselines: dict[str, float] = field(default_factory=dict)  # the same for each built-in spacing
+    distance: str = "pixel"  # which distance error and baselines are: perceptual or pixel (RMS)
     seconds: float = 0.0
     model_calls: int = 0  # network evaluations the search made (batched images count once per call)
 
@@ -101,8 +113,10 @@ def search_steps(net, schedule: Schedule, config: StepSearchConfig, *, context=N
     fit = slice(0, config.trajectories)
     cost = _cost_matrix(xs[:, fit], x0s[:, fit], grid, schedule)
     path = _cheapest_path(cost, steps)
-    held = slice(config.trajectories, n)
-    judge = _Judge(net, schedule, config, xs[0, held], xs[-1, held], _rows(ctx, held), device, cancel)
+    clf = _classifier(config, net)
+    # a set-level distance needs every trajectory; a per-image one judges on the held-out ones
+    held = slice(0, n) if clf is not None and config.distance == "distribution" else slice(config.trajectories, n)
+    judge = _Judge(net, schedule, config, xs[0, held], xs[-1, held], _rows(ctx, held), device, cancel, clf)
     # The DDIM cost can mislead a higher-order sampler: start the polish from whichever is best for it, the
     # dynamic programme's path or a built-in spacing moved onto the grid.
     starts = [path, *(_snapped(spaced_timesteps(steps, schedule, sp), grid) for sp in SPACINGS)]
@@ -112,8 +126,25 @@ def search_steps(net, schedule: Schedule, config: StepSearchConfig, *, context=N
     baselines = {sp: judge.error(spaced_timesteps(steps, schedule, sp)) for sp in SPACINGS}
     timesteps = [float(grid[i]) for i in path]
     return StepSearchResult(spacing_name(config.sampler, config.calls), config.sampler, config.calls, steps, timesteps,
-                            judge.error(timesteps), baselines, time.perf_counter() - start,
-                            config.grid * math.ceil(n / config.batch) + judge.calls)
+                            judge.error(timesteps), baselines, "pixel" if judge.classifier is None else config.distance,
+                            time.perf_counter() - start, config.grid * math.ceil(n / config.batch) + judge.calls)
+
+
+def _classifier(config: StepSearchConfig, net):
+    """The evaluation classifier for the distribution or perceptual distance, or None (pixels): asked for pixels,
+    no classifier here, or one that reads another image size or channel count than the model draws."""
+    if config.distance == "pixel":
+        return None
+    try:
+        from . import metrics
+
+        clf = metrics.load_classifier()
+    except (ImportError, OSError, ValueError):
+        return None
+    c = net.config
+    if clf.image_size != c.height or c.in_channels != 3:
+        return None
+    return clf.to(next(net.parameters()).device).eval()
 
 
 def _contexts(net, context, n: int) -> torch.Tensor | None:
@@ -198,11 +229,13 @@ def _snapped(timesteps, grid) -> list[int] | None:
 
 
 class _Judge:
-    """The chosen sampler's RMS distance to the reference images on held-out trajectories."""
+    """The chosen sampler's distance to the reference images on held-out trajectories: perceptual with a
+    classifier, else RMS over pixels."""
 
-    def __init__(self, net, schedule, config, noise, target, ctx, device, cancel):
+    def __init__(self, net, schedule, config, noise, target, ctx, device, cancel, classifier=None):
         self.net, self.schedule, self.config, self.device, self.cancel = net, schedule, config, device, cancel
-        self.noise, self.target, self.ctx = noise, target, ctx
+        self.noise, self.target, self.ctx, self.classifier = noise, target, ctx, classifier
+        self._target_stats = None
         self.fn = get_sampler(config.sampler).fn
         self.calls = 0
         self._seen: dict[tuple, float] = {}
@@ -215,8 +248,27 @@ class _Judge:
             with torch.inference_mode():
                 out = self.fn(model, self.noise.to(self.device), list(timesteps)).float().cpu()
             self.calls += len(timesteps) - 1
-            self._seen[key] = float((out - self.target).pow(2).flatten(1).mean(1).sqrt().mean())
+            if self.classifier is not None and self.config.distance == "distribution":
+                self._seen[key] = self._frechet(out)
+            elif self.classifier is not None:
+                from .metrics import perceptual_distance
+
+                self._seen[key] = float(perceptual_distance(out.clamp(-1, 1), self.target.clamp(-1, 1),
+                                                            self.classifier).mean())
+            else:
+                self._seen[key] = float((out - self.target).pow(2).flatten(1).mean(1).sqrt().mean())
         return self._seen[key]
+
+
+    def _frechet(self, out: torch.Tensor) -> float:
+        """Frechet distance between the features of these images and of the reference images."""
+        from . import metrics
+        from .samplers import to_uint8
+
+        if self._target_stats is None:
+            self._target_stats = metrics.feature_stats(metrics.features(to_uint8(self.target), self.classifier))
+        mu, sig = metrics.feature_stats(metrics.features(to_uint8(out), self.classifier))
+        return float(metrics.frechet_distance(mu, sig, *self._target_stats))
 
 
 def _polish(path: list[int], judge: _Judge, grid, passes: int = 3) -> list[int]:

@@ -157,3 +157,23 @@ def test_shipped_file_is_in_resources():
 def test_metrics_never_imports_qt():
     code = "import sys, core.metrics; sys.exit(any(m.startswith(('PySide6', 'PyQt', 'pyqtgraph')) for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], cwd=resource_path().parent).returncode == 0
+
+
+def test_perceptual_distance_counts_blur_as_far_where_pixels_do_not():
+    """A 3x3 blur and added noise with a larger pixel RMS: pixels call the blur the nearer, the perceptual
+    distance (early classifier maps) the further. Identical images are at 0."""
+    import torch
+    import torch.nn.functional as F
+
+    from core.data import load_builtin
+    from core.metrics import load_classifier, perceptual_distance
+
+    clf = load_classifier()
+    x = torch.from_numpy(load_builtin("emoji16").images[:128]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    blur = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    noisy = (x + 0.25 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    rms = lambda y: float((y - x).pow(2).flatten(1).mean(1).sqrt().mean())  # noqa: E731
+    assert rms(noisy) > rms(blur)
+    d_blur, d_noise = perceptual_distance(blur, x, clf), perceptual_distance(noisy, x, clf)
+    assert d_blur.shape == (128,) and float(d_blur.mean()) > 1.5 * float(d_noise.mean())
+    assert float(perceptual_distance(x, x, clf).abs().max()) == 0.0

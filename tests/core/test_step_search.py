@@ -58,7 +58,7 @@ def test_search_beats_every_built_in_spacing_on_a_gaussian(config, sampler, call
     schedule = Schedule(config)
     model = ExactGaussianEps(schedule, 0.2, 0.1, target=config.prediction)
     res = search_steps(model, schedule, StepSearchConfig(calls=calls, sampler=sampler, trajectories=16, held_out=16,
-                                                         grid=60, batch=32))
+                                                         grid=60, batch=32, distance="pixel"))
     ts = res.timesteps
     assert len(ts) == calls + 1 and ts[0] == schedule.T and ts[-1] == 0
     assert all(a > b for a, b in zip(ts, ts[1:]))
@@ -110,3 +110,18 @@ def test_named_spacing_round_trips_through_a_checkpoint_and_samples(tmp_path):
 def test_damaged_named_spacings_are_refused_in_one_line(bad, message):
     with pytest.raises(ValueError, match=message):
         ScheduleConfig.from_dict({**ZSNR.to_dict(), "spacings": bad})
+
+
+@pytest.mark.parametrize("distance", ["perceptual", "distribution"])
+def test_classifier_distances_judge_16px_models_and_fall_back_to_pixels_elsewhere(distance):
+    """On a 16 px RGB model the polish compares with the evaluation classifier; a model that classifier cannot
+    read (4 px here) is judged in pixels, and the result says which."""
+    pytest.importorskip("core.metrics")
+    schedule = Schedule(ZSNR)
+    net = ContextUnet(UNetConfig(n_feat=8, n_cfeat=3, height=16))
+    cfg = StepSearchConfig(calls=3, trajectories=16, held_out=16, grid=30, batch=32, distance=distance)
+    res = search_steps(net, schedule, cfg)
+    assert res.distance == distance and len(res.timesteps) == 4
+    assert res.error <= min(res.baselines.values()) + 1e-9
+    toy = search_steps(ExactGaussianEps(schedule, 0.2, 0.1, target="v"), schedule, cfg)
+    assert toy.distance == "pixel"
