@@ -126,3 +126,16 @@ def test_shortcut_distils_previews_stops_resumes_and_its_student_samples_as_dist
 def test_lab_menu_lists_the_fast_tools(panel):
     texts = [a.text() for a in panel.controls.lab_menu.actions() if not a.isSeparator()]
     assert "Tune the steps…" in texts and "Teach a shortcut…" in texts
+
+
+def test_the_model_menu_names_a_student_a_shortcut_of_its_teacher(tmp_path, user_home, saved_model):
+    from core.training.distill import DistillConfig, Distiller
+    from desktop import engine
+
+    d = Distiller(saved_model, DistillConfig(calls=2, trajectories=16, steps=2, batch_size=8, teacher_calls=4,
+                                             precision="fp32"), user_home / "runs" / "shortcut2-x")
+    for _ in d.run():
+        pass
+    d.close()
+    labels = [label for label, path in engine.model_choices() if "shortcut2-x" in path]
+    assert labels and labels[0].startswith("Shortcut shortcut2-x (2 calls, of tiny.safetensors")
