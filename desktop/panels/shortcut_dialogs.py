@@ -38,8 +38,8 @@ class TuneStepsDialog(QDialog):
         lay.addWidget(HintLabel(
             "Few model calls lose quality mostly because the steps land in the wrong places. This searches, for "
             "the loaded model, the timesteps whose images come closest to a 100-step solution of the same noise "
-            "(about a minute on a CPU). The result is a new spacing of this model, e.g. tuned-5, in every "
-            "column's spacing menu."))
+            "(one to four minutes on a laptop CPU). The result is a new spacing of this model, e.g. tuned-4, "
+            "in every column's spacing menu. It pays most at 2 to 4 calls; check it in the Quality tab."))
         form = QFormLayout()
         self.sampler_box = QComboBox()
         for name in TUNABLE:
@@ -115,7 +115,8 @@ class TuneStepsDialog(QDialog):
             f"<b>{res.name}</b> for {sampler_choice(res.sampler).label} at {res.calls} calls: timesteps {ts}.<br>"
             f"Distance to the 100-step images {res.error:.3f}; the best built-in spacing ({best_name}) {best:.3f} "
             f"({100 * (1 - res.error / best):+.0f}% closer). {res.seconds:.0f} s.<br>"
-            f"It is now in every column's spacing menu for this model; save the model with it to keep it.")
+            f"It is now in every column's spacing menu for this model; save the model with it to keep it. "
+            f"Closer is not always better looking: compare it in the Quality tab.")
         self.state.set_model(sj.with_spacing(bundle, res.name, res.timesteps))
         self.state.status_message.emit(f"Tuned spacing {res.name} added to the model")
 
