@@ -7,7 +7,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QMessageBox, QPushButton, QSpinBox, QTableWidgetItem,
-                               QVBoxLayout, QWidget)
+                               QTabWidget, QVBoxLayout, QWidget)
 
 from desktop import engine, settings
 from desktop.jobs import quality as qj
@@ -73,10 +73,12 @@ class QualityTab(QWidget):
         self.floor_legend = self.quality_plot.addLegend(offset=(-8, 8), labelTextColor="#444")
         self.quality_plot.plot([], [], pen=dashed, name="real vs real")
         self.floor_legend.setVisible(False)
-        right = QVBoxLayout()
-        right.addWidget(self.quality_plot, 1)
-        right.addWidget(self._build_curves_plot(), 1)
-        lay.addLayout(right, 2)
+        # Two views of the measurements, one at a time (stacked, both were too small to read): a measurement
+        # shows its own.
+        self.plot_tabs = QTabWidget()
+        self.plot_tabs.addTab(self.quality_plot, "Against time")
+        self.plot_tabs.addTab(self._build_curves_plot(), "Against model calls")
+        lay.addWidget(self.plot_tabs, 2)
 
     def _build_curves_plot(self) -> pg.PlotWidget:
         """Quality against model calls: a curve per column, its sampler and spacing at 2 to 20 calls."""
@@ -84,8 +86,8 @@ class QualityTab(QWidget):
         plot = self.curves_plot = pg.PlotWidget(background="w")
         plot.setTitle("Quality against model calls")
         plot.setLabel("bottom", "model calls per image (log scale)")
-        plot.setLabel("left", "feature-FID")
-        plot.setLogMode(x=True, y=False)
+        plot.setLabel("left", "feature-FID (log scale)")
+        plot.setLogMode(x=True, y=True)  # few-call FIDs are 50 times the many-call ones
         plot.setMouseEnabled(x=False, y=False)
         plot.hideButtons()
         plot.setMenuEnabled(False)
@@ -93,7 +95,7 @@ class QualityTab(QWidget):
         ticks = [(np.log10(v), str(v)) for v in qj.SWEEP_CALLS]
         plot.getAxis("bottom").setTicks([ticks, []])
         plot.setXRange(np.log10(1.8), np.log10(22), padding=0)
-        plot.setYRange(0, 10, padding=0)
+        plot.setYRange(-1, 2, padding=0)
         self.curves_legend = plot.addLegend(offset=(-8, 8), labelTextColor="#444")
         self._curve_items = [plot.plot([], [], pen=pg.mkPen(column_color(k), width=2), symbol="o", symbolSize=7,
                                        symbolBrush=column_color(k), symbolPen=None) for k in range(MAX_COLUMNS)]
@@ -123,6 +125,7 @@ class QualityTab(QWidget):
         model calls, the old curves)."""
         self.titles = list(titles)
         self._sweep = sweep
+        self.plot_tabs.setCurrentIndex(1 if sweep else 0)
         if sweep:
             self.curves.clear()
             self.show_curves()
@@ -193,7 +196,7 @@ class QualityTab(QWidget):
     def show_curves(self) -> None:
         """A line per column through its points, by model calls; the legend names the columns."""
         self.curves_legend.clear()
-        top = 0.0
+        fids = []
         for k, item in enumerate(self._curve_items):
             pts = sorted(self.curves.get(k, []), key=lambda p: p.spec.calls)
             item.setData([p.spec.calls for p in pts], [p.fid for p in pts])
@@ -202,8 +205,11 @@ class QualityTab(QWidget):
                 name = "distilled" if head.spacing.startswith("distilled") else (head.label or head.sampler) + (
                     f", {head.spacing}" if head.spacing != "trailing" else "")
                 self.curves_legend.addItem(item, name)
-                top = max(top, max(p.fid for p in pts))
-        self.curves_plot.setYRange(0, (top * 1.1) if top > 0 else 10, padding=0)
+                fids += [max(p.fid, 1e-3) for p in pts]
+        if fids:  # in log-y mode the view's y is log10(FID)
+            self.curves_plot.setYRange(np.log10(min(fids)) - 0.15, np.log10(max(fids)) + 0.15, padding=0)
+        ticks = [(np.log10(v), f"{v:g}") for e in range(-2, 4) for v in (10.0**e, 2 * 10.0**e, 5 * 10.0**e)]
+        self.curves_plot.getAxis("left").setTicks([ticks, []])
 
     def show_points(self) -> None:
         points = [self.points[k] for k in sorted(self.points)]

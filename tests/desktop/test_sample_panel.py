@@ -282,7 +282,9 @@ def test_quality_against_calls_draws_a_curve_per_column(qtbot, panel):
     assert [p.spec.calls for p in curves[0]] == list(qj.SWEEP_CALLS)
     assert all(np.isfinite(p.fid) and p.n == 60 for ps in curves.values() for p in ps)
     xs, ys = panel.quality_tab._curve_items[0].getData()
-    assert len(xs) == len(qj.SWEEP_CALLS) and np.allclose(ys, [p.fid for p in curves[0]])
+    # in log mode the item holds log10 of the data
+    assert len(xs) == len(qj.SWEEP_CALLS) and np.allclose(10 ** ys, [p.fid for p in curves[0]])
+    assert panel.quality_tab.plot_tabs.currentIndex() == 1  # the sweep shows its own plot
     assert len(panel.quality_tab.curves_legend.items) == 3
     assert panel.quality_tab.points == {}  # the table's single points are a separate measurement
 
