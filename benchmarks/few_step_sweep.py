@@ -22,7 +22,8 @@ from PIL import Image, ImageDraw
 from .common import BenchError, Settings, font, log, save_json
 from .quality import bench_quality
 
-COLORS = [(40, 110, 200), (200, 60, 50), (30, 150, 80), (150, 80, 190), (220, 140, 0), (90, 90, 90)]
+COLORS = [(40, 110, 200), (200, 60, 50), (30, 150, 80), (150, 80, 190), (220, 140, 0), (90, 90, 90), (0, 160, 160),
+          (200, 0, 120)]
 
 
 def sweep_entries(bases: list[str], calls: list[int], *, zero_terminal: bool, guided: bool = False,
@@ -124,7 +125,15 @@ def main(argv=None) -> int:
     p.add_argument("--png", help="the curves")
     p.add_argument("--student", action="append", default=[], metavar="FILE",
                    help="a distilled student of the model: its own point (repeatable)")
+    p.add_argument("--replot", action="store_true", help="only draw --png again from the results in --json")
     args = p.parse_args(argv)
+    if args.replot:
+        from .common import load_json
+
+        q = load_json(args.json)["quality"]
+        ref = next((r for r in q["results"] if r["entry"] == q["sweep"]["reference"]), None)
+        print(plot_sweep(q, q["sweep"]["bases"], Path(args.png), reference=ref))
+        return 0
     try:
         calls = [int(c) for c in args.calls.split(",") if c.strip()]
     except ValueError:
