@@ -24,14 +24,57 @@ from desktop.widgets.loss_plot import LossPlot
 TUNABLE = ("dpmpp3m", "ipndm", "dpmpp2m", "ddim", "heun")  # core.step_search.TUNABLE_SAMPLERS, best first
 
 
-class TuneStepsDialog(QDialog):
+class _JobDialog(QDialog):
+    """What both dialogs share: one background job at a time, a row of buttons kept in step with it and the model."""
+
+    def __init__(self, state, title: str, parent=None):
+        super().__init__(parent)
+        self.state = state
+        self.setWindowTitle(title)
+        self._worker = None
+
+    def _button_row(self, lay: QVBoxLayout, *buttons) -> None:
+        row = QHBoxLayout()
+        for b in buttons:
+            row.addWidget(b)
+        row.addStretch(1)
+        lay.addLayout(row)
+        self.state.model_changed.connect(lambda _b: self._update_buttons())
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        raise NotImplementedError
+
+    def is_busy(self) -> bool:
+        return self._worker is not None
+
+    def _start(self, fn, *args) -> None:
+        self._worker = threads.GeneratorWorker(fn, *args, control=True)
+        threads.start(self._worker, on_progress=self._on_item, on_result=self._on_result, on_failed=self._on_failed,
+                      on_finished=self._on_finished)
+        self._update_buttons()
+
+    def _on_failed(self, error) -> None:
+        self.note.setText("Stopped by an error.")
+        QMessageBox.warning(self, self.windowTitle(), f"It stopped: {engine.user_message(error)[:300]}")
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self._update_buttons()
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.request_stop()
+
+    def shutdown(self) -> None:
+        self.stop()
+
+
+class TuneStepsDialog(_JobDialog):
     """Search, show the result against the built-in spacings, add it to the model, save it (see module)."""
 
     def __init__(self, state, parent=None):
-        super().__init__(parent)
-        self.state = state
-        self.setWindowTitle("Tune the steps")
-        self._worker = None
+        super().__init__(state, "Tune the steps", parent)
         self.result: sj.TuneResult | None = None
         self._tuned: dict = {}  # name -> what the search found, saved into the model's file with it
         lay = QVBoxLayout(self)
@@ -56,21 +99,12 @@ class TuneStepsDialog(QDialog):
         self.note = QLabel("")
         self.note.setWordWrap(True)
         lay.addWidget(self.note)
-        row = QHBoxLayout()
         self.run_button = push_button("Search", "Search the timesteps for the loaded model", self.run)
         self.stop_button = push_button("Stop", "Stop the search (nothing changes)", self.stop)
         self.save_button = push_button("Save model with it…", "Write the model with its tuned spacings to a new "
                                        "file, so they are there next time (the CLI's tune-steps does the same)",
                                        self.ask_save)
-        for b in (self.run_button, self.stop_button, self.save_button):
-            row.addWidget(b)
-        row.addStretch(1)
-        lay.addLayout(row)
-        state.model_changed.connect(lambda _b: self._update_buttons())
-        self._update_buttons()
-
-    def is_busy(self) -> bool:
-        return self._worker is not None
+        self._button_row(lay, self.run_button, self.stop_button, self.save_button)
 
     def _update_buttons(self) -> None:
         has = self.state.model is not None
@@ -84,15 +118,7 @@ class TuneStepsDialog(QDialog):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.note.setText("Solving the reference trajectories…")
-        self._worker = threads.GeneratorWorker(sj.tune_steps, self.state.model, self.sampler_box.currentData(),
-                                               self.calls_spin.value(), control=True)
-        threads.start(self._worker, on_progress=self._on_item, on_result=self._on_result, on_failed=self._on_failed,
-                      on_finished=self._on_finished)
-        self._update_buttons()
-
-    def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.request_stop()
+        self._start(sj.tune_steps, self.state.model, self.sampler_box.currentData(), self.calls_spin.value())
 
     def _on_item(self, item) -> None:
         if isinstance(item, sj.Progress):
@@ -120,14 +146,9 @@ class TuneStepsDialog(QDialog):
         self.state.set_model(sj.with_spacing(bundle, res.name, res.timesteps))
         self.state.status_message.emit(f"Tuned spacing {res.name} added to the model")
 
-    def _on_failed(self, error) -> None:
-        self.note.setText("Stopped by an error.")
-        QMessageBox.warning(self, "Tune the steps", f"The search stopped: {engine.user_message(error)[:300]}")
-
     def _on_finished(self) -> None:
-        self._worker = None
+        super()._on_finished()
         self.progress.setValue(self.progress.maximum())
-        self._update_buttons()
 
     def ask_save(self) -> None:
         bundle = self.state.model
@@ -148,25 +169,19 @@ class TuneStepsDialog(QDialog):
                                   on_done=lambda p: self.state.status_message.emit(f"Saved {p}"),
                                   on_error=lambda m: QMessageBox.warning(self, "Could not save", f"{path}: {m}"))
 
-    def shutdown(self) -> None:
-        self.stop()
-
     def closeEvent(self, event) -> None:
         self.stop()
         super().closeEvent(event)
 
 
-class ShortcutDialog(QDialog):
+class ShortcutDialog(_JobDialog):
     """Distil the loaded model into a student (see module docstring)."""
 
     student_saved = Signal(str)  # the student's model file, after a run ends or stops (the model menu lists it)
     load_requested = Signal(str)  # "Load the student"
 
     def __init__(self, state, parent=None):
-        super().__init__(parent)
-        self.state = state
-        self.setWindowTitle("Teach a shortcut")
-        self._worker = None
+        super().__init__(state, "Teach a shortcut", parent)
         self.summary: sj.DistillSummary | None = None
         self._run_dir: str | None = None  # the last run, for Resume
         self._teacher_path: str | None = None
@@ -205,21 +220,12 @@ class ShortcutDialog(QDialog):
         self.loss_plot = LossPlot()
         self.loss_plot.setMinimumHeight(160)
         lay.addWidget(self.loss_plot, 1)
-        row = QHBoxLayout()
         self.start_button = push_button("Start", "Start a new student from the loaded model", self.start)
         self.stop_button = push_button("Stop", "Stop and save; Resume continues exactly", self.stop)
         self.resume_button = push_button("Resume", "Continue the last stopped student", self.resume)
         self.load_button = push_button("Load the student", "Sample with the student in Sample & compare",
                                        self.load_student)
-        for b in (self.start_button, self.stop_button, self.resume_button, self.load_button):
-            row.addWidget(b)
-        row.addStretch(1)
-        lay.addLayout(row)
-        state.model_changed.connect(lambda _b: self._update_buttons())
-        self._update_buttons()
-
-    def is_busy(self) -> bool:
-        return self._worker is not None
+        self._button_row(lay, self.start_button, self.stop_button, self.resume_button, self.load_button)
 
     def _update_buttons(self) -> None:
         bundle = self.state.model
@@ -258,15 +264,11 @@ class ShortcutDialog(QDialog):
         self.summary = None
         self.note.setText("Resuming…" if resume else "Making the teacher's solutions…")
         self.student_label.setText(f"Student ({self._config['calls']} calls)")
-        self._worker = threads.GeneratorWorker(sj.distill, self._teacher_path, self._config, self._run_dir, resume,
-                                               control=True)
-        threads.start(self._worker, on_progress=self._on_item, on_result=self._on_result, on_failed=self._on_failed,
-                      on_finished=self._on_finished)
-        self._update_buttons()
+        self._start(sj.distill, self._teacher_path, self._config, self._run_dir, resume)
 
     def stop(self) -> None:
         if self._worker is not None:
-            self._worker.request_stop()
+            super().stop()
             self.note.setText("Stopping after this step and saving…")
 
     def _on_item(self, item) -> None:
@@ -299,20 +301,7 @@ class ShortcutDialog(QDialog):
                           + (" Resume continues it." if summary.stopped else ""))
         self.student_saved.emit(summary.model_path)
 
-    def _on_failed(self, error) -> None:
-        self.note.setText("Stopped by an error.")
-        QMessageBox.warning(self, "Teach a shortcut", f"The shortcut stopped: {engine.user_message(error)[:300]}")
-
-    def _on_finished(self) -> None:
-        self._worker = None
-        self._update_buttons()
-
     def load_student(self) -> None:
         if self.summary is not None:
             self.load_requested.emit(self.summary.model_path)
 
-    def shutdown(self) -> None:
-        self.stop()
-
-    def closeEvent(self, event) -> None:  # the run goes on in the background; Stop stops it
-        super().closeEvent(event)
