@@ -96,7 +96,8 @@ class QualityTab(QWidget):
         plot.getAxis("bottom").setTicks([ticks, []])
         plot.setXRange(np.log10(1.8), np.log10(22), padding=0)
         plot.setYRange(-1, 2, padding=0)
-        self.curves_legend = plot.addLegend(offset=(-8, 8), labelTextColor="#444")
+        # bottom left: the curves fall from the top left, so that corner stays empty
+        self.curves_legend = plot.addLegend(offset=(8, -8), labelTextColor="#444")
         self._curve_items = [plot.plot([], [], pen=pg.mkPen(column_color(k), width=2), symbol="o", symbolSize=7,
                                        symbolBrush=column_color(k), symbolPen=None) for k in range(MAX_COLUMNS)]
         return plot
