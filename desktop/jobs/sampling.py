@@ -44,6 +44,11 @@ class ColumnSpec:
         return text + (f", {self.spacing}" if self.spacing != "trailing" else "")
 
     @property
+    def short_name(self) -> str:
+        """The sampler's name for labels: a student's own sampler is "distilled", not DDIM."""
+        return "distilled" if self.spacing.startswith("distilled-") else (self.label or self.sampler)
+
+    @property
     def calls_per_step(self) -> int:
         """Batch multiplier of one model call: guidance runs the conditional and unconditional pass together."""
         return 1 if self.guidance == 1.0 else 2

@@ -203,8 +203,8 @@ class QualityTab(QWidget):
             item.setData([p.spec.calls for p in pts], [p.fid for p in pts])
             if pts:
                 head = pts[0].spec
-                name = "distilled" if head.spacing.startswith("distilled") else (head.label or head.sampler) + (
-                    f", {head.spacing}" if head.spacing != "trailing" else "")
+                plain = head.spacing == "trailing" or head.spacing.startswith("distilled")
+                name = head.short_name + ("" if plain else f", {head.spacing}")
                 self.curves_legend.addItem(item, name)
                 fids += [max(p.fid, 1e-3) for p in pts]
         if fids:  # in log-y mode the view's y is log10(FID)

@@ -214,7 +214,7 @@ class ShortcutDialog(_JobDialog):
         for v in (self.teacher_view, self.student_view):
             v.setMinimumHeight(56)
         self.student_label = QLabel("Student")
-        pics.addRow(QLabel("Teacher"), self.teacher_view)
+        pics.addRow(QLabel("Teacher\n(its solver,\n~24 calls)"), self.teacher_view)
         pics.addRow(self.student_label, self.student_view)
         lay.addLayout(pics)
         self.loss_plot = LossPlot()
@@ -278,6 +278,10 @@ class ShortcutDialog(_JobDialog):
             self.note.setText(f"Making the teacher's solutions: {item.done} of {item.total}")
         elif isinstance(item, sj.TeacherImages):
             self.teacher_view.set_grid(item.images[None])
+            names = ", ".join(self.state.model.label_names) if self.state.model is not None else ""
+            for view in (self.teacher_view, self.student_view):
+                view.setToolTip(f"One image per label ({names}); the teacher and the student start from the same "
+                                "noise, so the same picture should appear twice")
         elif isinstance(item, sj.StudentImages):
             self.student_view.set_grid(item.images[None])
             self.student_label.setText(f"Student ({self._config['calls']} calls)\nstep {item.step}")

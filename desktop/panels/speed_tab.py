@@ -77,7 +77,7 @@ class SpeedTab(QWidget):
             if k < len(results):
                 r = results[k]
                 label = "slowest" if cost[r.index] == dearest else f"{dearest / cost[r.index]:.1f}× faster"
-                t.setText(f" {r.spec.label}: {r.seconds:.2f} s ({label})")
+                t.setText(f" {r.spec.short_name}: {r.seconds:.2f} s ({label})")
                 t.setPos(r.seconds, ys[k])
                 t.setVisible(True)
             else:
