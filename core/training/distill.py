@@ -52,6 +52,7 @@ from .trainer import StepMetrics, TrainingDiverged
 POOL_FILE = "pool.safetensors"
 CONFIG_FILE = "distill.json"
 MAX_CALLS = 8
+LOG_EVERY_CUDA = 10  # steps whose losses are read back together on a GPU
 
 
 @dataclass(frozen=True)
@@ -282,31 +283,45 @@ class Distiller:
         return per_sample.detach(), t
 
     def run(self) -> Iterator[StepMetrics]:
-        """Distil until config.steps, yielding metrics after every step (pauses: stop iterating)."""
+        """Distil until config.steps, yielding metrics after every step (pauses: stop iterating). On CUDA the
+        losses are read back in groups of LOG_EVERY_CUDA steps: one device sync per group, as the Trainer."""
         cfg = self.config
+        group = LOG_EVERY_CUDA if self.device.type == "cuda" else 1
+        pending: list[tuple[torch.Tensor, torch.Tensor, float]] = []
         start = time.perf_counter()
         while self.step < cfg.steps:
             lr = self.lr_at(self.step)
             losses, ts = self._train_step()
-            losses, ts = losses.cpu(), ts.cpu()
             self.step += 1
+            pending.append((losses, ts, lr))
+            if len(pending) < group and self.step < cfg.steps:
+                continue
             now = time.perf_counter()
             dt = now - start
             self.elapsed += dt
-            loss = float(losses.mean())
-            if not math.isfinite(loss):
-                raise TrainingDiverged(f"the distillation loss became NaN or infinite at step {self.step}; the last "
-                                       f"saved step is kept in {self.out_dir}. Try a lower learning rate.")
-            m = StepMetrics(self.step, cfg.steps, loss, lr, cfg.batch_size / max(dt, 1e-9), self.elapsed,
-                            band_losses(losses, ts.round().long(), self.schedule.T))
-            self._log_rows.append([m.step, f"{loss:.6f}", f"{lr:.3e}", f"{m.images_per_s:.1f}",
-                                   *(f"{v:.6f}" for v in m.band_loss)])
-            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                self.save()
-            yield m
+            yield from self._flush(pending, dt)
+            pending = []
             if self._stop_requested:
                 return
             start = time.perf_counter()
+
+    def _flush(self, pending, dt: float) -> Iterator[StepMetrics]:
+        cfg = self.config
+        all_losses = torch.stack([p[0] for p in pending]).float().cpu()  # the group's one device sync
+        all_ts = torch.stack([p[1] for p in pending]).cpu()
+        first = self.step - len(pending) + 1
+        for j, (losses, ts, lr) in enumerate(zip(all_losses, all_ts, (p[2] for p in pending))):
+            step, loss = first + j, float(losses.mean())
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"the distillation loss became NaN or infinite at step {step}; the last "
+                                       f"saved step is kept in {self.out_dir}. Try a lower learning rate.")
+            m = StepMetrics(step, cfg.steps, loss, lr, cfg.batch_size * len(pending) / max(dt, 1e-9), self.elapsed,
+                            band_losses(losses, ts.round().long(), self.schedule.T))
+            self._log_rows.append([m.step, f"{loss:.6f}", f"{lr:.3e}", f"{m.images_per_s:.1f}",
+                                   *(f"{v:.6f}" for v in m.band_loss)])
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                self.save()
+            yield m
 
     def request_stop(self) -> None:
         self._stop_requested = True
