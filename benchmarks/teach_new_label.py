@@ -92,7 +92,8 @@ def one_run(a, ds, is_new, judge, clf, seed: int, init: str) -> dict:
     from core.training import TRAIN_PRESETS, Trainer
 
     options = {k: v for k, v in (("label_first_steps", a.label_first_steps), ("new_label_noise_bias", a.noise_bias),
-                                 ("new_label_augment", a.augment)) if v is not None}
+                                 ("new_label_augment", a.augment), ("new_label_share", a.share), ("lr", a.lr))
+               if v is not None}
     cfg = replace(TRAIN_PRESETS["finetune"], steps=a.steps, init=init, checkpoint_every=10**9, seed=seed, **options)
     tr = Trainer(ds, cfg, Path(a.out) / f"seed{seed}", device="cpu")
     log("; ".join(tr.notes))
@@ -131,6 +132,9 @@ def one_run(a, ds, is_new, judge, clf, seed: int, init: str) -> dict:
         e["copy_rms"] = float(np.median(copy_distance(imgs, train_new)))
         if last or step == 0:
             e["old_accuracy"] = old_accuracy()
+        if last and a.also_guidance:  # the same samples' share at other guidance scales (which to set in the app)
+            e["guided_at"] = {f"{g:g}": called_share(judge, tr.ema, tr.schedule, [label], n=a.n, guidance=g,
+                                                     precision=tr.precision)[label] for g in a.also_guidance}
         if last and a.ddpm:
             res = generate(tr.ema, tr.schedule, sampler="ddpm", n=a.n, context=ctx, seed=4321, precision=tr.precision)
             e["ddpm500"] = judge.called(res.images, label)
@@ -154,11 +158,18 @@ def summary(runs: list[dict]) -> dict:
         v = np.asarray(vals, np.float64)
         return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
 
+    scales = sorted({g for c in last for g in c.get("guided_at", {})}, key=float)
+    if scales and all("guided_at" in c for c in last):
+        out_g = {g: ms([c["guided_at"][g] for c in last]) for g in scales}
+    else:
+        out_g = None
     out = {k: ms([c[k] for c in last]) for k in ("fast", "fast_guided", "fast_contrast", "ddpm500", "copy_rms",
                                                  "train_minutes")
            if all(k in c for c in last)}
     drops = [np.mean([f["old_accuracy"][n] - c["old_accuracy"][n] for n in f["old_accuracy"]])
              for f, c in zip(first, last)]
+    if out_g:
+        out["guided_at"] = out_g
     out["old_accuracy_before"] = ms([np.mean(list(f["old_accuracy"].values())) for f in first])
     out["old_accuracy_drop"] = ms(drops)
     return out
@@ -173,6 +184,8 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=64, help="samples per label and measurement")
     ap.add_argument("--seeds", type=int, default=1, help="fine-tunes with seeds 0..N-1")
     ap.add_argument("--guidance", type=float, default=3.0, help="the guided row's scale")
+    ap.add_argument("--also-guidance", type=lambda v: [float(x) for x in v.split(",") if x.strip()], default=[],
+                    help="other guidance scales measured at the last step, e.g. 2,4,5")
     ap.add_argument("--no-ddpm", dest="ddpm", action="store_false", help="skip the DDPM-500 figure (slow)")
     ap.add_argument("--init", help="the model to start from (default: the shipped model)")
     ap.add_argument("--label-first-steps", type=int, default=None,
@@ -181,6 +194,9 @@ def main() -> int:
                     help="the new label's noise-level bias (default: the finetune preset's)")
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                     help="shift and colour-jitter the new label's images (default: the finetune preset's)")
+    ap.add_argument("--share", type=float, default=None,
+                    help="the share of each batch drawn from the new label's images (default: the finetune preset's)")
+    ap.add_argument("--lr", type=float, default=None, help="the fine-tune's peak learning rate (default: the preset's)")
     ap.add_argument("--tag", default="", help="added to the output names, e.g. label_first")
     ap.add_argument("--out", default=str(ROOT / "runs" / "teach"))
     ap.add_argument("--docs", default=str(ROOT / "docs"))
@@ -223,6 +239,8 @@ def main() -> int:
     for k in ("fast", "fast_guided", "fast_contrast", "ddpm500"):
         if k in s:
             print(f"  called {a.label} ({k}): {100 * s[k]['mean']:.0f}% ± {100 * s[k]['sd']:.0f}")
+    for g, v in s.get("guided_at", {}).items():
+        print(f"  called {a.label} (guidance {g}): {100 * v['mean']:.0f}% ± {100 * v['sd']:.0f}")
     print(f"  old labels' accuracy {s['old_accuracy_before']['mean']:.3f}, drop {s['old_accuracy_drop']['mean']:+.3f}"
           f" ± {s['old_accuracy_drop']['sd']:.3f}; copy distance {s['copy_rms']['mean']:.1f} (real "
           f"{reference['real_nearest_rms']:.1f}); {s['train_minutes']['mean']:.1f} min of training")

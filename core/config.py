@@ -190,6 +190,13 @@ TRAIN_FIELDS: tuple[ConfigField, ...] = (
                     "Mirroring follows 'Mirror images' as for every image.",
                 flag="new-label-augment",
                 flag_help="fine-tune: shift the new labels' images by up to 1 px and jitter their colours"),
+    ConfigField("new_label_share", float, 0.0, lambda v: 0 <= v < 1, "new-label share must be from 0 to below 1",
+                label="New-label share", widget=(0.0, 0.95, 0.05, 2),
+                tip="Fine-tuning only: the share of every batch drawn from the new labels' images; the rest are the "
+                    "labels the model already knew (replay, so they do not drift). 0 leaves the share to 'Balance "
+                    "labels' (one label's share each).",
+                flag="new-label-share",
+                flag_help="fine-tune: the share of each batch drawn from the new labels' images (0 = as balanced)"),
     ConfigField("checkpoint_every", int, 500, lambda v: 1 <= v <= MAX_STEPS, "checkpoint every must be at least 1 step",
                 label="Save every (steps)", widget=(1, 1_000_000, 100), unit="steps",
                 tip="How often the model is saved to the run folder automatically. A crash or power cut loses at "

@@ -32,8 +32,12 @@ def composer_state(d) -> dict | None:
     if not number(g) or not 0 <= g <= 50:
         return None
     guide = d.get("guide_with", "")
+    negs = d.get("negatives")  # each row's own "not" label ("" = the composer's "Guide with"); optional
+    if not (isinstance(negs, list) and len(negs) == len(rows) and all(isinstance(n, str) and len(n) <= MAX_NAME
+                                                                      for n in negs)):
+        negs = [""] * len(rows)
     return {"names": list(names), "rows": [[float(v) for v in r] for r in rows], "guidance": float(g),
-            "guide_with": guide if isinstance(guide, str) and len(guide) <= 4096 else ""}
+            "guide_with": guide if isinstance(guide, str) and len(guide) <= 4096 else "", "negatives": negs}
 
 
 @dataclass
@@ -42,6 +46,9 @@ class ContextRow:
 
     name: str
     weights: list[float]
+    # This row's own "not" label: guidance pushes this row away from that label ("fruit, not food") instead of
+    # what the composer's "Guide with" says; "" = as "Guide with".
+    negative: str = ""
 
 
 @dataclass
@@ -68,6 +75,25 @@ class Composition:
                 return neg, "", f"guided away from {value}"
             return None, "", f"this model has no label {value}: guided against no label"
         return None, "", ""
+
+    def row_negatives(self, label_names: list[str], context: np.ndarray) -> np.ndarray | None:
+        """(R, L) what guidance pushes each row of `context` away from, when some composer row has its own "not"
+        label the model knows and `context` is the composer's rows; else None (every row as "Guide with"). Rows
+        without their own take "Guide with"'s label, or "no label" (zeros: classifier-free guidance)."""
+        lowered = [n.strip().lower() for n in label_names]
+        own = [r.negative.strip().lower() for r in self.rows]
+        if not any(n and n in lowered for n in own) or len(context) != len(self.rows):
+            return None
+        if not np.array_equal(np.asarray(context, np.float32), self.matrix(len(label_names))):
+            return None  # the rows sampled are not the composer's (e.g. one per label for another model)
+        base, _, _ = self.guide_for(label_names)
+        out = np.zeros((len(self.rows), len(label_names)), np.float32)
+        for i, name in enumerate(own):
+            if name in lowered:
+                out[i, lowered.index(name)] = 1.0
+            elif base is not None:
+                out[i] = base
+        return out
 
     def matrix(self, n_labels: int) -> np.ndarray:
         """(R, n_labels) float32; an empty composition is one all-zero (unconditional) row."""

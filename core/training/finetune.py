@@ -62,9 +62,9 @@ def taught_labels(config, dataset) -> list[str]:
 
 def new_label_rows(config, dataset) -> np.ndarray | None:
     """(N,) bool: the images that carry a label the init model did not know, when the run treats them apart
-    (new_label_noise_bias or new_label_augment); else None. The init model's file must still be there (its label
-    names say which labels are new), so a resumed run does exactly what it did."""
-    if not (config.init and (config.new_label_noise_bias > 0 or config.new_label_augment)):
+    (new_label_noise_bias, new_label_augment or new_label_share); else None. The init model's file must still be
+    there (its label names say which labels are new), so a resumed run does exactly what it did."""
+    if not (config.init and (config.new_label_noise_bias > 0 or config.new_label_augment or config.new_label_share > 0)):
         return None
     cols = _init_new_columns(config, dataset, "the new-label noise bias and augmentation need")
     return (np.asarray(dataset.labels)[:, cols] > 0).any(axis=1) if cols else None

@@ -59,6 +59,17 @@ def label_balanced_weights(labels: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(w / w.sum(), dtype=torch.float32)
 
 
+def with_new_label_share(weights: torch.Tensor | None, new_rows: np.ndarray, share: float) -> torch.Tensor:
+    """Draw probabilities (N,) that put `share` of the mass on the new labels' images (new_rows) and the rest on
+    the others (replay), each part keeping the relative weights it had (`weights`; None = uniform)."""
+    new = torch.as_tensor(np.asarray(new_rows, bool))
+    w = torch.ones(len(new), dtype=torch.float64) if weights is None else weights.detach().cpu().to(torch.float64)
+    if not new.any() or new.all():
+        return (w / w.sum()).to(torch.float32)
+    out = torch.where(new, share * w / w[new].sum(), (1 - share) * w / w[~new].sum())
+    return out.to(torch.float32)
+
+
 def ema_decay_at(decay: float, step: int) -> float:
     """Warmed-up EMA decay min(decay, (1+step)/(10+step)): a fixed 0.999 from step 0 ruins short runs."""
     return min(decay, (1 + step) / (10 + step))

@@ -34,7 +34,8 @@ from ..samplers import preview_grid
 from ..schedule import Schedule, ScheduleConfig
 from ..unet import UNetConfig, build_network
 from .finetune import label_first_setup, new_label_rows, read_init
-from .objective import band_losses, ema_decay_at, label_balanced_weights, loss_weights, lr_at, treat_new_labels
+from .objective import (band_losses, ema_decay_at, label_balanced_weights, loss_weights, lr_at, treat_new_labels,
+                        with_new_label_share)
 from .resume import ResumeMixin
 from .runlog import append_log, truncate_log
 
@@ -133,6 +134,8 @@ class Trainer(ResumeMixin):
         self.mirror_ok = None if dataset.mirror_ok is None else torch.as_tensor(dataset.mirror_ok).to(self.device)
         rows = new_label_rows(self.config, dataset)  # a fine-tune's new-label images, when they are treated apart
         self.new_rows = None if rows is None else torch.as_tensor(rows).to(self.device)  # (N,) bool
+        if rows is not None and self.config.new_label_share > 0:
+            self.draw_w = with_new_label_share(self.draw_w, rows, self.config.new_label_share).to(self.device)
         self.ab = self.schedule.ab_t.to(self.device, torch.float32)
         self.loss_w = loss_weights(self.schedule, config.prediction, config.loss_weighting,
                                    config.min_snr_gamma).to(self.device, torch.float32)  # (T+1,)

@@ -44,7 +44,9 @@ def compare_entry(summary, job, bundle, row_names: list[str], composition, colum
         "seed": int(job.seed), "per_row": int(job.per_row), "precision": job.precision,
         "runtime": summary.runtime_label, "columns": columns,
         "composer": {"names": names, "rows": np.asarray(job.context, np.float64).tolist(),
-                     "guidance": float(composition.guidance), "guide_with": composition.guide_with},
+                     "guidance": float(composition.guidance), "guide_with": composition.guide_with,
+                     "negatives": [r.negative for r in composition.rows] if job.row_negatives is not None
+                     and len(composition.rows) == len(job.context) else [""] * len(job.context)},
         "row_names": list(row_names),
         "results": [{"title": r.spec.title, "sampler": r.spec.sampler, "steps": r.spec.steps, "nfe": r.nfe,
                      "seconds": round(r.seconds, 4)} for r in results],

@@ -72,6 +72,8 @@ class SampleJob:
     # another label's context vector (L,) ("fruit, not food"), or a weaker model (autoguidance).
     negative: np.ndarray | None = None
     guide_model: str = ""
+    # (R, L): each context row's own negative (the composer's per-row "Not"), overriding `negative`; None = none.
+    row_negatives: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -81,11 +83,27 @@ class SampleJob:
         """(n, L): image k gets row k // per_row, so the grid reads row by row."""
         return np.repeat(np.asarray(self.context, np.float32), self.per_row, axis=0)
 
-    def negative_batch(self, n: int | None = None) -> np.ndarray | None:
-        """(n, L): the negative label for every image, or None (guide with "no label")."""
-        if self.negative is None:
-            return None
-        return np.repeat(np.asarray(self.negative, np.float32)[None, :], self.n if n is None else n, axis=0)
+    def negative_batch(self, contexts: np.ndarray | None = None) -> np.ndarray | None:
+        """(n, L): what guidance pushes each image away from, or None (every image: "no label"). For the run's
+        own images (contexts None) row k's negative; for other contexts (the quality measure's, one label each)
+        the negative of the context row asking for the same vector, else `negative`, else "no label"."""
+        n = self.n if contexts is None else len(contexts)
+        if self.row_negatives is None:
+            if self.negative is None:
+                return None
+            return np.repeat(np.asarray(self.negative, np.float32)[None, :], n, axis=0)
+        rows = np.asarray(self.row_negatives, np.float32)
+        if contexts is None:
+            return np.repeat(rows, self.per_row, axis=0)
+        fallback = np.zeros(rows.shape[1], np.float32) if self.negative is None else np.asarray(self.negative,
+                                                                                                np.float32)
+        own = np.asarray(self.context, np.float32)
+        out = np.repeat(fallback[None, :], n, axis=0)
+        for i, c in enumerate(np.asarray(contexts, np.float32)):
+            hit = np.flatnonzero(np.abs(own - c).max(axis=1) < 1e-6)
+            if len(hit):
+                out[i] = rows[hit[0]]
+        return out
 
 
 @dataclass

@@ -215,6 +215,8 @@ def export_text(source: Source, info: dict) -> dict[str, str]:
     text["settings"] = json.dumps({"column": spec.__dict__, "seed": job.seed, "index": source.index,
                                    "per_row": job.per_row, "context": np.asarray(job.context).tolist(),
                                    "negative": None if job.negative is None else np.asarray(job.negative).tolist(),
+                                   "row_negatives": None if job.row_negatives is None
+                                   else np.asarray(job.row_negatives).tolist(),
                                    "guide_model": job.guide_model, "precision": job.precision} | info)
     return text
 

@@ -207,18 +207,20 @@ class SamplePanel(SampleLayout, QWidget):
         ctx, names, _ = self._contexts()
         self._run_row_names = names
         self._run_per_row = self.per_row_spin.value()
-        negative, guide_model = self._guide()
+        negative, guide_model, rows = self._guide(ctx)
         return sw.SampleJob(self.specs(), self.seed_spin.value(), ctx, self._run_per_row,
-                            self.model_bar.precision(), negative, guide_model)
+                            self.model_bar.precision(), negative, guide_model, rows)
 
-    def _guide(self) -> tuple:
-        """(negative context or None, guide model path or "") of the composer's "Guide with" for this model."""
+    def _guide(self, ctx: np.ndarray) -> tuple:
+        """(negative context or None, guide model path or "", per-row negatives or None) for these context rows:
+        the composer's "Guide with" and each row's own "Not" label, for this model."""
         bundle = self.state.model
         names = list(bundle.label_names) if bundle is not None else []
-        negative, guide_model, note = self.state.composition.guide_for(names)
+        composition = self.state.composition
+        negative, guide_model, note = composition.guide_for(names)
         if note and "no label" in note:
             self.state.status_message.emit(note[0].upper() + note[1:] + ".")
-        return negative, guide_model
+        return negative, guide_model, composition.row_negatives(names, ctx)
 
     @Slot()
     def run(self) -> None:
@@ -401,9 +403,9 @@ class SamplePanel(SampleLayout, QWidget):
             return
         ctx, _, _ = self._contexts()
         n = self.quality_n.value()
-        negative, guide_model = self._guide()
+        negative, guide_model, rows = self._guide(ctx)
         job = sw.SampleJob(self.specs(), self.seed_spin.value(), ctx, max(1, -(-n // len(ctx))),
-                           self.model_bar.precision(), negative, guide_model)
+                           self.model_bar.precision(), negative, guide_model, rows)
         self.quality_tab.begin([c.spec().title for c in self.columns], sweep=sweep)
         worker = threads.GeneratorWorker(qj.measure_quality, bundle, job, dataset, n=n, sweep=sweep, control=True)
         self._start(worker, self.quality_tab.on_item, self.quality_tab.on_finished, self.quality_tab.on_failed)

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFrame, QGroupBox, QHB
 
 from desktop.state import Composition, ContextRow, composer_state
 from desktop.widgets.common import HintLabel
-from desktop.widgets.context_row import ContextRowWidget, preset_list, row_title
+from desktop.widgets.context_row import ContextRowWidget, preset_list
 
 GUIDE_FILE = "<file>"  # the "Guide with" item that opens a file dialog
 
@@ -206,22 +206,29 @@ class Composer(QWidget):
         old, names = self.names, list(names)
         rename = bool(old) and len(old) == len(names) and set(old) != set(names)
         full = [self._full_weights(r, names if rename else old) for r in self.rows]
+        negs = [r.kept_negative() for r in self.rows]
+        if rename:  # a renamed label keeps its place as a row's "not" label too
+            negs = [names[old.index(n)] if n in old else n for n in negs]
         if not model_switched:
             full = [{k: v for k, v in d.items() if k in names} for d in full]
         if self._restore is not None and names and not self.rows:  # the last session's rows, by label name
             saved = self._restore
             self._restore = None
             full = [dict(zip(saved["names"], w)) for w in saved["rows"]][:MAX_ROWS]
+            negs = list(saved.get("negatives") or [""] * len(full))[:MAX_ROWS]
         seen = {k for d in full for k in d}
         new_labels = [n for n in names if n not in seen] if full and model_switched else []
         if not full and names:
             full = [dict(zip(names, row)) for row in np.eye(len(names)).tolist()]
         full += [{n: 1.0} for n in new_labels][:max(0, MAX_ROWS - len(full))]
+        negs = (negs + [""] * len(full))[:len(full)]
+        if not model_switched:  # a deleted label is no row's "not" label any more
+            negs = [n if n in names else "" for n in negs]
         self.names = names
         self._clear_rows()
-        for d in full:
+        for d, neg in zip(full, negs):
             self.add_row([d.get(n, 0.0) for n in names], publish=False,
-                         extra={k: v for k, v in d.items() if k not in names})
+                         extra={k: v for k, v in d.items() if k not in names}, negative=neg)
         if new_labels and old:
             quoted = ", ".join(f"'{n}'" for n in new_labels)
             self.state.status_message.emit(f"Sampling rows now include {quoted}, new in this model.")
@@ -240,10 +247,11 @@ class Composer(QWidget):
             self.preset_combo.addItem(title, rows)
 
     # --- rows ------------------------------------------------------------------------------------------------
-    def add_row(self, weights: list[float], publish: bool = True, extra: dict | None = None) -> ContextRowWidget | None:
+    def add_row(self, weights: list[float], publish: bool = True, extra: dict | None = None,
+                negative: str = "") -> ContextRowWidget | None:
         if len(self.rows) >= MAX_ROWS:
             return None
-        row = ContextRowWidget(self.names, weights, extra=extra)
+        row = ContextRowWidget(self.names, weights, extra=extra, negative=negative)
         row.changed.connect(self._schedule_publish)
         row.remove_requested.connect(self._remove_row)
         self.rows_layout.insertWidget(self.rows_layout.count() - 1, row)
@@ -292,7 +300,7 @@ class Composer(QWidget):
         self._publish_timer.start()
 
     def composition(self) -> Composition:
-        rows = [ContextRow(row_title(r.weights(), self.names), r.weights()) for r in self.sampled_rows()]
+        rows = [ContextRow(r.title_text(), r.weights(), r.negative()) for r in self.sampled_rows()]
         return Composition(rows, float(self.guidance_spin.value()), self.guide_with())
 
     def sampled_rows(self) -> list["ContextRowWidget"]:
@@ -301,8 +309,10 @@ class Composer(QWidget):
 
     def saved_state(self) -> dict:
         """The rows (weights by label name) and the guidance, for the next session."""
-        return {"names": list(self.names), "rows": [r.weights() for r in self.sampled_rows()],
-                "guidance": float(self.guidance_spin.value()), "guide_with": self.guide_with()}
+        rows = self.sampled_rows()
+        return {"names": list(self.names), "rows": [r.weights() for r in rows],
+                "guidance": float(self.guidance_spin.value()), "guide_with": self.guide_with(),
+                "negatives": [r.negative() for r in rows]}
 
     def restore_state(self, saved: dict) -> None:
         """The last session's composition: guidance now, rows when the labels arrive (mapped by name)."""
@@ -314,7 +324,7 @@ class Composer(QWidget):
         if guide.startswith("model:") and "\0" not in guide and Path(guide[6:]).is_file():
             self._guide_file = guide[6:]
         self._fill_guide_combo(guide)
-        self._restore = {"names": names, "rows": rows}
+        self._restore = {"names": names, "rows": rows, "negatives": checked["negatives"]}
         if self.names:  # labels already here: apply at once
             self._clear_rows()
             self.set_label_names(self.names)

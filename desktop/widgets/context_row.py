@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QFrame, QGridLayout, QLabel,
+from PySide6.QtWidgets import (QComboBox, QFrame, QGridLayout, QLabel,
                                QSlider, QToolButton)
 
 from core.catalog import COURSE_LABEL_NAMES
@@ -60,7 +60,8 @@ class ContextRowWidget(QFrame):
     changed = Signal()
     remove_requested = Signal(object)
 
-    def __init__(self, names: list[str], weights: list[float], parent=None, extra: dict | None = None):
+    def __init__(self, names: list[str], weights: list[float], parent=None, extra: dict | None = None,
+                 negative: str = ""):
         super().__init__(parent)
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.names = list(names)
@@ -83,8 +84,51 @@ class ContextRowWidget(QFrame):
         grid.addWidget(self.remove_btn, 0, 2, Qt.AlignmentFlag.AlignRight)
         for i, name in enumerate(self.names):
             self._add_slider(grid, i + 1, name, weights[i] if i < len(weights) else 0.0)
+        self._add_not(grid, len(self.names) + 1, negative)
         grid.setColumnStretch(1, 1)
         self._update_title()
+
+    def _add_not(self, grid: QGridLayout, row: int, negative: str) -> None:
+        """The row's own "not" label: guidance pushes this row away from it ("fruit, not food")."""
+        tip = ("What guidance (a scale above 1) pushes this row away from. As 'Guide with': the choice under the "
+               "rows, usually no label. Not <label>: away from that label, e.g. 'fruit, not food' for a newly "
+               "taught label that started as food.")
+        label = QLabel("Not")
+        label.setToolTip(tip)
+        self.not_combo = QComboBox()
+        self.not_combo.setToolTip(tip)
+        self.not_combo.addItem("as 'Guide with'", "")
+        for name in self.names:
+            self.not_combo.addItem(name, name)
+        # A label this model lacks is kept (not shown) so the row is whole again when a model knowing it returns.
+        self._kept_negative = negative
+        i = self.not_combo.findData(negative) if negative else 0
+        self.not_combo.setCurrentIndex(max(i, 0))
+        self.not_combo.currentIndexChanged.connect(self._on_not)
+        grid.addWidget(label, row, 0)
+        grid.addWidget(self.not_combo, row, 1, 1, 2)
+
+    def _on_not(self, _i: int) -> None:
+        self._kept_negative = self.negative()
+        self._update_title()
+        self.changed.emit()
+
+    def negative(self) -> str:
+        """The row's own "not" label, "" when it follows "Guide with"."""
+        return str(self.not_combo.currentData() or "")
+
+    def kept_negative(self) -> str:
+        """negative(), or the label this model lacks that the row asked for (kept for a model that knows it)."""
+        return self.negative() or self._kept_negative
+
+    def set_negative(self, name: str) -> None:
+        i = self.not_combo.findData(name) if name else 0
+        self.not_combo.setCurrentIndex(max(i, 0))
+
+    def title_text(self) -> str:
+        """'fruit', or 'fruit, not food' with the row's own "not" label."""
+        base = row_title(self.weights(), self.names)
+        return f"{base}, not {self.negative()}" if self.negative() else base
 
     def _add_slider(self, grid: QGridLayout, row: int, name: str, value: float) -> None:
         label = QLabel(name)
@@ -116,4 +160,4 @@ class ContextRowWidget(QFrame):
             s.setValue(round(w * SLIDER_STEPS))
 
     def _update_title(self) -> None:
-        self.title.setText(row_title(self.weights(), self.names))
+        self.title.setText(self.title_text())

@@ -8,8 +8,8 @@ from toy_data import blob_squares
 
 from core.checkpoint import load_checkpoint, read_metadata
 from core.data import ImageDataset
-from core.training import (TRAIN_PRESETS, StepMetrics, Trainer, TrainingDiverged, ema_decay_at, lr_at,
-                        read_loss_log)
+from core.training import (TRAIN_PRESETS, StepMetrics, Trainer, TrainingDiverged, ema_decay_at, label_balanced_weights,
+                           lr_at, read_loss_log)
 
 
 @pytest.fixture
@@ -233,8 +233,6 @@ def test_the_loss_log_is_live_between_checkpoints_and_a_fresh_start_drops_stale_
 
 
 def test_label_balanced_draws_give_every_label_the_same_share():
-    from core.training import label_balanced_weights
-
     labels = np.zeros((10, 2), np.float32)
     labels[:6, 0] = 1  # six of label 0, two of label 1, two with no label
     labels[6:8, 1] = 1
@@ -255,6 +253,32 @@ def test_a_run_with_balanced_labels_draws_the_rare_label_as_often_as_the_others(
     tr.close()
     kept = c[c.sum(1) > 0]  # context dropout zeroes ~10% of the rows
     np.testing.assert_allclose((kept.sum(0) / kept.sum()).numpy(), [1 / 3] * 3, atol=0.04)
+
+
+def test_a_new_label_share_keeps_its_share_of_every_batch_and_replays_the_old_labels_as_before(blobs, tmp_path):
+    from core.training.objective import with_new_label_share
+
+    base = Trainer(blobs, replace(CFG, steps=2), tmp_path / "base", device="cpu")
+    _run(base)
+    base.close()
+    labels = np.concatenate([blobs.labels, np.zeros((blobs.n, 1), np.float32)], 1)
+    labels[:4] = 0
+    labels[:4, -1] = 1  # four images become the new label
+    edited = ImageDataset(blobs.images, labels, [*blobs.label_names, "new"], "blobs-new")
+    w = with_new_label_share(label_balanced_weights(labels), labels[:, -1] > 0, 0.5).numpy()
+    balanced = label_balanced_weights(labels).numpy()
+    assert w[:4].sum() == pytest.approx(0.5) and w[4:].sum() == pytest.approx(0.5)
+    np.testing.assert_allclose(w[4:] / w[4:].sum(), balanced[4:] / balanced[4:].sum(), rtol=1e-5)  # replay as before
+    tr = Trainer(edited, replace(CFG, init=str(tmp_path / "base" / "model.safetensors"), balance_labels=True,
+                                 new_label_share=0.5, batch_size=4000, context_dropout=0.0), tmp_path / "ft",
+                 device="cpu")
+    _, c, _, _ = tr._batch()
+    tr.close()
+    share = (c[:, -1] > 0).float().mean().item()
+    assert abs(share - 0.5) < 0.03  # 4 of 48 images, half of every batch
+    old = c[c[:, -1] == 0][:, :-1].sum(0)
+    np.testing.assert_allclose((old / old.sum()).numpy(), [1 / 3] * 3, atol=0.04)  # the old labels stay balanced
+    assert with_new_label_share(None, np.zeros(5, bool), 0.5).numpy() == pytest.approx([0.2] * 5)  # nothing new
 
 
 @pytest.mark.slow

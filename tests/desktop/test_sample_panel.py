@@ -518,6 +518,65 @@ def test_the_composer_offers_each_label_and_publishes_the_choice(qtbot, state):
     assert comp.guide_with() == ""
 
 
+def test_a_row_of_its_own_not_label_guides_only_that_row_away_from_it(qtbot, state):
+    from desktop.jobs import sampling as sw
+    from desktop.widgets.composer import Composer
+
+    comp = Composer(state)
+    qtbot.addWidget(comp)
+    comp.set_label_names(LABELS)
+    comp.guide_combo.setCurrentIndex(comp.guide_combo.findData("label:face"))
+    food, other = LABELS.index("food"), LABELS.index("person")
+    comp.rows[other].set_negative("food")
+    assert comp.rows[other].title.text() == "person, not food"
+    comp.publish()
+    composition = state.composition
+    assert [r.negative for r in composition.rows] == ["" if i != other else "food" for i in range(len(LABELS))]
+    assert composition.rows[other].name == "person, not food"  # the grid's row title
+    ctx = composition.matrix(len(LABELS))
+    rows = composition.row_negatives(LABELS, ctx)
+    eye = np.eye(len(LABELS), dtype=np.float32)
+    assert np.array_equal(rows[other], eye[food])  # its own
+    assert all(np.array_equal(rows[i], eye[LABELS.index("face")]) for i in range(len(LABELS)) if i != other)
+    assert composition.row_negatives(LABELS, ctx[:2]) is None  # not the composer's rows: "Guide with" only
+    job = sw.SampleJob([sw.ColumnSpec("ddim", 4, guidance=3.0)], 0, ctx, 2, "fp32", eye[0], "", rows)
+    batch = job.negative_batch()
+    assert batch.shape == (2 * len(LABELS), len(LABELS)) and np.array_equal(batch[2 * other + 1], eye[food])
+    # the quality measure's contexts (one label each, any order) find their composer row's negative
+    quality = job.negative_batch(eye[[other, food, other]])
+    assert np.array_equal(quality, eye[[food, LABELS.index("face"), food]])
+    saved = comp.saved_state()
+    assert saved["negatives"][other] == "food"
+    again = Composer(state)
+    qtbot.addWidget(again)
+    again.restore_state(saved)
+    again.set_label_names(LABELS)
+    assert again.rows[other].negative() == "food" and again.rows[0].negative() == ""
+    renamed = [n if n != "food" else "meal" for n in LABELS]
+    again.set_label_names(renamed)  # a rename follows into the "not" label
+    assert again.rows[other].negative() == "meal"
+    again.set_label_names([n for n in renamed if n != "meal"])  # a deleted label is nobody's "not" any more
+    assert all(r.negative() == "" for r in again.rows)
+
+
+def test_a_row_not_label_samples_as_the_same_negative_for_the_whole_run():
+    from desktop.jobs import sampling as sw
+
+    bundle = tiny_bundle()
+    eye = np.eye(len(LABELS), dtype=np.float32)
+    guided = sw.ColumnSpec("dpmpp2m", 4, guidance=3.0)
+    food = eye[LABELS.index("food")]
+    everyone = _images(bundle, _job([guided], negative=food))[0]
+    job = _job([guided])
+    per_row = _images(bundle, sw.SampleJob(job.columns, job.seed, job.context, job.per_row, job.precision, None, "",
+                                           np.repeat(food[None], len(job.context), axis=0)))[0]
+    assert np.array_equal(per_row.images, everyone.images)  # every row "not food" is "Guide with: not food"
+    zeros = np.zeros((len(job.context), len(LABELS)), np.float32)
+    cfg = _images(bundle, job)[0]
+    assert np.array_equal(_images(bundle, sw.SampleJob(job.columns, job.seed, job.context, job.per_row, job.precision,
+                                                       None, "", zeros))[0].images, cfg.images)
+
+
 def test_the_sampler_columns_come_back_next_session_and_bad_saved_ones_are_ignored(qtbot, state, user_home):
     from desktop import settings
     from desktop.panels.sample_panel import DEFAULT_COLUMNS, SamplePanel

@@ -84,7 +84,10 @@ def test_the_composer_state_check_refuses_every_unsound_part():
 
     good = {"names": ["face", "food"], "rows": [[1, 0], [0.5, 0.5]], "guidance": 2, "guide_with": "label:food"}
     assert composer_state(good) == {"names": ["face", "food"], "rows": [[1.0, 0.0], [0.5, 0.5]], "guidance": 2.0,
-                                    "guide_with": "label:food"}
+                                    "guide_with": "label:food", "negatives": ["", ""]}
+    assert composer_state({**good, "negatives": ["food", ""]})["negatives"] == ["food", ""]
+    for bad_negatives in (["food"], [1, 2], "food", ["x" * 1000, ""]):  # each row's "not" label, or none at all
+        assert composer_state({**good, "negatives": bad_negatives})["negatives"] == ["", ""], bad_negatives
     for bad in ({**good, "names": "face"}, {**good, "names": [1, 2]}, {**good, "rows": [[1]]},
                 {**good, "rows": [[float("nan"), 0]]}, {**good, "rows": [[True, 0]]}, {**good, "guidance": -1},
                 {**good, "guidance": float("inf")}, {**good, "rows": [[0, 0]] * 1000}, [], None):
