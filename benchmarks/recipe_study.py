@@ -152,11 +152,12 @@ def report(out: Path, docs: Path, n: int, seeds: int) -> None:
     print(table)
 
 
-def pictures(out: Path, docs: Path) -> list[Path]:
+def pictures(out: Path, docs: Path, prefix: str = "") -> list[Path]:
     """Per recipe: DDPM-500 next to DPM-Solver++(3M)-10 Karras from the same noise, 8 per label
     (docs/recipes/<recipe>.png); and every recipe's smoothed loss curve against idle-machine minutes
     (docs/recipes/loss_curves.png; the losses of different objectives are on different scales, so each
-    recipe has its own panel and axis)."""
+    recipe has its own panel and axis). `prefix` starts every file name (e.g. network25_), so one study's
+    pictures do not replace another's."""
     import numpy as np
     from PIL import Image, ImageDraw
 
@@ -182,7 +183,7 @@ def pictures(out: Path, docs: Path) -> list[Path]:
                             ("DPM-Solver++(3M)-10 Karras", dict(sampler="dpmpp3m", steps=10, spacing="karras"))):
             res = generate(b.net, Schedule(b.schedule_config), n=len(ctx), context=ctx, seed=7, **opts)
             panels.append((title, res.images.reshape(L, k, *res.images.shape[1:])))
-        path = docs / "recipes" / f"{name}.png"
+        path = docs / "recipes" / f"{prefix}{name}.png"
         grid_image(panels, b.label_names, title=f"{name}: {RECIPES[name][1]}").save(path)
         written.append(path)
         log = read_loss_log(run / "loss.csv")
@@ -204,7 +205,7 @@ def pictures(out: Path, docs: Path) -> list[Path]:
             d.text((x0, 4), f"{name}: loss {smooth[-1]:.4f} at the end", fill=(0, 0, 0), font=f)
             d.text((x0, H + 6), f"0 - {float(xs[-1]):.1f} {'min (idle)' if cal else 'steps'};  y {lo:.3f}-{hi:.3f}",
                    fill=(90, 90, 90), font=f)
-        path = docs / "recipes" / "loss_curves.png"
+        path = docs / "recipes" / f"{prefix}loss_curves.png"
         img.save(path)
         written.append(path)
     return written
@@ -219,6 +220,7 @@ def main() -> int:
     ap.add_argument("--calibrate", action="store_true", help="time every recipe on an idle machine first")
     ap.add_argument("--report", action="store_true", help="measure the trained recipes and update docs/recipes.md")
     ap.add_argument("--pictures", action="store_true", help="a grid per recipe and the loss curves, into docs/recipes/")
+    ap.add_argument("--prefix", default="", help="--pictures: start every file name with this (e.g. network25_)")
     ap.add_argument("--n", type=int, default=1000, help="images per quality figure (default 1000)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0,
@@ -232,7 +234,7 @@ def main() -> int:
         report(out, ROOT / "docs", args.n, args.seeds)
         return 0
     if args.pictures:
-        for p in pictures(out, ROOT / "docs"):
+        for p in pictures(out, ROOT / "docs", args.prefix):
             print(f"wrote {p}")
         return 0
     for name in args.only or RECIPES:

@@ -15,7 +15,7 @@ its images best under). Judged, at step 0 and every --every steps, from fixed no
   * with the app's fast default sampler (core.judge.JUDGE_SAMPLER) unguided, at guidance --guidance, and at that
     guidance against the known label the new one started as ("fruit, not food": the composer's "Not <label>"),
     and, at the last step only, with DDPM-500 unguided (500 calls per image);
-  * the old labels: the evaluation classifier's label accuracy on --n samples of each old label (fast sampler,
+  * the old labels: the evaluation classifier's label accuracy on --old-n samples of each old label (fast sampler,
     unguided), before and after: what the fine-tune cost them;
   * copies: each sample's distance to its nearest training image of NAME (pixels, RMS), against the real NAME
     images' distance to their nearest other NAME image: samples much closer than that are copies.
@@ -108,10 +108,11 @@ def one_run(a, ds, is_new, judge, clf, seed: int, init: str) -> dict:
         for k, name in enumerate(old):
             if name not in clf.label_names:
                 continue
-            ctx = np.zeros((a.n, ds.n_labels), np.float32)
+            ctx = np.zeros((a.old_n, ds.n_labels), np.float32)
             ctx[:, k] = 1
-            res = generate(tr.ema, tr.schedule, n=a.n, context=ctx, seed=99, precision=tr.precision, **JUDGE_SAMPLER)
-            out[name] = label_accuracy(res.images, np.full(a.n, clf.label_names.index(name)), clf)
+            res = generate(tr.ema, tr.schedule, n=a.old_n, context=ctx, seed=99, precision=tr.precision,
+                           **JUDGE_SAMPLER)
+            out[name] = label_accuracy(res.images, np.full(a.old_n, clf.label_names.index(name)), clf)
         return out
 
     checkpoints, grid = [], []
@@ -182,6 +183,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--every", type=int, default=100)
     ap.add_argument("--n", type=int, default=64, help="samples per label and measurement")
+    ap.add_argument("--old-n", type=int, default=64,
+                    help="samples per old label for their accuracy before and after (the same noise both times)")
     ap.add_argument("--seeds", type=int, default=1, help="fine-tunes with seeds 0..N-1")
     ap.add_argument("--guidance", type=float, default=3.0, help="the guided row's scale")
     ap.add_argument("--also-guidance", type=lambda v: [float(x) for x in v.split(",") if x.strip()], default=[],
@@ -201,7 +204,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "runs" / "teach"))
     ap.add_argument("--docs", default=str(ROOT / "docs"))
     a = ap.parse_args()
-    for flag, v, lo in (("--steps", a.steps, 1), ("--every", a.every, 1), ("--n", a.n, 1), ("--seeds", a.seeds, 1)):
+    for flag, v, lo in (("--steps", a.steps, 1), ("--every", a.every, 1), ("--n", a.n, 1), ("--seeds", a.seeds, 1),
+                         ("--old-n", a.old_n, 1)):
         if v < lo:
             ap.error(f"{flag} must be at least {lo}, got {v}")
     words = [w.strip() for w in a.match.split(",") if w.strip()]

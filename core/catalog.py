@@ -50,6 +50,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Fine-tuning: a label the checkpoint did not know starts as "no label" (zero inputs) or as the known label
 # the model finds closest to that label's images
 NEW_LABEL_INITS = ("zero", "nearest")
+# Guidance the app sets when it teaches a new label: a label learnt in minutes is drawn recognisably only when
+# guided (docs/app.md, "What the fine-tune achieves": the share called the new label by scale).
+TAUGHT_GUIDANCE = 3.0
 # BatchNorm with several training processes: each rank's own slice of the batch, or the whole batch
 BATCHNORM_MODES = ("per_rank", "global")
 

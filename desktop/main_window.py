@@ -12,6 +12,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QFileDialog, QFrame, QLabel, QMainWindow,
                                QMessageBox, QScrollArea, QTabWidget, QTextBrowser, QVBoxLayout, QWidget)
 
+from core.catalog import TAUGHT_GUIDANCE
 from core.config import preset_dicts
 from desktop import engine, settings, threads
 from desktop.startup import _worth_remembering, startup_job
@@ -277,9 +278,17 @@ class MainWindow(QMainWindow):
 
     def _on_teach(self) -> None:
         self.tabs.setCurrentIndex(TAB_TRAIN)  # the loss and the previews of the new labels show there
+        before = self.composer.guidance_spin.value()
+        # Before the run starts: its live "called <label>" figure samples at the composer's guidance.
+        raised = self.composer.raise_guidance(TAUGHT_GUIDANCE)
         if self.train_panel.teach():
+            guidance = (f" Guidance is now {TAUGHT_GUIDANCE:g} (was {before:g}): a label learnt in minutes is drawn "
+                        "recognisably only with guidance." if raised else "")
             self.statusBar().showMessage("Teaching the shipped model your labels: a few minutes. The result opens "
-                                         "in Sample & compare when it is done.", 10000)
+                                         f"in Sample & compare when it is done.{guidance}", 15000)
+        elif raised:
+            self.composer.guidance_spin.setValue(before)  # nothing was started: leave the composer as it was
+            self.composer.publish()
 
     def _on_run_state_changed(self, run_state: str) -> None:
         if run_state == "idle" and self._close_after_stop:

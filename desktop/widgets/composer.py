@@ -158,6 +158,14 @@ class Composer(QWidget):
             self._fill_guide_combo(f"model:{path}" if path else "")
         self._schedule_publish()
 
+    def raise_guidance(self, scale: float) -> bool:
+        """Set the guidance to `scale` when it is lower (published at once); True when it changed."""
+        if self.guidance_spin.value() >= scale:
+            return False
+        self.guidance_spin.setValue(scale)
+        self.publish()
+        return True
+
     def guide_with(self) -> str:
         return str(self.guide_combo.currentData() or "")
 

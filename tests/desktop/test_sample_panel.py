@@ -559,6 +559,19 @@ def test_a_row_of_its_own_not_label_guides_only_that_row_away_from_it(qtbot, sta
     assert all(r.negative() == "" for r in again.rows)
 
 
+def test_teaching_raises_the_guidance_to_what_a_taught_label_needs_and_never_lowers_it(qtbot, state):
+    from core.catalog import TAUGHT_GUIDANCE
+    from desktop.widgets.composer import Composer
+
+    comp = Composer(state)
+    qtbot.addWidget(comp)
+    comp.set_label_names(LABELS)
+    assert comp.guidance_spin.value() == 1.0 and comp.raise_guidance(TAUGHT_GUIDANCE)
+    assert state.composition.guidance == TAUGHT_GUIDANCE  # published at once: the run's live figure reads it
+    comp.guidance_spin.setValue(TAUGHT_GUIDANCE + 1)
+    assert not comp.raise_guidance(TAUGHT_GUIDANCE) and comp.guidance_spin.value() == TAUGHT_GUIDANCE + 1
+
+
 def test_a_row_not_label_samples_as_the_same_negative_for_the_whole_run():
     from desktop.jobs import sampling as sw
 
