@@ -1,6 +1,6 @@
 """How well does the shipped model learn a new label? Any label carved out of the built-in set by emoji name.
 
-    python -m benchmarks.teach_new_label                                    # "fruit", 1 seed, 600 steps
+    python -m benchmarks.teach_new_label                                    # "fruit", 1 seed, the preset's steps
     python -m benchmarks.teach_new_label --label moon --match moon --seeds 3
     python -m benchmarks.teach_new_label --label-first-steps 100 --tag label_first
     python -m benchmarks.teach_new_label --noise-bias 1 --augment --tag bias_aug
@@ -94,7 +94,8 @@ def one_run(a, ds, is_new, judge, clf, seed: int, init: str) -> dict:
     options = {k: v for k, v in (("label_first_steps", a.label_first_steps), ("new_label_noise_bias", a.noise_bias),
                                  ("new_label_augment", a.augment), ("new_label_share", a.share), ("lr", a.lr))
                if v is not None}
-    cfg = replace(TRAIN_PRESETS["finetune"], steps=a.steps, init=init, checkpoint_every=10**9, seed=seed, **options)
+    cfg = replace(TRAIN_PRESETS["finetune"], init=init, checkpoint_every=10**9, seed=seed, **options)
+    cfg = replace(cfg, steps=a.steps or cfg.steps)
     tr = Trainer(ds, cfg, Path(a.out) / f"seed{seed}", device="cpu")
     log("; ".join(tr.notes))
     label, old = ds.label_names[-1], list(ds.label_names[:-1])
@@ -180,7 +181,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--label", default="fruit", help="the new label's name (default fruit)")
     ap.add_argument("--match", default=",".join(FRUIT), help="emoji names (or name endings) that get the label")
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=None, help="fine-tune steps (default: the finetune preset's)")
     ap.add_argument("--every", type=int, default=100)
     ap.add_argument("--n", type=int, default=64, help="samples per label and measurement")
     ap.add_argument("--old-n", type=int, default=64,
@@ -204,7 +205,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "runs" / "teach"))
     ap.add_argument("--docs", default=str(ROOT / "docs"))
     a = ap.parse_args()
-    for flag, v, lo in (("--steps", a.steps, 1), ("--every", a.every, 1), ("--n", a.n, 1), ("--seeds", a.seeds, 1),
+    for flag, v, lo in (("--steps", a.steps or 1, 1), ("--every", a.every, 1), ("--n", a.n, 1), ("--seeds", a.seeds, 1),
                          ("--old-n", a.old_n, 1)):
         if v < lo:
             ap.error(f"{flag} must be at least {lo}, got {v}")
@@ -216,6 +217,7 @@ def main() -> int:
     from core.metrics import load_classifier
     from core.paths import default_checkpoint
     from core.threads import configure_threads
+    from core.training import TRAIN_PRESETS
 
     configure_threads()
     ds, is_new = carve(a.label, words)
@@ -233,7 +235,7 @@ def main() -> int:
     docs = Path(a.docs)
     img.save(docs / f"{name}.png")
     result = {"command": " ".join([PROG, *sys.argv[1:]]), "machine": machine_info(), "label": a.label,
-              "steps": a.steps,
+              "steps": a.steps or TRAIN_PRESETS["finetune"].steps,
               "match": words, "judge_sampler": JUDGE_SAMPLER, "guidance": a.guidance, "n": a.n,
               "reference": reference, "summary": summary(runs),
               "runs": [{k: v for k, v in r.items() if k != "grid"} for r in runs]}
