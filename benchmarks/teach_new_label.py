@@ -46,6 +46,13 @@ def matches(names: np.ndarray, words: list[str]) -> np.ndarray:
     return np.array([any(n == w or n.endswith("_" + w) for w in words) for n in names])
 
 
+def load_builtin_labels() -> np.ndarray:
+    """(N, L) the built-in emoji16 labels before any edit."""
+    from core.data import load_builtin
+
+    return np.asarray(load_builtin("emoji16").labels)
+
+
 def carve(label: str, words: list[str]):
     """emoji16 with a new label `label` on the matched emoji, taken off their old labels: the app's edit as data.
     Returns (dataset, is_new (N,) bool)."""
@@ -92,7 +99,8 @@ def one_run(a, ds, is_new, judge, clf, seed: int, init: str) -> dict:
     from core.training import TRAIN_PRESETS, Trainer
 
     options = {k: v for k, v in (("label_first_steps", a.label_first_steps), ("new_label_noise_bias", a.noise_bias),
-                                 ("new_label_augment", a.augment), ("new_label_share", a.share), ("lr", a.lr))
+                                 ("new_label_augment", a.augment), ("new_label_share", a.share), ("lr", a.lr),
+                                 ("keep_old_labels", a.keep))
                if v is not None}
     cfg = replace(TRAIN_PRESETS["finetune"], init=init, checkpoint_every=10**9, seed=seed, **options)
     cfg = replace(cfg, steps=a.steps or cfg.steps)
@@ -151,7 +159,7 @@ def one_run(a, ds, is_new, judge, clf, seed: int, init: str) -> dict:
     return {"seed": seed, "checkpoints": checkpoints, "grid": np.stack(grid)}
 
 
-def summary(runs: list[dict]) -> dict:
+def summary(runs: list[dict], untouched: list[str] | None = None) -> dict:
     """Mean and spread (standard deviation over seeds) of the last checkpoint's figures."""
     last = [r["checkpoints"][-1] for r in runs]
     first = [r["checkpoints"][0] for r in runs]
@@ -174,6 +182,9 @@ def summary(runs: list[dict]) -> dict:
         out["guided_at"] = out_g
     out["old_accuracy_before"] = ms([np.mean(list(f["old_accuracy"].values())) for f in first])
     out["old_accuracy_drop"] = ms(drops)
+    if untouched:  # the labels the new one took no images from: their meaning did not change
+        out["untouched_accuracy_drop"] = ms([np.mean([f["old_accuracy"][n] - c["old_accuracy"][n] for n in untouched
+                                                      if n in f["old_accuracy"]]) for f, c in zip(first, last)])
     return out
 
 
@@ -200,6 +211,8 @@ def main() -> int:
                     help="shift and colour-jitter the new label's images (default: the finetune preset's)")
     ap.add_argument("--share", type=float, default=None,
                     help="the share of each batch drawn from the new label's images (default: the finetune preset's)")
+    ap.add_argument("--keep", action=argparse.BooleanOptionalAction, default=None,
+                    help="train the old labels' images towards the starting model (default: the finetune preset's)")
     ap.add_argument("--lr", type=float, default=None, help="the fine-tune's peak learning rate (default: the preset's)")
     ap.add_argument("--tag", default="", help="added to the output names, e.g. label_first")
     ap.add_argument("--out", default=str(ROOT / "runs" / "teach"))
@@ -229,6 +242,10 @@ def main() -> int:
     log(json.dumps({"reference": reference}))
     init = str(a.init or default_checkpoint())
     runs = [one_run(a, ds, is_new, judge, clf, seed, init) for seed in range(a.seeds)]
+    # Labels whose images lost the new label's ones (food, for fruit) change meaning: their accuracy before and after
+    # is not comparable. The others' is what the fine-tune cost.
+    took_from = {n for j, n in enumerate(ds.label_names[:-1]) if (load_builtin_labels()[is_new, j] > 0).any()}
+    untouched = [n for n in ds.label_names[:-1] if n not in took_from]
     name = f"teach_{a.label.replace(' ', '_')}" + (f"_{a.tag}" if a.tag else "")
     rows = np.concatenate([np.concatenate(list(g), axis=1) for g in runs[0]["grid"]], axis=0)
     img = Image.fromarray(rows).resize((rows.shape[1] * 3, rows.shape[0] * 3), Image.NEAREST)
@@ -237,7 +254,7 @@ def main() -> int:
     result = {"command": " ".join([PROG, *sys.argv[1:]]), "machine": machine_info(), "label": a.label,
               "steps": a.steps or TRAIN_PRESETS["finetune"].steps,
               "match": words, "judge_sampler": JUDGE_SAMPLER, "guidance": a.guidance, "n": a.n,
-              "reference": reference, "summary": summary(runs),
+              "reference": reference, "summary": summary(runs, untouched), "took_from": sorted(took_from),
               "runs": [{k: v for k, v in r.items() if k != "grid"} for r in runs]}
     (docs / f"{name}.json").write_text(json.dumps(result, indent=1))
     s = result["summary"]
@@ -248,7 +265,8 @@ def main() -> int:
     for g, v in s.get("guided_at", {}).items():
         print(f"  called {a.label} (guidance {g}): {100 * v['mean']:.0f}% ± {100 * v['sd']:.0f}")
     print(f"  old labels' accuracy {s['old_accuracy_before']['mean']:.3f}, drop {s['old_accuracy_drop']['mean']:+.3f}"
-          f" ± {s['old_accuracy_drop']['sd']:.3f}; copy distance {s['copy_rms']['mean']:.1f} (real "
+          f" ± {s['old_accuracy_drop']['sd']:.3f} (labels it took no images from: "
+          f"{s['untouched_accuracy_drop']['mean']:+.3f} ± {s['untouched_accuracy_drop']['sd']:.3f}); copy distance {s['copy_rms']['mean']:.1f} (real "
           f"{reference['real_nearest_rms']:.1f}); {s['train_minutes']['mean']:.1f} min of training")
     print(f"wrote {docs / (name + '.png')} and {docs / (name + '.json')}")
     return 0

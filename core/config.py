@@ -197,6 +197,13 @@ TRAIN_FIELDS: tuple[ConfigField, ...] = (
                     "labels' (one label's share each).",
                 flag="new-label-share",
                 flag_help="fine-tune: the share of each batch drawn from the new labels' images (0 = as balanced)"),
+    ConfigField("keep_old_labels", bool, False,
+                label="Keep old labels",
+                tip="Fine-tuning only: the old labels' images in each batch are trained towards what the model you "
+                    "started from predicts for them, not towards the images themselves, so the labels it knew (and "
+                    "'no label') stay as they were while the new ones are learnt. Costs a little time per step.",
+                flag="keep-old-labels",
+                flag_help="fine-tune: train the old labels' images towards the starting model's own predictions"),
     ConfigField("checkpoint_every", int, 500, lambda v: 1 <= v <= MAX_STEPS, "checkpoint every must be at least 1 step",
                 label="Save every (steps)", widget=(1, 1_000_000, 100), unit="steps",
                 tip="How often the model is saved to the run folder automatically. A crash or power cut loses at "

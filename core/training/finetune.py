@@ -62,9 +62,10 @@ def taught_labels(config, dataset) -> list[str]:
 
 def new_label_rows(config, dataset) -> np.ndarray | None:
     """(N,) bool: the images that carry a label the init model did not know, when the run treats them apart
-    (new_label_noise_bias, new_label_augment or new_label_share); else None. The init model's file must still be
+    (new_label_noise_bias, new_label_augment, new_label_share or keep_old_labels); else None. The init model's file must still be
     there (its label names say which labels are new), so a resumed run does exactly what it did."""
-    if not (config.init and (config.new_label_noise_bias > 0 or config.new_label_augment or config.new_label_share > 0)):
+    if not (config.init and (config.new_label_noise_bias > 0 or config.new_label_augment or config.new_label_share > 0
+                             or config.keep_old_labels)):
         return None
     cols = _init_new_columns(config, dataset, "the new-label noise bias and augmentation need")
     return (np.asarray(dataset.labels)[:, cols] > 0).any(axis=1) if cols else None
@@ -171,3 +172,20 @@ def label_first_setup(net, cfg, dataset, device, notes: list[str]):
     keep = torch.zeros(1, params[0].shape[1], device=device)  # 1 on the new labels' columns
     keep[0, cols] = 1.0
     return params, keep, torch.optim.Adam(params, lr=cfg.label_first_lr)
+
+
+def anchor_network(net, config, dataset, *, fresh: bool):
+    """keep_old_labels: a frozen copy of the model a fine-tune started from, in the run's network (`net`, just
+    loaded with it when `fresh`), with its context inputs mapped to this data set's labels; None when off or not
+    a fine-tune. A resumed run reads config.init again, so it trains exactly as it did."""
+    if not (config.init and config.keep_old_labels):
+        return None
+    import copy
+
+    anchor = copy.deepcopy(net)
+    if not fresh:
+        _init_new_columns(config, dataset, "keeping the old labels needs")  # the file must still be there
+        from ..checkpoint import load_matching
+
+        load_matching(anchor, read_init(config, dataset)[1], config.init)
+    return anchor.eval().requires_grad_(False)

@@ -33,7 +33,7 @@ from ..runlock import take_run_lock
 from ..samplers import preview_grid
 from ..schedule import Schedule, ScheduleConfig
 from ..unet import UNetConfig, build_network
-from .finetune import label_first_setup, new_label_rows, read_init
+from .finetune import anchor_network, label_first_setup, new_label_rows, read_init
 from .objective import (band_losses, ema_decay_at, label_balanced_weights, loss_weights, lr_at, treat_new_labels,
                         with_new_label_share)
 from .resume import ResumeMixin
@@ -112,6 +112,8 @@ class Trainer(ResumeMixin):
             self.net = to_fast_layout(build_network(self.unet_config).to(self.device))
         if init_state is not None:
             load_matching(self.net, init_state, config.init)
+        # keep_old_labels: the starting model, frozen; the old labels' rows of a batch are trained towards it.
+        self.anchor = anchor_network(self.net, config, dataset, fresh=init_state is not None)
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
         if self.dist and config.batchnorm == "global":
             distributed.use_global_batchnorm(self.net)
@@ -185,6 +187,7 @@ class Trainer(ResumeMixin):
         noise = torch.randn(x0.shape, generator=g, device=dev)
         if self.new_rows is not None:  # drawn last: a run without these options draws exactly what it did
             x0, t = treat_new_labels(x0, t, self.new_rows[idx], self.config, self.schedule.T, g)
+            self._batch_new = self.new_rows[idx]  # (B,) bool, on the device: which rows are new labels' images
         return x0, c, t, noise
 
     def _train_step(self):
@@ -195,6 +198,10 @@ class Trainer(ResumeMixin):
         x_t = a * x0 + s * noise  # the correct sqrt(1 - ab) (the course drops the sqrt)
         target = {"eps": noise, "v": a * noise - s * x0, "x0": x0}[self.config.prediction]
         label_first = self._in_label_first()
+        if self.anchor is not None and not label_first:  # the old labels' rows: what the starting model predicts
+            with torch.no_grad(), autocast(self.device, self.precision):
+                kept = self.anchor(to_fast_layout(x_t), t.float() / self.schedule.T, c).float()
+            target = torch.where(self._batch_new.view(-1, 1, 1, 1), target, kept)
         opt = self._label_first[2] if label_first else self.opt
         if not label_first:
             for group in self.opt.param_groups:

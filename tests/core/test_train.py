@@ -370,6 +370,38 @@ def test_label_first_steps_move_only_the_new_labels_inputs(blobs, tmp_path, netw
     tr2.close()
 
 
+def test_keep_old_labels_trains_the_old_rows_towards_the_starting_model_and_resumes_with_it(blobs, tmp_path):
+    """At the first full step the network is the starting model, so every old-label row's loss is exactly 0 and
+    only the new label's rows teach anything; a resumed run rebuilds the same frozen starting model."""
+    base_cfg = replace(CFG, steps=2, network="desk", n_feat=16)
+    base = Trainer(blobs, base_cfg, tmp_path / "base", device="cpu")
+    _run(base)
+    base.close()
+    labels = np.concatenate([blobs.labels, (np.arange(blobs.n) % 4 == 0)[:, None].astype(np.float32)], 1)
+    labels[labels[:, -1] > 0, :-1] = 0
+    edited = ImageDataset(blobs.images, labels, [*blobs.label_names, "new"], "blobs-new")
+    cfg = replace(base_cfg, steps=3, init=str(tmp_path / "base" / "model.safetensors"), keep_old_labels=True,
+                  new_label_share=0.5, batch_size=32, context_dropout=0.3)
+    tr = Trainer(edited, cfg, tmp_path / "ft", device="cpu")
+    start = {k: v.detach().clone() for k, v in tr.anchor.state_dict().items()}
+    assert all(torch.equal(start[k], v) for k, v in tr.net.state_dict().items())
+    assert not any(p.requires_grad for p in tr.anchor.parameters())
+    losses, _ = tr._train_step()
+    new = tr._batch_new
+    assert 0 < int(new.sum()) < len(new)
+    assert torch.all(losses[~new] == 0) and torch.all(losses[new] > 0)  # dropped-label rows included
+    tr.step += 1
+    tr.save()
+    tr.close()
+    resumed = Trainer.from_run(edited, tmp_path / "ft", device="cpu", steps=3)
+    assert all(torch.equal(start[k], v) for k, v in resumed.anchor.state_dict().items())
+    assert not all(torch.equal(start[k], v) for k, v in resumed.net.state_dict().items())  # the run's own weights
+    resumed.close()
+    plain = Trainer(edited, replace(cfg, keep_old_labels=False), tmp_path / "plain", device="cpu")
+    assert plain.anchor is None
+    plain.close()
+
+
 def test_biased_timesteps_follow_their_density_and_shifts_keep_white_white():
     from core.training.objective import biased_timesteps, shift_and_jitter
 
