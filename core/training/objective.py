@@ -59,15 +59,18 @@ def label_balanced_weights(labels: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(w / w.sum(), dtype=torch.float32)
 
 
-def with_new_label_share(weights: torch.Tensor | None, new_rows: np.ndarray, share: float) -> torch.Tensor:
-    """Draw probabilities (N,) that put `share` of the mass on the new labels' images (new_rows) and the rest on
-    the others (replay), each part keeping the relative weights it had (`weights`; None = uniform)."""
+def split_draw(weights: torch.Tensor | None, new_rows: np.ndarray, share: float, batch: int):
+    """A fine-tune's batch as two exact parts: (old-row draw weights (N,), new-row draw weights (N,), new rows per
+    batch) with round(share * batch) of every batch from the new labels' images and the rest replaying the others,
+    each part keeping the relative weights it had (`weights`; None = uniform). None when there is nothing to split
+    (no new rows, or only new rows). Exact counts keep the old rows first in every batch, so work on them alone
+    needs no look at the data."""
     new = torch.as_tensor(np.asarray(new_rows, bool))
-    w = torch.ones(len(new), dtype=torch.float64) if weights is None else weights.detach().cpu().to(torch.float64)
     if not new.any() or new.all():
-        return (w / w.sum()).to(torch.float32)
-    out = torch.where(new, share * w / w[new].sum(), (1 - share) * w / w[~new].sum())
-    return out.to(torch.float32)
+        return None
+    w = torch.ones(len(new)) if weights is None else weights.detach().cpu().float()
+    n_new = min(batch - 1, max(1, round(share * batch)))
+    return torch.where(new, 0.0, w), torch.where(new, w, 0.0), n_new
 
 
 def ema_decay_at(decay: float, step: int) -> float:

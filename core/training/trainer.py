@@ -34,8 +34,8 @@ from ..samplers import preview_grid
 from ..schedule import Schedule, ScheduleConfig
 from ..unet import UNetConfig, build_network
 from .finetune import anchor_network, label_first_setup, new_label_rows, read_init
-from .objective import (band_losses, ema_decay_at, label_balanced_weights, loss_weights, lr_at, treat_new_labels,
-                        with_new_label_share)
+from .objective import (band_losses, ema_decay_at, label_balanced_weights, loss_weights, lr_at, split_draw,
+                        treat_new_labels)
 from .resume import ResumeMixin
 from .runlog import append_log, truncate_log
 
@@ -136,8 +136,11 @@ class Trainer(ResumeMixin):
         self.mirror_ok = None if dataset.mirror_ok is None else torch.as_tensor(dataset.mirror_ok).to(self.device)
         rows = new_label_rows(self.config, dataset)  # a fine-tune's new-label images, when they are treated apart
         self.new_rows = None if rows is None else torch.as_tensor(rows).to(self.device)  # (N,) bool
-        if rows is not None and self.config.new_label_share > 0:
-            self.draw_w = with_new_label_share(self.draw_w, rows, self.config.new_label_share).to(self.device)
+        # new_label_share: (old weights, new weights, new rows per process's batch); every process's batch is old
+        # rows, then new ones (so each process gets the same mix).
+        split = None if rows is None or config.new_label_share == 0 else split_draw(
+            self.draw_w, rows, config.new_label_share, self.rank_batch)
+        self.split = None if split is None else (split[0].to(self.device), split[1].to(self.device), split[2])
         self.ab = self.schedule.ab_t.to(self.device, torch.float32)
         self.loss_w = loss_weights(self.schedule, config.prediction, config.loss_weighting,
                                    config.min_snr_gamma).to(self.device, torch.float32)  # (T+1,)
@@ -169,7 +172,14 @@ class Trainer(ResumeMixin):
     def _batch(self):
         """Random batch with flips and context dropout, drawn from the run's own generator."""
         n, b, g, dev = self.x.shape[0], self.rank_batch, self.rank_gen, self.device
-        if self.draw_w is None:
+        if self.split is not None:  # exact counts: in each process's slice the old labels' rows, then the new
+            w_old, w_new, n_new = self.split
+            world, n_old = self.config.batch_size // b, b - n_new
+            old = torch.multinomial(w_old, world * n_old, replacement=True, generator=self.gen).view(world, n_old)
+            new = torch.multinomial(w_new, world * n_new, replacement=True, generator=self.gen).view(world, n_new)
+            idx = torch.cat([old, new], dim=1).reshape(-1)  # the global batch
+            self._n_old = n_old
+        elif self.draw_w is None:
             idx = torch.randint(0, n, (self.config.batch_size,), generator=self.gen, device=dev)  # the global batch
         else:
             idx = torch.multinomial(self.draw_w, self.config.batch_size, replacement=True, generator=self.gen)
@@ -199,9 +209,14 @@ class Trainer(ResumeMixin):
         target = {"eps": noise, "v": a * noise - s * x0, "x0": x0}[self.config.prediction]
         label_first = self._in_label_first()
         if self.anchor is not None and not label_first:  # the old labels' rows: what the starting model predicts
-            with torch.no_grad(), autocast(self.device, self.precision):
-                kept = self.anchor(to_fast_layout(x_t), t.float() / self.schedule.T, c).float()
-            target = torch.where(self._batch_new.view(-1, 1, 1, 1), target, kept)
+            k = self._n_old if self.split is not None else len(x_t)  # with a split only its old rows need it
+            if k:
+                with torch.no_grad(), autocast(self.device, self.precision):
+                    kept = self.anchor(to_fast_layout(x_t[:k]), t[:k].float() / self.schedule.T, c[:k]).float()
+                if self.split is not None:
+                    target = torch.cat([kept, target[k:]])
+                else:
+                    target = torch.where(self._batch_new.view(-1, 1, 1, 1), target, kept)
         opt = self._label_first[2] if label_first else self.opt
         if not label_first:
             for group in self.opt.param_groups:

@@ -256,7 +256,7 @@ def test_a_run_with_balanced_labels_draws_the_rare_label_as_often_as_the_others(
 
 
 def test_a_new_label_share_keeps_its_share_of_every_batch_and_replays_the_old_labels_as_before(blobs, tmp_path):
-    from core.training.objective import with_new_label_share
+    from core.training.objective import split_draw
 
     base = Trainer(blobs, replace(CFG, steps=2), tmp_path / "base", device="cpu")
     _run(base)
@@ -265,20 +265,19 @@ def test_a_new_label_share_keeps_its_share_of_every_batch_and_replays_the_old_la
     labels[:4] = 0
     labels[:4, -1] = 1  # four images become the new label
     edited = ImageDataset(blobs.images, labels, [*blobs.label_names, "new"], "blobs-new")
-    w = with_new_label_share(label_balanced_weights(labels), labels[:, -1] > 0, 0.5).numpy()
-    balanced = label_balanced_weights(labels).numpy()
-    assert w[:4].sum() == pytest.approx(0.5) and w[4:].sum() == pytest.approx(0.5)
-    np.testing.assert_allclose(w[4:] / w[4:].sum(), balanced[4:] / balanced[4:].sum(), rtol=1e-5)  # replay as before
+    balanced = label_balanced_weights(labels)
+    w_old, w_new, n_new = split_draw(balanced, labels[:, -1] > 0, 0.7, 100)
+    assert n_new == 70 and torch.all(w_old[:4] == 0) and torch.all(w_new[4:] == 0)
+    assert torch.equal(w_old[4:], balanced[4:]) and torch.equal(w_new[:4], balanced[:4])  # replay as before
     tr = Trainer(edited, replace(CFG, init=str(tmp_path / "base" / "model.safetensors"), balance_labels=True,
-                                 new_label_share=0.5, batch_size=4000, context_dropout=0.0), tmp_path / "ft",
+                                 new_label_share=0.5, batch_size=3000, context_dropout=0.0), tmp_path / "ft",
                  device="cpu")
     _, c, _, _ = tr._batch()
     tr.close()
-    share = (c[:, -1] > 0).float().mean().item()
-    assert abs(share - 0.5) < 0.03  # 4 of 48 images, half of every batch
-    old = c[c[:, -1] == 0][:, :-1].sum(0)
+    assert tr._n_old == 1500 and torch.all(c[:1500, -1] == 0) and torch.all(c[1500:, -1] == 1)  # exactly half
+    old = c[:1500, :-1].sum(0)
     np.testing.assert_allclose((old / old.sum()).numpy(), [1 / 3] * 3, atol=0.04)  # the old labels stay balanced
-    assert with_new_label_share(None, np.zeros(5, bool), 0.5).numpy() == pytest.approx([0.2] * 5)  # nothing new
+    assert split_draw(None, np.zeros(5, bool), 0.5, 10) is None and split_draw(None, np.ones(5, bool), 0.5, 10) is None
 
 
 @pytest.mark.slow
