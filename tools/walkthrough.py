@@ -11,7 +11,8 @@ them "fruit" and take "food" off them; press "Teach the model these labels"; wai
 Train tab (its live "called fruit" figure must show; --steps sets the fine-tune's length); on Sample & compare press Run (the rows must already include "fruit"); pick the shipped model and
 then the taught one again in the model menu and press Run (the "fruit" row must come back); open the X/Y
 grid and the history. Screenshots of the whole screen (ImageMagick `import -window root`, the window's own
-grab where that is missing): PREFIXteach_1_labels.png ... PREFIXlab_2_history.png. Any check that fails
+grab where that is missing): PREFIXteach_1_labels.png ... PREFIXteach_6_not_food.png (the fruit row's own
+"Not food"), PREFIXlab_1_grid.png, PREFIXlab_2_history.png. Any check that fails
 stops the walk with exit code 1.
 """
 from __future__ import annotations
@@ -183,6 +184,18 @@ def main() -> int:
     _wait(app, lambda: not sp.is_busy(), what="sampling")
     _settle(app, 2.0)
     _shot(app, win, f"{pre}teach_5_switched_back.png")
+
+    # 5. The fruit row's own "Not" label: fruit, not food, beside the plain food row
+    comp = win.composer
+    row = next(r for r in comp.rows if r.title_text() == "fruit")
+    row.set_negative("food")
+    comp.publish()
+    _check("fruit, not food" in _row_names(sp) and "food" in _row_names(sp),
+           f"the fruit row is guided away from food: {_row_names(sp)}")
+    sp.run()
+    _wait(app, lambda: not sp.is_busy(), what="sampling")
+    _settle(app, 2.0)
+    _shot(app, win, f"{pre}teach_6_not_food.png")
 
     if args.skip_lab:
         win.close()

@@ -176,15 +176,16 @@ def label_first_setup(net, cfg, dataset, device, notes: list[str]):
 
 def anchor_network(net, config, dataset, *, fresh: bool):
     """keep_old_labels: a frozen copy of the model a fine-tune started from, in the run's network (`net`, just
-    loaded with it when `fresh`), with its context inputs mapped to this data set's labels; None when off or not
-    a fine-tune. A resumed run reads config.init again, so it trains exactly as it did."""
+    loaded with it when `fresh`), with its context inputs mapped to this data set's labels; None when off, not
+    a fine-tune, or no label is new. A resumed run reads config.init again, so it trains exactly as it did."""
     if not (config.init and config.keep_old_labels):
         return None
+    if not _init_new_columns(config, dataset, "keeping the old labels needs"):
+        return None  # no label is new: the fine-tune is there to change the labels it has
     import copy
 
     anchor = copy.deepcopy(net)
     if not fresh:
-        _init_new_columns(config, dataset, "keeping the old labels needs")  # the file must still be there
         from ..checkpoint import load_matching
 
         load_matching(anchor, read_init(config, dataset)[1], config.init)

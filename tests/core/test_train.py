@@ -399,6 +399,9 @@ def test_keep_old_labels_trains_the_old_rows_towards_the_starting_model_and_resu
     plain = Trainer(edited, replace(cfg, keep_old_labels=False), tmp_path / "plain", device="cpu")
     assert plain.anchor is None
     plain.close()
+    same_labels = Trainer(blobs, cfg, tmp_path / "same", device="cpu")  # nothing new: it would learn nothing
+    assert same_labels.anchor is None
+    same_labels.close()
 
 
 def test_biased_timesteps_follow_their_density_and_shifts_keep_white_white():
