@@ -139,7 +139,7 @@ class Trainer(ResumeMixin):
         # new_label_share: (old weights, new weights, new rows per process's batch); every process's batch is old
         # rows, then new ones (so each process gets the same mix).
         split = None if rows is None or config.new_label_share == 0 else split_draw(
-            self.draw_w, rows, config.new_label_share, self.rank_batch)
+            self.draw_w, rows, config.new_label_share, self.rank_batch, self.dist.world_size if self.dist else 1)
         self.split = None if split is None else (split[0].to(self.device), split[1].to(self.device), split[2])
         self.ab = self.schedule.ab_t.to(self.device, torch.float32)
         self.loss_w = loss_weights(self.schedule, config.prediction, config.loss_weighting,

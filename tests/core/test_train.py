@@ -266,18 +266,21 @@ def test_a_new_label_share_keeps_its_share_of_every_batch_and_replays_the_old_la
     labels[:4, -1] = 1  # four images become the new label
     edited = ImageDataset(blobs.images, labels, [*blobs.label_names, "new"], "blobs-new")
     balanced = label_balanced_weights(labels)
-    w_old, w_new, n_new = split_draw(balanced, labels[:, -1] > 0, 0.7, 100)
-    assert n_new == 70 and torch.all(w_old[:4] == 0) and torch.all(w_new[4:] == 0)
+    w_old, w_new, n_new = split_draw(balanced, labels[:, -1] > 0, 0.7, 10)
+    assert n_new == 7 and torch.all(w_old[:4] == 0) and torch.all(w_new[4:] == 0)
     assert torch.equal(w_old[4:], balanced[4:]) and torch.equal(w_new[:4], balanced[:4])  # replay as before
     tr = Trainer(edited, replace(CFG, init=str(tmp_path / "base" / "model.safetensors"), balance_labels=True,
-                                 new_label_share=0.5, batch_size=3000, context_dropout=0.0), tmp_path / "ft",
+                                 new_label_share=0.5, batch_size=8, context_dropout=0.0), tmp_path / "ft",
                  device="cpu")
-    _, c, _, _ = tr._batch()
+    batches = [tr._batch()[1] for _ in range(400)]
     tr.close()
-    assert tr._n_old == 1500 and torch.all(c[:1500, -1] == 0) and torch.all(c[1500:, -1] == 1)  # exactly half
-    old = c[:1500, :-1].sum(0)
+    assert tr._n_old == 4 and all(torch.all(c[:4, -1] == 0) and torch.all(c[4:, -1] == 1) for c in batches)  # half
+    old = sum(c[:4, :-1].sum(0) for c in batches)
     np.testing.assert_allclose((old / old.sum()).numpy(), [1 / 3] * 3, atol=0.04)  # the old labels stay balanced
     assert split_draw(None, np.zeros(5, bool), 0.5, 10) is None and split_draw(None, np.ones(5, bool), 0.5, 10) is None
+    few = np.arange(200) < 18  # 18 new images: at most 1.8 draws each per step, over every process
+    assert split_draw(None, few, 0.6, 100)[2] == 32 and split_draw(None, few, 0.6, 50, processes=2)[2] == 16
+    assert split_draw(None, np.arange(200) < 40, 0.6, 100)[2] == 60  # enough images: the share as asked
 
 
 @pytest.mark.slow
