@@ -274,9 +274,9 @@ TRAIN_PRESETS: dict[str, Any] = {
     # Label-balanced batches: a new label with 40 of 3,800 images would be ~1 image of a batch of 100; and
     # 60% of every batch is the new labels' images, the rest replays the old labels (balanced) trained towards
     # the starting model's own predictions (keep_old_labels), so they stay as they were. The first 100 steps
-    # move only the new labels' inputs (label first). 300 steps: three minutes on a 2-core AVX2 CPU. Each
-    # part measured: docs/app.md, "What the fine-tune achieves".
-    "finetune": TrainConfig(n_feat=32, steps=300, batch_size=100, lr=3e-4, warmup_steps=50, prediction="v",
+    # move only the new labels' inputs (label first). 270 steps: three minutes on an idle 2-core AVX2 CPU.
+    # Each part measured: docs/app.md, "What the fine-tune achieves".
+    "finetune": TrainConfig(n_feat=32, steps=270, batch_size=100, lr=3e-4, warmup_steps=50, prediction="v",
                             schedule="linear_zsnr", loss_weighting="min_snr", checkpoint_every=100,
                             balance_labels=True, new_label_init="nearest", label_first_steps=100,
                             new_label_share=0.6, keep_old_labels=True),
