@@ -26,8 +26,13 @@ Lifetime rules, each learnt from a crash:
     are retired together (`retire_thread`) once the thread has really ended -- a timer checks;
   * the GUI thread never calls QThread.wait(): PySide6's wait() keeps the GIL, so a worker still
     running Python could never finish;
-  * the worker's last Python reference is never dropped on the GUI thread while its ending thread
-    runs the worker's deleteLater (a double delete: the suite's rare SIGBUS/SIGSEGV).
+  * the worker is never deleted on its own thread (no deleteLater): it is a Python-made QObject, so
+    ~QObject calls back into PySide (disconnectNotify looks for a Python override) for the GIL while
+    holding Qt's connection locks, and a GUI thread that builds a widget meanwhile holds the GIL and
+    waits for one of those locks: a deadlock (the suite's rare hang at window creation, caught under
+    gdb on 2026-12-07). The reaper drops the worker on the GUI thread once its thread has ended;
+  * a thread is retired only once it has really ended (wait(0)), never while it still runs its
+    deferred deletes (a double delete: the suite's old rare SIGBUS/SIGSEGV).
 """
 from __future__ import annotations
 
@@ -173,7 +178,7 @@ def start(worker: _Worker, *, on_progress: Callable | None = None, on_result: Ca
     worker.failed.connect(relay.failed)
     # Direct: the worker thread quits itself, so its end never waits for the GUI's event loop.
     worker.finished.connect(thread.quit, Qt.ConnectionType.DirectConnection)
-    worker.finished.connect(worker.deleteLater)
+    # No worker.deleteLater: see the module docstring (a deadlock); the reaper drops it on this thread.
     # relay is a GUI-thread QObject, so this is a queued call: never drop a QThread from inside itself
     thread.finished.connect(relay.cleanup)
     _running.add((thread, worker, relay))
@@ -207,10 +212,10 @@ def _reap() -> None:
 
 
 def _has_ended(thread: QThread) -> bool:
-    """Really ended, past its deferred deletes: Qt 6's isRunning() is already False and isFinished() already
-    True while the ending thread still runs them (the worker's deleteLater); dropping the worker's or the
-    thread's last Python reference then deletes it a second time, from this thread (a segfault at exit,
-    seen under gdb). wait(0) is True only once the thread is done, and never blocks."""
+    """Really ended, past its own clean-up: Qt 6's isRunning() is already False and isFinished() already
+    True while the ending thread still runs its deferred deletes; dropping the thread's last Python
+    reference then races that clean-up (a segfault at exit, seen under gdb, when the worker was still
+    deleted there). wait(0) is True only once the thread is done, and never blocks."""
     try:
         return thread.wait(0)
     except RuntimeError:  # the C++ object is already gone

@@ -338,3 +338,43 @@ def test_has_ended_is_false_while_the_thread_runs_and_true_once_wait_0_is(qtbot,
     gone = QThread()
     shiboken6.delete(gone)
     assert threads._has_ended(gone) is True  # its C++ object already deleted: nothing left to wait for
+
+
+_BUILD_WHILE_JOBS_END = r"""
+import os, sys
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+from PySide6.QtWidgets import QApplication, QComboBox, QLabel, QSpinBox, QWidget
+from desktop import threads
+app = QApplication([])
+for i in range(int(sys.argv[1])):
+    threads.run_in_background(abs, i)
+    w = QWidget()
+    for _ in range(3):
+        QSpinBox(w), QComboBox(w), QLabel("x", w)
+    app.processEvents()
+assert threads.wait_for_background(30)
+print("done")
+"""
+
+
+def test_building_widgets_while_jobs_end_never_deadlocks(tmp_path):
+    """The suite's old rare hang at window creation, made frequent: a job's worker deleted on its own thread
+    waited for the GIL inside ~QObject while holding Qt's connection locks, and the GUI thread, building a
+    widget, held the GIL and waited for one of those locks. Before the fix this loop hung within its first
+    200 rounds (seen under gdb); it runs in a child process so that a regression fails here instead of hanging
+    the suite."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "build_while_jobs_end.py"
+    script.write_text(_BUILD_WHILE_JOBS_END)
+    root = Path(__file__).resolve().parents[2]
+    env = {**__import__("os").environ, "PYTHONPATH": str(root)}
+    try:
+        out = subprocess.run([sys.executable, str(script), "800"], cwd=root, env=env, capture_output=True,
+                             text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("building widgets while background jobs ended deadlocked (no end after 120 s)")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("done")
