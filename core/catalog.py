@@ -53,6 +53,9 @@ NEW_LABEL_INITS = ("zero", "nearest")
 # Guidance the app sets when it teaches a new label: a label learnt in minutes is drawn recognisably only when
 # guided (docs/app.md, "What the fine-tune achieves": the share called the new label by scale).
 TAUGHT_GUIDANCE = 3.0
+# Where guidance acts, as t/T: everywhere by default. A narrower interval (Kynkaanniemi et al. 2024) guides
+# only the middle noise levels and makes one conditional pass elsewhere.
+GUIDANCE_EVERYWHERE = (0.0, 1.0)
 # BatchNorm with several training processes: each rank's own slice of the batch, or the whole batch
 BATCHNORM_MODES = ("per_rank", "global")
 

@@ -27,6 +27,10 @@ def export_text(summary_like: dict) -> dict[str, str]:
         "precision": summary_like.get("precision", ""),
         "contexts": ", ".join(summary_like.get("row_names", [])),
     }
+    if any(c.partly_guided for c in cols):
+        text["guidance interval"] = ", ".join("-".join(f"{v:g}" for v in c.guidance_interval) for c in cols)
+    if any(c.guided and c.guidance_rescale > 0 for c in cols):
+        text["guidance rescale"] = ", ".join(f"{c.guidance_rescale:g}" for c in cols)
     if "nfe" in summary_like:
         text["nfe"] = ", ".join(str(v) for v in summary_like["nfe"])
     if "seconds" in summary_like:

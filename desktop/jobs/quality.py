@@ -88,7 +88,8 @@ def measure_quality(bundle, job: SampleJob, reference, *, n: int = QUALITY_IMAGE
                 res = generate(net, schedule, sampler=spec.sampler, steps=spec.steps, n=len(ctx), context=ctx,
                                guidance=spec.guidance, eta=spec.eta, seed=job.seed, precision=precision,
                                cancel=control.stop, spacing=spec.spacing,
-                               negative_context=job.negative_batch(ctx), guide_net=guide_net)
+                               negative_context=job.negative_batch(ctx), guide_net=guide_net,
+                               **spec.guidance_kwargs)
                 report = metrics.evaluate(res.images, targets if with_acc else None, reference=ds, classifier=clf)
                 acc = None if report.accuracy is None else float(report.accuracy)
                 yield (CurvePoint if sweep else QualityPoint)(index, spec, float(report.fid), acc, int(report.n),

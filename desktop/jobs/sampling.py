@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.catalog import model_calls
+from core.catalog import GUIDANCE_EVERYWHERE, model_calls
 
 PROGRESS_HZ = 15  # live frames per second sent to the GUI, at most
 TRAJECTORY_BUDGET = 160 * 2**20  # bytes of stored x_t + x0 frames per column; beyond it, keep every k-th step
@@ -33,6 +33,17 @@ class ColumnSpec:
     label: str = ""  # display name of the sampler
     spacing: str = "trailing"  # which timesteps the steps visit (core.catalog.SPACINGS or a model's tuned-5...)
     zero_terminal: bool = False  # the model's schedule ends in pure noise (Heun then saves a call)
+    guidance_interval: tuple[float, float] = GUIDANCE_EVERYWHERE  # t/T where guidance acts (core.denoiser)
+    guidance_rescale: float = 0.0  # CFG rescale phi (core.denoiser); 0 = off
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance != 1.0
+
+    @property
+    def partly_guided(self) -> bool:
+        """Guidance only inside an interval of noise levels: some steps make one pass, not two."""
+        return self.guided and tuple(self.guidance_interval) != GUIDANCE_EVERYWHERE
 
     @property
     def title(self) -> str:
@@ -41,7 +52,11 @@ class ColumnSpec:
         name = self.label or self.sampler
         text = f"{name}, {self.steps} steps"
         text += f", eta {self.eta:g}" if self.sampler == "ddim" else ""
-        return text + (f", {self.spacing}" if self.spacing != "trailing" else "")
+        text += f", {self.spacing}" if self.spacing != "trailing" else ""
+        if self.partly_guided:
+            lo, hi = self.guidance_interval
+            text += f", guided {lo:g}-{hi:g}"
+        return text + (f", rescale {self.guidance_rescale:g}" if self.guided and self.guidance_rescale > 0 else "")
 
     @property
     def short_name(self) -> str:
@@ -55,8 +70,14 @@ class ColumnSpec:
 
     @property
     def calls(self) -> int:
-        """Model calls per image (Heun makes two per step)."""
-        return model_calls(self.sampler, self.steps, guided=self.guidance != 1.0, zero_terminal=self.zero_terminal)
+        """Model calls per image (Heun makes two per step); with guidance inside an interval only, the most it
+        can make (the run counts the exact number: ColumnResult.nfe)."""
+        return model_calls(self.sampler, self.steps, guided=self.guided, zero_terminal=self.zero_terminal)
+
+    @property
+    def guidance_kwargs(self) -> dict:
+        """What core.samplers.generate takes for this column's guidance besides its scale."""
+        return {"guidance_interval": tuple(self.guidance_interval), "guidance_rescale": self.guidance_rescale}
 
 
 @dataclass
@@ -306,7 +327,7 @@ def sample_column(net, schedule, job: SampleJob, index: int, noise, precision: s
     res = generate(net, schedule, sampler=spec.sampler, steps=spec.steps, context=job.context_batch(),
                    guidance=spec.guidance, eta=spec.eta, seed=job.seed, precision=precision, callback=rec,
                    cancel=cancel, noise=noise, spacing=spec.spacing, negative_context=job.negative_batch(),
-                   guide_net=guide_net)
+                   guide_net=guide_net, **spec.guidance_kwargs)
     frames_x, frames_x0 = rec.arrays()
     return ColumnResult(index, spec, res.images, res.nfe, res.seconds, list(res.timesteps), frames_x, frames_x0,
                         rec.frame_t, rec.frame_calls, precision)

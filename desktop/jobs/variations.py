@@ -192,7 +192,8 @@ def draw_pictures(bundle, source: Source, draws: list[Draw], *, control):
             res = generate(net, schedule, sampler=spec.sampler, steps=spec.steps, context=ctx,
                            guidance=spec.guidance, eta=spec.eta, seed=job.seed, precision=summary.precision,
                            callback=_Throttle(control.report, done, len(draws), spec.steps), cancel=control.stop,
-                           noise=noise, spacing=spec.spacing, negative_context=negative, guide_net=guide_net)
+                           noise=noise, spacing=spec.spacing, negative_context=negative, guide_net=guide_net,
+                           **spec.guidance_kwargs)
             summary.pictures += 1
             yield Picture(d, np.ascontiguousarray(res.images[k]))
     except SamplingCancelled:
@@ -211,6 +212,10 @@ def export_text(source: Source, info: dict) -> dict[str, str]:
     text = {"software": SOFTWARE, "sampler": spec.sampler, "steps": str(spec.steps), "spacing": spec.spacing,
             "eta": f"{spec.eta:g}", "guidance": f"{spec.guidance:g}", "seed": str(job.seed),
             "image": f"{source.index + 1} of {job.n} ({job.per_row} per row)"}
+    if spec.partly_guided:
+        text["guidance interval"] = "-".join(f"{v:g}" for v in spec.guidance_interval)
+    if spec.guided and spec.guidance_rescale > 0:
+        text["guidance rescale"] = f"{spec.guidance_rescale:g}"
     text.update({key: str(value) for key, value in info.items()})
     text["settings"] = json.dumps({"column": spec.__dict__, "seed": job.seed, "index": source.index,
                                    "per_row": job.per_row, "context": np.asarray(job.context).tolist(),

@@ -214,7 +214,7 @@ class SampleLab(QObject):
         while len(p.columns) < len(columns):
             p._add_column(columns[len(p.columns)]["sampler"], columns[len(p.columns)]["steps"])
         for col, d in zip(p.columns, columns):
-            col.set_spec(d["sampler"], d["steps"], d["eta"], d["guidance"], d["spacing"])
+            col.set_spec(d["sampler"], d["steps"], d["eta"], d["guidance"], d["spacing"], d["interval"], d["rescale"])
         p.seed_spin.setValue(seed)
         p.per_row_spin.setValue(per_row)
         p.model_bar.set_precision(precision)

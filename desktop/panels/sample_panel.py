@@ -58,7 +58,7 @@ class SamplePanel(SampleLayout, QWidget):
         for d in saved or [dict(sampler=a, steps=b, spacing=c) for a, b, c in DEFAULT_COLUMNS]:
             col = self._add_column(d["sampler"], d["steps"], d.get("spacing", "trailing"))
             if col is not None and "eta" in d:
-                col.set_spec(d["sampler"], d["steps"], d["eta"], d["guidance"], d["spacing"])
+                col.set_spec(d["sampler"], d["steps"], d["eta"], d["guidance"], d["spacing"], d["interval"], d["rescale"])
         state.model_changed.connect(self._on_model_changed)
         state.dataset_changed.connect(self._on_dataset_changed)
         state.composition_changed.connect(self._on_composition_changed)

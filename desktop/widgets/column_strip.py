@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QScrollArea, QWidget
 
-from core.catalog import SPACINGS
+from core.catalog import GUIDANCE_EVERYWHERE, SPACINGS
 from desktop.widgets.sampler_column import MAX_COLUMNS, MIN_COLUMNS, SamplerColumn
 
 
@@ -43,7 +43,19 @@ def column_settings(col: SamplerColumn) -> dict:
     """A column's settings as plain data, for the next session (guidance None: it follows the composer)."""
     spec = col.spec()
     return {"sampler": spec.sampler, "steps": spec.steps, "eta": spec.eta, "spacing": spec.spacing,
-            "guidance": spec.guidance if col.own_guidance.isChecked() else None}
+            "guidance": spec.guidance if col.own_guidance.isChecked() else None,
+            "interval": list(spec.guidance_interval), "rescale": spec.guidance_rescale}
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+
+
+def _interval(v) -> list[float]:
+    """A saved guidance interval [lo, hi] in t/T, 0 <= lo < hi <= 1; anything else guides everywhere."""
+    if isinstance(v, list) and len(v) == 2 and all(_number(x) for x in v) and 0 <= v[0] < v[1] <= 1:
+        return [float(v[0]), float(v[1])]
+    return list(GUIDANCE_EVERYWHERE)
 
 
 def valid_column_settings(saved, names: set[str]) -> list[dict]:
@@ -61,7 +73,11 @@ def valid_column_settings(saved, names: set[str]) -> list[dict]:
             return []
         if g is not None and (not isinstance(g, (int, float)) or not 0 <= g <= 20):
             return []
+        rescale = d.get("rescale", 0.0)
         out.append({"sampler": d["sampler"], "steps": d["steps"], "eta": float(eta), "guidance": g,
-                    "spacing": d.get("spacing") if d.get("spacing") in SPACINGS else "trailing"})
+                    "spacing": d.get("spacing") if d.get("spacing") in SPACINGS else "trailing",
+                    # added later than the others: missing or damaged, they fall back to plain guidance
+                    "interval": _interval(d.get("interval")),
+                    "rescale": float(rescale) if _number(rescale) and 0 <= rescale <= 1 else 0.0})
     return out if len(out) >= MIN_COLUMNS else []
 

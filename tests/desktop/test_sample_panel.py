@@ -643,3 +643,81 @@ def test_the_status_bar_and_the_header_name_the_same_runtime_after_a_run(qtbot, 
     run_and_wait(qtbot, panel)
     assert seen and seen[-1] == panel.summary.runtime_label
     assert panel.summary.runtime_label in panel.model_bar.runtime_label.text()
+
+
+def test_a_column_guided_only_inside_an_interval_makes_one_call_outside_it(monkeypatch):
+    """The column's interval and rescale reach the sampler: a 0.1-0.8 interval guides only the steps whose t/T
+    lies inside it (one pass elsewhere), and an interval of 0 to 1 is plain CFG bit for bit."""
+    import core.samplers
+    from core.schedule import Schedule, spaced_timesteps
+    from desktop.jobs import sampling as sw
+
+    seen, real = [], core.samplers.generate
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["guidance_interval"], kwargs["guidance_rescale"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core.samplers, "generate", spy)
+    bundle = tiny_bundle()
+    everywhere = sw.ColumnSpec("ddim", 8, guidance=3.0)
+    inside = sw.ColumnSpec("ddim", 8, guidance=3.0, guidance_interval=(0.1, 0.8))
+    rescaled = sw.ColumnSpec("ddim", 8, guidance=3.0, guidance_interval=(0.1, 0.8), guidance_rescale=0.5)
+    full, part, part_rescaled = _images(bundle, _job([everywhere, inside, rescaled]))
+    assert sorted(seen) == [((0.0, 1.0), 0.0), ((0.1, 0.8), 0.0), ((0.1, 0.8), 0.5)]
+    sched = Schedule(bundle.schedule_config)
+    ts = spaced_timesteps(8, sched, "trailing")[:-1]  # DDIM calls the model once at each step's start
+    inside_steps = sum(0.1 <= t / sched.T <= 0.8 for t in ts)
+    assert 0 < inside_steps < 8
+    assert full.nfe == 16 and part.nfe == 8 + inside_steps and part_rescaled.nfe == part.nfe
+    assert inside.calls == 16  # before the run the column can only promise at most this
+    plain = _images(bundle, _job([sw.ColumnSpec("ddim", 8, guidance=3.0, guidance_interval=(0.0, 1.0))]))[0]
+    assert np.array_equal(plain.images, full.images)
+    assert inside.title.endswith("guided 0.1-0.8") and rescaled.title.endswith("guided 0.1-0.8, rescale 0.5")
+    assert "guided" not in sw.ColumnSpec("ddim", 8, guidance=1.0, guidance_interval=(0.1, 0.8)).title
+
+
+def test_the_guidance_row_shows_while_guided_and_its_interval_keeps_lo_below_hi(qtbot, state, user_home):
+    from desktop.panels.sample_panel import SamplePanel
+
+    p = SamplePanel(state)
+    qtbot.addWidget(p)
+    col = p.columns[2]
+    assert col._guidance_row.isHidden()  # unguided: nothing to shape
+    col.set_spec("dpmpp3m", 10, guidance=2.0, spacing="karras")
+    assert not col._guidance_row.isHidden()
+    assert col._title.text() == "20 calls"
+    col.interval_lo.setValue(0.1)
+    col.interval_hi.setValue(0.8)
+    assert col.spec().guidance_interval == (0.1, 0.8)
+    assert col._title.text() == "≤ 20 calls"  # the steps outside the interval make one call
+    assert col.interval_lo.maximum() == pytest.approx(0.75) and col.interval_hi.minimum() == pytest.approx(0.15)
+    col.interval_lo.setValue(0.95)  # clamped one step below hi
+    assert col.spec().guidance_interval == (0.75, 0.8)
+    col.rescale_spin.setValue(0.5)
+    assert col.spec().guidance_rescale == 0.5
+    col.own_guidance.setChecked(False)  # back to the composer's guidance, 1 here
+    assert col._guidance_row.isHidden() and col._title.text() == "10 calls"
+    col.own_guidance.setChecked(True)
+    col.guidance_spin.setValue(2.0)
+    p.shutdown()  # saves the columns for the next session
+    again = SamplePanel(state)
+    qtbot.addWidget(again)
+    spec = again.specs()[2]
+    assert (spec.guidance, spec.guidance_interval, spec.guidance_rescale) == (2.0, (0.75, 0.8), 0.5)
+    assert not again.columns[2]._guidance_row.isHidden()
+    again.shutdown()
+
+
+def test_saved_guidance_intervals_are_checked_and_a_damaged_one_guides_everywhere():
+    from desktop.widgets.column_strip import valid_column_settings
+
+    base = {"sampler": "ddim", "steps": 10, "eta": 0.0, "guidance": 2.0}
+    for bad in ([0.8, 0.1], [0.5, 0.5], [-0.1, 0.5], [0.1, 1.5], [0.1], "0.1-0.8", [True, 0.8], [float("nan"), 1.0],
+                None):
+        cols = valid_column_settings([{**base, "interval": bad, "rescale": 2.0}] * 2, {"ddim"})
+        assert [c["interval"] for c in cols] == [[0.0, 1.0]] * 2 and [c["rescale"] for c in cols] == [0.0] * 2
+    cols = valid_column_settings([{**base, "interval": [0.1, 0.8], "rescale": 0.5}] * 2, {"ddim"})
+    assert cols[0]["interval"] == [0.1, 0.8] and cols[0]["rescale"] == 0.5
+    old = valid_column_settings([base] * 2, {"ddim"})  # saved before intervals existed
+    assert old[0]["interval"] == [0.0, 1.0] and old[0]["rescale"] == 0.0
