@@ -38,6 +38,11 @@ RECIPES = {  # name: (TrainConfig overrides, what it is)
     "course64": ({"n_feat": 64}, "the course's recipe at the course's width n_feat 64"),
     "desk": ({"prediction": "v", "schedule": "linear_zsnr", "loss_weighting": "min_snr", "network": "desk"},
              "the shipped recipe (v, zero-terminal SNR, min-SNR-5) on the desk network, n_feat 32"),
+    # One change each against "desk", for the training-details study (same seed, same idle-CPU budget):
+    "desk_warmup": ({"prediction": "v", "schedule": "linear_zsnr", "loss_weighting": "min_snr", "network": "desk",
+                     "warmup_steps": 200}, "desk + a 200-step linear learning-rate warm-up"),
+    "desk_b256": ({"prediction": "v", "schedule": "linear_zsnr", "loss_weighting": "min_snr", "network": "desk",
+                   "batch_size": 256}, "desk at batch 256 (fewer, larger steps in the same CPU time)"),
 }
 SAMPLERS = ("ddpm:500,ddim:25,dpmpp2m:10,dpmpp2m:20,dpmpp3m:10+sp=karras,dpmpp3m:20+sp=karras,"
             "dpmpp3m:10+sp=logsnr,heun:10+sp=karras")
@@ -79,10 +84,10 @@ def calibrate(out: Path, only: list[str] | None = None) -> None:
     ds = load_builtin("emoji16")
     names = only or list(RECIPES)
     timed = {name: _seconds_per_step(ds, name) for name in names}
-    # Recipes of one network and width cost the same per step (target, weighting and schedule are a few
-    # elementwise ops); their timings differ only by noise, so each (network, width) gets its recipes' mean
-    # and recipes of one shape get exactly the same number of steps.
-    shape = {name: (_config(name, 1).network, _config(name, 1).n_feat) for name in names}
+    # Recipes of one network, width and batch cost the same per step (target, weighting, schedule and warm-up
+    # are a few elementwise ops); their timings differ only by noise, so each shape gets its recipes' mean and
+    # recipes of one shape get exactly the same number of steps.
+    shape = {name: (_config(name, 1).network, _config(name, 1).n_feat, _config(name, 1).batch_size) for name in names}
     per_step = {name: sum(timed[m] for m in names if shape[m] == shape[name])
                 / sum(1 for m in names if shape[m] == shape[name]) for name in names}
     out.mkdir(parents=True, exist_ok=True)
