@@ -141,7 +141,7 @@ _TUNE_DESC = ("Tune the steps: for one sampler and number of model calls, search
 
 
 def _add_tune_steps(p: argparse.ArgumentParser) -> None:
-    from core.step_search import DISTANCES, TUNABLE_SAMPLERS, StepSearchConfig
+    from core.step_search import DISTANCES, TUNABLE_SAMPLERS, RampSearchConfig, StepSearchConfig
 
     d = StepSearchConfig()
     p.add_argument("--checkpoint", help="model file (default: the shipped default model)")
@@ -156,9 +156,38 @@ def _add_tune_steps(p: argparse.ArgumentParser) -> None:
                    help="how the sampler's images are compared with the 100-step ones: pixel (RMS, default), "
                         "perceptual (LPIPS-style, the evaluation classifier's early maps), distribution (Frechet "
                         "distance of the two sets)")
+    p.add_argument("--method", choices=("gits", "ramp"), default="gits",
+                   help="gits (default): the timesteps closest to the 100-step solution; ramp: the Karras ramp "
+                        "(rho, largest sigma, last noise level) whose images are closest to the training images in "
+                        "the evaluation classifier's features (a feature-FID on --images images)")
+    p.add_argument("--data", help="ramp: the model's training data set (default: the one the model names, when it "
+                                  "is a built-in one)")
+    p.add_argument("--images", type=int, default=RampSearchConfig().n,
+                   help=f"ramp: images per candidate (default {RampSearchConfig().n})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object with the result")
+
+
+def _distance_words(distance: str) -> str:
+    if distance == "data":
+        return "Frechet distance to the training images (the classifier's features)"
+    return f"{distance} distance to the 100-step images"
+
+
+def _ramp_data(args, bundle):
+    """The data set a ramp search compares with: --data, else the built-in one the model was trained on."""
+    from core.catalog import BUILTIN_DATASETS
+    from core.data import load_dataset
+
+    spec = args.data or bundle.meta.get("dataset") or ""
+    if not args.data and spec not in BUILTIN_DATASETS:
+        raise CliError("--method ramp: name the model's training data set with --data (the model names none that "
+                       "is built in)")
+    try:
+        return load_dataset(spec)
+    except (OSError, ValueError) as e:
+        raise CliError(f"--data: {one_line(e)}") from None
 
 
 def cmd_tune_steps(args) -> int:
@@ -167,7 +196,7 @@ def cmd_tune_steps(args) -> int:
     from core.device import runtime
     from core.paths import default_checkpoint
     from core.schedule import Schedule
-    from core.step_search import StepSearchConfig, search_steps
+    from core.step_search import RampSearchConfig, StepSearchConfig, search_ramp, search_steps
     from core.threads import configure_threads
 
     configure_threads()
@@ -179,12 +208,17 @@ def cmd_tune_steps(args) -> int:
         raise CliError(f"--out {out}: the file exists; name a new file (tune-steps never replaces one)")
     _check_writable("--out", out)
     try:
-        config = StepSearchConfig(calls=args.calls, sampler=args.sampler, trajectories=args.trajectories,
-                                  guidance=args.guidance, seed=args.seed, distance=args.distance)
+        if args.method == "ramp":
+            config = RampSearchConfig(calls=args.calls, sampler=args.sampler, n=args.images, guidance=args.guidance,
+                                      seed=args.seed)
+        else:
+            config = StepSearchConfig(calls=args.calls, sampler=args.sampler, trajectories=args.trajectories,
+                                      guidance=args.guidance, seed=args.seed, distance=args.distance)
     except ValueError as e:
         raise CliError(str(e)) from None
     rt = runtime(args.device, "fp32")
     bundle = load_checkpoint(ckpt, rt.device)
+    data = _ramp_data(args, bundle) if args.method == "ramp" else None
     last = [-1]
 
     def progress(done, total):
@@ -193,11 +227,20 @@ def cmd_tune_steps(args) -> int:
             last[0] = pct // 10
             print(f"tune-steps: {pct}%", file=sys.stderr, flush=True)
 
-    res = search_steps(bundle.net, Schedule(bundle.schedule_config), config, progress=progress)
+    schedule = Schedule(bundle.schedule_config)
+    if data is not None:
+        try:
+            res = search_ramp(bundle.net, schedule, config, data, progress=progress)
+        except ValueError as e:
+            raise CliError(f"--method ramp: {one_line(e)}") from None
+    else:
+        res = search_steps(bundle.net, schedule, config, progress=progress)
     info = {"sampler": res.sampler, "calls": res.calls, "timesteps": res.timesteps, "distance": res.distance,
             "error": round(res.error, 5),
             "baselines": {k: round(v, 5) for k, v in res.baselines.items()}, "seconds": round(res.seconds, 1),
-            "guidance": args.guidance, "trajectories": args.trajectories, "seed": args.seed}
+            "guidance": args.guidance, "seed": args.seed, "method": args.method,
+            **({"images": args.images, "data": data.name, **res.ramp} if data is not None
+               else {"trajectories": args.trajectories})}
     tuned = dict((bundle.meta.get("extra") or {}).get("tuned") or {})
     tuned[res.name] = info
     resave_checkpoint(bundle, out, schedule_config=bundle.schedule_config.with_spacing(res.name, res.timesteps),
@@ -208,7 +251,7 @@ def cmd_tune_steps(args) -> int:
     base = ", ".join(f"{k} {v:.4f}" for k, v in res.baselines.items())
     print(f"{res.name}: {sampler_choice(res.sampler).label}, {res.calls} calls, timesteps "
           f"{', '.join(f'{t:g}' for t in (round(t, 1) for t in res.timesteps))}\n"
-          f"  {res.distance} distance to the 100-step images: {res.error:.4f} (built-in spacings: {base}); "
+          f"  {_distance_words(res.distance)}: {res.error:.4f} (built-in spacings: {base}); "
           f"{res.seconds:.0f} s\n"
           f"  wrote {out}\n  sample with: python main.py sample --checkpoint {out} --sampler {res.sampler} "
           f"--steps {res.steps} --spacing {res.name}")

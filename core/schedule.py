@@ -300,7 +300,21 @@ def _log_snr_table(schedule: Schedule) -> tuple[np.ndarray, np.ndarray]:
     return lam, np.arange(1, schedule.T + 1, dtype=np.float64)[finite]
 
 
-def _ramp(steps: int, schedule: Schedule, spacing: str, lam_min: float, lam_max: float, t_first: float) -> list | None:
+def karras_ramp(steps: int, schedule: Schedule, *, rho: float = KARRAS_RHO, sigma_max: float = SIGMA_RAMP_MAX,
+                t_last: float = 1.0) -> list | None:
+    """Karras' ramp with its own rho, largest sigma and last noise level: steps points from sigma_max down to
+    the sigma at t_last (the first pinned to T), then 0. "karras" is rho 7, sigma_max 80 (or less where the
+    schedule ends lower), t_last 1. None when two points coincide."""
+    if not (steps >= 2 and rho > 0 and sigma_max > 0 and 0 < t_last < schedule.T):
+        raise ValueError("a ramp needs 2 or more steps, rho and sigma max above 0 and 0 < t_last < T")
+    lam, _ = _log_snr_table(schedule)
+    ab = schedule.ab_at(t_last)
+    lam_min, lam_max = max(lam[-1], -2 * math.log(sigma_max)), math.log(ab / (1 - ab))
+    return _ramp(steps, schedule, "karras", lam_min, lam_max, schedule.T, rho)
+
+
+def _ramp(steps: int, schedule: Schedule, spacing: str, lam_min: float, lam_max: float, t_first: float,
+          rho: float = KARRAS_RHO) -> list | None:
     """steps points uniform in log-SNR ("logsnr") or on Karras' sigma ramp between lam_min and lam_max, turned
     back into t (the first pinned to t_first) and ended by 0; None when two points coincide."""
     if spacing == "logsnr":
@@ -308,7 +322,7 @@ def _ramp(steps: int, schedule: Schedule, spacing: str, lam_min: float, lam_max:
     else:
         smax, smin = math.exp(-lam_min / 2), math.exp(-lam_max / 2)
         ramp = np.linspace(0, 1, steps)
-        sig = (smax ** (1 / KARRAS_RHO) + ramp * (smin ** (1 / KARRAS_RHO) - smax ** (1 / KARRAS_RHO))) ** KARRAS_RHO
+        sig = (smax ** (1 / rho) + ramp * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
         grid = -2 * np.log(sig)
     lam, t_idx = _log_snr_table(schedule)
     # invert log-SNR(t): np.interp needs increasing x, so walk the reversed arrays

@@ -15,6 +15,13 @@ Why GITS rather than LD3 (Tong et al. 2024, which optimises the timesteps by gra
 sampler): GITS needs no backward pass, one sweep of `grid` model calls over a few hundred trajectories
 and a few dozen more for the polish, about a minute on a 2-core CPU for our 16 px models; and its
 schedule is a plain list of timesteps any sampler can use.
+
+A second search, `search_ramp`, asks another question: not which timesteps land closest to the accurate
+solution, but which of Karras' ramps (its rho, its largest sigma and its last noise level before 0) gives
+images whose features in the evaluation classifier are closest to the model's training images (a Frechet
+distance: the feature-FID the benchmarks report, on fewer images). At 4 to 6 calls the two disagree: the
+accurate solution is not the best-looking one, and the images nearest to it are soft where the data is
+sharp (docs/fast.md has the measurements).
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ import torch
 from .catalog import SPACINGS, model_calls, sampler_choice
 from .denoiser import Denoiser
 from .samplers import get_sampler, initial_noise, sample_dpmpp_3m
-from .schedule import Schedule, spaced_timesteps
+from .schedule import Schedule, karras_ramp, spaced_timesteps
 
 DISTANCES = ("pixel", "perceptual", "distribution")
 TUNABLE_SAMPLERS = ("ddim", "dpmpp2m", "dpmpp3m", "heun", "ipndm")  # deterministic: one answer per noise
@@ -49,6 +56,7 @@ class StepSearchConfig:
     #   "perceptual"    per image, core.metrics' LPIPS-style distance on the evaluation classifier's early maps;
     #   "distribution"  the Frechet distance between the two sets of images (all trajectories) in that
     #                   classifier's features.
+    # ("data", which only search_ramp reports, is the Frechet distance to the training images instead.)
     # The last two fall back to pixels where the classifier cannot read the model's images. Measured on the
     # shipped model at 5 calls (docs/fast.md) all three land within the seed spread of each other in FID.
     distance: str = "pixel"
@@ -76,6 +84,32 @@ class StepSearchResult:
     distance: str = "pixel"  # which distance error and baselines are: perceptual or pixel (RMS)
     seconds: float = 0.0
     model_calls: int = 0  # network evaluations the search made (batched images count once per call)
+    ramp: dict = field(default_factory=dict)  # search_ramp only: the chosen rho, sigma_max, t_last (or built_in)
+
+
+# The ramps search_ramp tries: every rho with every largest sigma, ending at t = 1 (as "karras"); then the best
+# of those with the other last noise levels.
+RAMP_RHOS = (3.5, 4.0, 4.5, 5.0, 7.0)
+RAMP_SIGMA_MAX = (12.0, 20.0, 30.0, 45.0, 80.0)
+RAMP_T_LAST = (1.0, 3.0, 6.0)
+
+
+@dataclass(frozen=True)
+class RampSearchConfig:
+    calls: int = 5  # model calls per image (without guidance)
+    sampler: str = "dpmpp3m"
+    n: int = 320  # images per candidate ramp, with the data set's label mix
+    guidance: float = 1.0
+    seed: int = 0
+    batch: int = 160  # images per model call
+
+    def __post_init__(self):
+        if self.sampler not in TUNABLE_SAMPLERS:
+            raise ValueError(f"steps can be tuned for the deterministic samplers only: {', '.join(TUNABLE_SAMPLERS)}")
+        if not 2 <= self.calls <= 50:
+            raise ValueError(f"calls must be between 2 and 50 for a ramp, got {self.calls}")
+        if not 32 <= self.n <= 20_000 or self.batch < 1:
+            raise ValueError("need 32 to 20,000 images per candidate and a batch of at least 1")
 
 
 def spacing_name(sampler: str, calls: int) -> str:
@@ -288,3 +322,81 @@ def _polish(path: list[int], judge: _Judge, grid, passes: int = 3) -> list[int]:
         if not moved:
             break
     return path
+
+
+def search_ramp(net, schedule: Schedule, config: RampSearchConfig, dataset, *, classifier=None, progress=None,
+                cancel=None) -> StepSearchResult:
+    """The ramp (RAMP_RHOS x RAMP_SIGMA_MAX ending at t = 1, then RAMP_T_LAST for the best) whose images,
+    config.n of them from one noise seed in the data set's label mix, have the least Frechet distance to
+    `dataset`'s images in the evaluation classifier's features. The labels of `dataset` must be the model's,
+    in its order. A built-in spacing that beats every ramp is returned instead (ramp {"built_in": name}).
+    progress(done, total) counts candidate ramps."""
+    from . import metrics
+
+    start = time.perf_counter()
+    steps = steps_for_calls(config.sampler, config.calls, schedule.zero_terminal)
+    if steps < 2:
+        raise ValueError("a ramp needs at least 2 steps")
+    if dataset.n_labels != net.config.n_cfeat:
+        raise ValueError(f"the data set has {dataset.n_labels} labels and the model {net.config.n_cfeat}: search "
+                         "with the data set the model was trained on")
+    clf = classifier or metrics.load_classifier()
+    if clf.image_size != net.config.height or net.config.in_channels != 3:
+        raise ValueError(f"the evaluation classifier reads {clf.image_size} px colour images and this model draws "
+                         f"{net.config.height} px ones: use --method gits")
+    device = next(net.parameters()).device
+    real = metrics.feature_stats(metrics.features(dataset, clf))
+    targets = metrics.reference_targets(dataset, config.n, config.seed)
+    ctx = torch.eye(net.config.n_cfeat)[torch.as_tensor(targets)]
+    noise = initial_noise(config.n, _shape(net), config.seed, torch.device("cpu"))
+    fn = get_sampler(config.sampler).fn
+    seen: dict[tuple, float] = {}
+    calls = [0]
+
+    def distance(timesteps) -> float:
+        key = tuple(float(t) for t in timesteps)
+        if key not in seen:
+            outs = []
+            for lo in range(0, config.n, config.batch):
+                part = slice(lo, lo + config.batch)
+                model = Denoiser(net, schedule, ctx[part].to(device), guidance=config.guidance, cancel=cancel)
+                with torch.inference_mode():
+                    outs.append(fn(model, noise[part].to(device), list(key)).float().cpu())
+                calls[0] += model.nfe
+            from .samplers import to_uint8
+
+            mu, sig = metrics.feature_stats(metrics.features(to_uint8(torch.cat(outs)), clf))
+            seen[key] = float(metrics.frechet_distance(mu, sig, *real))
+        return seen[key]
+
+    first = [(rho, smax, RAMP_T_LAST[0]) for rho in RAMP_RHOS for smax in RAMP_SIGMA_MAX]
+    total = len(first) + len(RAMP_T_LAST) - 1
+    scored: dict[tuple, tuple[float, list]] = {}
+
+    def score(params) -> None:
+        rho, smax, t_last = params
+        ts = karras_ramp(steps, schedule, rho=rho, sigma_max=smax, t_last=t_last)
+        if ts is not None:
+            scored[params] = (distance(ts), ts)
+        if progress:
+            progress(len(scored), total)
+
+    for params in first:
+        score(params)
+    if not scored:
+        raise ValueError(f"no ramp has {steps} distinct steps on this schedule")
+    rho, smax, _ = min(scored, key=lambda k: scored[k][0])
+    for t_last in RAMP_T_LAST[1:]:
+        score((rho, smax, t_last))
+    best = min(scored, key=lambda k: scored[k][0])
+    err, timesteps = scored[best]
+    chosen = {"rho": best[0], "sigma_max": best[1], "t_last": best[2]}
+    baselines = {sp: distance(spaced_timesteps(steps, schedule, sp)) for sp in SPACINGS}
+    # At two or three calls a ramp spends one on its last noise level; a built-in spacing can then do better,
+    # and the search never hands back worse than the best of them.
+    plain = min(baselines, key=baselines.get)
+    if baselines[plain] < err:
+        err, timesteps, chosen = baselines[plain], spaced_timesteps(steps, schedule, plain), {"built_in": plain}
+    return StepSearchResult(spacing_name(config.sampler, config.calls), config.sampler, config.calls, steps,
+                            [float(t) for t in timesteps], err, baselines, "data", time.perf_counter() - start,
+                            calls[0], chosen)

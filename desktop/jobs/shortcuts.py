@@ -33,27 +33,41 @@ class TuneResult:
     error: float
     baselines: dict[str, float]
     seconds: float
+    distance: str = "pixel"  # "data" for the ramp search (a Frechet distance to the training images)
+    ramp: dict = field(default_factory=dict)  # the ramp search's choice (rho, sigma_max, t_last; or built_in)
 
 
-def tune_steps(bundle, sampler: str, calls: int, *, control):
+TUNE_METHODS = ("ramp", "gits")  # core.step_search.search_ramp and search_steps: the dialog's "Search for" menu
+
+
+def tune_steps(bundle, sampler: str, calls: int, method: str = "gits", dataset=None, *, control):
     """Search the timesteps for the loaded model (a private copy of it); returns a TuneResult, or None when
-    stopped. Yields Progress("search", done, total)."""
+    stopped. Yields Progress("search", done, total). method "ramp" scores ramps against `dataset` (the images the
+    model was trained on, with its labels); "gits" against a 100-step solution."""
     from core.samplers import SamplingCancelled
     from core.schedule import Schedule
-    from core.step_search import StepSearchConfig, search_steps
+    from core.step_search import RampSearchConfig, StepSearchConfig, search_ramp, search_steps
 
-    config = StepSearchConfig(calls=calls, sampler=sampler)
+    if method == "ramp" and dataset is None:
+        raise ValueError("load the model's training data set first (Data & labels): the search compares with it")
     net = _snapshot(bundle)
 
     def progress(done, total):  # called inside the search: hand the item to the GUI at once
         control.report(Progress("search", done, total))
 
     yield Progress("search", 0, 1)
+    schedule = Schedule(bundle.schedule_config)
     try:
-        res = search_steps(net, Schedule(bundle.schedule_config), config, progress=progress, cancel=control.stop)
+        if method == "ramp":
+            res = search_ramp(net, schedule, RampSearchConfig(calls=calls, sampler=sampler), dataset,
+                              progress=progress, cancel=control.stop)
+        else:
+            res = search_steps(net, schedule, StepSearchConfig(calls=calls, sampler=sampler), progress=progress,
+                               cancel=control.stop)
     except SamplingCancelled:
         return None
-    return TuneResult(res.name, res.sampler, res.calls, res.steps, res.timesteps, res.error, res.baselines, res.seconds)
+    return TuneResult(res.name, res.sampler, res.calls, res.steps, res.timesteps, res.error, res.baselines, res.seconds,
+                      res.distance, dict(res.ramp))
 
 
 def with_spacing(bundle, name: str, timesteps: list[float]):

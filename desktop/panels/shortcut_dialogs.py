@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                                QMessageBox, QProgressBar, QVBoxLayout)
 
@@ -80,10 +80,21 @@ class TuneStepsDialog(_JobDialog):
         lay = QVBoxLayout(self)
         lay.addWidget(HintLabel(
             "Few model calls lose quality mostly because the steps land in the wrong places. This searches, for "
-            "the loaded model, the timesteps whose images come closest to a 100-step solution of the same noise "
-            "(one to four minutes on a laptop CPU). The result is a new spacing of this model, e.g. tuned-4, "
-            "in every column's spacing menu. It pays most at 2 to 4 calls; check it in the Quality tab."))
+            "the loaded model, where the steps should go (one to four minutes on a laptop CPU). The result is a "
+            "new spacing of this model, e.g. tuned-5, in every column's spacing menu; check it in the Quality "
+            "tab."))
         form = QFormLayout()
+        self.method_box = QComboBox()
+        self.method_box.addItem("images like the training images (ramp search)", "ramp")
+        self.method_box.addItem("closest to the exact solution (GITS)", "gits")
+        self.method_box.setItemData(0, "Tries 27 step ramps and keeps the one whose images are closest to the data "
+                                    "set's images, as the Quality tab measures it.\nBest at 4 to 6 calls; needs the "
+                                    "model's training data set loaded (Data & labels).", Qt.ItemDataRole.ToolTipRole)
+        self.method_box.setItemData(1, "The timesteps whose images land closest to a 100-step solution of the same "
+                                    "noise.\nBest at 2 and 3 calls; closest is not always best looking.",
+                                    Qt.ItemDataRole.ToolTipRole)
+        self.method_box.setToolTip("What the search aims for (each choice has its own tip)")
+        form.addRow("Search for", self.method_box)
         self.sampler_box = QComboBox()
         for name in TUNABLE:
             self.sampler_box.addItem(sampler_choice(name).label, name)
@@ -117,8 +128,10 @@ class TuneStepsDialog(_JobDialog):
             return
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        self.note.setText("Solving the reference trajectories…")
-        self._start(sj.tune_steps, self.state.model, self.sampler_box.currentData(), self.calls_spin.value())
+        method = self.method_box.currentData()
+        self.note.setText("Trying the ramps…" if method == "ramp" else "Solving the reference trajectories…")
+        self._start(sj.tune_steps, self.state.model, self.sampler_box.currentData(), self.calls_spin.value(), method,
+                    self.state.dataset if method == "ramp" else None)
 
     def _on_item(self, item) -> None:
         if isinstance(item, sj.Progress):
@@ -134,15 +147,20 @@ class TuneStepsDialog(_JobDialog):
         if bundle is None:
             return
         self._tuned[res.name] = {"sampler": res.sampler, "calls": res.calls, "timesteps": res.timesteps,
-                                 "error": round(res.error, 5), "seconds": round(res.seconds, 1)}
+                                 "error": round(res.error, 5), "seconds": round(res.seconds, 1),
+                                 "distance": res.distance, **res.ramp}
         best_name, best = min(res.baselines.items(), key=lambda kv: kv[1])
         ts = ", ".join(f"{t:.0f}" for t in res.timesteps)
+        what = ("Feature distance to the training images" if res.distance == "data"
+                else "Distance to the 100-step images")
+        kept = (f"No ramp beat the built-in spacing {res.ramp['built_in']}: it is kept under this name.<br>"
+                if "built_in" in res.ramp else "")
         self.note.setText(
             f"<b>{res.name}</b> for {sampler_choice(res.sampler).label} at {res.calls} calls: timesteps {ts}.<br>"
-            f"Distance to the 100-step images {res.error:.3f}; the best built-in spacing ({best_name}) {best:.3f} "
+            f"{kept}{what} {res.error:.3f}; the best built-in spacing ({best_name}) {best:.3f} "
             f"({100 * (1 - res.error / best):+.0f}% closer). {res.seconds:.0f} s.<br>"
             f"It is now in every column's spacing menu for this model; save the model with it to keep it. "
-            f"Closer is not always better looking: compare it in the Quality tab.")
+            f"Compare it in the Quality tab.")
         self.state.set_model(sj.with_spacing(bundle, res.name, res.timesteps))
         self.state.status_message.emit(f"Tuned spacing {res.name} added to the model")
 

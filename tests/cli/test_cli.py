@@ -231,3 +231,45 @@ def test_variation_seeds_nudge_the_images_and_keep_their_ends(run_dir, tmp_path,
     capsys.readouterr()
     assert main([*common, "--variation-seed", "2", "--variation-strength", "1.5", "--out", str(tmp_path / "x.png")]) == 2
     assert "--variation-strength" in capsys.readouterr().err
+
+
+def test_tune_steps_ramp_writes_a_new_model_with_the_spacing_and_refuses_what_it_cannot_search(tmp_path, capsys):
+    """`tune-steps --method ramp` on a 16 px model of the built-in set's labels: a new file with tuned-3 and how
+    it was found; the model read is untouched. A model the evaluation classifier cannot read, and one whose data
+    set is not named, are refused in one line (exit 2)."""
+    import torch
+
+    from core.checkpoint import load_checkpoint, save_checkpoint
+    from core.data import load_builtin
+    from core.schedule import ScheduleConfig
+    from core.unet import ContextUnet, UNetConfig
+
+    ds = load_builtin("emoji16")
+    torch.manual_seed(0)
+    net = ContextUnet(UNetConfig(n_feat=8, n_cfeat=ds.n_labels, height=16))
+    model = save_checkpoint(tmp_path / "m.safetensors", net.state_dict(), unet_config=net.config,
+                            schedule_config=ScheduleConfig(kind="linear_zsnr", prediction="v"),
+                            label_names=ds.label_names, dataset="emoji16")
+    before = model.read_bytes()
+    out = tmp_path / "tuned.safetensors"
+    rc = main(["tune-steps", "--checkpoint", str(model), "--method", "ramp", "--calls", "3", "--images", "32",
+               "--out", str(out), "--device", "cpu", "--json"])
+    assert rc == 0 and model.read_bytes() == before
+    said = json.loads(capsys.readouterr().out)
+    assert said["spacing"] == "tuned-3" and said["method"] == "ramp" and said["data"] == "emoji16"
+    b = load_checkpoint(out)
+    assert list(b.schedule_config.named_spacing("tuned-3")) == pytest.approx(said["timesteps"])
+    kept = b.meta["extra"]["tuned"]["tuned-3"]
+    assert kept["method"] == "ramp" and kept["timesteps"] == said["timesteps"]
+    assert ("rho" in kept and "sigma_max" in kept and "t_last" in kept) or "built_in" in kept
+    nameless = save_checkpoint(tmp_path / "n.safetensors", net.state_dict(), unet_config=net.config,
+                               schedule_config=ScheduleConfig(), label_names=ds.label_names)
+    small = tmp_path / "run_small.safetensors"
+    small8 = ContextUnet(UNetConfig(n_feat=8, n_cfeat=ds.n_labels, height=8))
+    save_checkpoint(small, small8.state_dict(), unet_config=small8.config, schedule_config=ScheduleConfig(),
+                    label_names=ds.label_names, dataset="emoji16")
+    for ckpt, says in ((nameless, "--data"), (small, "--method gits")):
+        rc = main(["tune-steps", "--checkpoint", str(ckpt), "--method", "ramp", "--calls", "3", "--images", "32",
+                   "--out", str(tmp_path / f"x{says[2]}.safetensors"), "--device", "cpu"])
+        err = capsys.readouterr().err
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and says in err and "Traceback" not in err, err

@@ -6,8 +6,9 @@ import pytest
 
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.samplers import generate, initial_noise
-from core.schedule import Schedule, ScheduleConfig, spaced_timesteps, spacing_names
-from core.step_search import (StepSearchConfig, _cheapest_path, search_steps, spacing_name, steps_for_calls)
+from core.schedule import Schedule, ScheduleConfig, karras_ramp, spaced_timesteps, spacing_names
+from core.step_search import (RampSearchConfig, StepSearchConfig, _cheapest_path, search_ramp, search_steps,
+                              spacing_name, steps_for_calls)
 from core.unet import ContextUnet, UNetConfig
 
 from test_samplers import ExactGaussianEps, _ode_solution
@@ -125,3 +126,53 @@ def test_classifier_distances_judge_16px_models_and_fall_back_to_pixels_elsewher
     assert res.error <= min(res.baselines.values()) + 1e-9
     toy = search_steps(ExactGaussianEps(schedule, 0.2, 0.1, target="v"), schedule, cfg)
     assert toy.distance == "pixel"
+
+
+@pytest.mark.parametrize("config", [ScheduleConfig(), ZSNR], ids=["linear", "linear_zsnr"])
+def test_karras_ramp_with_its_defaults_is_the_karras_spacing_and_its_knobs_move_the_steps(config):
+    schedule = Schedule(config)
+    for steps in (3, 5, 10):
+        assert karras_ramp(steps, schedule) == pytest.approx(spaced_timesteps(steps, schedule, "karras"))
+    low = karras_ramp(5, schedule, sigma_max=12.0)
+    assert low[1] < karras_ramp(5, schedule)[1]  # a lower largest sigma: the first jump from pure noise is longer
+    late = karras_ramp(5, schedule, t_last=6.0)
+    assert late[-2] == pytest.approx(6.0) and late[-1] == 0 and late[0] == schedule.T
+    for ts in (low, late, karras_ramp(6, schedule, rho=3.5, sigma_max=30.0, t_last=3.0)):
+        assert all(a > b for a, b in zip(ts, ts[1:]))
+    for bad in ({"rho": 0.0}, {"sigma_max": -1.0}, {"t_last": 0.0}, {"t_last": float(schedule.T)}):
+        with pytest.raises(ValueError, match="ramp"):
+            karras_ramp(5, schedule, **bad)
+
+
+def test_the_ramp_search_minimises_the_feature_fid_of_its_own_images(emoji_small):
+    """The search's distance is the benchmarks' feature-FID of its n images against the data set (the same
+    noise and label mix as `generate` from its seed); it returns the ramp it scored best, or a built-in spacing
+    that beat every ramp (never worse than one), and the same answer for the same seed."""
+    import torch
+
+    from core import metrics
+
+    schedule = Schedule(ZSNR)
+    torch.manual_seed(0)
+    net = ContextUnet(UNetConfig(n_feat=8, n_cfeat=emoji_small.n_labels, height=16)).eval()
+    cfg = RampSearchConfig(calls=4, n=48, batch=48, seed=3)
+    done = []
+    res = search_ramp(net, schedule, cfg, emoji_small, progress=lambda d, t: done.append((d, t)))
+    assert res.distance == "data" and res.name == "tuned-4" and res.steps == 4
+    chosen = (spaced_timesteps(4, schedule, res.ramp["built_in"]) if "built_in" in res.ramp
+              else karras_ramp(4, schedule, **res.ramp))
+    assert res.timesteps == pytest.approx(chosen)
+    assert res.error <= min(res.baselines.values()) and set(res.baselines) == {"trailing", "logsnr", "karras"}
+    assert done[-1][0] == done[-1][1] > 20
+    targets = metrics.reference_targets(emoji_small, cfg.n, cfg.seed)
+    ctx = np.eye(emoji_small.n_labels, dtype=np.float32)[targets]
+    sch = Schedule(ZSNR.with_spacing(res.name, res.timesteps))
+    images = generate(net, sch, sampler="dpmpp3m", steps=4, n=cfg.n, context=ctx, seed=cfg.seed, spacing=res.name,
+                      precision="fp32").images
+    assert metrics.evaluate(images, reference=emoji_small).fid == pytest.approx(res.error, rel=1e-4)
+    again = search_ramp(net, schedule, cfg, emoji_small)
+    assert again.timesteps == res.timesteps and again.error == res.error
+    with pytest.raises(ValueError, match="labels"):
+        search_ramp(ContextUnet(UNetConfig(n_feat=8, n_cfeat=3, height=16)), schedule, cfg, emoji_small)
+    with pytest.raises(ValueError, match="between 2 and 50"):
+        RampSearchConfig(calls=1)

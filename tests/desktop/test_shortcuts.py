@@ -52,6 +52,28 @@ def _wait_idle(qtbot, dlg):
     qtbot.waitUntil(lambda: not dlg.is_busy(), timeout=TIMEOUT_MS)
 
 
+def test_the_ramp_search_adds_its_spacing_and_asks_for_the_data_set_without_one(qtbot, panel, state, monkeypatch,
+                                                                                 dialogs, emoji_small):
+    import core.step_search as ss
+
+    real = ss.RampSearchConfig
+    monkeypatch.setattr(ss, "RampSearchConfig", lambda **kw: real(**{"n": 32, "batch": 32, **kw}))
+    dlg = panel.lab.open_tune()
+    qtbot.addWidget(dlg)
+    assert dlg.method_box.currentData() == "ramp"  # the default: what looks best at 4 to 6 calls
+    dlg.calls_spin.setValue(4)
+    dlg.run()  # no data set loaded
+    _wait_idle(qtbot, dlg)
+    assert dialogs and "data set" in dialogs[-1][2] and state.model.schedule_config.named_spacing("tuned-4") is None
+    state.set_dataset(emoji_small)
+    dlg.run()
+    _wait_idle(qtbot, dlg)
+    ts = state.model.schedule_config.named_spacing("tuned-4")
+    assert ts is not None and len(ts) == 5 and ts[0] == 500 and ts[-1] == 0
+    assert "training images" in dlg.note.text()
+    assert dlg._tuned["tuned-4"]["distance"] == "data"
+
+
 def test_tuned_spacing_joins_every_column_holds_its_steps_and_saves_with_the_model(qtbot, panel, state, tmp_path,
                                                                                      monkeypatch, dialogs):
     import core.step_search as ss
@@ -62,6 +84,7 @@ def test_tuned_spacing_joins_every_column_holds_its_steps_and_saves_with_the_mod
     monkeypatch.setattr(ss, "StepSearchConfig", lambda **kw: real(**{**small, **kw}))
     dlg = panel.lab.open_tune()
     qtbot.addWidget(dlg)
+    dlg.method_box.setCurrentIndex(dlg.method_box.findData("gits"))
     dlg.calls_spin.setValue(3)
     dlg.run()
     assert dlg.is_busy() and not dlg.run_button.isEnabled()
