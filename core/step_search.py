@@ -34,7 +34,7 @@ import torch
 
 from .catalog import SPACINGS, model_calls, sampler_choice
 from .denoiser import Denoiser
-from .samplers import get_sampler, initial_noise, sample_dpmpp_3m
+from .samplers import get_sampler, initial_noise, sample_dpmpp_3m, to_uint8
 from .schedule import Schedule, karras_ramp, spaced_timesteps
 
 DISTANCES = ("pixel", "perceptual", "distribution")
@@ -297,7 +297,6 @@ class _Judge:
     def _frechet(self, out: torch.Tensor) -> float:
         """Frechet distance between the features of these images and of the reference images."""
         from . import metrics
-        from .samplers import to_uint8
 
         if self._target_stats is None:
             self._target_stats = metrics.feature_stats(metrics.features(to_uint8(self.target), self.classifier))
@@ -363,8 +362,6 @@ def search_ramp(net, schedule: Schedule, config: RampSearchConfig, dataset, *, c
                 with torch.inference_mode():
                     outs.append(fn(model, noise[part].to(device), list(key)).float().cpu())
                 calls[0] += model.nfe
-            from .samplers import to_uint8
-
             mu, sig = metrics.feature_stats(metrics.features(to_uint8(torch.cat(outs)), clf))
             seen[key] = float(metrics.frechet_distance(mu, sig, *real))
         return seen[key]
