@@ -28,7 +28,7 @@ def export_text(summary_like: dict) -> dict[str, str]:
         "contexts": ", ".join(summary_like.get("row_names", [])),
     }
     if any(c.partly_guided for c in cols):
-        text["guidance interval"] = ", ".join("-".join(f"{v:g}" for v in c.guidance_interval) for c in cols)
+        text["guidance interval"] = ", ".join(c.interval_text for c in cols)
     if any(c.guided and c.guidance_rescale > 0 for c in cols):
         text["guidance rescale"] = ", ".join(f"{c.guidance_rescale:g}" for c in cols)
     if "nfe" in summary_like:

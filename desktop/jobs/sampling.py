@@ -54,8 +54,7 @@ class ColumnSpec:
         text += f", eta {self.eta:g}" if self.sampler == "ddim" else ""
         text += f", {self.spacing}" if self.spacing != "trailing" else ""
         if self.partly_guided:
-            lo, hi = self.guidance_interval
-            text += f", guided {lo:g}-{hi:g}"
+            text += f", guided {self.interval_text}"
         return text + (f", rescale {self.guidance_rescale:g}" if self.guided and self.guidance_rescale > 0 else "")
 
     @property
@@ -73,6 +72,11 @@ class ColumnSpec:
         """Model calls per image (Heun makes two per step); with guidance inside an interval only, the most it
         can make (the run counts the exact number: ColumnResult.nfe)."""
         return model_calls(self.sampler, self.steps, guided=self.guided, zero_terminal=self.zero_terminal)
+
+    @property
+    def interval_text(self) -> str:
+        """The guidance interval as the PNG text and titles write it: "0.1-0.8"."""
+        return "-".join(f"{v:g}" for v in self.guidance_interval)
 
     @property
     def guidance_kwargs(self) -> dict:

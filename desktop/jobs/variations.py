@@ -213,7 +213,7 @@ def export_text(source: Source, info: dict) -> dict[str, str]:
             "eta": f"{spec.eta:g}", "guidance": f"{spec.guidance:g}", "seed": str(job.seed),
             "image": f"{source.index + 1} of {job.n} ({job.per_row} per row)"}
     if spec.partly_guided:
-        text["guidance interval"] = "-".join(f"{v:g}" for v in spec.guidance_interval)
+        text["guidance interval"] = spec.interval_text
     if spec.guided and spec.guidance_rescale > 0:
         text["guidance rescale"] = f"{spec.guidance_rescale:g}"
     text.update({key: str(value) for key, value in info.items()})

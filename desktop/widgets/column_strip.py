@@ -6,6 +6,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QScrollArea, QWidget
 
 from core.catalog import GUIDANCE_EVERYWHERE, SPACINGS
+from core.schema import is_finite_number
 from desktop.widgets.sampler_column import MAX_COLUMNS, MIN_COLUMNS, SamplerColumn
 
 
@@ -47,13 +48,9 @@ def column_settings(col: SamplerColumn) -> dict:
             "interval": list(spec.guidance_interval), "rescale": spec.guidance_rescale}
 
 
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
-
-
 def _interval(v) -> list[float]:
     """A saved guidance interval [lo, hi] in t/T, 0 <= lo < hi <= 1; anything else guides everywhere."""
-    if isinstance(v, list) and len(v) == 2 and all(_number(x) for x in v) and 0 <= v[0] < v[1] <= 1:
+    if isinstance(v, list) and len(v) == 2 and all(is_finite_number(x) for x in v) and 0 <= v[0] < v[1] <= 1:
         return [float(v[0]), float(v[1])]
     return list(GUIDANCE_EVERYWHERE)
 
@@ -78,6 +75,6 @@ def valid_column_settings(saved, names: set[str]) -> list[dict]:
                     "spacing": d.get("spacing") if d.get("spacing") in SPACINGS else "trailing",
                     # added later than the others: missing or damaged, they fall back to plain guidance
                     "interval": _interval(d.get("interval")),
-                    "rescale": float(rescale) if _number(rescale) and 0 <= rescale <= 1 else 0.0})
+                    "rescale": float(rescale) if is_finite_number(rescale) and 0 <= rescale <= 1 else 0.0})
     return out if len(out) >= MIN_COLUMNS else []
 
