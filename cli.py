@@ -384,6 +384,10 @@ def _add_grid(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, default=base.guidance, help="guidance scale (1 = off)")
     p.add_argument("--guide", default=base.guide,
                    help="what guidance pushes away from: nolabel (default), model (--guide-model), or a label")
+    p.add_argument("--guidance-interval", default="0,1",
+                   help="guide only for t/T in LO,HI, as sample's (default 0,1: always)")
+    p.add_argument("--guidance-rescale", type=float, default=base.guidance_rescale,
+                   help="CFG rescale phi in [0, 1], as sample's (default 0: off)")
     p.add_argument("--guide-model", help="the weaker model for guide=model (autoguidance); 'auto' as for sample")
     p.add_argument("--seed", type=int, default=base.seed)
     p.add_argument("--context", default="", help="label or mix for every cell, as sample's --context (default: "
@@ -409,9 +413,12 @@ def cmd_grid(args) -> int:
     y = parse_axis(args.y, "--y") if args.y else Axis("seed", ())
     for flag, value, ok in (("--steps", args.steps, args.steps >= 1), ("--seed", args.seed, 0 <= args.seed < 2**63),
                             ("--guidance", args.guidance, math.isfinite(args.guidance) and 0 <= args.guidance <= 50),
-                            ("--eta", args.eta, math.isfinite(args.eta) and 0 <= args.eta <= 1)):
+                            ("--eta", args.eta, math.isfinite(args.eta) and 0 <= args.eta <= 1),
+                            ("--guidance-rescale", args.guidance_rescale,
+                             math.isfinite(args.guidance_rescale) and 0 <= args.guidance_rescale <= 1)):
         if not ok:
             raise CliError(f"{flag} {value}: out of range (see --help)")
+    interval = _interval(args.guidance_interval)
     _check_writable("--out", Path(args.out))
     ckpt = args.checkpoint or default_checkpoint()
     if ckpt is None:
@@ -426,7 +433,8 @@ def cmd_grid(args) -> int:
     names = list(bundle.label_names)
     base = CellSettings(sampler=args.sampler, steps=args.steps, spacing=args.spacing, eta=args.eta,
                         guidance=args.guidance, guide=args.guide, seed=args.seed,
-                        context=args.context or (names[0] if names else "none"), mix_with=args.mix_with)
+                        context=args.context or (names[0] if names else "none"), mix_with=args.mix_with,
+                        guidance_interval=interval, guidance_rescale=args.guidance_rescale)
     spec = GridSpec(base, x, y, args.n)
     guide = _load_guide(args.guide_model, ckpt, bundle, rt.device) if args.guide_model else None
     schedule = Schedule(bundle.schedule_config)

@@ -43,6 +43,12 @@ RECIPES = {  # name: (TrainConfig overrides, what it is)
                      "warmup_steps": 200}, "desk + a 200-step linear learning-rate warm-up"),
     "desk_b256": ({"prediction": "v", "schedule": "linear_zsnr", "loss_weighting": "min_snr", "network": "desk",
                    "batch_size": 256}, "desk at batch 256 (fewer, larger steps in the same CPU time)"),
+    # Trains exactly as "desk" (a second EMA does not touch the training): its model.safetensors should equal
+    # desk's, and model.ema2.safetensors is the same run averaged with decay 0.995.
+    "desk_ema2": ({"prediction": "v", "schedule": "linear_zsnr", "loss_weighting": "min_snr", "network": "desk",
+                   "second_ema_decay": 0.995}, "desk, also keeping an EMA of decay 0.995 (model.ema2.safetensors)"),
+    "desk_noflip": ({"prediction": "v", "schedule": "linear_zsnr", "loss_weighting": "min_snr", "network": "desk",
+                     "hflip": False}, "desk without mirrored images"),
 }
 SAMPLERS = ("ddpm:500,ddim:25,dpmpp2m:10,dpmpp2m:20,dpmpp3m:10+sp=karras,dpmpp3m:20+sp=karras,"
             "dpmpp3m:10+sp=logsnr,heun:10+sp=karras")

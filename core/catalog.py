@@ -16,6 +16,7 @@ IMAGE_SIDE_MAX = 512  # px: the largest image side a network is built for (its m
 LABEL_NAME_MAX = 255  # characters in a label name: what a folder name (a label of a folder data set) can hold
 BUILTIN_DATASETS = {"emoji16": "emoji16.npz", "emoji32": "emoji32.npz"}  # name: file under resources/
 MODEL_FILE, RESUME_FILE, LOG_FILE = "model.safetensors", "resume.safetensors", "loss.csv"  # a run folder's files
+SECOND_EMA_FILE = "model.ema2.safetensors"  # the second EMA's model, when a run keeps one (second_ema_decay)
 DIVERGED_FILE = "diverged.json"  # written when a run stops because it diverged; a resume then needs --force
 
 # --- networks ---------------------------------------------------------------------------------------

@@ -47,7 +47,8 @@ MODEL_HEADER = Obj({"format": Str(64), "unet_config": _JSON_TEXT, "schedule_conf
                    extra=_JSON_TEXT)
 # The configs' own dataclasses check their fields (one source for those rules); here only their shape.
 MODEL_JSON = Obj({"unet_config": Obj(), "schedule_config": Obj(), "label_names": LABEL_NAMES, "train_config": Obj(),
-                  "extra": Obj({"elapsed": Float(0, 1e12), "run_id": Str(64)}, optional=("elapsed", "run_id"))})
+                  "extra": Obj({"elapsed": Float(0, 1e12), "run_id": Str(64), "ema_decay": Float(0, 1)},
+                               optional=("elapsed", "run_id", "ema_decay"))})
 RESUME_HEADER = Obj({"format": Str(64), "step": IntText(0, MAX_STEPS), "info": _JSON_TEXT,
                      "param_groups": _JSON_TEXT, "opt_scalars": _JSON_TEXT}, extra=_JSON_TEXT)
 RESUME_INFO = Obj({"dataset": Str(1000), "dataset_fingerprint": Str(64), "elapsed": Float(0, 1e12),
@@ -266,13 +267,14 @@ def load_course_weights(path: str | Path, device: torch.device | str = "cpu") ->
 # --- resume state ---------------------------------------------------------------------------------
 
 def save_resume_state(path: str | Path, *, model_state: dict, optimizer_state: dict, rng_state: torch.Tensor,
-                      step: int, info: dict, ema_state: dict | None = None) -> Path:
-    """Raw weights, EMA, optimizer and RNG state without pickle: tensors flat, the rest as JSON.
+                      step: int, info: dict, ema_state: dict | None = None, ema2_state: dict | None = None) -> Path:
+    """Raw weights, EMA (and a second EMA), optimizer and RNG state without pickle: tensors flat, the rest as JSON.
 
     With the EMA inside, this one file is the run's commit: resuming never mixes it with an older
     model.safetensors (which is re-derived from it when a crash left the two at different steps)."""
     tensors = {f"model.{k}": v for k, v in model_state.items()}
     tensors.update({f"ema.{k}": v for k, v in (ema_state or {}).items()})
+    tensors.update({f"ema2.{k}": v for k, v in (ema2_state or {}).items()})
     opt_scalars = {}
     for idx, st in optimizer_state["state"].items():
         for key, val in st.items():
@@ -303,7 +305,8 @@ def _resume_header(path: Path) -> tuple[dict, dict]:
 
 
 def load_resume_state(path: str | Path, expect: dict | None = None, required=None) -> dict:
-    """Inverse of save_resume_state: {'model_state', 'optimizer_state', 'rng_state', 'step', 'info'}.
+    """Inverse of save_resume_state: {'model_state', 'ema_state', 'ema2_state', 'optimizer_state', 'rng_state',
+    'step', 'info'}.
 
     With `expect` ({name: (shape, kind)}, see core.tensors.check_index) the tensors are checked from the
     header before any is read; every floating tensor must be finite (a NaN moment would poison the run)."""
@@ -320,6 +323,7 @@ def load_resume_state(path: str | Path, expect: dict | None = None, required=Non
         raise CheckpointError(f"{path}: tensor rng (the random generator's state) is missing")
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     ema_state = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
+    ema2_state = {k[len("ema2."):]: v for k, v in tensors.items() if k.startswith("ema2.")}
     state: dict[int, dict] = {}
     for k, v in tensors.items():
         if k.startswith("opt."):
@@ -331,7 +335,7 @@ def load_resume_state(path: str | Path, expect: dict | None = None, required=Non
         idx, key = k.split(".", 1)
         state.setdefault(int(idx), {})[key] = v
     optimizer_state = {"state": state, "param_groups": parsed["param_groups"]}
-    return {"model_state": model_state, "ema_state": ema_state, "optimizer_state": optimizer_state,
+    return {"model_state": model_state, "ema_state": ema_state, "ema2_state": ema2_state, "optimizer_state": optimizer_state,
             "rng_state": tensors["rng"], "step": int(raw["step"]), "info": parsed["info"]}
 
 

@@ -116,6 +116,13 @@ TRAIN_FIELDS: tuple[ConfigField, ...] = (
                 tip="The saved model is a slow-moving average of the trained weights (an exponential moving "
                     "average), which samples more cleanly. 0.999 is typical; it is warmed up automatically so "
                     "short runs are not held back."),
+    ConfigField("second_ema_decay", float, 0.0, lambda v: v == 0 or 0.5 <= v < 1,
+                "the second EMA decay must be 0 (none) or in [0.5, 1)",
+                label="Second EMA decay", widget=(0.0, 0.9999, 0.001, 4),
+                tip="Keep a second average of the weights with another decay, saved beside the model as "
+                    "model.ema2.safetensors, so the two can be compared after training (Quality tab or bench "
+                    "quality) without training twice. 0 keeps none.",
+                flag="second-ema", flag_help="also keep an EMA of this decay (model.ema2.safetensors; 0: none)"),
     ConfigField("grad_clip", float, 1.0, lambda v: v >= 0, "gradient clipping must be 0 (off) or more",
                 label="Gradient clipping", widget=(0.0, 100.0, 0.1, 2),
                 tip="Caps the size of each update (the gradient norm) to keep training stable. 1.0 is a safe "

@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .catalog import NAMED_SPACING, SAMPLER_NAMES, SPACINGS, model_calls, sampler_choice
+from .catalog import GUIDANCE_EVERYWHERE, NAMED_SPACING, SAMPLER_NAMES, SPACINGS, model_calls, sampler_choice
 from .context import context_from_spec
 from .errors import UserError
 
@@ -42,10 +42,36 @@ class CellSettings:
     context: str = "none"  # a context as the CLI's --context reads it: "fruit", "hero+food:0.6", "none"
     mix_with: str = ""  # the label the mix axis blends towards
     mix: float = 0.0  # weight of mix_with: context = (1 - mix) * context + mix * mix_with
+    guidance_interval: tuple = GUIDANCE_EVERYWHERE  # t/T where guidance acts; one plain call per step outside
+    guidance_rescale: float = 0.0  # CFG rescale phi (core.denoiser); 0 = off
 
     def calls(self, zero_terminal: bool = False) -> int:
+        """Model calls per image; with a guidance interval short of 0-1 the most it can be (the exact count
+        depends on which timesteps fall inside, and the cell's result says it)."""
         guided = self.guidance != 1.0
         return model_calls(self.sampler, self.steps, guided=guided, zero_terminal=zero_terminal)
+
+    def guidance_kwargs(self) -> dict:
+        """The guidance interval and rescale as `generate` takes them, checked (the settings may come from a PNG)."""
+        try:
+            lo, hi = (float(v) for v in self.guidance_interval)
+        except (TypeError, ValueError):
+            raise GridError(f"guidance interval {self.guidance_interval!r}: expected two numbers LO, HI") from None
+        if not (0 <= lo <= hi <= 1):  # NaN fails every comparison
+            raise GridError(f"guidance interval {lo:g}-{hi:g}: need 0 <= LO <= HI <= 1 (fractions of T)")
+        rescale = self.guidance_rescale
+        if isinstance(rescale, bool) or not isinstance(rescale, (int, float)) or not 0 <= rescale <= 1:
+            raise GridError(f"guidance rescale {rescale!r}: must be from 0 (off) to 1")
+        return {"guidance_interval": (lo, hi), "guidance_rescale": float(rescale)}
+
+    def guidance_text(self) -> str:
+        """', guided at t/T 0.1-0.8, rescale 0.5' where they differ from the defaults, else ''."""
+        if self.guidance == 1.0:
+            return ""
+        kw = self.guidance_kwargs()
+        lo, hi = kw["guidance_interval"]
+        text = f", guided at t/T {lo:g}-{hi:g}" if (lo, hi) != GUIDANCE_EVERYWHERE else ""
+        return text + (f", rescale {kw['guidance_rescale']:g}" if kw["guidance_rescale"] > 0 else "")
 
     def context_vector(self, label_names: Sequence[str]) -> np.ndarray:
         """(L,) float32 context of this cell for a model with these labels."""
@@ -219,6 +245,7 @@ class GridSpec:
         for _, _, s in self.cells():
             s.context_vector(label_names)
             s.negative_vector(label_names)
+            s.guidance_kwargs()
             if s.steps > T:
                 raise GridError(f"steps {s.steps}: this model has {T} noise levels; use 1 to {T}")
             if s.guide == GUIDE_MODEL and not has_guide_model:
@@ -239,6 +266,9 @@ class GridSpec:
         """The inverse of to_dict, every value checked again (the dict may come from a PNG someone sent)."""
         try:
             base = CellSettings(**{k: d["base"][k] for k in asdict(CellSettings()) if k in d["base"]})
+            if isinstance(base.guidance_interval, list):  # JSON has no tuples
+                base = replace(base, guidance_interval=tuple(base.guidance_interval))
+            base.guidance_kwargs()
             axes = [parse_axis(f"{name}=" + ",".join(map(str, values))) if values else Axis(name, ())
                     for name, values in (d["x"], d["y"])]
             return GridSpec(base, axes[0], axes[1], int(d["per_cell"]))
@@ -267,7 +297,7 @@ def run_cell(net, schedule, settings: CellSettings, n: int, label_names: Sequenc
     guided = settings.guidance != 1.0
     return generate(net, schedule, sampler=settings.sampler, steps=settings.steps, n=n, context=ctx,
                     guidance=settings.guidance, eta=settings.eta, seed=settings.seed, precision=precision,
-                    spacing=settings.spacing, cancel=cancel, callback=callback,
+                    spacing=settings.spacing, cancel=cancel, callback=callback, **settings.guidance_kwargs(),
                     negative_context=None if neg is None or not guided else np.repeat(neg[None, :], n, axis=0),
                     guide_net=guide_net if settings.guide == GUIDE_MODEL and guided else None)
 

@@ -84,6 +84,12 @@ class ResumeMixin:
         load_matching(self.net, state["model_state"], str(path))
         self.step = state["step"]
         load_matching(self.ema, state["ema_state"] or self._legacy_ema(), str(path))
+        if self.ema2 is not None:
+            if state["ema2_state"]:
+                load_matching(self.ema2, state["ema2_state"], str(path))
+            else:  # written before the run kept a second EMA: it starts from the first
+                self.ema2.load_state_dict(self.ema.state_dict())
+                self.notes.append(f"{RESUME_FILE} held no second EMA; it starts from the EMA of step {self.step}")
         self.opt.load_state_dict(state["optimizer_state"])
         self.gen.set_state(state["rng_state"])
         self._resume_rank_generator(info)
@@ -98,9 +104,10 @@ class ResumeMixin:
 
     def _resume_expectations(self) -> tuple[dict, list[str]]:
         """({tensor name: (shape, kind)} a resume file of this run may hold, the names it must hold): weights and
-        EMA of this network, Adam's state per parameter (indexed as torch numbers them), this generator's state."""
+        EMA (and second EMA) of this network, Adam's state per parameter (indexed as torch numbers them), this generator's state."""
         own = expected_state(self.net)
-        expect = {f"{part}.{k}": v for part in ("model", "ema") for k, v in own.items()}
+        parts = ("model", "ema", "ema2") if self.ema2 is not None else ("model", "ema")
+        expect = {f"{part}.{k}": v for part in parts for k, v in own.items()}
         params = [p for group in self.opt.param_groups for p in group["params"]]
         for i, p in enumerate(params):
             expect.update({f"opt.{i}.{key}": (tuple(p.shape), "float") for key in OPTIMIZER_MOMENTS})

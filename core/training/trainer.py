@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .. import distributed
-from ..catalog import DIVERGED_FILE, LOG_FILE, MODEL_FILE, RESUME_FILE
+from ..catalog import DIVERGED_FILE, LOG_FILE, MODEL_FILE, RESUME_FILE, SECOND_EMA_FILE
 from ..checkpoint import (ModelBundle, load_matching, save_checkpoint, save_resume_state)
 from ..config import TrainConfig
 from ..device import autocast, pick_device, resolve_precision, to_fast_layout
@@ -115,6 +115,8 @@ class Trainer(ResumeMixin):
         # keep_old_labels: the starting model, frozen; the old labels' rows of a batch are trained towards it.
         self.anchor = anchor_network(self.net, config, dataset, fresh=init_state is not None)
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
+        # A second EMA of another length, for choosing the EMA by measurement without training twice.
+        self.ema2 = copy.deepcopy(self.ema) if config.second_ema_decay > 0 else None
         if self.dist and config.batchnorm == "global":
             distributed.use_global_batchnorm(self.net)
         # What the step calls: the net itself, or the net in DDP (same parameters, averaged gradients).
@@ -249,11 +251,13 @@ class Trainer(ResumeMixin):
 
     @torch.no_grad()
     def _update_ema(self):
-        d = ema_decay_at(self.config.ema_decay, self.step)
-        ema_p = list(self.ema.parameters())
-        torch._foreach_lerp_(ema_p, list(self.net.parameters()), 1 - d)
-        for eb, b in zip(self.ema.buffers(), self.net.buffers()):
-            eb.copy_(b)  # BatchNorm statistics follow the live model
+        for ema, decay in ((self.ema, self.config.ema_decay), (self.ema2, self.config.second_ema_decay)):
+            if ema is None:
+                continue
+            d = ema_decay_at(decay, self.step)
+            torch._foreach_lerp_(list(ema.parameters()), list(self.net.parameters()), 1 - d)
+            for eb, b in zip(ema.buffers(), self.net.buffers()):
+                eb.copy_(b)  # BatchNorm statistics follow the live model
 
     # --- the loop --------------------------------------------------------------------------------------
     def run(self) -> Iterator[StepMetrics]:
@@ -340,7 +344,8 @@ class Trainer(ResumeMixin):
     def state_is_finite(self) -> bool:
         """True when weights, EMA and optimizer state hold no NaN or inf and the EMA model's output on a small
         fixed batch is finite too, so a checkpoint kept as "good" samples (one device sync)."""
-        tensors = [*self.net.state_dict().values(), *self.ema.state_dict().values()]
+        tensors = [*self.net.state_dict().values(), *self.ema.state_dict().values(),
+                   *(self.ema2.state_dict().values() if self.ema2 is not None else ())]
         for st in self.opt.state.values():
             tensors += [v for v in st.values() if isinstance(v, torch.Tensor)]
         flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
@@ -372,7 +377,8 @@ class Trainer(ResumeMixin):
         self._write_log()  # rows past the commit are cut again on resume
         save_resume_state(self.out_dir / RESUME_FILE, model_state=self.net.state_dict(),
                           optimizer_state=self.opt.state_dict(), rng_state=self.gen.get_state(),
-                          step=self.step, info=info, ema_state=self.ema.state_dict())
+                          step=self.step, info=info, ema_state=self.ema.state_dict(),
+                          ema2_state=self.ema2.state_dict() if self.ema2 is not None else None)
         path = self._save_model()
         self._saved_step = self.step
         if self.dist:
@@ -388,12 +394,19 @@ class Trainer(ResumeMixin):
             distributed.stop(self.dist if together else None)
 
     def _save_model(self) -> Path:
-        return save_checkpoint(
-            self.out_dir / MODEL_FILE, self.ema.state_dict(), unet_config=self.unet_config,
-            schedule_config=self.schedule.config, label_names=self.dataset.label_names, dataset=self.dataset.name,
-            fingerprint=self.dataset.fingerprint(), step=self.step, precision=self.precision,
-            train_config=self.config.to_dict(), extra={"elapsed": self.elapsed, "run_id": self.run_id},
-        )
+        """model.safetensors (the EMA), and model.ema2.safetensors (the second EMA) when the run keeps one."""
+        for ema, name, decay in ((self.ema2, SECOND_EMA_FILE, self.config.second_ema_decay),
+                                 (self.ema, MODEL_FILE, self.config.ema_decay)):
+            if ema is None:
+                continue
+            path = save_checkpoint(
+                self.out_dir / name, ema.state_dict(), unet_config=self.unet_config,
+                schedule_config=self.schedule.config, label_names=self.dataset.label_names, dataset=self.dataset.name,
+                fingerprint=self.dataset.fingerprint(), step=self.step, precision=self.precision,
+                train_config=self.config.to_dict(),
+                extra={"elapsed": self.elapsed, "run_id": self.run_id, "ema_decay": decay},
+            )
+        return path
 
     def _write_log(self) -> None:
         self._log_written = time.monotonic()

@@ -171,7 +171,7 @@ class GridDialog(QDialog):
 
     def refresh_base(self) -> None:
         base, guide_model, _ = self.base()
-        g = f", guidance {base.guidance:g}" if base.guidance != 1 else ""
+        g = f", guidance {base.guidance:g}{base.guidance_text()}" if base.guidance != 1 else ""
         source = "the restored grid" if self._restored_base is not None else "Sample & compare"
         self.base_label.setText(f"Others (from {source}): {base.sampler} {base.steps} steps, {base.spacing}{g}, seed {base.seed}, "
                                 f"context {base.context}" + (", guided by a model" if guide_model else ""))

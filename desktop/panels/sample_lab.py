@@ -56,6 +56,7 @@ class SampleLab(QObject):
         guide = value if kind == "label" and value else GUIDE_MODEL if kind == "model" and value else GUIDE_NO_LABEL
         base = CellSettings(sampler=spec.sampler, steps=spec.steps, spacing=spec.spacing, eta=spec.eta,
                             guidance=spec.guidance, guide=guide, seed=p.seed_spin.value(),
+                            guidance_interval=tuple(spec.guidance_interval), guidance_rescale=spec.guidance_rescale,
                             context=spec_from_context(ctx[0], names) if len(ctx) else "none")
         return base, value if kind == "model" else "", p.model_bar.precision()
 

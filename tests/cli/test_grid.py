@@ -25,6 +25,19 @@ def test_a_grid_png_carries_every_setting_and_the_model_hash(tmp_path, capsys):
     assert spec.base.context == "face" and spec.per_cell == 2 and spec.shape == (2, 2)
 
 
+def test_a_grid_guided_inside_an_interval_says_so_and_counts_its_calls(tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    assert main(["grid", "--x", "guidance=1,2", "--steps", "4", "--sampler", "ddim", "--spacing", "trailing",
+                 "--n", "1", "--context", "face",
+                 "--guidance-interval", "0.3,0.8", "--guidance-rescale", "0.5", "--precision", "fp32",
+                 "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    spec = GridSpec.from_dict(json.loads(Image.open(out).text["settings"])["grid"])
+    assert spec.base.guidance_interval == (0.3, 0.8) and spec.base.guidance_rescale == 0.5
+    # 4 trailing steps from t/T 1: 1, 0.75, 0.5, 0.25; two inside 0.3-0.8 are guided
+    assert [c["nfe"] for c in report["cells"]] == [4, 6]
+
+
 @pytest.mark.parametrize("argv, says", [
     (["--x", "steps"], "--x 'steps': write NAME=V1,V2"),
     (["--x", "steps=1", "--y", "steps=2"], "both axes are 'steps'"),
@@ -32,6 +45,8 @@ def test_a_grid_png_carries_every_setting_and_the_model_hash(tmp_path, capsys):
     (["--x", "steps=1,9999"], "9999 is not from 1 to 1000"),
     (["--x", "steps=1", "--n", "0"], "images per cell 0"),
     (["--x", "guide=nolabel,model", "--guidance", "2"], "guide=model needs a guide model"),
+    (["--x", "steps=1", "--guidance-interval", "0.9,0.1"], "--guidance-interval: need 0 <= LO <= HI <= 1"),
+    (["--x", "steps=1", "--guidance-rescale", "3"], "--guidance-rescale 3.0: out of range"),
 ])
 def test_a_bad_grid_is_exit_2_and_one_line(tmp_path, capsys, argv, says):
     out = tmp_path / "g.png"

@@ -73,6 +73,36 @@ def test_resume_continues_bit_for_bit(blobs, tmp_path):
     assert list(read_loss_log(tmp_path / "b" / "loss.csv")["step"]) == list(range(1, 21))
 
 
+def test_a_second_ema_is_kept_saved_beside_the_model_and_resumed_exactly(blobs, tmp_path):
+    # Decay 0.5 binds from step 8 (the warm-up is min(decay, (1+step)/(10+step))); 0.999 never does here.
+    cfg = replace(CFG, steps=16, checkpoint_every=8, lr=3e-3, ema_decay=0.999, second_ema_decay=0.5)
+    straight = Trainer(blobs, cfg, tmp_path / "a", device="cpu")
+    want = {k: v.detach().clone().double() for k, v in straight.net.named_parameters()}  # buffers are copied
+    for step, _ in enumerate(straight.run()):  # the second EMA by hand, from the live weights after each step
+        d = ema_decay_at(0.5, step)
+        live = dict(straight.net.named_parameters())
+        want = {k: d * v + (1 - d) * live[k].detach().double() for k, v in want.items()}
+    second = load_checkpoint(tmp_path / "a" / "model.ema2.safetensors")
+    first = load_checkpoint(tmp_path / "a" / "model.safetensors")
+    assert second.meta["extra"]["ema_decay"] == 0.5 and first.meta["extra"]["ema_decay"] == 0.999
+    assert second.meta["step"] == first.meta["step"] == 16
+    for k, v in want.items():
+        assert torch.allclose(second.net.state_dict()[k].double(), v, atol=1e-6), k
+    assert max((second.net.state_dict()[k] - first.net.state_dict()[k]).abs().max() for k in want) > 1e-4
+
+    part = Trainer(blobs, cfg, tmp_path / "b", device="cpu")
+    _run(part, until=8)
+    resumed = Trainer.from_run(blobs, tmp_path / "b", device="cpu")
+    _run(resumed)
+    for k, v in straight.ema2.state_dict().items():
+        assert torch.equal(resumed.ema2.state_dict()[k], v), k
+    for k, v in straight.ema.state_dict().items():
+        assert torch.equal(resumed.ema.state_dict()[k], v), k
+    assert not (tmp_path / "c").exists()
+    _run(Trainer(blobs, replace(cfg, second_ema_decay=0.0, steps=2), tmp_path / "c", device="cpu"))
+    assert not (tmp_path / "c" / "model.ema2.safetensors").exists()
+
+
 @pytest.mark.slow
 def test_resume_refuses_another_data_set(blobs, tmp_path):
     _run(Trainer(blobs, CFG, tmp_path, device="cpu"))

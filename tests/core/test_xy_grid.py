@@ -115,6 +115,37 @@ def test_a_negative_label_guides_away_from_it(net, schedule):
     assert not np.array_equal(cells[0, 0].images, cells[0, 1].images)
 
 
+def test_a_guidance_interval_and_rescale_reach_every_cell_and_survive_the_png(net, schedule):
+    base = CellSettings(sampler="ddim", steps=6, spacing="trailing", context="hero", guidance=3.0, seed=2,
+                        guidance_interval=(0.2, 0.7), guidance_rescale=0.5)
+    spec = GridSpec(base, parse_axis("guidance=1,3"), per_cell=2)
+    cells = {(c.row, c.col): c for c in run_grid(net, schedule, spec, LABELS)}
+    ctx = np.repeat(np.eye(3, dtype=np.float32)[:1], 2, axis=0)
+    single = generate(net, schedule, sampler="ddim", steps=6, n=2, seed=2, guidance=3.0, context=ctx,
+                      guidance_interval=(0.2, 0.7), guidance_rescale=0.5)
+    everywhere = generate(net, schedule, sampler="ddim", steps=6, n=2, seed=2, guidance=3.0, context=ctx)
+    assert np.array_equal(cells[0, 1].images, single.images)
+    assert not np.array_equal(single.images, everywhere.images)
+    # one plain call per step outside the interval: t/T 1, 0.84, 0.66, 0.5, 0.34, 0.16; three inside 0.2-0.7
+    assert cells[0, 1].nfe == single.nfe == 6 + 3 < spec.cell(0, 1).calls() == 12 and cells[0, 0].nfe == 6
+    assert base.guidance_text() == ", guided at t/T 0.2-0.7, rescale 0.5"
+    assert CellSettings(guidance=2.0).guidance_text() == "" and CellSettings(guidance_rescale=0.5).guidance_text() == ""
+    again = GridSpec.from_dict(json.loads(grid_text(spec, "m.safetensors")["settings"])["grid"])
+    assert again == spec and isinstance(again.base.guidance_interval, tuple)
+
+
+@pytest.mark.parametrize("base, says", [
+    ({"guidance_interval": [0.8, 0.2]}, "need 0 <= LO <= HI <= 1"),
+    ({"guidance_interval": [0.1, float("nan")]}, "need 0 <= LO <= HI <= 1"),
+    ({"guidance_interval": "0.1"}, "expected two numbers"),
+    ({"guidance_rescale": 2}, "guidance rescale 2"),
+    ({"guidance_rescale": "x"}, "guidance rescale 'x'"),
+])
+def test_a_damaged_guidance_setting_in_a_png_is_refused_in_one_line(base, says):
+    with pytest.raises(GridError, match=says.replace("(", r"\(")):
+        GridSpec.from_dict({"base": base, "x": ["steps", [1, 2]], "y": ["seed", []], "per_cell": 2})
+
+
 def test_the_exported_grid_carries_settings_that_rebuild_it(net, schedule):
     spec = GridSpec(CellSettings(sampler="ddim", steps=2, context="hero+food:0.5"), parse_axis("seed=1,2,3"),
                     parse_axis("steps=1,2"), per_cell=4)

@@ -103,6 +103,33 @@ def test_the_grid_dialog_fills_every_cell_with_exactly_a_single_runs_pixels(qtbo
     assert hj.restorable(entry).grid == dlg.spec
 
 
+def test_the_grid_takes_the_columns_guidance_interval_and_rescale(qtbot, panel, state, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    from core.schedule import Schedule
+    from core.xy_grid import run_cell
+
+    panel.columns[0].set_spec("ddim", 8)
+    panel.columns[2].set_spec("heun", 8)
+    panel.columns[1].set_spec("dpmpp2m", 2, guidance=3.0, interval=(0.2, 0.7), rescale=0.5)  # the cheapest
+    dlg = panel.lab.open_grid()
+    qtbot.addWidget(dlg)
+    base = dlg.base()[0]
+    assert (base.guidance, base.guidance_interval, base.guidance_rescale) == (3.0, (0.2, 0.7), 0.5)
+    assert "guidance 3, guided at t/T 0.2-0.7, rescale 0.5" in dlg.base_label.text()
+    dlg.x_row.set_axis("steps", "2,4")
+    dlg.y_row.set_axis("seed", "3")
+    dlg.per_cell.setValue(2)
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a: pytest.fail(a[2]))
+    with qtbot.waitSignal(dlg.grid_finished, timeout=TIMEOUT_MS):
+        dlg.run()
+    sched = Schedule(state.model.schedule_config)
+    for (r, c), cell in dlg.summary.cells.items():
+        single = run_cell(state.model.net, sched, dlg.spec.cell(r, c), 2, EMOJI_LABELS, precision="fp32")
+        assert np.array_equal(cell.images, single.images) and cell.nfe == single.nfe < 2 * cell.settings.steps
+    qtbot.waitUntil(lambda: not dlg.is_busy(), timeout=TIMEOUT_MS)
+
+
 def test_a_bad_axis_is_a_message_and_nothing_runs(qtbot, panel, monkeypatch):
     from PySide6.QtWidgets import QMessageBox
 
