@@ -279,6 +279,10 @@ def _add_distill(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help=f"optimizer steps (default {d.steps}); with --resume: a new total")
     p.add_argument("--trajectories", type=int, help=f"teacher solutions to learn from (default {d.trajectories})")
     p.add_argument("--teacher-calls", type=int, help=f"the teacher's solver steps (default {d.teacher_calls})")
+    p.add_argument("--teacher-spacing",
+                   help="what the student learns to draw: karras (default: the teacher's accurate solution, "
+                        "--teacher-calls Karras steps) or a spacing the teacher holds, e.g. tuned-5 (what that "
+                        "few-step sampler draws; the student's timesteps are then some of its)")
     p.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
     p.add_argument("--lr", type=float, help=f"default {d.lr:g}")
     p.add_argument("--seed", type=int, help="default 0")
@@ -287,8 +291,8 @@ def _add_distill(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
 
 
-_DISTILL_FLAGS = ("calls", "spacing", "guidance", "steps", "trajectories", "teacher_calls", "batch_size", "lr", "seed",
-                  "precision")
+_DISTILL_FLAGS = ("calls", "spacing", "guidance", "steps", "trajectories", "teacher_calls", "teacher_spacing",
+                  "batch_size", "lr", "seed", "precision")
 
 
 def cmd_distill(args) -> int:

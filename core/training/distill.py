@@ -53,6 +53,7 @@ POOL_FILE = "pool.safetensors"
 CONFIG_FILE = "distill.json"
 MAX_CALLS = 8
 LOG_EVERY_CUDA = 10  # steps whose losses are read back together on a GPU
+ACCURATE = "karras"  # teacher_spacing: the teacher's accurate solution over a Karras ramp
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,12 @@ class DistillConfig:
     # student's last call between t = 1 and 0, where nothing is left to do)
     spacing: str = "auto"
     teacher_calls: int = 24  # the teacher's DPM-Solver++(3M) steps along a whole trajectory (about)
+    # what the student learns to draw: "karras" = the teacher's accurate solution (about teacher_calls Karras
+    # steps with the student's timesteps added); a named spacing of the teacher (e.g. tuned-5) = what its
+    # DPM-Solver++(3M) draws over exactly those timesteps, which can look better than the accurate solution
+    # (a ramp-tuned 5-call spacing is closer to the data than 24 steps are); the student's timesteps are then
+    # some of the teacher's
+    teacher_spacing: str = ACCURATE
     guidance: float = 1.0  # classifier-free guidance built into the student (1 = none)
     trajectories: int = 4096  # teacher solutions in the pool
     steps: int = 1200  # optimizer steps
@@ -107,7 +114,18 @@ class DistillError(UserError, ValueError):
 
 
 def student_timesteps(schedule: Schedule, config: DistillConfig) -> list[float]:
-    """The student's calls + 1 timesteps from T to 0."""
+    """The student's calls + 1 timesteps from T to 0. Learning from a named teacher spacing, they are some of
+    its timesteps: "auto" merges its shortest jumps (see merge_shortest_jumps), another spacing must be a
+    subset of it."""
+    if config.teacher_spacing != ACCURATE:
+        teacher = _named_teacher_spacing(schedule, config)
+        if config.spacing == "auto":
+            return merge_shortest_jumps(teacher, config.calls)
+        own = student_timesteps(schedule, replace(config, teacher_spacing=ACCURATE))
+        if not set(own) <= set(teacher):
+            raise DistillError(f"spacing {config.spacing!r}: its timesteps are not among the teacher spacing "
+                               f"{config.teacher_spacing}'s; use spacing auto")
+        return own
     if config.spacing == "auto":
         tuned = f"tuned-{config.calls}"
         spacing = tuned if schedule.config.named_spacing(tuned) is not None else "trailing"
@@ -117,8 +135,34 @@ def student_timesteps(schedule: Schedule, config: DistillConfig) -> list[float]:
     return [float(t) for t in spaced_timesteps(config.calls, schedule, config.spacing)]
 
 
-def teacher_timesteps(schedule: Schedule, student: list[float], teacher_calls: int) -> list[float]:
-    """The teacher's grid: a Karras ramp of teacher_calls steps with the student's timesteps added."""
+def _named_teacher_spacing(schedule: Schedule, config: DistillConfig) -> list[float]:
+    named = schedule.config.named_spacing(config.teacher_spacing)
+    if named is None:
+        raise DistillError(f"teacher spacing {config.teacher_spacing!r}: the teacher has no such spacing (it has "
+                           f"{', '.join(n for n, _ in schedule.config.spacings) or 'none'}; or use karras)")
+    if len(named) - 1 < config.calls:
+        raise DistillError(f"teacher spacing {config.teacher_spacing}: {len(named) - 1} steps, fewer than the "
+                           f"student's {config.calls} calls")
+    return [float(t) for t in named]
+
+
+def merge_shortest_jumps(timesteps: list[float], steps: int) -> list[float]:
+    """`timesteps` (T ... 0) thinned to `steps` steps by removing, one at a time, the inner timestep whose two
+    jumps together are the shortest in t: the student makes in one call what the teacher made in two where
+    the teacher's steps are smallest (for a ramp ending t = 1, 0 the first to go is t = 1)."""
+    ts = list(timesteps)
+    while len(ts) - 1 > steps:
+        i = min(range(1, len(ts) - 1), key=lambda j: ts[j - 1] - ts[j + 1])
+        del ts[i]
+    return ts
+
+
+def teacher_timesteps(schedule: Schedule, student: list[float], teacher_calls: int,
+                      teacher_spacing: str = ACCURATE) -> list[float]:
+    """The teacher's grid: a Karras ramp of teacher_calls steps with the student's timesteps added, or a named
+    spacing of the teacher as it is (the student's timesteps are among it)."""
+    if teacher_spacing != ACCURATE:
+        return [float(t) for t in schedule.config.named_spacing(teacher_spacing)]
     ramp = [float(t) for t in spaced_timesteps(teacher_calls, schedule, "karras")]
     return sorted(set(ramp) | set(student), reverse=True)
 
@@ -211,7 +255,7 @@ class Distiller:
         labels = torch.randint(0, k, (n,), generator=g)
         ctx = torch.eye(k)[labels] * (torch.rand(n, generator=g) >= cfg.unconditional).unsqueeze(1).float()
         noise = initial_noise(n, (net.config.in_channels, net.config.height, net.config.height), cfg.seed + 2, "cpu")
-        grid = teacher_timesteps(self.schedule, self.student_ts, cfg.teacher_calls)
+        grid = teacher_timesteps(self.schedule, self.student_ts, cfg.teacher_calls, cfg.teacher_spacing)
         keep_at = {t: i for i, t in enumerate(self.student_ts)}
         chunk, out = 256, []
         for lo in range(0, n, chunk):
@@ -343,7 +387,9 @@ class Distiller:
         sched = replace(t.schedule_config, spacings=()).with_spacing(self.config.spacing_name, self.student_ts)
         distilled = {"teacher": t.path.name, "teacher_sha256": self.teacher_sha, "calls": self.config.calls,
                      "guidance": self.config.guidance, "spacing": self.config.spacing_name,
-                     "method": "SFD (one DDIM jump per student step onto the teacher's DPM-Solver++(3M) solution)",
+                     "method": "SFD (one DDIM jump per student step onto the teacher's DPM-Solver++(3M) solution"
+                               + (f" over its spacing {self.config.teacher_spacing})"
+                                  if self.config.teacher_spacing != ACCURATE else ")"),
                      "teacher_calls": self.config.teacher_calls, "distill_steps": self.step,
                      "distill_config": self.config.to_dict()}
         return save_checkpoint(self.out_dir / MODEL_FILE, self.ema.state_dict(), unet_config=t.net.config,

@@ -13,8 +13,8 @@ from core.denoiser import Denoiser
 from core.paths import file_digest
 from core.samplers import generate, sample_ddim, sample_dpmpp_3m
 from core.schedule import Schedule, ScheduleConfig
-from core.training.distill import (POOL_FILE, DistillConfig, DistillError, Distiller, jump, preview_inputs,
-                                   student_timesteps, teacher_timesteps)
+from core.training.distill import (POOL_FILE, DistillConfig, DistillError, Distiller, jump, merge_shortest_jumps,
+                                   preview_inputs, student_timesteps, teacher_timesteps)
 from core.unet import UNetConfig, build_network
 
 ZSNR = ScheduleConfig(kind="linear_zsnr", prediction="v")
@@ -118,6 +118,41 @@ def test_pool_is_the_teachers_own_solution_and_guidance_one_is_unguided(teacher_
     assert not torch.equal(d2.states[:, -1], d.states[:, -1])
 
 
+def test_merging_the_shortest_jumps_keeps_the_ends_and_drops_the_closest_inner_timesteps():
+    ramp = [500.0, 401.0, 283.0, 80.0, 1.0, 0.0]
+    assert merge_shortest_jumps(ramp, 5) == ramp
+    assert merge_shortest_jumps(ramp, 4) == [500.0, 401.0, 283.0, 80.0, 0.0]  # 80 -> 1 -> 0 becomes 80 -> 0
+    assert merge_shortest_jumps(ramp, 3) == [500.0, 283.0, 80.0, 0.0]  # then 500 -> 401 -> 283 (217 in all)
+    assert merge_shortest_jumps(ramp, 1) == [500.0, 0.0]
+
+
+def test_a_student_of_a_named_teacher_spacing_learns_that_samplers_own_states(teacher_file, tmp_path):
+    """teacher_spacing tuned-3: the pool is the teacher's DPM-Solver++(3M) over exactly that spacing, kept at the
+    student's timesteps, which are the spacing's with its shortest jump merged; the student file says so."""
+    tuned = [500.0, 300.0, 40.0, 0.0]
+    teacher = load_checkpoint(teacher_file)
+    path = save_checkpoint(tmp_path / "tuned.safetensors", teacher.net.state_dict(), unet_config=teacher.net.config,
+                           schedule_config=ZSNR.with_spacing("tuned-3", tuned), label_names=["a", "b", "c"])
+    teacher = load_checkpoint(path)
+    cfg = DistillConfig(**{**SMALL, "teacher_spacing": "tuned-3"})
+    d = Distiller(teacher, cfg, tmp_path / "d")
+    assert d.student_ts == [500.0, 300.0, 0.0]  # 300 -> 40 -> 0 (300 in all) is shorter than 500 -> 300 -> 40
+    final = sample_dpmpp_3m(Denoiser(teacher.net, Schedule(teacher.schedule_config), d.contexts), d.states[:, 0].clone(),
+                            tuned)
+    assert torch.allclose(d.states[:, -1], final, atol=1e-5)
+    assert all(np.isfinite([m.loss for m in d.run()]))
+    d.close()
+    info = load_checkpoint(tmp_path / "d" / "model.safetensors").meta["extra"]["distilled"]
+    assert "over its spacing tuned-3" in info["method"] and info["distill_config"]["teacher_spacing"] == "tuned-3"
+    with pytest.raises(DistillError, match="teacher spacing 'tuned-5': the teacher has no such spacing"):
+        Distiller(teacher, DistillConfig(**{**SMALL, "teacher_spacing": "tuned-5"}), tmp_path / "e")
+    with pytest.raises(DistillError, match="not among the teacher spacing tuned-3's"):
+        Distiller(teacher, DistillConfig(**{**SMALL, "teacher_spacing": "tuned-3", "spacing": "trailing"}),
+                  tmp_path / "f")
+    with pytest.raises(DistillError, match="3 steps, fewer than the student's 4 calls"):
+        Distiller(teacher, DistillConfig(**{**SMALL, "teacher_spacing": "tuned-3", "calls": 4}), tmp_path / "g")
+
+
 @pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
 def test_jump_is_the_ddim_step_of_each_prediction_target(prediction):
     """jump() with per-image coefficients equals the Denoiser's conversion followed by DDIM's step."""
@@ -180,4 +215,7 @@ def test_cli_distills_resumes_and_refuses_changed_settings(teacher_file, tmp_pat
     assert "keeps its settings" in capsys.readouterr().err
     assert main(args) == 2  # a new run into a used folder
     assert "not empty" in capsys.readouterr().err
+    assert main([*args[:4], str(tmp_path / "other"), *args[5:], "--teacher-spacing", "tuned-9"]) == 2
+    err = capsys.readouterr().err
+    assert "teacher spacing 'tuned-9': the teacher has no such spacing" in err and err.count("\n") == 1
     shutil.rmtree(out)
