@@ -445,7 +445,7 @@ class Distiller:
         """The teacher's images from the same noise: its solver over the pool's grid."""
         model = Denoiser(self.teacher.net, self.schedule, context.to(self.device), guidance=self.config.guidance,
                          precision=self.precision)
-        grid = teacher_timesteps(self.schedule, self.student_ts, self.config.teacher_calls)
+        grid = teacher_timesteps(self.schedule, self.student_ts, self.config.teacher_calls, self.config.teacher_spacing)
         return sample_dpmpp_3m(model, noise.to(self.device), grid)
 
 

@@ -140,6 +140,7 @@ def test_a_student_of_a_named_teacher_spacing_learns_that_samplers_own_states(te
     final = sample_dpmpp_3m(Denoiser(teacher.net, Schedule(teacher.schedule_config), d.contexts), d.states[:, 0].clone(),
                             tuned)
     assert torch.allclose(d.states[:, -1], final, atol=1e-5)
+    assert torch.allclose(d.teacher_preview(d.states[:4, 0], d.contexts[:4]), final[:4], atol=1e-5)
     assert all(np.isfinite([m.loss for m in d.run()]))
     d.close()
     info = load_checkpoint(tmp_path / "d" / "model.safetensors").meta["extra"]["distilled"]
