@@ -57,6 +57,9 @@ TAUGHT_GUIDANCE = 3.0
 # Where guidance acts, as t/T: everywhere by default. A narrower interval (Kynkaanniemi et al. 2024) guides
 # only the middle noise levels and makes one conditional pass elsewhere.
 GUIDANCE_EVERYWHERE = (0.0, 1.0)
+# Teach a shortcut (core.training.distill): by default the student learns the teacher's accurate solution,
+# DPM-Solver++(3M) over about this many Karras steps.
+DISTILL_ACCURATE_TEACHER, DISTILL_TEACHER_CALLS = "karras", 24
 # BatchNorm with several training processes: each rank's own slice of the batch, or the whole batch
 BATCHNORM_MODES = ("per_rank", "global")
 

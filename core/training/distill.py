@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from ..catalog import LOG_FILE, MODEL_FILE, RESUME_FILE, SPACINGS, check_field_types, config_dict
+from ..catalog import (DISTILL_ACCURATE_TEACHER, DISTILL_TEACHER_CALLS, LOG_FILE, MODEL_FILE, RESUME_FILE, SPACINGS,
+                       check_field_types, config_dict)
 from ..checkpoint import (CheckpointError, ModelBundle, load_matching, load_resume_state, read_tensors, save_checkpoint,
                           save_resume_state)
 from ..denoiser import EPS_X0_CLIP_BELOW, Denoiser
@@ -53,7 +54,7 @@ POOL_FILE = "pool.safetensors"
 CONFIG_FILE = "distill.json"
 MAX_CALLS = 8
 LOG_EVERY_CUDA = 10  # steps whose losses are read back together on a GPU
-ACCURATE = "karras"  # teacher_spacing: the teacher's accurate solution over a Karras ramp
+ACCURATE = DISTILL_ACCURATE_TEACHER  # teacher_spacing: the teacher's accurate solution over a Karras ramp
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class DistillConfig:
     # when it has one (core.step_search), else trailing (evenly spaced in t: Karras' ramp spends a 4-step
     # student's last call between t = 1 and 0, where nothing is left to do)
     spacing: str = "auto"
-    teacher_calls: int = 24  # the teacher's DPM-Solver++(3M) steps along a whole trajectory (about)
+    teacher_calls: int = DISTILL_TEACHER_CALLS  # the teacher's DPM-Solver++(3M) steps along a whole trajectory (about)
     # what the student learns to draw: "karras" = the teacher's accurate solution (about teacher_calls Karras
     # steps with the student's timesteps added); a named spacing of the teacher (e.g. tuned-5) = what its
     # DPM-Solver++(3M) draws over exactly those timesteps, which can look better than the accurate solution

@@ -15,7 +15,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                                QMessageBox, QProgressBar, QVBoxLayout)
 
-from core.catalog import sampler_choice
+from core.catalog import DISTILL_ACCURATE_TEACHER, DISTILL_TEACHER_CALLS, sampler_choice
 from desktop import engine, settings, threads
 from desktop.jobs import shortcuts as sj
 from desktop.widgets.common import HintLabel, ImageGridView, format_duration, push_button, spin_box
@@ -215,7 +215,14 @@ class ShortcutDialog(_JobDialog):
         self.steps_spin = spin_box(100, 20000, 1200, "Training steps: about a second each on a laptop CPU", step=100)
         self.pool_spin = spin_box(256, 16384, 4096, "How many of the model's solutions the student learns from",
                                   step=256)
+        self.teacher_box = QComboBox()
+        self.teacher_box.setToolTip(
+            "What the student learns to draw. The model's accurate solver (about 24 calls) is the safe choice; a "
+            "tuned few-step spacing of the model (Tune the steps) can draw images closer to the training images "
+            "than the accurate solution, and the student then learns those")
+        self.calls_spin.valueChanged.connect(lambda _v: self._refresh_teachers())
         form.addRow("Student's model calls", self.calls_spin)
+        form.addRow("Learn from", self.teacher_box)
         form.addRow("Guidance built in", self.guidance_spin)
         form.addRow("Training steps", self.steps_spin)
         form.addRow("Teacher's solutions", self.pool_spin)
@@ -232,7 +239,8 @@ class ShortcutDialog(_JobDialog):
         for v in (self.teacher_view, self.student_view):
             v.setMinimumHeight(56)
         self.student_label = QLabel("Student")
-        pics.addRow(QLabel("Teacher\n(its solver,\n~24 calls)"), self.teacher_view)
+        self.teacher_label = QLabel("Teacher")
+        pics.addRow(self.teacher_label, self.teacher_view)
         pics.addRow(self.student_label, self.student_view)
         lay.addLayout(pics)
         self.loss_plot = LossPlot()
@@ -245,7 +253,24 @@ class ShortcutDialog(_JobDialog):
                                        self.load_student)
         self._button_row(lay, self.start_button, self.stop_button, self.resume_button, self.load_button)
 
+    def _refresh_teachers(self) -> None:
+        """"Learn from": the accurate solver, and each tuned spacing of the model with more steps than the student
+        has calls (the student's timesteps are then some of its)."""
+        keep, calls = self.teacher_box.currentData(), self.calls_spin.value()
+        bundle = self.state.model
+        spacings = [] if bundle is None else [(n, len(ts) - 1) for n, ts in bundle.schedule_config.spacings
+                                               if n.startswith("tuned-") and len(ts) - 1 > calls]
+        self.teacher_box.blockSignals(True)
+        self.teacher_box.clear()
+        self.teacher_box.addItem(f"its accurate solver (~{DISTILL_TEACHER_CALLS} calls)", DISTILL_ACCURATE_TEACHER)
+        for name, steps in sorted(spacings, key=lambda item: item[1]):
+            self.teacher_box.addItem(f"what it draws in {steps} calls ({name})", name)
+        self.teacher_box.setCurrentIndex(max(0, self.teacher_box.findData(keep)))
+        self.teacher_box.blockSignals(False)
+
     def _update_buttons(self) -> None:
+        if not self.is_busy():
+            self._refresh_teachers()
         bundle = self.state.model
         ok = bundle is not None and bundle.path is not None and engine.distilled_info(bundle) is None
         busy = self.is_busy()
@@ -256,12 +281,13 @@ class ShortcutDialog(_JobDialog):
         stopped = self.summary is not None and self.summary.stopped
         self.resume_button.setEnabled(not busy and stopped and self._teacher_path is not None)
         self.load_button.setEnabled(not busy and self.summary is not None)
-        for w in (self.calls_spin, self.guidance_spin, self.steps_spin, self.pool_spin):
+        for w in (self.calls_spin, self.teacher_box, self.guidance_spin, self.steps_spin, self.pool_spin):
             w.setEnabled(not busy)
 
     def config(self) -> dict:
         return {"calls": self.calls_spin.value(), "guidance": float(self.guidance_spin.value()),
-                "steps": self.steps_spin.value(), "trajectories": self.pool_spin.value()}
+                "steps": self.steps_spin.value(), "trajectories": self.pool_spin.value(),
+                "teacher_spacing": self.teacher_box.currentData() or DISTILL_ACCURATE_TEACHER}
 
     def start(self) -> None:
         bundle = self.state.model
@@ -282,6 +308,9 @@ class ShortcutDialog(_JobDialog):
         self.summary = None
         self.note.setText("Resuming…" if resume else "Making the teacher's solutions…")
         self.student_label.setText(f"Student ({self._config['calls']} calls)")
+        spacing = self._config.get("teacher_spacing", DISTILL_ACCURATE_TEACHER)
+        self.teacher_label.setText(f"Teacher\n(its solver,\n~{DISTILL_TEACHER_CALLS} calls)"
+                                   if spacing == DISTILL_ACCURATE_TEACHER else f"Teacher\n({spacing})")
         self._start(sj.distill, self._teacher_path, self._config, self._run_dir, resume)
 
     def stop(self) -> None:

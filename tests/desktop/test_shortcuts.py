@@ -146,6 +146,29 @@ def test_shortcut_distils_previews_stops_resumes_and_its_student_samples_as_dist
     assert not dlg.start_button.isEnabled()  # a student is not distilled again
 
 
+def test_learn_from_lists_the_models_tuned_spacings_longer_than_the_student(qtbot, panel, state):
+    import dataclasses
+
+    from core.schedule import spaced_timesteps, Schedule
+
+    sched = Schedule(state.model.schedule_config)
+    cfg = state.model.schedule_config
+    for n in (3, 5):
+        cfg = cfg.with_spacing(f"tuned-{n}", spaced_timesteps(n, sched, "karras"))
+    state.set_model(dataclasses.replace(state.model, schedule_config=cfg))
+    dlg = panel.lab.open_shortcut()
+    qtbot.addWidget(dlg)
+    dlg.calls_spin.setValue(4)
+    items = [(dlg.teacher_box.itemText(i), dlg.teacher_box.itemData(i)) for i in range(dlg.teacher_box.count())]
+    assert items == [("its accurate solver (~24 calls)", "karras"), ("what it draws in 5 calls (tuned-5)", "tuned-5")]
+    dlg.teacher_box.setCurrentIndex(1)
+    assert dlg.config()["teacher_spacing"] == "tuned-5"
+    dlg.calls_spin.setValue(2)  # now tuned-3 can teach too; the choice stays
+    assert dlg.teacher_box.count() == 3 and dlg.teacher_box.currentData() == "tuned-5"
+    dlg.calls_spin.setValue(4)
+    assert dlg.teacher_box.count() == 2
+
+
 def test_lab_menu_lists_the_fast_tools(panel):
     texts = [a.text() for a in panel.controls.lab_menu.actions() if not a.isSeparator()]
     assert "Tune the steps…" in texts and "Teach a shortcut…" in texts
