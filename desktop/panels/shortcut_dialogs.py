@@ -205,8 +205,9 @@ class ShortcutDialog(_JobDialog):
         self._teacher_path: str | None = None
         lay = QVBoxLayout(self)
         lay.addWidget(HintLabel(
-            "The model teaches a copy of itself (the student) to jump, in one step, as far as its own accurate "
-            "solver goes in several: the student then draws in 1 to 4 model calls. It learns from a few thousand "
+            "The model teaches a copy of itself (the student) to jump, in one step, as far as its own solver goes "
+            "in several (its accurate solver, or a tuned few-step one: Learn from): the student then draws in 1 "
+            "to 4 model calls. It learns from a few thousand "
             "of the model's own solutions, made first. Stop saves; Resume continues exactly."))
         form = QFormLayout()
         self.calls_spin = spin_box(1, 4, 4, "The student's model calls per image")
