@@ -122,3 +122,58 @@ def grid_image(panels: list[tuple[str, np.ndarray]], label_names: list[str], *, 
     for i, name in enumerate(label_names[:L]):
         d.text((8, top + i * (cell + gap) + cell / 2), name, fill=(0, 0, 0), font=fs, anchor="lm")
     return img
+
+
+def same_noise_panels(panels: list[tuple[str, str, str]], *, seed: int = 3, per_label: int = 8,
+                      title: str = "") -> Image.Image:
+    """Panels (title, checkpoint, bench entry such as 'ddim:4+sp=distilled-4') drawn from the same noise, one
+    row per label of the first model: what the quality tables' numbers look like side by side."""
+    from core.checkpoint import load_checkpoint
+    from core.samplers import generate
+    from core.schedule import Schedule
+
+    from .common import parse_entries
+    from .quality import _solver_options
+
+    drawn, names = [], None
+    for name, path, entry in panels:
+        b = load_checkpoint(path, "cpu")
+        names = names or list(b.label_names)
+        e = parse_entries(entry, "--panel")[0]
+        L = len(names)
+        ctx = np.repeat(np.eye(L, dtype=np.float32), per_label, axis=0)
+        res = generate(b.net, Schedule(b.schedule_config), sampler=e["sampler"], steps=e["steps"], n=len(ctx),
+                       context=ctx, seed=seed, eta=e["eta"], guidance=e["guidance"] or 1.0, **_solver_options(e))
+        drawn.append((f"{name} ({res.nfe} calls)", res.images.reshape(L, per_label, *res.images.shape[1:])))
+    return grid_image(drawn, names, title=title)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.pictures",
+                                 description="Samplers or models side by side from the same noise, one row per label.")
+    ap.add_argument("--panel", action="append", required=True, metavar="TITLE=CHECKPOINT|ENTRY",
+                    help="e.g. 'student=checkpoints/default.shortcut4.safetensors|ddim:4+sp=distilled-4'")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--per-label", type=int, default=8)
+    ap.add_argument("--title", default="")
+    args = ap.parse_args(argv)
+    panels = []
+    for text in args.panel:
+        name, _, rest = text.partition("=")
+        path, _, entry = rest.partition("|")
+        if not (name and path and entry):
+            ap.error(f"--panel {text!r}: write TITLE=CHECKPOINT|ENTRY")
+        panels.append((name, path, entry))
+    out = Path(args.out)
+    if out.exists():
+        ap.error(f"--out {out}: exists; pictures never replace a file (remove it first)")
+    same_noise_panels(panels, seed=args.seed, per_label=args.per_label, title=args.title).save(out)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
