@@ -116,8 +116,8 @@ TRAIN_FIELDS: tuple[ConfigField, ...] = (
                 tip="The saved model is a slow-moving average of the trained weights (an exponential moving "
                     "average), which samples more cleanly. 0.999 is typical; it is warmed up automatically so "
                     "short runs are not held back."),
-    ConfigField("second_ema_decay", float, 0.0, lambda v: v == 0 or 0.5 <= v < 1,
-                "the second EMA decay must be 0 (none) or in [0.5, 1)",
+    ConfigField("second_ema_decay", float, 0.0, lambda v: 0 <= v < 1,
+                "the second EMA decay must be in [0, 1) (0: none)",
                 label="Second EMA decay", widget=(0.0, 0.9999, 0.001, 4),
                 tip="Keep a second average of the weights with another decay, saved beside the model as "
                     "model.ema2.safetensors, so the two can be compared after training (Quality tab or bench "
