@@ -280,7 +280,8 @@ def _add_distill(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trajectories", type=int, help=f"teacher solutions to learn from (default {d.trajectories})")
     p.add_argument("--teacher-calls", type=int, help=f"the teacher's solver steps (default {d.teacher_calls})")
     p.add_argument("--teacher-spacing",
-                   help="what the student learns to draw: karras (default: the teacher's accurate solution, "
+                   help="what the student learns to draw: auto (default: the teacher's ramp-tuned spacing with "
+                        "the fewest steps above --calls, else karras), karras (the teacher's accurate solution, "
                         "--teacher-calls Karras steps) or a spacing the teacher holds, e.g. tuned-5 (what that "
                         "few-step sampler draws; the student's timesteps are then some of its)")
     p.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
@@ -317,7 +318,7 @@ def cmd_distill(args) -> int:
             raise CliError(f"{' '.join(fixed)}: a resumed run keeps its settings; only --steps can change")
         try:
             saved = json.loads((out / CONFIG_FILE).read_text()[:1 << 20])["distill_config"]
-            config = DistillConfig.from_dict({**saved, **given})
+            config = DistillConfig.from_saved({**saved, **given})
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise CliError(f"{out / CONFIG_FILE}: cannot read the run's settings ({e})") from None
     else:

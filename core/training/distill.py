@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from ..catalog import (DISTILL_ACCURATE_TEACHER, DISTILL_TEACHER_CALLS, LOG_FILE, MODEL_FILE, RESUME_FILE, SPACINGS,
-                       check_field_types, config_dict)
+from ..catalog import (DISTILL_ACCURATE_TEACHER, DISTILL_AUTO_TEACHER, DISTILL_TEACHER_CALLS, LOG_FILE, MODEL_FILE,
+                       RESUME_FILE, SPACINGS, check_field_types, config_dict, distill_teacher_spacing)
 from ..checkpoint import (CheckpointError, ModelBundle, load_matching, load_resume_state, read_tensors, save_checkpoint,
                           save_resume_state)
 from ..denoiser import EPS_X0_CLIP_BELOW, Denoiser
@@ -69,8 +69,8 @@ class DistillConfig:
     # steps with the student's timesteps added); a named spacing of the teacher (e.g. tuned-5) = what its
     # DPM-Solver++(3M) draws over exactly those timesteps, which can look better than the accurate solution
     # (a ramp-tuned 5-call spacing is closer to the data than 24 steps are); the student's timesteps are then
-    # some of the teacher's
-    teacher_spacing: str = ACCURATE
+    # some of the teacher's. "auto": core.catalog.distill_teacher_spacing (the Distiller records its choice)
+    teacher_spacing: str = DISTILL_AUTO_TEACHER
     guidance: float = 1.0  # classifier-free guidance built into the student (1 = none)
     trajectories: int = 4096  # teacher solutions in the pool
     steps: int = 1200  # optimizer steps
@@ -105,6 +105,11 @@ class DistillConfig:
     def from_dict(cls, d: dict) -> "DistillConfig":
         return cls(**{k: v for k, v in config_dict(d, "distill config").items() if k in cls.__dataclass_fields__})
 
+    @classmethod
+    def from_saved(cls, d: dict) -> "DistillConfig":
+        """A run's saved config: one written before teacher_spacing existed learnt from the accurate solution."""
+        return cls.from_dict({"teacher_spacing": ACCURATE, **config_dict(d, "distill config")})
+
     @property
     def spacing_name(self) -> str:
         return f"distilled-{self.calls}"
@@ -118,6 +123,8 @@ def student_timesteps(schedule: Schedule, config: DistillConfig) -> list[float]:
     """The student's calls + 1 timesteps from T to 0. Learning from a named teacher spacing, they are some of
     its timesteps: "auto" merges its shortest jumps (see merge_shortest_jumps), another spacing must be a
     subset of it."""
+    if config.teacher_spacing == DISTILL_AUTO_TEACHER:
+        raise ValueError("teacher spacing 'auto' is settled by the Distiller (it needs the teacher's file)")
     if config.teacher_spacing != ACCURATE:
         teacher = _named_teacher_spacing(schedule, config)
         if config.spacing == "auto":
@@ -196,6 +203,10 @@ class Distiller:
         self.device = next(teacher.net.parameters()).device
         self.precision = resolve_precision(config.precision, self.device)
         self.schedule = Schedule(teacher.schedule_config)
+        if config.teacher_spacing == DISTILL_AUTO_TEACHER:  # settled here, so the run and its files name it
+            tuned = ((teacher.meta or {}).get("extra") or {}).get("tuned")
+            self.config = config = replace(config, teacher_spacing=distill_teacher_spacing(
+                teacher.schedule_config.spacings, tuned, config.calls))
         self.student_ts = student_timesteps(self.schedule, config)
         self._lock = take_run_lock(self.out_dir)
         try:
@@ -240,7 +251,7 @@ class Distiller:
         if not isinstance(saved, dict) or saved.get("teacher_sha256") != self.teacher_sha:
             raise DistillError(f"{self.out_dir}: this run distils another teacher (or its file changed); resume it "
                                "with the model it started from, or start a new run")
-        if _but_steps(saved.get("distill_config")) != _but_steps(self.config.to_dict()):
+        if _but_steps(_normalised(saved.get("distill_config"))) != _but_steps(self.config.to_dict()):
             raise DistillError(f"{self.out_dir}: this run was started with other settings; resume it with the same "
                                "ones (they are in distill.json), or start a new run")
 
@@ -408,7 +419,7 @@ class Distiller:
             expect[f"opt.{i}.step"] = ((), "float")
         expect["rng"] = (tuple(self.gen.get_state().shape), "uint8")
         state = load_resume_state(path, expect, [k for k in expect if k.startswith(("model.", "ema."))] + ["rng"])
-        if _but_steps(state["info"].get("train_config")) != _but_steps(self.config.to_dict()):
+        if _but_steps(_normalised(state["info"].get("train_config"))) != _but_steps(self.config.to_dict()):
             raise CheckpointError(f"{path}: saved by a run with other settings; start a new run")
         load_matching(self.net, state["model_state"], str(path))
         load_matching(self.ema, state["ema_state"], str(path))
@@ -448,6 +459,17 @@ class Distiller:
                          precision=self.precision)
         grid = teacher_timesteps(self.schedule, self.student_ts, self.config.teacher_calls, self.config.teacher_spacing)
         return sample_dpmpp_3m(model, noise.to(self.device), grid)
+
+
+def _normalised(saved) -> dict | None:
+    """A saved distill config as this version writes it: fields it lacks (written before they existed) take
+    their values of that time (teacher_spacing: the accurate solution); None when it cannot be read."""
+    if not isinstance(saved, dict):
+        return None
+    try:
+        return DistillConfig.from_saved(saved).to_dict()
+    except (TypeError, ValueError):
+        return None
 
 
 def _but_steps(config) -> dict | None:

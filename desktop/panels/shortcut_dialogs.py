@@ -15,7 +15,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                                QMessageBox, QProgressBar, QVBoxLayout)
 
-from core.catalog import DISTILL_ACCURATE_TEACHER, DISTILL_TEACHER_CALLS, sampler_choice
+from core.catalog import DISTILL_ACCURATE_TEACHER, DISTILL_TEACHER_CALLS, distill_teacher_spacing, sampler_choice
 from desktop import engine, settings, threads
 from desktop.jobs import shortcuts as sj
 from desktop.widgets.common import HintLabel, ImageGridView, format_duration, push_button, spin_box
@@ -221,6 +221,8 @@ class ShortcutDialog(_JobDialog):
             "What the student learns to draw. The model's accurate solver (about 24 calls) is the safe choice; a "
             "tuned few-step spacing of the model (Tune the steps) can draw images closer to the training images "
             "than the accurate solution, and the student then learns those")
+        self._teacher_picked = False  # until the user picks one, "Learn from" follows the model and the calls
+        self.teacher_box.activated.connect(lambda _i: setattr(self, "_teacher_picked", True))
         self.calls_spin.valueChanged.connect(lambda _v: self._refresh_teachers())
         form.addRow("Student's model calls", self.calls_spin)
         form.addRow("Learn from", self.teacher_box)
@@ -256,11 +258,17 @@ class ShortcutDialog(_JobDialog):
 
     def _refresh_teachers(self) -> None:
         """"Learn from": the accurate solver, and each tuned spacing of the model with more steps than the student
-        has calls (the student's timesteps are then some of its)."""
-        keep, calls = self.teacher_box.currentData(), self.calls_spin.value()
-        bundle = self.state.model
+        has calls (the student's timesteps are then some of its); until the user picks, core's default choice
+        (the closest ramp-tuned spacing, see core.catalog.distill_teacher_spacing)."""
+        calls, bundle = self.calls_spin.value(), self.state.model
         spacings = [] if bundle is None else [(n, len(ts) - 1) for n, ts in bundle.schedule_config.spacings
                                                if n.startswith("tuned-") and len(ts) - 1 > calls]
+        if self._teacher_picked:
+            keep = self.teacher_box.currentData()
+        else:
+            tuned = ((bundle.meta or {}).get("extra") or {}).get("tuned") if bundle is not None else None
+            keep = distill_teacher_spacing(bundle.schedule_config.spacings, tuned, calls) if bundle is not None \
+                else DISTILL_ACCURATE_TEACHER
         self.teacher_box.blockSignals(True)
         self.teacher_box.clear()
         self.teacher_box.addItem(f"its accurate solver (~{DISTILL_TEACHER_CALLS} calls)", DISTILL_ACCURATE_TEACHER)

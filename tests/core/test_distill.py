@@ -103,7 +103,7 @@ def test_pool_is_the_teachers_own_solution_and_guidance_one_is_unguided(teacher_
     d = Distiller(teacher, DistillConfig(**{**SMALL, "steps": 1}), tmp_path / "g1")
     d.close()
     sched = Schedule(ZSNR)
-    student_ts = student_timesteps(sched, DistillConfig(**SMALL))
+    student_ts = student_timesteps(sched, DistillConfig(**SMALL, teacher_spacing="karras"))
     grid = teacher_timesteps(sched, student_ts, 6)
     assert set(student_ts) <= set(grid)
     noise = d.states[:, 0]
@@ -124,6 +124,37 @@ def test_merging_the_shortest_jumps_keeps_the_ends_and_drops_the_closest_inner_t
     assert merge_shortest_jumps(ramp, 4) == [500.0, 401.0, 283.0, 80.0, 0.0]  # 80 -> 1 -> 0 becomes 80 -> 0
     assert merge_shortest_jumps(ramp, 3) == [500.0, 283.0, 80.0, 0.0]  # then 500 -> 401 -> 283 (217 in all)
     assert merge_shortest_jumps(ramp, 1) == [500.0, 0.0]
+
+
+def test_the_default_teacher_is_the_closest_ramp_tuned_spacing_else_the_accurate_solution():
+    from core.catalog import distill_teacher_spacing
+
+    spacings = [("tuned-3", [500, 300, 40, 0]), ("tuned-5", [500, 400, 280, 80, 1, 0]),
+                ("tuned-6", [500, 440, 380, 250, 80, 6, 0]), ("distilled-4", [500, 400, 280, 80, 0])]
+    tuned = {"tuned-3": {"calls": 3}, "tuned-5": {"method": "ramp"}, "tuned-6": {"method": "ramp"}}
+    assert distill_teacher_spacing(spacings, tuned, 4) == "tuned-5"
+    assert distill_teacher_spacing(spacings, tuned, 2) == "tuned-5"  # tuned-3 was not found by the ramp search
+    assert distill_teacher_spacing(spacings, tuned, 5) == "tuned-6"
+    assert distill_teacher_spacing(spacings, tuned, 6) == "karras"
+    assert distill_teacher_spacing(spacings, None, 4) == "karras"
+
+
+def test_an_auto_teacher_is_settled_and_recorded_and_an_older_run_still_resumes(teacher_file, tmp_path):
+    teacher = load_checkpoint(teacher_file)
+    path = save_checkpoint(tmp_path / "tuned.safetensors", teacher.net.state_dict(), unet_config=teacher.net.config,
+                           schedule_config=ZSNR.with_spacing("tuned-3", [500.0, 300.0, 40.0, 0.0]),
+                           label_names=["a", "b", "c"], extra={"tuned": {"tuned-3": {"method": "ramp"}}})
+    d = Distiller(load_checkpoint(path), DistillConfig(**SMALL), tmp_path / "auto")
+    assert d.config.teacher_spacing == "tuned-3" and d.student_ts == [500.0, 300.0, 0.0]
+    d.close()
+    assert json.loads((tmp_path / "auto" / "distill.json").read_text())["distill_config"]["teacher_spacing"] == "tuned-3"
+    # a run saved before teacher_spacing existed learnt from the accurate solution, and resumes as such
+    _run(teacher_file, tmp_path / "old", steps=3)
+    info = json.loads((tmp_path / "old" / "distill.json").read_text())
+    del info["distill_config"]["teacher_spacing"]
+    (tmp_path / "old" / "distill.json").write_text(json.dumps(info))
+    assert main(["distill", "--checkpoint", str(teacher_file), "--out", str(tmp_path / "old"), "--resume",
+                 "--steps", "4"]) == 0
 
 
 def test_a_student_of_a_named_teacher_spacing_learns_that_samplers_own_states(teacher_file, tmp_path):
