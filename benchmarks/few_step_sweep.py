@@ -126,7 +126,12 @@ def main(argv=None) -> int:
     p.add_argument("--student", action="append", default=[], metavar="FILE",
                    help="a distilled student of the model: its own point (repeatable)")
     p.add_argument("--replot", action="store_true", help="only draw --png again from the results in --json")
+    p.add_argument("--students-only", action="store_true",
+                   help="measure only the --student points (with the n and seeds of the results in --json), put "
+                        "them in place of the students there, and draw --png again")
     args = p.parse_args(argv)
+    if args.students_only:
+        return _replace_students(args)
     if args.replot:
         from .common import load_json
 
@@ -163,6 +168,23 @@ def main(argv=None) -> int:
         plot_sweep(q, bases, Path(args.png), reference=ref)
     for r in q["results"]:
         print(f"{r['entry']:28s} {r['nfe']:4d} calls  FID {r['fid_mean']:.3f}  accuracy {r['accuracy_mean']:.3f}")
+    return 0
+
+
+def _replace_students(args) -> int:
+    """A new student needs its own point, not the whole sweep again: the same n and seeds as the file's."""
+    from .common import load_json
+
+    q = load_json(args.json)["quality"]
+    args.n, args.seeds = q["n"], q["n_seeds"]
+    q["results"] = [r for r in q["results"] if not r.get("student")]
+    for student in args.student:
+        q["results"] += _student_points(student, args)
+    q["sweep"]["students"] = args.student
+    save_json({"quality": q}, args.json)
+    if args.png:
+        ref = next((r for r in q["results"] if r["entry"] == q["sweep"]["reference"]), None)
+        print(plot_sweep(q, q["sweep"]["bases"], Path(args.png), reference=ref))
     return 0
 
 
