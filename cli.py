@@ -280,8 +280,8 @@ def _add_distill(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trajectories", type=int, help=f"teacher solutions to learn from (default {d.trajectories})")
     p.add_argument("--teacher-calls", type=int, help=f"the teacher's solver steps (default {d.teacher_calls})")
     p.add_argument("--teacher-spacing",
-                   help="what the student learns to draw: auto (default: the teacher's ramp-tuned spacing with "
-                        "the fewest steps above --calls, else karras), karras (the teacher's accurate solution, "
+                   help="what the student learns to draw: auto (default: of the teacher's ramp-tuned spacings with "
+                        "more steps than --calls the best-scored one, else karras), karras (the teacher's accurate solution, "
                         "--teacher-calls Karras steps) or a spacing the teacher holds, e.g. tuned-5 (what that "
                         "few-step sampler draws; the student's timesteps are then some of its)")
     p.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")

@@ -259,7 +259,7 @@ class ShortcutDialog(_JobDialog):
     def _refresh_teachers(self) -> None:
         """"Learn from": the accurate solver, and each tuned spacing of the model with more steps than the student
         has calls (the student's timesteps are then some of its); until the user picks, core's default choice
-        (the closest ramp-tuned spacing, see core.catalog.distill_teacher_spacing)."""
+        (the best-scored ramp-tuned spacing, see core.catalog.distill_teacher_spacing)."""
         calls, bundle = self.calls_spin.value(), self.state.model
         spacings = [] if bundle is None else [(n, len(ts) - 1) for n, ts in bundle.schedule_config.spacings
                                                if n.startswith("tuned-") and len(ts) - 1 > calls]

@@ -131,11 +131,13 @@ def test_the_default_teacher_is_the_closest_ramp_tuned_spacing_else_the_accurate
 
     spacings = [("tuned-3", [500, 300, 40, 0]), ("tuned-5", [500, 400, 280, 80, 1, 0]),
                 ("tuned-6", [500, 440, 380, 250, 80, 6, 0]), ("distilled-4", [500, 400, 280, 80, 0])]
-    tuned = {"tuned-3": {"calls": 3}, "tuned-5": {"method": "ramp"}, "tuned-6": {"method": "ramp"}}
-    assert distill_teacher_spacing(spacings, tuned, 4) == "tuned-5"
-    assert distill_teacher_spacing(spacings, tuned, 2) == "tuned-5"  # tuned-3 was not found by the ramp search
+    tuned = {"tuned-3": {"calls": 3, "error": 0.1}, "tuned-5": {"method": "ramp", "error": 1.2},
+             "tuned-6": {"method": "ramp", "error": 0.85}}
+    assert distill_teacher_spacing(spacings, tuned, 4) == "tuned-6"  # scored closest to the training images
     assert distill_teacher_spacing(spacings, tuned, 5) == "tuned-6"
-    assert distill_teacher_spacing(spacings, tuned, 6) == "karras"
+    assert distill_teacher_spacing(spacings, tuned, 6) == "karras"  # nothing tuned has more steps
+    tuned["tuned-6"]["error"] = float("nan")  # a damaged score does not count
+    assert distill_teacher_spacing(spacings, tuned, 2) == "tuned-5"  # tuned-3 was not found by the ramp search
     assert distill_teacher_spacing(spacings, None, 4) == "karras"
 
 
@@ -143,7 +145,7 @@ def test_an_auto_teacher_is_settled_and_recorded_and_an_older_run_still_resumes(
     teacher = load_checkpoint(teacher_file)
     path = save_checkpoint(tmp_path / "tuned.safetensors", teacher.net.state_dict(), unet_config=teacher.net.config,
                            schedule_config=ZSNR.with_spacing("tuned-3", [500.0, 300.0, 40.0, 0.0]),
-                           label_names=["a", "b", "c"], extra={"tuned": {"tuned-3": {"method": "ramp"}}})
+                           label_names=["a", "b", "c"], extra={"tuned": {"tuned-3": {"method": "ramp", "error": 1.0}}})
     d = Distiller(load_checkpoint(path), DistillConfig(**SMALL), tmp_path / "auto")
     assert d.config.teacher_spacing == "tuned-3" and d.student_ts == [500.0, 300.0, 0.0]
     d.close()

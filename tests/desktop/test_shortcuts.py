@@ -156,14 +156,15 @@ def test_learn_from_lists_the_models_tuned_spacings_longer_than_the_student(qtbo
     for n in (3, 5):
         cfg = cfg.with_spacing(f"tuned-{n}", spaced_timesteps(n, sched, "karras"))
     # tuned-5 was found by the ramp search, tuned-3 by GITS: only the first is a default teacher
-    meta = {**state.model.meta, "extra": {"tuned": {"tuned-5": {"method": "ramp"}, "tuned-3": {"calls": 3}}}}
+    meta = {**state.model.meta, "extra": {"tuned": {"tuned-5": {"method": "ramp", "error": 1.2},
+                                                   "tuned-3": {"calls": 3, "error": 0.2}}}}
     state.set_model(dataclasses.replace(state.model, schedule_config=cfg, meta=meta))
     dlg = panel.lab.open_shortcut()
     qtbot.addWidget(dlg)
     dlg.calls_spin.setValue(4)
     items = [(dlg.teacher_box.itemText(i), dlg.teacher_box.itemData(i)) for i in range(dlg.teacher_box.count())]
     assert items == [("its accurate solver (~24 calls)", "karras"), ("what it draws in 5 calls (tuned-5)", "tuned-5")]
-    assert dlg.config()["teacher_spacing"] == "tuned-5"  # the default: the closest ramp-tuned spacing
+    assert dlg.config()["teacher_spacing"] == "tuned-5"  # the default: the best-scored ramp-tuned spacing
     dlg.calls_spin.setValue(2)  # tuned-3 can teach too, but tuned-5 stays the default
     assert dlg.teacher_box.count() == 3 and dlg.teacher_box.currentData() == "tuned-5"
     dlg.teacher_box.setCurrentIndex(dlg.teacher_box.findData("tuned-3"))
