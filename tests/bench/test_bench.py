@@ -270,3 +270,25 @@ def test_the_few_step_sweep_picks_the_steps_that_make_each_call_count():
     got = sweep_entries(["dpmpp3m+sp=tuned", "ipndm+sp=tuned+g=2"], [3, 4, 5], zero_terminal=True,
                         named=("tuned-3", "tuned-5", "tuned-ipndm-4"))
     assert got == ["dpmpp3m:3+sp=tuned-3", "dpmpp3m:5+sp=tuned-5", "ipndm:4+sp=tuned-ipndm-4+g=2"]
+
+
+def test_side_by_side_panels_share_their_noise_and_never_replace_a_file(tmp_path):
+    import numpy as np
+
+    from benchmarks.pictures import main, same_noise_panels
+    from core.paths import default_checkpoint
+
+    ckpt = str(default_checkpoint())
+    img = same_noise_panels([("a", ckpt, "ddim:2"), ("b", ckpt, "ddim:2"), ("c", ckpt, "ddim:3")], per_label=2)
+    arr = np.asarray(img)
+    cell, top, left = 16 * 4 + 2, 34, 130  # grid_image's layout: 4x tiles, 2 px gaps, no title
+    width = 2 * cell + 20
+    panel = [arr[top:top + 6 * cell, left + k * width:left + k * width + 2 * cell] for k in range(3)]
+    assert np.array_equal(panel[0], panel[1])  # the same sampler from the same noise: the same pictures
+    assert not np.array_equal(panel[0], panel[2]) and panel[0].std() > 10
+    out = tmp_path / "p.png"
+    assert main(["--panel", f"x={ckpt}|ddim:2", "--out", str(out), "--per-label", "1"]) == 0
+    before = out.read_bytes()
+    with pytest.raises(SystemExit):  # an existing file is never replaced
+        main(["--panel", f"x={ckpt}|ddim:3", "--out", str(out), "--per-label", "1"])
+    assert out.read_bytes() == before
