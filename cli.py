@@ -262,7 +262,8 @@ _DISTILL_DESC = ("Teach a shortcut: a student starts from the model's weights an
                  "jump the model's accurate solver makes between two of the student's timesteps (SFD, Zhou et al. "
                  "2024), on a pool of the model's own solutions. Writes the student (model.safetensors, its "
                  "sampler: DDIM over the spacing distilled-<calls>), resume.safetensors, pool.safetensors and "
-                 "loss.csv into --out; Ctrl-C saves, --resume continues exactly.")
+                 "loss.csv into --out; Ctrl-C saves, --resume continues exactly. A student can be the teacher of a "
+                 "student of fewer calls (a second round): it teaches what its own DDIM steps draw.")
 
 
 def _add_distill(p: argparse.ArgumentParser) -> None:
@@ -283,7 +284,8 @@ def _add_distill(p: argparse.ArgumentParser) -> None:
                    help="what the student learns to draw: auto (default: of the teacher's ramp-tuned spacings with "
                         "more steps than --calls the best-scored one, else karras), karras (the teacher's accurate solution, "
                         "--teacher-calls Karras steps) or a spacing the teacher holds, e.g. tuned-5 (what that "
-                        "few-step sampler draws; the student's timesteps are then some of its)")
+                        "few-step sampler draws; the student's timesteps are then some of its); a student as the "
+                        "teacher: auto or its own distilled-N")
     p.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
     p.add_argument("--lr", type=float, help=f"default {d.lr:g}")
     p.add_argument("--seed", type=int, help="default 0")

@@ -49,6 +49,8 @@ RECIPES = {  # name: (TrainConfig overrides, what it is)
                    "second_ema_decay": 0.995}, "desk, also keeping an EMA of decay 0.995 (model.ema2.safetensors)"),
     "desk_noflip": ({"prediction": "v", "schedule": "linear_zsnr", "loss_weighting": "min_snr", "network": "desk",
                      "hflip": False}, "desk without mirrored images"),
+    "desk_shift": ({"prediction": "v", "schedule": "linear_zsnr", "loss_weighting": "min_snr", "network": "desk",
+                    "pixel_shift": True}, "desk with every image moved by up to 1 px"),
 }
 SAMPLERS = ("ddpm:500,ddim:25,dpmpp2m:10,dpmpp2m:20,dpmpp3m:10+sp=karras,dpmpp3m:20+sp=karras,"
             "dpmpp3m:10+sp=logsnr,heun:10+sp=karras")

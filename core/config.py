@@ -137,6 +137,12 @@ TRAIN_FIELDS: tuple[ConfigField, ...] = (
                 tip="Randomly flip images left-right while training: doubles the variety of the data for free. "
                     "The built-in sets never mirror an image whose meaning a mirror changes (flags, signs, arrows, "
                     "clocks, writing); turn it off for your own images with text or a meaningful direction."),
+    ConfigField("pixel_shift", bool, False,
+                label="Shift images by 1 px",
+                tip="Randomly move every image by up to one pixel up, down, left or right while training (the edge "
+                    "pixels continue, so a white margin stays white): more variety from the same images, for every "
+                    "image, flags and writing included (a shift changes no meaning).",
+                flag="pixel-shift", flag_help="move every image by up to 1 px at random while training"),
     ConfigField("balance_labels", bool, False,
                 flag="balance-labels",
                 flag_help="draw images so every label is equally frequent in the batches (on in --preset finetune: "

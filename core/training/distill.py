@@ -15,6 +15,11 @@ Against the alternatives on this budget: progressive distillation halves the ste
 log2(N) full training rounds; consistency distillation trains for hundreds of thousands of steps. SFD reuses
 one pool of teacher solutions for every step and needs about a thousand optimizer steps.
 
+A student can itself be the teacher (a second round, as in progressive distillation, Salimans & Ho 2022): the
+pool is then what the teacher student draws with its own sampler, DDIM over its distilled-N timesteps, and
+the new student makes in one call what it makes in two (or more). The teacher student's guidance is already
+built in, so none is added.
+
 The student is a checkpoint like any other (the teacher's network and labels) with a named spacing
 "distilled-<calls>" (DDIM over those timesteps is its sampler) and the teacher in its metadata.
 """
@@ -165,6 +170,29 @@ def merge_shortest_jumps(timesteps: list[float], steps: int) -> list[float]:
     return ts
 
 
+def distilled_calls(teacher: ModelBundle) -> int | None:
+    """The model calls of a distilled teacher (its file's extra.distilled.calls), None for any other model."""
+    info = ((teacher.meta or {}).get("extra") or {}).get("distilled")
+    calls = info.get("calls") if isinstance(info, dict) else None
+    return calls if isinstance(calls, int) and not isinstance(calls, bool) and 1 <= calls <= MAX_CALLS else None
+
+
+def student_teacher_config(config: DistillConfig, teacher_calls: int) -> DistillConfig:
+    """`config` for a teacher that is itself a student of `teacher_calls` calls: it teaches what it draws over
+    its own timesteps (teacher spacing distilled-N), to a student of fewer calls, with no guidance added."""
+    own = f"distilled-{teacher_calls}"
+    if config.calls >= teacher_calls:
+        raise DistillError(f"this model is a {teacher_calls}-call student: it can teach a student of 1 to "
+                           f"{teacher_calls - 1} calls, not {config.calls}")
+    if config.teacher_spacing not in (DISTILL_AUTO_TEACHER, own):
+        raise DistillError(f"this model is a {teacher_calls}-call student: it teaches what it draws over its own "
+                           f"timesteps; use teacher spacing auto or {own}, not {config.teacher_spacing}")
+    if config.guidance != 1:
+        raise DistillError("this model is a distilled student with its guidance built in: distil it with "
+                           "guidance 1")
+    return replace(config, teacher_spacing=own)
+
+
 def teacher_timesteps(schedule: Schedule, student: list[float], teacher_calls: int,
                       teacher_spacing: str = ACCURATE) -> list[float]:
     """The teacher's grid: a Karras ramp of teacher_calls steps with the student's timesteps added, or a named
@@ -203,7 +231,13 @@ class Distiller:
         self.device = next(teacher.net.parameters()).device
         self.precision = resolve_precision(config.precision, self.device)
         self.schedule = Schedule(teacher.schedule_config)
-        if config.teacher_spacing == DISTILL_AUTO_TEACHER:  # settled here, so the run and its files name it
+        # a student as the teacher draws with its own sampler (DDIM over its timesteps), any other with 3M
+        self.teacher_student_calls = distilled_calls(teacher)
+        self.teacher_solver = sample_dpmpp_3m
+        if self.teacher_student_calls is not None:
+            self.config = config = student_teacher_config(config, self.teacher_student_calls)
+            self.teacher_solver = sample_ddim
+        elif config.teacher_spacing == DISTILL_AUTO_TEACHER:  # settled here, so the run and its files name it
             tuned = ((teacher.meta or {}).get("extra") or {}).get("tuned")
             self.config = config = replace(config, teacher_spacing=distill_teacher_spacing(
                 teacher.schedule_config.spacings, tuned, config.calls))
@@ -281,7 +315,7 @@ class Distiller:
             model = Denoiser(net, self.schedule, ctx[lo:lo + chunk].to(self.device), guidance=cfg.guidance,
                              precision=self.precision, cancel=cancel)
             with torch.inference_mode():
-                sample_dpmpp_3m(model, x.to(self.device), grid, callback=keep)
+                self.teacher_solver(model, x.to(self.device), grid, callback=keep)
             out.append(torch.stack(states, 1))
             if progress:
                 progress(min(lo + chunk, n), n)
@@ -399,9 +433,7 @@ class Distiller:
         sched = replace(t.schedule_config, spacings=()).with_spacing(self.config.spacing_name, self.student_ts)
         distilled = {"teacher": t.path.name, "teacher_sha256": self.teacher_sha, "calls": self.config.calls,
                      "guidance": self.config.guidance, "spacing": self.config.spacing_name,
-                     "method": "SFD (one DDIM jump per student step onto the teacher's DPM-Solver++(3M) solution"
-                               + (f" over its spacing {self.config.teacher_spacing})"
-                                  if self.config.teacher_spacing != ACCURATE else ")"),
+                     "method": self._method(),
                      "teacher_calls": self.config.teacher_calls, "distill_steps": self.step,
                      "distill_config": self.config.to_dict()}
         return save_checkpoint(self.out_dir / MODEL_FILE, self.ema.state_dict(), unet_config=t.net.config,
@@ -409,6 +441,14 @@ class Distiller:
                                fingerprint=m.get("dataset_fingerprint") or "", step=m.get("step") or 0,
                                precision=self.precision, train_config=m.get("train_config") or {},
                                extra={"elapsed": self.elapsed, "run_id": self.run_id, "distilled": distilled})
+
+    def _method(self) -> str:
+        if self.teacher_student_calls is not None:
+            return (f"SFD, second round (one DDIM jump per student step onto the teacher student's own DDIM steps "
+                    f"over {self.config.teacher_spacing})")
+        return ("SFD (one DDIM jump per student step onto the teacher's DPM-Solver++(3M) solution"
+                + (f" over its spacing {self.config.teacher_spacing})" if self.config.teacher_spacing != ACCURATE
+                   else ")"))
 
     def _load_resume(self) -> None:
         path = self.out_dir / RESUME_FILE
@@ -458,7 +498,7 @@ class Distiller:
         model = Denoiser(self.teacher.net, self.schedule, context.to(self.device), guidance=self.config.guidance,
                          precision=self.precision)
         grid = teacher_timesteps(self.schedule, self.student_ts, self.config.teacher_calls, self.config.teacher_spacing)
-        return sample_dpmpp_3m(model, noise.to(self.device), grid)
+        return self.teacher_solver(model, noise.to(self.device), grid)
 
 
 def _normalised(saved) -> dict | None:

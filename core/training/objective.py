@@ -102,10 +102,9 @@ def biased_timesteps(n: int, T: int, bias: float, generator: torch.Generator) ->
     return (u.pow(1.0 / (1.0 + bias)) * T).ceil().clamp(1, T).long()
 
 
-def shift_and_jitter(x: torch.Tensor, generator: torch.Generator, *, jitter: float = 0.1) -> torch.Tensor:
-    """Each image (B, 3, H, W) in [-1, 1] moved by -1, 0 or +1 pixel in each direction (the edge pixels
-    continue: an emoji's white margin stays white) and each colour channel's distance from white scaled by a
-    factor in [1 - jitter, 1 + jitter] (white stays white, colours shift slightly). On the device, no sync."""
+def shift_one_pixel(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image (B, C, H, W) moved by -1, 0 or +1 pixel in each direction, the edge pixels continuing (an
+    emoji's white margin stays white). On the device, no sync."""
     b, c, h, w = x.shape
     dev = x.device
     d = torch.randint(-1, 2, (b, 2), generator=generator, device=dev)  # (B, 2): dy, dx
@@ -114,8 +113,15 @@ def shift_and_jitter(x: torch.Tensor, generator: torch.Generator, *, jitter: flo
     xs = torch.arange(w, device=dev)[None] + 1 - d[:, 1:]  # (B, W)
     rows = torch.arange(b, device=dev)[:, None, None, None]
     chans = torch.arange(c, device=dev)[None, :, None, None]
-    moved = padded[rows, chans, ys[:, None, :, None], xs[:, None, None, :]]  # (B, C, H, W)
-    scale = 1 + jitter * (2 * torch.rand(b, c, 1, 1, generator=generator, device=dev) - 1)
+    return padded[rows, chans, ys[:, None, :, None], xs[:, None, None, :]]  # (B, C, H, W)
+
+
+def shift_and_jitter(x: torch.Tensor, generator: torch.Generator, *, jitter: float = 0.1) -> torch.Tensor:
+    """Each image (B, 3, H, W) in [-1, 1] shifted by shift_one_pixel and each colour channel's distance from
+    white scaled by a factor in [1 - jitter, 1 + jitter] (white stays white, colours shift slightly)."""
+    moved = shift_one_pixel(x, generator)
+    b, c = x.shape[:2]
+    scale = 1 + jitter * (2 * torch.rand(b, c, 1, 1, generator=generator, device=x.device) - 1)
     return (1 - (1 - moved) * scale).clamp(-1, 1)
 
 

@@ -35,7 +35,7 @@ from ..schedule import Schedule, ScheduleConfig
 from ..unet import UNetConfig, build_network
 from .finetune import anchor_network, label_first_setup, new_label_rows, read_init
 from .objective import (band_losses, ema_decay_at, label_balanced_weights, loss_weights, lr_at, split_draw,
-                        treat_new_labels)
+                        shift_one_pixel, treat_new_labels)
 from .resume import ResumeMixin
 from .runlog import append_log, truncate_log
 
@@ -200,6 +200,11 @@ class Trainer(ResumeMixin):
         if self.new_rows is not None:  # drawn last: a run without these options draws exactly what it did
             x0, t = treat_new_labels(x0, t, self.new_rows[idx], self.config, self.schedule.T, g)
             self._batch_new = self.new_rows[idx]  # (B,) bool, on the device: which rows are new labels' images
+        if self.config.pixel_shift:  # drawn after everything else, for the same reason
+            moved = shift_one_pixel(x0, g)
+            if self.new_rows is not None and self.config.new_label_augment:  # those rows are shifted already
+                moved = torch.where(self._batch_new.view(-1, 1, 1, 1), x0, moved)
+            x0 = moved
         return x0, c, t, noise
 
     def _train_step(self):

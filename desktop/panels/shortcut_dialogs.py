@@ -22,6 +22,7 @@ from desktop.widgets.common import HintLabel, ImageGridView, format_duration, pu
 from desktop.widgets.loss_plot import LossPlot
 
 TUNABLE = ("dpmpp3m", "ipndm", "dpmpp2m", "ddim", "heun")  # core.step_search.TUNABLE_SAMPLERS, best first
+MAX_STUDENT_CALLS = 4  # the dialog offers 1-4 calls (the core allows up to 8); a student teaches fewer than its own
 
 
 class _JobDialog(QDialog):
@@ -208,9 +209,10 @@ class ShortcutDialog(_JobDialog):
             "The model teaches a copy of itself (the student) to jump, in one step, as far as its own solver goes "
             "in several (its accurate solver, or a tuned few-step one: Learn from): the student then draws in 1 "
             "to 4 model calls. It learns from a few thousand "
-            "of the model's own solutions, made first. Stop saves; Resume continues exactly."))
+            "of the model's own solutions, made first. A student can teach a student of fewer calls in turn (a "
+            "second round). Stop saves; Resume continues exactly."))
         form = QFormLayout()
-        self.calls_spin = spin_box(1, 4, 4, "The student's model calls per image")
+        self.calls_spin = spin_box(1, MAX_STUDENT_CALLS, MAX_STUDENT_CALLS, "The student's model calls per image")
         self.guidance_spin = spin_box(1.0, 5.0, 1.0, "Classifier-free guidance built into the student: it then draws "
                                       "guided images at no extra cost (1 = none)", cls=QDoubleSpinBox, step=0.5)
         self.steps_spin = spin_box(100, 20000, 1200, "Training steps: about a second each on a laptop CPU", step=100)
@@ -260,7 +262,23 @@ class ShortcutDialog(_JobDialog):
         """"Learn from": the accurate solver, and each tuned spacing of the model with more steps than the student
         has calls (the student's timesteps are then some of its); until the user picks, core's default choice
         (the best-scored ramp-tuned spacing, see core.catalog.distill_teacher_spacing)."""
-        calls, bundle = self.calls_spin.value(), self.state.model
+        bundle = self.state.model
+        student = engine.distilled_info(bundle)
+        own_calls = student.get("calls") if student else None
+        # a student teaches a student of fewer calls what its own steps draw (a second round), its guidance built in
+        self.calls_spin.setMaximum(max(1, own_calls - 1) if isinstance(own_calls, int) else MAX_STUDENT_CALLS)
+        self.guidance_spin.setEnabled(student is None)
+        if student is not None:
+            self.guidance_spin.setValue(1.0)
+        calls = self.calls_spin.value()
+        if student is not None:
+            self.teacher_box.blockSignals(True)
+            self.teacher_box.clear()
+            if isinstance(own_calls, int):
+                self.teacher_box.addItem(f"what it draws in its own {own_calls} calls (distilled-{own_calls})",
+                                         f"distilled-{own_calls}")
+            self.teacher_box.blockSignals(False)
+            return
         spacings = [] if bundle is None else [(n, len(ts) - 1) for n, ts in bundle.schedule_config.spacings
                                                if n.startswith("tuned-") and len(ts) - 1 > calls]
         if self._teacher_picked:
@@ -281,17 +299,19 @@ class ShortcutDialog(_JobDialog):
         if not self.is_busy():
             self._refresh_teachers()
         bundle = self.state.model
-        ok = bundle is not None and bundle.path is not None and engine.distilled_info(bundle) is None
+        student = engine.distilled_info(bundle)
+        ok = bundle is not None and bundle.path is not None and (student is None or student.get("calls", 1) > 1)
         busy = self.is_busy()
         self.start_button.setEnabled(ok and not busy)
         self.start_button.setToolTip("Start a new student from the loaded model" if ok else
-                                     "Load a saved model that is not itself a student first")
+                                     "Load a saved model (or a student of 2 or more calls) first")
         self.stop_button.setEnabled(busy)
         stopped = self.summary is not None and self.summary.stopped
         self.resume_button.setEnabled(not busy and stopped and self._teacher_path is not None)
         self.load_button.setEnabled(not busy and self.summary is not None)
-        for w in (self.calls_spin, self.teacher_box, self.guidance_spin, self.steps_spin, self.pool_spin):
+        for w in (self.calls_spin, self.teacher_box, self.steps_spin, self.pool_spin):
             w.setEnabled(not busy)
+        self.guidance_spin.setEnabled(not busy and student is None)
 
     def config(self) -> dict:
         return {"calls": self.calls_spin.value(), "guidance": float(self.guidance_spin.value()),

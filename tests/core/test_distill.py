@@ -187,6 +187,35 @@ def test_a_student_of_a_named_teacher_spacing_learns_that_samplers_own_states(te
         Distiller(teacher, DistillConfig(**{**SMALL, "teacher_spacing": "tuned-3", "calls": 4}), tmp_path / "g")
 
 
+def test_a_student_teaches_a_student_of_fewer_calls_what_its_own_ddim_steps_draw(teacher_file, tmp_path):
+    """A second round (progressive distillation): a 4-call student as the teacher; the pool is its DDIM over its
+    distilled-4 timesteps (not DPM-Solver++(3M), not an accurate solution), kept at the 2-call student's
+    timesteps, its shortest jumps merged; the new student names the round; more calls or guidance are refused."""
+    first = tmp_path / "first"
+    _run(teacher_file, first, calls=4)
+    four = load_checkpoint(first / "model.safetensors")
+    ts4 = dict(four.schedule_config.spacings)["distilled-4"]
+    d = Distiller(four, DistillConfig(**SMALL), tmp_path / "second")  # calls 2, teacher spacing auto
+    assert d.config.teacher_spacing == "distilled-4" and d.teacher_solver is sample_ddim
+    assert d.student_ts == merge_shortest_jumps([float(t) for t in ts4], 2)
+    ddim = sample_ddim(Denoiser(four.net, Schedule(four.schedule_config), d.contexts), d.states[:, 0].clone(), ts4)
+    assert torch.allclose(d.states[:, -1], ddim, atol=1e-5)
+    three_m = sample_dpmpp_3m(Denoiser(four.net, Schedule(four.schedule_config), d.contexts),
+                              d.states[:, 0].clone(), ts4)
+    assert not torch.allclose(d.states[:, -1], three_m, atol=1e-3)
+    assert torch.allclose(d.teacher_preview(d.states[:4, 0], d.contexts[:4]), ddim[:4], atol=1e-5)
+    assert all(np.isfinite([m.loss for m in d.run()]))
+    d.close()
+    info = load_checkpoint(tmp_path / "second" / "model.safetensors").meta["extra"]["distilled"]
+    assert info["calls"] == 2 and info["teacher"] == "model.safetensors" and "second round" in info["method"]
+    for kw, message in (({"calls": 4}, "4-call student: it can teach a student of 1 to 3 calls, not 4"),
+                        ({"teacher_spacing": "karras"}, "use teacher spacing auto or distilled-4, not karras"),
+                        ({"guidance": 2.0}, "guidance built in")):
+        with pytest.raises(DistillError, match=message):
+            Distiller(four, DistillConfig(**{**SMALL, **kw}), tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+
+
 @pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
 def test_jump_is_the_ddim_step_of_each_prediction_target(prediction):
     """jump() with per-image coefficients equals the Denoiser's conversion followed by DDIM's step."""

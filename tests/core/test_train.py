@@ -8,8 +8,8 @@ from toy_data import blob_squares
 
 from core.checkpoint import load_checkpoint, read_metadata
 from core.data import ImageDataset
-from core.training import (TRAIN_PRESETS, StepMetrics, Trainer, TrainingDiverged, ema_decay_at, label_balanced_weights,
-                           lr_at, read_loss_log)
+from core.training import (TRAIN_PRESETS, StepMetrics, TrainConfig, Trainer, TrainingDiverged, ema_decay_at,
+                           label_balanced_weights, lr_at, read_loss_log)
 
 
 @pytest.fixture
@@ -483,4 +483,29 @@ def test_new_label_options_touch_only_the_new_labels_images(blobs, tmp_path):
     assert np.mean(new_t) / 500 > 0.7 and abs(np.mean(old_t) / 500 - 0.5) < 0.08  # bias 3: mean 4/5
     assert moved > 0.5 * len(new_t)
     for tr in (plain, treated):
+        tr.close()
+
+
+def test_pixel_shift_moves_every_image_by_at_most_one_pixel_and_draws_nothing_else(blobs, tmp_path):
+    """With pixel_shift each image of the batch is its unshifted self moved by -1, 0 or +1 px in each direction
+    (edges replicated), every one of the nine moves occurs, and labels, timesteps and noise are the plain batch's."""
+    import torch.nn.functional as F
+
+    plain = Trainer(blobs, replace(CFG, hflip=False), tmp_path / "plain", device="cpu")
+    shifted = Trainer(blobs, replace(CFG, hflip=False, pixel_shift=True), tmp_path / "shifted", device="cpu")
+    seen = set()
+    for _ in range(10):
+        shifted.gen.set_state(plain.gen.get_state())
+        (x_a, c_a, t_a, n_a), (x_b, c_b, t_b, n_b) = plain._batch(), shifted._batch()
+        assert torch.equal(c_a, c_b) and torch.equal(t_a, t_b) and torch.equal(n_a, n_b)
+        h, w = x_a.shape[2:]
+        padded = F.pad(x_a, (1, 1, 1, 1), mode="replicate")
+        for i in range(len(x_a)):
+            moves = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                     if torch.equal(x_b[i], padded[i, :, 1 - dy:1 - dy + h, 1 - dx:1 - dx + w])]
+            assert moves, f"image {i} is not a shift of at most one pixel"
+            seen.add(moves[0])
+    assert len(seen) == 9
+    assert TrainConfig.from_dict({k: v for k, v in CFG.to_dict().items() if k != "pixel_shift"}).pixel_shift is False
+    for tr in (plain, shifted):
         tr.close()

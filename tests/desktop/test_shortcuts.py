@@ -113,7 +113,7 @@ def test_tuned_spacing_joins_every_column_holds_its_steps_and_saves_with_the_mod
 
 
 def test_shortcut_distils_previews_stops_resumes_and_its_student_samples_as_distilled(qtbot, panel, state, tmp_path,
-                                                                                      user_home):
+                                                                                      user_home, saved_model):
     dlg = panel.lab.open_shortcut()
     qtbot.addWidget(dlg)
     dlg.calls_spin.setValue(2)
@@ -143,7 +143,19 @@ def test_shortcut_distils_previews_stops_resumes_and_its_student_samples_as_dist
     spec = panel.columns[0].spec()
     assert (spec.sampler, spec.steps, spec.spacing, spec.guidance) == ("ddim", 2, "distilled-2", 1.0)
     assert spec.title == "distilled, 2 calls" and panel.columns[0]._title.text() == "distilled, 2 calls"
-    assert not dlg.start_button.isEnabled()  # a student is not distilled again
+    # the 2-call student can teach a 1-call student what its own two steps draw, with its built-in guidance
+    assert dlg.start_button.isEnabled() and dlg.calls_spin.maximum() == 1 and dlg.calls_spin.value() == 1
+    assert [dlg.teacher_box.itemData(i) for i in range(dlg.teacher_box.count())] == ["distilled-2"]
+    assert not dlg.guidance_spin.isEnabled() and dlg.config()["guidance"] == 1.0
+    dlg.steps_spin.setValue(100)
+    dlg.start()
+    _wait_idle(qtbot, dlg)
+    one = load_checkpoint(dlg.summary.model_path)
+    assert one.meta["extra"]["distilled"]["calls"] == 1 and "second round" in one.meta["extra"]["distilled"]["method"]
+    state.set_model(one)
+    assert not dlg.start_button.isEnabled()  # a 1-call student has nothing left to teach
+    state.set_model(saved_model)  # an ordinary model again: back to 1-4 calls and guidance
+    assert dlg.calls_spin.maximum() == 4 and dlg.guidance_spin.isEnabled()
 
 
 def test_learn_from_lists_the_models_tuned_spacings_longer_than_the_student(qtbot, panel, state):
