@@ -22,6 +22,8 @@ from desktop.widgets.common import HintLabel, ImageGridView, format_duration, pu
 from desktop.widgets.loss_plot import LossPlot
 
 TUNABLE = ("dpmpp3m", "ipndm", "dpmpp2m", "ddim", "heun")  # core.step_search.TUNABLE_SAMPLERS, best first
+SECOND_ROUND_TIP = ("Tip: for 1 or 2 calls a 4-call student is the better teacher: teach a 4-call student first, "
+                    "load it (Load the student) and let it teach the 2-call one, a second round.")
 MAX_STUDENT_CALLS = 4  # the dialog offers 1-4 calls (the core allows up to 8); a student teaches fewer than its own
 
 
@@ -279,6 +281,8 @@ class ShortcutDialog(_JobDialog):
                                          f"distilled-{own_calls}")
             self.teacher_box.blockSignals(False)
             return
+        if self.summary is None and not self.is_busy():  # nothing run yet: the note is free for a tip
+            self.note.setText(SECOND_ROUND_TIP if bundle is not None and calls <= 2 else "")
         spacings = [] if bundle is None else [(n, len(ts) - 1) for n, ts in bundle.schedule_config.spacings
                                                if n.startswith("tuned-") and len(ts) - 1 > calls]
         if self._teacher_picked:

@@ -183,6 +183,9 @@ def test_learn_from_lists_the_models_tuned_spacings_longer_than_the_student(qtbo
     dlg.teacher_box.activated.emit(dlg.teacher_box.currentIndex())  # the user's pick stays
     dlg.calls_spin.setValue(1)
     assert dlg.config()["teacher_spacing"] == "tuned-3"
+    assert "a 4-call student is the better teacher" in dlg.note.text()  # at 1-2 calls, before any run
+    dlg.calls_spin.setValue(4)
+    assert dlg.note.text() == ""
 
 
 def test_lab_menu_lists_the_fast_tools(panel):
