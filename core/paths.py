@@ -37,7 +37,8 @@ def default_checkpoint() -> Path | None:
 # The shipped models, in the order the model menus list them: (file under checkpoints/, menu label).
 SHIPPED_MODELS = (("default.safetensors", "Shipped model"),
                   ("course_unet.safetensors", "Shipped course model"),
-                  ("default.shortcut4.safetensors", "Shipped model's 4-call shortcut"))
+                  ("default.shortcut4.safetensors", "Shipped model's 4-call shortcut"),
+                  ("default.shortcut2.safetensors", "Shipped model's 2-call shortcut"))
 
 
 def shipped_models() -> list[tuple[str, Path]]:
