@@ -140,8 +140,8 @@ TRAIN_FIELDS: tuple[ConfigField, ...] = (
     ConfigField("pixel_shift", bool, False,
                 label="Shift images by 1 px",
                 tip="Randomly move every image by up to one pixel up, down, left or right while training (the edge "
-                    "pixels continue, so a white margin stays white): more variety from the same images, for every "
-                    "image, flags and writing included (a shift changes no meaning).",
+                    "pixels continue, so a white margin stays white), flags and writing included. For images "
+                    "taken off-centre; the built-in sets are drawn on one grid, and there it makes the model worse.",
                 flag="pixel-shift", flag_help="move every image by up to 1 px at random while training"),
     ConfigField("balance_labels", bool, False,
                 flag="balance-labels",
