@@ -255,7 +255,6 @@ class SamplerColumn(QFrame):
         self.steps_spin.blockSignals(False)
         self._eta_label.setVisible(choice.has_eta)
         self.eta_spin.setVisible(choice.has_eta)
-        self._summary.setText(choice.summary)
         self.sampler_box.setToolTip(choice.summary)
         self._on_setting_changed()
 
@@ -305,7 +304,20 @@ class SamplerColumn(QFrame):
         self._model_stale = True
         self._mark_stale()
 
+    def _update_summary(self) -> None:
+        """The sampler's one-line summary; on a distilled student's model, off its own steps, a warning instead:
+        its weights learnt only its own jumps, so any other sampler or spacing draws broken images."""
+        own = [name for name in getattr(self, "_named", {}) if name.startswith("distilled-")]
+        if own and self.spec().spacing not in own:
+            self._summary.setText(f"This model is a distilled student: other samplers draw poorly with it. "
+                                  f"Use its own steps: DDIM on the spacing {own[0]}.")
+            self._summary.setStyleSheet("color: #b35900;")
+        else:
+            self._summary.setText(self._choice().summary)
+            self._summary.setStyleSheet("")
+
     def _update_title(self) -> None:
+        self._update_summary()
         spec = self.spec()
         if spec.spacing.startswith("distilled-"):
             self._title.setText(f"distilled, {spec.calls} calls")

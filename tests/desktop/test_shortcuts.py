@@ -143,6 +143,9 @@ def test_shortcut_distils_previews_stops_resumes_and_its_student_samples_as_dist
     spec = panel.columns[0].spec()
     assert (spec.sampler, spec.steps, spec.spacing, spec.guidance) == ("ddim", 2, "distilled-2", 1.0)
     assert spec.title == "distilled, 2 calls" and panel.columns[0]._title.text() == "distilled, 2 calls"
+    # the other columns, off the student's own steps, say that they draw poorly with it
+    assert "distilled student" not in panel.columns[0]._summary.text()
+    assert all("other samplers draw poorly" in c._summary.text() for c in panel.columns[1:])
     # the 2-call student can teach a 1-call student what its own two steps draw, with its built-in guidance
     assert dlg.start_button.isEnabled() and dlg.calls_spin.maximum() == 1 and dlg.calls_spin.value() == 1
     assert [dlg.teacher_box.itemData(i) for i in range(dlg.teacher_box.count())] == ["distilled-2"]
@@ -154,8 +157,9 @@ def test_shortcut_distils_previews_stops_resumes_and_its_student_samples_as_dist
     assert one.meta["extra"]["distilled"]["calls"] == 1 and "second round" in one.meta["extra"]["distilled"]["method"]
     state.set_model(one)
     assert not dlg.start_button.isEnabled()  # a 1-call student has nothing left to teach
-    state.set_model(saved_model)  # an ordinary model again: back to 1-4 calls and guidance
+    state.set_model(saved_model)  # an ordinary model again: back to 1-4 calls and guidance, no warnings
     assert dlg.calls_spin.maximum() == 4 and dlg.guidance_spin.isEnabled()
+    assert not any("distilled student" in c._summary.text() for c in panel.columns)
 
 
 def test_learn_from_lists_the_models_tuned_spacings_longer_than_the_student(qtbot, panel, state):
