@@ -269,11 +269,9 @@ class ShortcutDialog(_JobDialog):
         own_calls = student.get("calls") if student else None
         # a student teaches a student of fewer calls what its own steps draw (a second round), its guidance built in
         self.calls_spin.setMaximum(max(1, own_calls - 1) if isinstance(own_calls, int) else MAX_STUDENT_CALLS)
-        self.guidance_spin.setEnabled(student is None)
-        if student is not None:
-            self.guidance_spin.setValue(1.0)
         calls = self.calls_spin.value()
-        if student is not None:
+        if student is not None:  # (_update_buttons greys the guidance box)
+            self.guidance_spin.setValue(1.0)
             self.teacher_box.blockSignals(True)
             self.teacher_box.clear()
             if isinstance(own_calls, int):
