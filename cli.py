@@ -346,14 +346,17 @@ def cmd_distill(args) -> int:
 
 
 def _distill_loop(distiller, out: Path) -> int:
-    last_print = 0.0
+    from core.progress import TimeLeft
+
+    last_print, time_left = 0.0, TimeLeft()
     with _StopRequest(distiller) as stop:
         for m in distiller.run():
+            time_left.add(m.elapsed, m.step)
             now = time.perf_counter()
             if now - last_print >= 2.0 or m.step == m.total_steps:
                 last_print = now
                 print(f"step {m.step}/{m.total_steps}  loss {m.loss:.5f}  lr {m.lr:.2e}  {m.images_per_s:.0f} img/s  "
-                      f"elapsed {_hms(m.elapsed)}  eta {_hms(m.eta)}", flush=True)
+                      f"elapsed {_hms(m.elapsed)}  eta {_eta(time_left, m)}", flush=True)
     path = distiller.save()
     if stop.signal is not None:
         print(f"\n{signal.Signals(stop.signal).name}: saved step {distiller.step} to {path}; continue with --resume",
@@ -657,20 +660,23 @@ def _main_process_print(trainer):
 
 
 def _train_loop(trainer) -> int:
-    last_print = 0.0
+    from core.progress import TimeLeft
+
+    last_print, time_left = 0.0, TimeLeft()
     say = _main_process_print(trainer)
     from core.threads import tuned_threads
 
     tuned = tuned_threads(trainer.device) if trainer.dist is None else None  # torchrun sets threads per process
     with _StopRequest(trainer) as stop:
         for m in trainer.run():  # ends early, at one step for all processes, after a stop request
+            time_left.add(m.elapsed, m.step)
             if tuned is not None:
                 tuned.tick()
             now = time.perf_counter()
             if now - last_print >= 2.0 or m.step == m.total_steps:
                 last_print = now
                 say(f"step {m.step}/{m.total_steps}  loss {m.loss:.4f}  lr {m.lr:.2e}  "
-                    f"{m.images_per_s:.0f} img/s  elapsed {_hms(m.elapsed)}  eta {_hms(m.eta)}", flush=True)
+                    f"{m.images_per_s:.0f} img/s  elapsed {_hms(m.elapsed)}  eta {_eta(time_left, m)}", flush=True)
     if stop.signal is not None:
         path = trainer.save()
         name = signal.Signals(stop.signal).name
@@ -684,6 +690,12 @@ def _train_loop(trainer) -> int:
 def _hms(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _eta(time_left, m) -> str:
+    """h:mm:ss left at the recent pace, or '-:--:--' while the sitting warms up."""
+    seconds = time_left.seconds(m.total_steps)
+    return "-:--:--" if seconds is None else _hms(seconds)
 
 
 # --- sample -------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCH_FREE_CORE = {"core.catalog", "core.errors", "core.config", "core.labels", "core.context", "core.xy_grid",
-                   "core.schema"}  # the GUI may import these
+                   "core.schema", "core.progress"}  # the GUI may import these
 
 
 def _run(code: str, timeout: int = 120) -> subprocess.CompletedProcess:

@@ -50,10 +50,6 @@ class StepMetrics:
     elapsed: float  # seconds of training (pauses excluded)
     band_loss: tuple[float, float, float]  # mean loss at low / mid / high noise (nan where no sample fell)
 
-    @property
-    def eta(self) -> float:
-        return self.elapsed / max(self.step, 1) * (self.total_steps - self.step)
-
 
 class TrainingDiverged(UserError, RuntimeError):
     """The loss or the weights became NaN, infinite or exploded; the last good checkpoint on disk was kept."""

@@ -16,9 +16,10 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFileDialog, 
                                QMessageBox, QProgressBar, QVBoxLayout)
 
 from core.catalog import DISTILL_ACCURATE_TEACHER, DISTILL_TEACHER_CALLS, distill_teacher_spacing, sampler_choice
+from core.progress import TimeLeft
 from desktop import engine, settings, threads
 from desktop.jobs import shortcuts as sj
-from desktop.widgets.common import HintLabel, ImageGridView, format_duration, push_button, spin_box
+from desktop.widgets.common import HintLabel, ImageGridView, eta_text, format_duration, push_button, spin_box
 from desktop.widgets.loss_plot import LossPlot
 
 TUNABLE = ("dpmpp3m", "ipndm", "dpmpp2m", "ddim", "heun")  # core.step_search.TUNABLE_SAMPLERS, best first
@@ -35,6 +36,7 @@ class _JobDialog(QDialog):
         self.state = state
         self.setWindowTitle(title)
         self._worker = None
+        self._time_left = TimeLeft()
 
     def _button_row(self, lay: QVBoxLayout, *buttons) -> None:
         row = QHBoxLayout()
@@ -52,6 +54,7 @@ class _JobDialog(QDialog):
         return self._worker is not None
 
     def _start(self, fn, *args) -> None:
+        self._time_left.clear()  # each sitting times itself afresh
         self._worker = threads.GeneratorWorker(fn, *args, control=True)
         threads.start(self._worker, on_progress=self._on_item, on_result=self._on_result, on_failed=self._on_failed,
                       on_finished=self._on_finished)
@@ -365,12 +368,13 @@ class ShortcutDialog(_JobDialog):
             self.student_label.setText(f"Student ({self._config['calls']} calls)\nstep {item.step}")
         elif isinstance(item, sj.DistillSteps) and item.metrics:
             m = item.metrics[-1]
+            self._time_left.add(m.elapsed, m.step)
             self.loss_plot.append(item.metrics)
             self.loss_plot.refresh()
             self.progress.setRange(0, m.total_steps)
             self.progress.setValue(m.step)
             self.note.setText(f"Step {m.step} of {m.total_steps}, loss {m.loss:.4f}, "
-                              f"{format_duration(m.elapsed)} so far, about {format_duration(m.eta)} left")
+                              f"{format_duration(m.elapsed)} so far, {eta_text(self._time_left, m.total_steps)}")
 
     def _on_result(self, summary) -> None:
         if summary is None:

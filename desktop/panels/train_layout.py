@@ -2,12 +2,12 @@
 previews (TrainLayout, a mixin of desktop.panels.train_panel.TrainPanel)."""
 from __future__ import annotations
 
-from collections import deque
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QCheckBox, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea,
                                QSplitter, QVBoxLayout, QWidget)
 
+from core.progress import TimeLeft
 from desktop.panels.multi_gpu import MultiGpuOption
 from desktop.panels.train_dataset_box import DatasetBox
 from desktop.panels.train_settings import TrainSettingsBox
@@ -103,7 +103,7 @@ class TrainLayout:
         self.use_model_btn.clicked.connect(self._on_use_run_model)
         col.addWidget(self.use_model_btn, 0, Qt.AlignmentFlag.AlignLeft)
         self._ended_bundle = None
-        self._eta_samples = deque(maxlen=600)  # (seconds trained, step) as shown: the ETA's recent rate
+        self._time_left = TimeLeft()  # the time-left figure, from the recent pace
         col.addLayout(self._build_plot_options())
         split = QSplitter(Qt.Orientation.Vertical)
         self.loss_plot = LossPlot()

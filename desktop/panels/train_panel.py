@@ -16,25 +16,10 @@ from desktop import engine, settings, threads
 from desktop.jobs import training as jobs
 from desktop.panels.multi_gpu import ChildRun
 from desktop.panels.train_layout import TrainLayout
-from desktop.widgets.common import error_text, format_duration
+from desktop.widgets.common import error_text, eta_text, format_duration
 
 
 JUDGE_EVERY = 50  # steps between two "called <new label>" measurements of a fine-tune (32 samples a label)
-ETA_WARMUP_S = 15.0  # the first seconds of a run (imports, first allocations) say little about its pace
-ETA_WINDOW_S = 30.0  # the rate of the last half minute of training
-
-
-def eta_text(samples, step: int, total: int) -> str:
-    """'about 3 min left' from the recent rate of (seconds trained, step) samples; 'estimating…' until the
-    run is past its warm-up (early figures read 1 min for a run that took nearly 4)."""
-    if not samples or samples[-1][0] < ETA_WARMUP_S:
-        return "estimating time left…"
-    now_s, now_step = samples[-1]
-    start = next(((t, k) for t, k in samples if t >= max(ETA_WARMUP_S, now_s - ETA_WINDOW_S)), samples[-1])
-    if now_s - start[0] < 2.0 or now_step <= start[1]:
-        return "estimating time left…"
-    rate = (now_step - start[1]) / (now_s - start[0])  # steps per second of training
-    return f"about {format_duration((total - step) / rate)} left"
 
 
 def replaces_sampling_model(how: str, run_bundle, current) -> bool:
@@ -288,11 +273,11 @@ class TrainPanel(TrainLayout, QWidget):
     def _show_progress(self) -> None:
         m = self._latest
         total = self._run_info.total_steps if self._run_info is not None else self.progress.maximum()
-        self._eta_samples.append((float(m.elapsed), int(m.step)))
+        self._time_left.add(float(m.elapsed), int(m.step))
         self.progress.setValue(int(m.step))
         self.status.setText(f"Step {int(m.step):,} of {total:,}  ·  {m.images_per_s:,.0f} images/s  ·  "
                             f"loss {m.loss:.4f}  ·  {format_duration(m.elapsed)} elapsed  ·  "
-                            f"{eta_text(self._eta_samples, int(m.step), total)}"
+                            f"{eta_text(self._time_left, total)}"
                             f"{self._threads_text}")
 
     def _on_threads_changed(self, n: int) -> None:
@@ -360,7 +345,7 @@ class TrainPanel(TrainLayout, QWidget):
     # --- helpers -----------------------------------------------------------------------------------------------
     def _set_state(self, s: str) -> None:
         if s == "starting":
-            self._eta_samples.clear()  # every run (in this process or under torchrun) times itself afresh
+            self._time_left.clear()  # every run (in this process or under torchrun) times itself afresh
         self.run_state = s
         self._update_buttons()
         self.run_state_changed.emit(s)

@@ -237,6 +237,12 @@ def format_duration(seconds: float) -> str:
     return f"{s // 3600} h {(s % 3600) // 60:02d} min"
 
 
+def eta_text(time_left, total: int) -> str:
+    """'about 3 min left' from a core.progress.TimeLeft; 'estimating…' while it is warming up."""
+    seconds = time_left.seconds(total)
+    return "estimating time left…" if seconds is None else f"about {format_duration(seconds)} left"
+
+
 def split_details(message: str) -> tuple[str, str]:
     """'file: what is wrong (library text)' -> ('file: what is wrong', 'library text'), for dialogs that keep
     the library's words out of the headline; messages without a trailing parenthesis stay whole."""

@@ -349,13 +349,19 @@ def test_a_short_stopped_run_does_not_replace_the_sampling_model_nor_become_the_
 
 
 def test_the_eta_waits_for_the_warm_up_then_uses_the_recent_rate():
-    from desktop.panels.train_panel import eta_text
+    from core.progress import TimeLeft
+    from desktop.widgets.common import eta_text
 
-    assert eta_text([], 0, 1000) == "estimating time left…"
-    assert eta_text([(1.0, 2), (10.0, 40)], 40, 1000) == "estimating time left…"  # still warming up
+    tl = TimeLeft()
+    assert eta_text(tl, 1000) == "estimating time left…"
+    tl.add(1.0, 2)
+    tl.add(10.0, 40)
+    assert eta_text(tl, 1000) == "estimating time left…"  # still warming up
     # slow start (imports), then 10 steps/s: 600 steps left at 10/s is 1 min, not the 2 min the mean says
-    samples = [(0.5, 1), (15.0, 100)] + [(15.0 + k, 100 + 10 * k) for k in range(1, 31)]
-    assert eta_text(samples, 400, 1000) == "about 1 min 00 s left"
+    tl.clear()
+    for t, k in [(0.5, 1), (15.0, 100)] + [(15.0 + k, 100 + 10 * k) for k in range(1, 31)]:
+        tl.add(t, k)
+    assert eta_text(tl, 1000) == "about 1 min 00 s left"
 
 
 def test_resuming_a_diverged_run_asks_first_and_goes_on_only_when_told(qtbot, panel, dialogs):
