@@ -40,7 +40,7 @@ REGENERATE = "python main.py bench all --report"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the bench options on the `bench` sub-parser (called by cli.py)."""
+    """Register the bench options on the `bench` sub-parser (called by cli/bench.py)."""
     parser.add_argument("what", choices=WHATS, help="which benchmark: " + ", ".join(WHATS))
     parser.add_argument("--json", metavar="OUT.json", help="merge the results into this JSON file")
     parser.add_argument("--report", action="store_true",

@@ -226,7 +226,7 @@ def _config_error(work, text) -> str:
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
     args = cli.build_parser().parse_args(["train", "--out", str(work / "o"), "--config", str(path)])
     with pytest.raises(cli.CliError) as e:
-        cli._train_config(args)
+        cli.train.train_config(args)
     return str(e.value)
 
 
