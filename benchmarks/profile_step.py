@@ -1,6 +1,7 @@
 """Where a training step's time goes: torch.profiler over a few steps of the Trainer, grouped by kind of op.
 
-    python -m benchmarks.profile_step [--n-feat 64] [--batch 100] [--steps 5] [--threads 1] [--precision fp32]
+    python -m benchmarks.profile_step [--network course|desk] [--n-feat 64] [--batch 100] [--steps 5] [--threads 1]
+                                      [--precision fp32]
     python -m benchmarks.profile_step --onednn [--threads 2]
 
 Self CPU time per op, summed into the groups of docs/benchmarks.md ("Where the time goes"), then the
@@ -22,12 +23,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.catalog import NETWORKS  # noqa: E402 (torch-free; after the path, for `python benchmarks/...`)
+
 # (group, substrings of the op names that belong to it); the first match wins
 GROUPS = (
     ("convolution backward", ("convolution_backward",)),
     ("convolution forward", ("mkldnn_convolution", "_convolution", "conv2d", "conv_transpose")),
     ("BatchNorm forward + backward", ("batch_norm",)),
+    ("GroupNorm forward + backward", ("group_norm",)),
     ("GELU forward + backward", ("gelu",)),
+    ("SiLU forward + backward", ("silu",)),
+    ("attention (matmuls, softmax)", ("scaled_dot_product", "attention", "bmm", "softmax")),
     ("layout copies (contiguous / to channels_last)", ("copy_", "clone", "contiguous")),
     ("skip connections (cat)", ("aten::cat",)),
     ("max-pool", ("max_pool",)),
@@ -110,7 +116,8 @@ sys.path.insert(0, {str(ROOT)!r})
 from core.data import load_dataset
 from core.training import TrainConfig, Trainer
 torch.set_num_threads({a.threads})
-cfg = TrainConfig(n_feat={a.n_feat}, steps=10**6, batch_size={a.batch}, precision={a.precision!r}, checkpoint_every=10**6)
+cfg = TrainConfig(network={a.network!r}, n_feat={a.n_feat}, steps=10**6, batch_size={a.batch}, precision={a.precision!r},
+                  checkpoint_every=10**6)
 with tempfile.TemporaryDirectory() as tmp:
     tr = Trainer(load_dataset("emoji16"), cfg, tmp, device="cpu")
     it = tr.run()
@@ -134,6 +141,7 @@ def _peak_fp32() -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--network", choices=NETWORKS, default="course")
     ap.add_argument("--n-feat", type=int, default=64)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--steps", type=int, default=5)
@@ -156,7 +164,8 @@ def main() -> int:
     from core.training import TrainConfig, Trainer
 
     torch.set_num_threads(a.threads)
-    cfg = TrainConfig(n_feat=a.n_feat, steps=10**6, batch_size=a.batch, precision=a.precision, checkpoint_every=10**6)
+    cfg = TrainConfig(network=a.network, n_feat=a.n_feat, steps=10**6, batch_size=a.batch, precision=a.precision,
+                      checkpoint_every=10**6)
     with tempfile.TemporaryDirectory() as tmp:
         tr = Trainer(load_dataset("emoji16"), cfg, tmp, device="cpu")
         it = tr.run()
@@ -171,7 +180,7 @@ def main() -> int:
     shares: dict[str, float] = {}
     for e in events:
         shares[group_of(e.key)] = shares.get(group_of(e.key), 0.0) + e.self_cpu_time_total
-    print(f"{a.steps} steps, n_feat {a.n_feat}, batch {a.batch}, {a.precision}, {a.threads} thread(s): "
+    print(f"{a.steps} steps, {a.network} network, n_feat {a.n_feat}, batch {a.batch}, {a.precision}, {a.threads} thread(s): "
           f"{total / 1e6 / a.steps:.3f} s of self CPU time per step\n")
     print("| op | share |\n|---|---|")
     for group, t in sorted(shares.items(), key=lambda kv: -kv[1]):
