@@ -7,6 +7,7 @@ uses only the last ETA_WINDOW_S seconds of training, and none of the first ETA_W
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 
 ETA_WARMUP_S = 15.0  # the first seconds of a sitting say little about its pace (1 min read for a 4 min run)
@@ -29,12 +30,17 @@ class TimeLeft:
         self._samples.clear()
 
     def add(self, elapsed: float, step: int) -> None:
+        if not math.isfinite(elapsed):  # a row without a clock (an old loss.csv row) says nothing of the pace
+            return
         if self._samples and elapsed < self._samples[-1][0]:  # the clock went back: another run's metrics
             self.clear()
         if self._first is None:
             self._first = elapsed
+        if self._samples and elapsed == self._samples[-1][0]:  # a group of steps read at one time (CUDA logs
+            self._samples[-1] = (float(elapsed), int(step))  # every 10): one sample, at its last step
+            return
         self._samples.append((float(elapsed), int(step)))
-        # keep one sample older than the window, so a window that spans a gap still has a start
+        # keep one sample at or before the window's start, so a window with sparse reports still has a start
         while len(self._samples) > 2 and self._samples[1][0] <= elapsed - ETA_WINDOW_S:
             self._samples.popleft()
 
@@ -42,10 +48,11 @@ class TimeLeft:
         if not self._samples:
             return None
         now_s, now_step = self._samples[-1]
-        since = max(self._first + ETA_WARMUP_S, now_s - ETA_WINDOW_S)
-        if now_s < self._first + ETA_WARMUP_S:
+        warm = self._first + ETA_WARMUP_S
+        if now_s < warm:
             return None
-        start = next(((t, k) for t, k in self._samples if t >= since), self._samples[-1])
+        # the oldest sample after the warm-up; the one kept from before the window where it qualifies
+        start = next((t, k) for t, k in self._samples if t >= warm)
         if now_s - start[0] < ETA_MIN_SPAN_S or now_step <= start[1]:
             return None
         return (now_step - start[1]) / (now_s - start[0])

@@ -71,7 +71,7 @@ def test_importing_core_loads_no_qt_module():
 
 
 def test_the_settings_labels_and_context_parser_load_no_torch():
-    code = ("import sys, core.config, core.labels, core.context, core.xy_grid, core.schema\n"
+    code = ("import sys, core.config, core.labels, core.context, core.xy_grid, core.schema, core.progress\n"
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     res = _run(code, 60)
     assert res.returncode == 0, res.stdout + res.stderr

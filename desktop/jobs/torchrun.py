@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,7 @@ class TorchrunRun(QObject):
         super().__init__(parent)
         self.command, self.out_dir, self.total_steps = command, Path(out_dir), total_steps
         self._offset = 0  # bytes of loss.csv already read
+        self._started = 0.0  # time.monotonic() at start: the rows' clock (a child run cannot pause)
         self._header: list[str] | None = None
         self._model_mtime = self._mtime(self.out_dir / MODEL_NAME)
         self._stop_requested = False
@@ -89,6 +91,7 @@ class TorchrunRun(QObject):
 
     # --- control ---------------------------------------------------------------------------------------
     def start(self) -> None:
+        self._started = time.monotonic()
         self._proc.start(self.command[0], self.command[1:])
         self._timer.start()
 
@@ -135,14 +138,14 @@ class TorchrunRun(QObject):
         if end < 0:
             return []
         self._offset += end + 1
-        out = []
+        out, now = [], time.monotonic() - self._started
         for line in chunk[:end].decode("utf-8", "replace").splitlines():
             cells = line.strip().split(",")
             if self._header is None or cells == self._header:
                 self._header = cells
                 continue
             row = dict(zip(self._header, cells))
-            out.append(metrics_from_log_row(lambda k, row=row: float(row.get(k) or "nan"), self.total_steps))
+            out.append(metrics_from_log_row(lambda k, row=row: float(row.get(k) or "nan"), self.total_steps, now))
         return out
 
     def _read_stderr(self) -> None:

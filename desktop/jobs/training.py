@@ -290,10 +290,11 @@ def logged_metrics(folder) -> list:
             for i in range(len(log["step"]))]
 
 
-def metrics_from_log_row(value, total_steps: int):
+def metrics_from_log_row(value, total_steps: int, elapsed: float = float("nan")):
     """One loss.csv row as core.training.StepMetrics; value(column) gives the row's float for a column name
-    (nan where the log has no such column). Shared by the resumed plot and the torchrun follower."""
+    (nan where the log has no such column). Shared by the resumed plot and the torchrun follower. The log
+    keeps no clock: elapsed is the reader's (nan: unknown)."""
     from core.training import StepMetrics
 
     return StepMetrics(int(value("step")), total_steps, value("loss"), value("lr"), value("images_per_s"),
-                       float("nan"), (value("loss_low_noise"), value("loss_mid_noise"), value("loss_high_noise")))
+                       elapsed, (value("loss_low_noise"), value("loss_mid_noise"), value("loss_high_noise")))

@@ -52,3 +52,22 @@ def test_a_clock_that_goes_back_starts_afresh_and_clear_forgets():
     feed(tl, 1.0, 3, 60, 5)
     tl.clear()
     assert tl.seconds(1000) is None
+
+
+def test_steps_read_in_groups_count_once_and_rows_without_a_clock_are_ignored():
+    # CUDA reports 10 steps at one time: 10 samples with one clock reading are one sample at the last step
+    tl = TimeLeft()
+    for g in range(1, 41):  # a group of 10 steps every 10 s: 1 step/s
+        for j in range(10):
+            tl.add(10.0 * g, 10 * (g - 1) + j + 1)
+        tl.add(float("nan"), 999_999)  # a loss.csv row read without a clock says nothing
+    assert tl.seconds(1400) == pytest.approx(1000.0)  # 1000 steps at 1 step/s; 30% less if groups counted twice
+    assert len(tl._samples) <= 5
+
+
+def test_sparse_reports_still_give_a_rate():
+    # one report every 40 s (longer than the window): the sample kept from before the window is the start
+    tl = TimeLeft()
+    for k in range(8):
+        tl.add(40.0 * k, 20 * k)  # 0.5 steps/s
+    assert tl.seconds(20 * 7 + 100) == pytest.approx(200.0)
