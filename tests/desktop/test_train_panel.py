@@ -88,8 +88,8 @@ def test_progress_signals_are_throttled(qtbot, panel, monkeypatch):
 
 
 @pytest.mark.slow
-def test_pause_publishes_live_model_resume_continues_stop_saves(qtbot, panel):
-    panel.apply_config({"steps": 5000, "checkpoint_every": 1000})
+def test_pause_publishes_live_model_resume_continues_stop_saves(qtbot, panel, tiny_config):
+    panel.apply_config({**tiny_config, "steps": 5000, "checkpoint_every": 1000})
     panel.preview_every.setValue(0)
     panel.start()
     qtbot.waitUntil(lambda: panel.loss_plot.n_points >= 3, timeout=20000)
@@ -314,8 +314,8 @@ def test_teach_starts_the_fine_tune_from_the_shipped_model(qtbot, panel, tiny_co
 
 
 @pytest.mark.slow
-def test_resuming_a_stopped_run_keeps_its_earlier_previews(qtbot, panel):
-    panel.apply_config({"steps": 5000, "checkpoint_every": 1000})
+def test_resuming_a_stopped_run_keeps_its_earlier_previews(qtbot, panel, tiny_config):
+    panel.apply_config({**tiny_config, "steps": 5000, "checkpoint_every": 1000})
     panel.preview_every.setValue(5)
     panel.start()
     qtbot.waitUntil(lambda: len(panel.preview_strip.previews) >= 2, timeout=60000)
