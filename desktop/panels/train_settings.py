@@ -28,9 +28,10 @@ class TrainSettingsBox(QGroupBox):
         self.preset_combo = narrow_combo(QComboBox())
         for key, text in PRESETS:
             self.preset_combo.addItem(text, key)
-        self.preset_combo.setToolTip("Ready-made settings. Quick demo trains a small network in minutes on a "
-                                     "CPU; Course uses the lessons' network (n_feat 64), slower but closer to the "
-                                     "course. Changing any value below switches to Custom.")
+        self.preset_combo.setToolTip("Ready-made settings. Quick demo trains a small desk network (the shipped "
+                                     "model's kind) in minutes on a CPU; Course uses the lessons' network (n_feat "
+                                     "64), slower but closer to the course. Changing any value below switches to "
+                                     "Custom.")
         self.preset_combo.currentIndexChanged.connect(self._on_preset_changed)
         self.form = ConfigForm()
         self.form.changed.connect(self._on_form_changed)
