@@ -1,6 +1,7 @@
 """Screenshots of the real app for the README (offscreen Qt; the widgets are grabbed as drawn).
 
     QT_QPA_PLATFORM=offscreen python tools/screenshots.py            # all of them, into docs/screenshots/
+    QT_QPA_PLATFORM=offscreen python tools/screenshots.py --only-train   # train_running.png alone
 
 Uses a throw-away data folder, the shipped model and the built-in emoji16 set, as a first launch does.
 Writes main_window.png (the first launch), sample_finished.png (the default comparison), sample_quality.png
@@ -58,10 +59,17 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train-steps", type=int, default=400, help="Quick-demo steps before train_running.png")
-    train_steps = ap.parse_args().train_steps
+    ap.add_argument("--only-train", action="store_true", help="train_running.png alone (after a preset change)")
+    args = ap.parse_args()
+    train_steps = args.train_steps
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     app, win, mw = open_app()
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.only_train:
+        _train_running(app, win, mw, steps_before_shot=train_steps)
+        print(f"wrote {OUT}/train_running.png")
+        win.close()
+        return 0
     _settle(app)  # the model menu's entries arrive from a background job; its width follows a moment later
     win.grab().save(str(OUT / "main_window.png"))  # first launch: Sample & compare with its hint
     panel = win.sample_panel
