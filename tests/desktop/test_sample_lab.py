@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from toy_data import EMOJI_LABELS, tiny_bundle  # noqa: E402
+from toy_data import EMOJI_LABELS, saved_tiny_model, two_row_state  # noqa: E402
 
 TIMEOUT_MS = 30000
 
@@ -16,23 +16,12 @@ TIMEOUT_MS = 30000
 @pytest.fixture
 def saved_model(tmp_path):
     """A tiny model saved to a file (the history records its path and sha256) and loaded back."""
-    from core.checkpoint import load_checkpoint, save_checkpoint
-
-    b = tiny_bundle()
-    path = save_checkpoint(tmp_path / "tiny.safetensors", b.net.state_dict(), unet_config=b.net.config,
-                           schedule_config=b.schedule_config, label_names=b.label_names, dataset="test")
-    return load_checkpoint(path, "cpu")
+    return saved_tiny_model(tmp_path)
 
 
 @pytest.fixture
 def state(saved_model):
-    from desktop.state import AppState, Composition, ContextRow
-
-    s = AppState()
-    s.set_model(saved_model)
-    eye = np.eye(len(EMOJI_LABELS)).tolist()
-    s.set_composition(Composition([ContextRow(EMOJI_LABELS[i], eye[i]) for i in (0, 3)]))
-    return s
+    return two_row_state(saved_model)
 
 
 @pytest.fixture

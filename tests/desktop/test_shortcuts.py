@@ -5,37 +5,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
 
-from toy_data import EMOJI_LABELS, tiny_bundle  # noqa: E402
+from toy_data import EMOJI_LABELS, saved_tiny_model, two_row_state  # noqa: E402
 
 TIMEOUT_MS = 120000
 
 
 @pytest.fixture
 def saved_model(tmp_path):
-    from core.checkpoint import load_checkpoint, save_checkpoint
     from core.schedule import ScheduleConfig
 
-    b = tiny_bundle()
-    path = save_checkpoint(tmp_path / "tiny.safetensors", b.net.state_dict(), unet_config=b.net.config,
-                           schedule_config=ScheduleConfig(kind="linear_zsnr", prediction="v"),
-                           label_names=b.label_names, dataset="test", step=5)
-    return load_checkpoint(path, "cpu")
+    return saved_tiny_model(tmp_path, ScheduleConfig(kind="linear_zsnr", prediction="v"), step=5)
 
 
 @pytest.fixture
 def state(saved_model):
-    from desktop.state import AppState, Composition, ContextRow
-
-    s = AppState()
-    s.set_model(saved_model)
-    eye = np.eye(len(EMOJI_LABELS)).tolist()
-    s.set_composition(Composition([ContextRow(EMOJI_LABELS[i], eye[i]) for i in (0, 3)]))
-    return s
+    return two_row_state(saved_model)
 
 
 @pytest.fixture
