@@ -2,7 +2,7 @@
 
     python -m benchmarks.recipe_study --minutes 20                # train every recipe not yet trained
     python -m benchmarks.recipe_study --minutes 20 --only v_zsnr  # one recipe
-    python -m benchmarks.recipe_study --report                    # measure the trained ones, write docs/recipes.md
+    python -m benchmarks.recipe_study --report                    # measure the trained ones: runs/study/table.md
 
 (from the repository root).
 
@@ -147,22 +147,23 @@ def measure(name: str, out: Path, n: int, seeds: int) -> dict:
     return quality
 
 
-def report(out: Path, docs: Path, n: int, seeds: int) -> None:
+def report(out: Path, n: int, seeds: int) -> Path:
+    """Measure every trained recipe in out and write the table to out/table.md (docs/recipes.md is written by
+    hand around the figures: a generated table there would replace its analysis). Returns the table's path."""
     rows = []
     for name in RECIPES:
         if (out / name / "trained.txt").is_file():
             rows.append((name, measure(name, out, n, seeds)))
-    lines = ["| recipe | steps | " + " | ".join(r["entry"] for r in rows[0][1]["results"]) + " |",
+    lines = ["| recipe | model | " + " | ".join(r["entry"] for r in rows[0][1]["results"]) + " |",
              "|---|---|" + "---|" * len(rows[0][1]["results"])] if rows else []
     for name, q in rows:
         cells = [f"{r['fid_mean']:.2f} / {r['accuracy_mean']:.2f}" for r in q["results"]]
         lines.append(f"| {name} | {q['model']} | " + " | ".join(cells) + " |")
-    text = (docs / "recipes.md").read_text() if (docs / "recipes.md").is_file() else ""
-    marker = "<!-- study table -->"
     table = "\n".join(lines)
-    text = text.split(marker)[0] + marker + "\n" + table + "\n" if marker in text else text + f"\n{marker}\n{table}\n"
-    (docs / "recipes.md").write_text(text)
+    path = out / "table.md"
+    path.write_text(table + "\n")
     print(table)
+    return path
 
 
 def pictures(out: Path, docs: Path, prefix: str = "") -> list[Path]:
@@ -231,7 +232,7 @@ def main() -> int:
     ap.add_argument("--only", choices=list(RECIPES), action="append", help="train only these recipes")
     ap.add_argument("--out", default=str(ROOT / "runs" / "study"))
     ap.add_argument("--calibrate", action="store_true", help="time every recipe on an idle machine first")
-    ap.add_argument("--report", action="store_true", help="measure the trained recipes and update docs/recipes.md")
+    ap.add_argument("--report", action="store_true", help="measure the trained recipes; the table goes to <out>/table.md")
     ap.add_argument("--pictures", action="store_true", help="a grid per recipe and the loss curves, into docs/recipes/")
     ap.add_argument("--prefix", default="", help="--pictures: start every file name with this (e.g. network25_)")
     ap.add_argument("--n", type=int, default=1000, help="images per quality figure (default 1000)")
@@ -244,7 +245,7 @@ def main() -> int:
         calibrate(out, args.only)
         return 0
     if args.report:
-        report(out, ROOT / "docs", args.n, args.seeds)
+        print(f"wrote {report(out, args.n, args.seeds)}")
         return 0
     if args.pictures:
         for p in pictures(out, ROOT / "docs", args.prefix):

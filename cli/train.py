@@ -11,7 +11,7 @@ from pathlib import Path
 from cli.common import CliError, StopRequest, eta_hms, hms, refuse_a_folder_with_files
 
 
-TRAIN_DESC = ("Train the ContextUnet on DATA: a built-in name (emoji16, emoji32), a folder of images "
+TRAIN_DESC = ("Train a model on DATA: a built-in name (emoji16, emoji32), a folder of images "
               "(sub-folders become labels), a course .npy images file (labels found beside it or given "
               "with --labels), or a saved .npz data set. Writes model.safetensors, resume.safetensors and "
               "loss.csv into --out.")
@@ -26,8 +26,9 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cell", type=int, help="cell size in pixels, to cut a PNG sprite sheet")
     p.add_argument("--out", required=True, help="run folder for checkpoints and the loss log")
     p.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default="quick",
-                   help="starting hyperparameters: quick (n_feat 32, v target, zero-terminal-SNR, min-SNR), "
-                        "course (the lessons' recipe: n_feat 64, eps, linear, plain MSE), tiny (tests)")
+                   help="starting hyperparameters: quick (the desk network, n_feat 32, v target, zero-terminal-SNR, "
+                        "min-SNR), course (the lessons' ContextUnet and recipe: n_feat 64, eps, linear, plain "
+                        "MSE), finetune (teach a new label to a model given with --init), tiny (tests)")
     p.add_argument("--config", metavar="FILE.json",
                    help="training settings as a JSON object (TrainConfig fields, as the app writes them) over the "
                         "preset; the flags below override it")

@@ -1,8 +1,8 @@
 """Architecture rules (docs/architecture.md): which way the imports may run, and what loads torch.
 
 core never imports Qt, desktop, benchmarks or the CLI. In desktop only engine.py and jobs/ import core
-(or torch), and only inside functions; every other desktop module may use just the torch-free
-core.catalog and core.errors. The window and its panels import without loading torch.
+(or torch), and only inside functions; every other desktop module may use just the torch-free core modules
+in TORCH_FREE_CORE. The window and its panels import without loading torch.
 """
 import ast
 import subprocess
