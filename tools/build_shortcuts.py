@@ -42,6 +42,10 @@ SECOND_ROUND_STEPS = 2400  # the 2-call student of the 4-call one: 1,200 steps g
 SHIPPED = ("default.safetensors", "default.shortcut4.safetensors", "default.shortcut2.safetensors")
 
 
+class ToolError(Exception):
+    """A user's mistake (a missing model, a folder that is not ours): one line, exit code 2."""
+
+
 @dataclass(frozen=True)
 class Step:
     """One main.py command; done when `output` is there (a distillation: when its student has `distill_steps`)."""
@@ -105,13 +109,13 @@ def check_plan_file(model: Path, out: Path) -> None:
         try:
             saved = json.loads(plan_file.read_text()[:4096])["model_sha256"]
         except (OSError, ValueError, KeyError, TypeError):
-            raise SystemExit(f"{plan_file}: not this tool's record; give another --out") from None
+            raise ToolError(f"{plan_file}: not this tool's record; give another --out") from None
         if saved != digest:
-            raise SystemExit(f"{out}: built for another model (sha256 {saved[:12]}…, {model} has {digest[:12]}…); "
+            raise ToolError(f"{out}: built for another model (sha256 {saved[:12]}…, {model} has {digest[:12]}…); "
                              "give another --out")
         return
     if out.exists() and any(out.iterdir()):
-        raise SystemExit(f"{out}: the folder has files and none of them is this tool's record; give an empty "
+        raise ToolError(f"{out}: the folder has files and none of them is this tool's record; give an empty "
                          "or new --out")
     out.mkdir(parents=True, exist_ok=True)
     plan_file.write_text(json.dumps({"model": str(model), "model_sha256": digest}, indent=1))
@@ -126,9 +130,9 @@ def is_done(step: Step) -> bool:
 def build(model: Path, out: Path, run=subprocess.call) -> int:
     """Run the steps not done yet; 0 when all are, else the failing command's exit code."""
     if not model.is_file():
-        raise SystemExit(f"{model}: no such model file")
+        raise ToolError(f"{model}: no such model file")
     if out.resolve().is_relative_to((ROOT / "checkpoints").resolve()):
-        raise SystemExit(f"{out}: inside checkpoints/; build elsewhere and copy the files after measuring them")
+        raise ToolError(f"{out}: inside checkpoints/; build elsewhere and copy the files after measuring them")
     check_plan_file(model, out)
     for step in plan(model, out):
         if is_done(step):
@@ -158,6 +162,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     try:
         return build(a.model, a.out)
+    except ToolError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("stopped; run this tool again to go on", file=sys.stderr)
         return 130

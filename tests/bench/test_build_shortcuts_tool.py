@@ -116,16 +116,17 @@ def test_it_refuses_another_models_folder_a_folder_with_files_and_checkpoints(to
     _save_model(other, distill_steps=1)  # other bytes
     out = tmp_path / "ship"
     assert tool.build(model, out, run=FakeMain()) == 0
-    with pytest.raises(SystemExit, match="built for another model"):
+    with pytest.raises(tool.ToolError, match="built for another model"):
         tool.build(other, out, run=FakeMain())
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "mine.txt").write_text("a user's file")
-    with pytest.raises(SystemExit, match="has files"):
+    with pytest.raises(tool.ToolError, match="has files"):
         tool.build(model, busy, run=FakeMain())
     assert (busy / "mine.txt").read_text() == "a user's file"
-    with pytest.raises(SystemExit, match="inside checkpoints"):
+    with pytest.raises(tool.ToolError, match="inside checkpoints"):
         tool.build(model, ROOT / "checkpoints" / "ship", run=FakeMain())
     assert not (ROOT / "checkpoints" / "ship").exists()
-    with pytest.raises(SystemExit, match="no such model file"):
+    with pytest.raises(tool.ToolError, match="no such model file"):
         tool.build(tmp_path / "missing.safetensors", tmp_path / "x", run=FakeMain())
+    assert tool.main(["--model", str(other), "--out", str(out)]) == 2  # one line on stderr, exit code 2
