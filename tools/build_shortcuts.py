@@ -48,13 +48,13 @@ class ToolError(Exception):
 
 @dataclass(frozen=True)
 class Step:
-    """One main.py command; done when `output` is there (a distillation: when its student has `distill_steps`)."""
+    """One main.py command; done when `output` is there. A distillation's student is copied to `output` once it
+    has `distill_steps`."""
     name: str
     args: tuple[str, ...]
     output: str
     run_folder: str = ""          # a distillation's run folder (resumable)
     distill_steps: int = 0
-    copy_to: str = ""             # a distillation's student is copied here once done
 
 
 def plan(model: Path, out: Path) -> list[Step]:
@@ -74,11 +74,10 @@ def plan(model: Path, out: Path) -> list[Step]:
         tune(4, tuned[5], tuned[4], "--method", "ramp"),
         tune(6, tuned[4], model_all, "--method", "ramp"),
         Step("4-call student", ("distill", "--checkpoint", str(model_all), "--out", str(s4), "--calls", "4"),
-             str(out / SHIPPED[1]), run_folder=str(s4), distill_steps=1200, copy_to=str(out / SHIPPED[1])),
+             str(out / SHIPPED[1]), run_folder=str(s4), distill_steps=1200),
         Step("2-call student", ("distill", "--checkpoint", str(out / SHIPPED[1]), "--out", str(s2), "--calls", "2",
                                 "--steps", str(SECOND_ROUND_STEPS)),
-             str(out / SHIPPED[2]), run_folder=str(s2), distill_steps=SECOND_ROUND_STEPS,
-             copy_to=str(out / SHIPPED[2])),
+             str(out / SHIPPED[2]), run_folder=str(s2), distill_steps=SECOND_ROUND_STEPS),
     ]
 
 
@@ -122,9 +121,8 @@ def check_plan_file(model: Path, out: Path) -> None:
 
 
 def is_done(step: Step) -> bool:
-    if step.run_folder:
-        return Path(step.copy_to).is_file() and student_done(Path(step.run_folder), step.distill_steps)
-    return Path(step.output).is_file()
+    done = Path(step.output).is_file()
+    return done and student_done(Path(step.run_folder), step.distill_steps) if step.run_folder else done
 
 
 def build(model: Path, out: Path, run=subprocess.call) -> int:
@@ -144,11 +142,11 @@ def build(model: Path, out: Path, run=subprocess.call) -> int:
         if rc != 0:
             print(f"{step.name} stopped (exit code {rc}); run this tool again to go on", file=sys.stderr)
             return rc
-        if step.copy_to:
+        if step.run_folder:
             if not student_done(Path(step.run_folder), step.distill_steps):
                 print(f"{step.name}: {step.run_folder} has no finished student", file=sys.stderr)
                 return 1
-            shutil.copyfile(Path(step.run_folder) / STUDENT_FILE, step.copy_to)
+            shutil.copyfile(Path(step.run_folder) / STUDENT_FILE, step.output)
     print("\nall built. Measure them (docs/default_model.md, docs/fast.md), then ship with:")
     for name in SHIPPED:
         print(f"cp {out / name} checkpoints/{name}")
