@@ -56,8 +56,10 @@ class RunControls(QWidget):
         row.addWidget(self.run_hint)
         # The sampler lab: one menu keeps the row short on small screens, each tool two clicks away.
         self.lab_button = QToolButton()
-        self.lab_button.setText("Lab")
+        self.lab_button.setText("Lab ▾")
         self.lab_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        # Fusion draws the menu arrow over the text's last letter on a button this short: the arrow is text.
+        self.lab_button.setStyleSheet("QToolButton::menu-indicator { image: none; width: 0px; }")
         self.lab_button.setToolTip("More ways to sample: an X/Y grid of settings, sketch → emoji and inpainting, "
                                    "the history of every run (restore any of them), and settings read back from "
                                    "an exported PNG")
