@@ -53,9 +53,10 @@ RESUME_HEADER = Obj({"format": Str(64), "step": IntText(0, MAX_STEPS), "info": _
                      "param_groups": _JSON_TEXT, "opt_scalars": _JSON_TEXT}, extra=_JSON_TEXT)
 RESUME_INFO = Obj({"dataset": Str(1000), "dataset_fingerprint": Str(64), "elapsed": Float(0, 1e12),
                    "run_id": Str(64), "train_config": Obj(), "world_size": Int(1, 65536),
-                   "rank_rng_states": List(Str(1 << 16), 65536)},
+                   "rank_rng_states": List(Str(1 << 16), 65536),
+                   "loss_scale": Obj({"scale": Float(0, 2.0 ** 64, above=True), "growth_tracker": Int(0, 2 ** 31)})},
                   optional=("dataset", "dataset_fingerprint", "elapsed", "run_id", "train_config", "world_size",
-                            "rank_rng_states"))
+                            "rank_rng_states", "loss_scale"))
 _FLAG = Either(Bool(), Null())
 # An Adam/AdamW parameter group as torch writes it; other torch versions may add flags, which may be
 # JSON scalars only. Betas below 1: Adam divides by 1 - beta**step.

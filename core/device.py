@@ -38,6 +38,15 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
+def cuda_has_fast_bf16(device: torch.device) -> bool:
+    """True on GPUs with bf16 in hardware: NVIDIA compute capability 8.0 on (Ampere), and ROCm. Older GPUs
+    (V100, T4) run bf16 only by emulation, far slower than fp16, which torch.cuda.is_bf16_supported() counts
+    as supported by default; they take fp16 with loss scaling instead."""
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_properties(device).major >= 8
+
+
 def resolve_precision(pref: str, device: torch.device) -> str:
     """'auto' -> bf16 where it is fast (CUDA with bf16, CPUs with native bf16), else fp32."""
     pref = (pref or "auto").lower()
@@ -45,7 +54,7 @@ def resolve_precision(pref: str, device: torch.device) -> str:
         raise DeviceError(f"unknown precision {pref!r}; choose one of {', '.join(PRECISIONS)}")
     if device.type == "cuda":
         if pref == "auto":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            return "bf16" if cuda_has_fast_bf16(device) else "fp16"
         return pref
     if pref == "fp16":
         raise DeviceError("fp16 is for CUDA GPUs; on the CPU use bf16 or fp32")

@@ -51,7 +51,7 @@ from ..samplers import initial_noise, sample_ddim, sample_dpmpp_3m
 from ..schedule import Schedule, spaced_timesteps
 from ..tensors import expected_state
 from .objective import band_losses, ema_decay_at
-from .resume import OPTIMIZER_MOMENTS
+from .resume import OPTIMIZER_MOMENTS, loss_scale_state, restore_loss_scale
 from .runlog import append_log, truncate_log
 from .trainer import StepMetrics, TrainingDiverged
 
@@ -255,6 +255,8 @@ class Distiller:
         self.net = copy.deepcopy(self.teacher.net).train().requires_grad_(True)
         self.ema = copy.deepcopy(self.teacher.net).eval().requires_grad_(False)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        # fp16 (a GPU without bf16 in hardware) needs loss scaling, or its small gradients round to zero
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
         self.step, self.elapsed, self.run_id = 0, 0.0, uuid.uuid4().hex[:12]
         self._stop_requested = False
@@ -262,6 +264,7 @@ class Distiller:
         ab = [self.schedule.ab_at(t) for t in self.student_ts]
         self.coef_a = torch.tensor([math.sqrt(v) for v in ab], dtype=torch.float32, device=self.device)
         self.coef_s = torch.tensor([math.sqrt(max(1 - v, 0.0)) for v in ab], dtype=torch.float32, device=self.device)
+        self.ts = torch.tensor(self.student_ts, dtype=torch.float32, device=self.device)
         if resume:
             self._check_same_run()
         self.states, self.contexts = self._pool(progress, cancel)
@@ -348,10 +351,14 @@ class Distiller:
 
     def _train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
         cfg, K = self.config, self.config.calls
-        idx = torch.randint(0, cfg.trajectories, (cfg.batch_size,), generator=self.gen).to(self.device)
-        k = torch.randint(0, K, (cfg.batch_size,), generator=self.gen).to(self.device)
+        # drawn on the CPU (the resume file keeps that generator's state); a GPU gets both in one copy from
+        # pinned memory, which does not wait for the GPU's queued work as a pageable copy does
+        idx = torch.randint(0, cfg.trajectories, (cfg.batch_size,), generator=self.gen)
+        k = torch.randint(0, K, (cfg.batch_size,), generator=self.gen)
+        if self.device.type == "cuda":
+            idx, k = torch.stack((idx, k)).pin_memory().to(self.device, non_blocking=True)
         x, target = self.states[idx, k], self.states[idx, k + 1]
-        t = torch.tensor(self.student_ts, device=self.device)[k]
+        t = self.ts[k]
         a_t, s_t = self.coef_a[k].view(-1, 1, 1, 1), self.coef_s[k].view(-1, 1, 1, 1)
         a_s, s_s = self.coef_a[k + 1].view(-1, 1, 1, 1), self.coef_s[k + 1].view(-1, 1, 1, 1)
         for group in self.opt.param_groups:
@@ -361,10 +368,12 @@ class Distiller:
         landed = jump(out.float(), x, self.schedule.prediction, a_t, s_t, a_s, s_s)
         per_sample = (landed - target).pow(2).mean(dim=(1, 2, 3))  # (B,)
         self.opt.zero_grad(set_to_none=True)
-        per_sample.mean().backward()
+        self.scaler.scale(per_sample.mean()).backward()
         if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.opt)
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
-        self.opt.step()
+        self.scaler.step(self.opt)
+        self.scaler.update()
         with torch.no_grad():
             d = ema_decay_at(cfg.ema_decay, self.step)
             torch._foreach_lerp_(list(self.ema.parameters()), list(self.net.parameters()), 1 - d)
@@ -422,6 +431,8 @@ class Distiller:
         append_log(self.out_dir / LOG_FILE, self._log_rows)
         self._log_rows = []
         info = {"elapsed": self.elapsed, "run_id": self.run_id, "train_config": self.config.to_dict()}
+        if self.scaler.is_enabled():
+            info["loss_scale"] = loss_scale_state(self.scaler)
         save_resume_state(self.out_dir / RESUME_FILE, model_state=self.net.state_dict(),
                           optimizer_state=self.opt.state_dict(), rng_state=self.gen.get_state(), step=self.step,
                           info=info, ema_state=self.ema.state_dict())
@@ -468,6 +479,7 @@ class Distiller:
         self.step = state["step"]
         self.elapsed = float(state["info"].get("elapsed", 0.0))
         self.run_id = state["info"].get("run_id", self.run_id)
+        restore_loss_scale(self.scaler, state["info"].get("loss_scale"), self.notes)
         truncate_log(self.out_dir / LOG_FILE, self.step)
         if self.step > self.config.steps:
             raise DistillError(f"{self.out_dir}: the run is at step {self.step}, past the {self.config.steps} steps asked; "

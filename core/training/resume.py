@@ -23,6 +23,28 @@ DIVERGED_NOTE = Obj({"step": Int(0, MAX_STEPS), "saved_step": Int(0, MAX_STEPS),
 OPTIMIZER_MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")  # Adam's per-parameter tensors (amsgrad: the max)
 
 
+def loss_scale_state(scaler: torch.amp.GradScaler) -> dict | None:
+    """fp16's loss scale and its count of clean steps, for a resume file's info (None without loss scaling)."""
+    if not scaler.is_enabled():
+        return None
+    state = scaler.state_dict()
+    return {"scale": state["scale"], "growth_tracker": state["_growth_tracker"]}
+
+
+def restore_loss_scale(scaler: torch.amp.GradScaler, saved: dict | None, notes: list[str]) -> None:
+    """Continue fp16's loss scale where the run stopped (`saved`: the resume info's, checked by its schema), so
+    that a resumed run does not skip steps finding it again; a file saved in another precision has none, and
+    the scale starts from the default, with a note."""
+    if not scaler.is_enabled():
+        return
+    if not saved:
+        notes.append("the resume file held no fp16 loss scale; it starts again from the default")
+        return
+    state = scaler.state_dict()
+    state.update(scale=float(saved["scale"]), _growth_tracker=int(saved["growth_tracker"]))
+    scaler.load_state_dict(state)
+
+
 def diverged_note(out_dir: Path) -> str:
     """Why the run in out_dir stopped when it stopped because it diverged ("at step N (reason)"), "" when it
     did not; "(its note is unreadable)" for a damaged marker (the file is untrusted)."""
@@ -95,6 +117,7 @@ class ResumeMixin:
         self._resume_rank_generator(info)
         self.elapsed = float(info.get("elapsed", 0.0))
         self.run_id = info.get("run_id", self.run_id)
+        restore_loss_scale(self.scaler, info.get("loss_scale"), self.notes)
         if self._in_label_first():
             self.notes.append("resumed inside the label-first steps: their optimizer starts afresh")
         self._saved_step = self.step

@@ -36,7 +36,7 @@ from ..unet import UNetConfig, build_network
 from .finetune import anchor_network, label_first_setup, new_label_rows, read_init
 from .objective import (band_losses, ema_decay_at, label_balanced_weights, loss_weights, lr_at, split_draw,
                         shift_one_pixel, treat_new_labels)
-from .resume import ResumeMixin
+from .resume import ResumeMixin, loss_scale_state
 from .runlog import append_log, truncate_log
 
 
@@ -120,7 +120,7 @@ class Trainer(ResumeMixin):
         self.opt = self._make_optimizer()
         self._label_first = label_first_setup(self.net, config, dataset, self.device, self.notes)
         # fp16 (CUDA without bf16) needs loss scaling; bf16 and fp32 do not.
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.gen = torch.Generator(device=self.device).manual_seed(config.seed)  # with several ranks: images only
         # Noise, timesteps, flips and dropout: the same generator alone, one of (seed, rank) per rank.
         self.rank_gen = self._rank_generator(0) if self.dist else self.gen
@@ -363,10 +363,15 @@ class Trainer(ResumeMixin):
         """Write the loss log, then resume.safetensors (the commit: weights, EMA, optimizer, RNG, step), then
         model.safetensors (the EMA for sampling, re-derived on resume if a crash left it behind). Never
         writes non-finite weights: a poisoned state raises TrainingDiverged and the files on disk stay."""
-        if not self.state_is_finite():  # the weights are the same on every rank, and so is this verdict
+        finite = self.state_is_finite()
+        if self.dist:  # only rank 0 keeps the EMA, so the verdict is agreed: no rank waits on one that raised
+            finite = not distributed.any_rank(self.dist, not finite, self.device)
+        if not finite:
             raise TrainingDiverged(self._diverged(f"the weights or the model's output became NaN or infinite by step {self.step}"))
         info = {"dataset": self.dataset.name, "dataset_fingerprint": self.dataset.fingerprint(), "elapsed": self.elapsed,
                 "run_id": self.run_id, "train_config": self.config.to_dict()}
+        if self.scaler.is_enabled():
+            info["loss_scale"] = loss_scale_state(self.scaler)
         if self.dist:  # all ranks take part; rank 0 writes
             info["world_size"] = self.dist.world_size
             info["rank_rng_states"] = distributed.gather_objects(self.dist, distributed.pack_state(self.rank_gen.get_state()))

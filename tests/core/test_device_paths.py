@@ -168,3 +168,22 @@ def test_a_thread_that_ran_a_parallel_op_can_free_its_openmp_team():
                          capture_output=True, text=True, check=True, timeout=120).stdout.split()
     before, with_team, released, after = int(out[0]), int(out[1]), out[2], int(out[3])
     assert with_team > before and released == "True" and after == before
+
+
+@pytest.mark.parametrize("major, hip, expected", [(7, None, "fp16"), (8, None, "bf16"), (9, None, "bf16"),
+                                                  (7, "6.2", "bf16")])
+def test_auto_precision_on_a_gpu_takes_bf16_only_where_it_is_in_hardware(monkeypatch, major, hip, expected):
+    """A V100 or T4 (compute capability 7.x) would emulate bf16, which torch.cuda.is_bf16_supported() counts as
+    support: such GPUs train in fp16 with loss scaling; Ampere on, and ROCm, in bf16."""
+    from types import SimpleNamespace
+
+    from core.device import resolve_precision
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: asked.append(d) or SimpleNamespace(major=major))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: pytest.fail("counts emulation as support"))
+    monkeypatch.setattr(torch.version, "hip", hip)
+    gpu = torch.device("cuda", 1)
+    assert resolve_precision("auto", gpu) == expected
+    assert asked == ([] if hip else [gpu])  # the run's own GPU, not the current one
+    assert resolve_precision("fp32", gpu) == "fp32"

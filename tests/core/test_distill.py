@@ -282,3 +282,28 @@ def test_cli_distills_resumes_and_refuses_changed_settings(teacher_file, tmp_pat
     err = capsys.readouterr().err
     assert "teacher spacing 'tuned-9': the teacher has no such spacing" in err and err.count("\n") == 1
     shutil.rmtree(out)
+
+
+def test_fp16_scales_the_loss_and_a_resume_keeps_the_scale(teacher_file, tmp_path, monkeypatch):
+    """fp16 (a GPU without bf16 in hardware) trains with loss scaling, and the scale and its count of clean
+    steps survive a resume; run here with the CPU's fp16 autocast and the CPU's GradScaler."""
+    from core.training import distill
+
+    monkeypatch.setattr(distill, "resolve_precision", lambda pref, device: "fp16")
+    d = Distiller(load_checkpoint(teacher_file), DistillConfig(**SMALL), tmp_path / "d")
+    assert d.scaler.is_enabled()
+    before = {k: v.clone() for k, v in d.net.state_dict().items()}
+    it = d.run()
+    first = [next(it).loss for _ in range(3)]  # step 3 is a checkpoint
+    scale, tracker = d.scaler.get_scale(), d.scaler.state_dict()["_growth_tracker"]
+    assert all(np.isfinite(first)) and (scale, tracker) != (65536.0, 0)  # it scaled: grew its count or backed off
+    assert any(not torch.equal(before[k], v) for k, v in d.net.state_dict().items())  # and the weights moved
+    d.close()
+    d = Distiller(load_checkpoint(teacher_file), DistillConfig(**SMALL), tmp_path / "d", resume=True)
+    assert (d.scaler.get_scale(), d.scaler.state_dict()["_growth_tracker"]) == (scale, tracker)
+    assert not d.notes
+    d.close()
+    monkeypatch.setattr(distill, "resolve_precision", lambda pref, device: "fp32")  # no scaling: nothing to keep
+    d = Distiller(load_checkpoint(teacher_file), DistillConfig(**SMALL), tmp_path / "d", resume=True)
+    assert not d.scaler.is_enabled() and d.step == 3
+    d.close()

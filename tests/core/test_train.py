@@ -509,3 +509,23 @@ def test_pixel_shift_moves_every_image_by_at_most_one_pixel_and_draws_nothing_el
     assert TrainConfig.from_dict({k: v for k, v in CFG.to_dict().items() if k != "pixel_shift"}).pixel_shift is False
     for tr in (plain, shifted):
         tr.close()
+
+
+@pytest.mark.slow
+def test_fp16_keeps_its_loss_scale_across_a_resume(blobs, tmp_path, monkeypatch):
+    """fp16 (a GPU without bf16 in hardware) trains with a loss scale that grows over clean steps; a resume
+    continues it instead of starting again at 65536 (run here with the CPU's fp16 autocast and GradScaler)."""
+    from core.training import trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "resolve_precision", lambda pref, device: "fp16")
+    first = Trainer(blobs, CFG, tmp_path, device="cpu")
+    assert first.scaler.is_enabled()
+    losses = [m.loss for m in _run(first, until=10)]
+    first.save()
+    saved = (first.scaler.get_scale(), first.scaler.state_dict()["_growth_tracker"])
+    assert all(np.isfinite(losses)) and saved != (65536.0, 0)
+    first.close()
+    resumed = Trainer.from_run(blobs, tmp_path, device="cpu")
+    assert (resumed.scaler.get_scale(), resumed.scaler.state_dict()["_growth_tracker"]) == saved
+    assert not any("loss scale" in n for n in resumed.notes)
+    resumed.close()

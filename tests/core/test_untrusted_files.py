@@ -160,7 +160,7 @@ def test_a_missing_header_key_is_named(scratch, model_header, key):
 # --- resume files ---------------------------------------------------------------------------------------------
 
 INFO_FIELDS = {"dataset": "str", "dataset_fingerprint": "str", "elapsed": "float", "run_id": "str",
-               "train_config": "obj", "world_size": "int", "rank_rng_states": "list"}
+               "train_config": "obj", "world_size": "int", "rank_rng_states": "list", "loss_scale": "obj"}
 GROUP_FIELDS = {"params": "list", "lr": "float", "initial_lr": "float", "betas": "list", "eps": "float",
                 "weight_decay": "float", "amsgrad": "bool", "maximize": "bool", "foreach": "flag", "capturable": "bool",
                 "differentiable": "bool", "fused": "flag", "decoupled_weight_decay": "bool"}
@@ -174,6 +174,9 @@ def _resume_cases():
     out = [pytest.param(k, None, Raw(DEPTH_BOMB), id=f"{k}-depth") for k in ("info", "param_groups", "opt_scalars")]
     out += [pytest.param("info", None, v, id=f"info={v!r:.10}") for v in SWAPS["obj"]]
     out += [pytest.param("info", k, v, id=f"info.{k}={v!r:.10}") for k, kind in INFO_FIELDS.items() for v in SWAPS[kind]]
+    out += [pytest.param("info", "loss_scale", v, id=f"loss_scale={v!r:.22}")
+            for v in ({"scale": 0.0, "growth_tracker": 0}, {"scale": 1e300, "growth_tracker": 0},
+                      {"scale": 1024.0, "growth_tracker": -1}, {"scale": 1024.0})]
     out += [pytest.param("param_groups", None, v, id=f"groups={v!r:.10}") for v in SWAPS["list"] + [[], [5]]]
     out += [pytest.param("param_groups", k, v, id=f"group.{k}={v!r:.10}") for k, kind in GROUP_FIELDS.items()
             for v in SWAPS[kind]]

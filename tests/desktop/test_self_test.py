@@ -120,3 +120,18 @@ def test_process_start_time(monkeypatch):
     monkeypatch.delenv("DIFFUSION_DESK_T0")
     t, source = process_start_time()
     assert source in ("os", "import") and time.time() - 24 * 3600 < t <= time.time()
+
+
+def test_the_grid_is_finite_only_when_every_step_was(tiny_checkpoint):
+    """An overflow part-way is caught even where the last step's clipping would hide it from the images."""
+    import torch
+
+    from core.checkpoint import load_checkpoint
+    from desktop.jobs.sampling import sample_grid
+
+    bundle = load_checkpoint(tiny_checkpoint)
+    good = sample_grid(bundle, steps=3, per_label=1, seed=0)
+    assert good["finite"] and good["nfe"] == 3 and good["images"].shape[:2] == (6, 16)
+    with torch.no_grad():
+        next(bundle.net.parameters()).fill_(float("nan"))
+    assert sample_grid(bundle, steps=3, per_label=1, seed=0)["finite"] is False
