@@ -199,7 +199,8 @@ def _reference(net, schedule, grid, ctx, config, device, tick, cancel):
     xs, x0s = [], []
     for lo in range(0, noise.shape[0], config.batch):
         part = slice(lo, lo + config.batch)
-        states, preds = [noise[part].to(device)], []
+        start = noise[part].to(device)
+        states, preds = [start], []
 
         def keep(d):  # kept on the device and copied once per batch: a GPU does not wait at every step
             states.append(d["x"].float())
@@ -209,7 +210,7 @@ def _reference(net, schedule, grid, ctx, config, device, tick, cancel):
         c = None if ctx is None else ctx[part].to(device)
         model = Denoiser(net, schedule, c, guidance=config.guidance, cancel=cancel)
         with torch.inference_mode():
-            sample_dpmpp_3m(model, noise[part].to(device), grid, callback=keep)
+            sample_dpmpp_3m(model, start, grid, callback=keep)
         xs.append(torch.stack(states).cpu())
         x0s.append(torch.stack(preds).cpu())
     return torch.cat(xs, 1), torch.cat(x0s, 1)

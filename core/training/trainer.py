@@ -119,7 +119,7 @@ class Trainer(ResumeMixin):
         self.model = distributed.wrap(self.dist, self.net, self.device) if self.dist else self.net
         self.opt = self._make_optimizer()
         self._label_first = label_first_setup(self.net, config, dataset, self.device, self.notes)
-        # fp16 (CUDA without bf16) needs loss scaling; bf16 and fp32 do not.
+        # fp16 (a GPU without bf16 in hardware) needs loss scaling; bf16 and fp32 do not.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.gen = torch.Generator(device=self.device).manual_seed(config.seed)  # with several ranks: images only
         # Noise, timesteps, flips and dropout: the same generator alone, one of (seed, rank) per rank.
